@@ -1,0 +1,84 @@
+"""Safe downloads: fetch to a temporary file, verify, then rename into place.
+
+An interrupted or corrupted download never leaves a file that a later run would trust.
+Used for the VGG19 weights and by the notebooks for optional extra images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from nstlib.errors import DownloadError
+
+CHUNK = 1 << 20
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    sha256_prefix: str | None = None,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> Path:
+    """Download `url` to `dest` atomically and return `dest`.
+
+    The bytes go to `dest.part-<pid>` first. The file is renamed to `dest` only when the
+    transfer is complete (the length matches Content-Length when the server sends one) and,
+    if `sha256_prefix` is given, the SHA-256 digest starts with it (torchvision's convention:
+    ``vgg19-dcbb9e9d.pth``). Otherwise the partial file is deleted and `DownloadError` raised.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                received = 0
+                while chunk := response.read(CHUNK):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        if total is not None and received != total:
+            raise DownloadError(f"{url}: connection closed after {received} of {total} bytes; try again")
+        if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
+            raise DownloadError(
+                f"{url}: checksum mismatch (sha256 {digest.hexdigest()[:12]}..., expected {sha256_prefix}...)"
+            )
+        os.replace(tmp, dest)
+        return dest
+    except DownloadError:
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise DownloadError(f"{url}: download failed ({reason})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch_image(url: str, cache_dir: str | os.PathLike, fallback: str) -> Path:
+    """Return a cached copy of the image at `url`, downloading it once.
+
+    When the download fails (offline, a dead link) it warns and returns the bundled sample
+    named `fallback` instead, so a notebook always has a picture to work with.
+    """
+    from nstlib.data import sample_path
+
+    dest = Path(cache_dir) / Path(url.split("?")[0]).name
+    if dest.exists():
+        return dest
+    try:
+        return download(url, dest, progress=False)
+    except DownloadError as e:
+        warnings.warn(f"{e}; using the bundled sample '{fallback}' instead", stacklevel=2)
+        return sample_path(fallback)

@@ -1,0 +1,268 @@
+"""Images in and out: every picture in nstlib is a float tensor of shape (1,3,H,W) with values in [0,1].
+
+`load_image` accepts a path, a PIL image, a NumPy array or a tensor and always returns that shape.
+`save_image` and `save_gif` write atomically (a temporary file, then a rename), so a crash or a full
+disk never leaves a half-written picture behind, and they refuse to overwrite an input.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from nstlib.errors import ImageLoadError, OutputError
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+
+#: Largest image we decode, in pixels (width x height). Anything larger is treated as a
+#: decompression bomb: a small file that would expand to gigabytes in memory.
+MAX_PIXELS = 64_000_000
+
+#: Smallest side the network accepts: VGG19 halves the image five times (pool1..pool5).
+MIN_SIDE = 32
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """Any PIL mode -> float32 array (H,W,3) in [0,1]. Transparency is composited on white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        top = 65535.0 if img.mode != "F" and arr.max(initial=0) > 255 else 255.0
+        if img.mode == "F":
+            top = max(float(arr.max(initial=1.0)), 1.0)
+        return np.repeat((arr / top).clip(0, 1)[..., None], 3, axis=-1)
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _open(path: Path) -> Image.Image:
+    """Open and fully decode a file, translating every failure into ImageLoadError."""
+    name = str(path)
+    if not path.exists():
+        raise ImageLoadError(f"{name}: file not found")
+    if path.is_dir():
+        raise ImageLoadError(f"{name}: is a directory, not an image file")
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageLoadError(
+                    f"{name}: {img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit "
+                    "(decompression bomb guard); shrink the image first"
+                )
+            img.seek(0)  # first frame of an animation
+            img = ImageOps.exif_transpose(img)
+            img.load()
+            return img
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{name}: not an image Pillow can read (is it really a picture?)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(f"{name}: decompression bomb refused ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageLoadError(f"{name}: truncated or corrupt image ({e})") from None
+
+
+def _array_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
+    """(H,W), (H,W,1), (H,W,3) or (H,W,4) array, uint8/uint16/float -> (1,3,H,W) in [0,1]."""
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        arr = arr.astype(np.float32) / 65535.0
+    elif np.issubdtype(arr.dtype, np.floating) or arr.dtype == bool:
+        arr = arr.astype(np.float32)
+    else:
+        raise ImageLoadError(f"{name}: unsupported array dtype {arr.dtype}; use uint8, uint16 or float")
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise ImageLoadError(f"{name}: array shape {arr.shape} is not (H,W), (H,W,3) or (H,W,4)")
+    if arr.shape[-1] == 4:
+        alpha = arr[..., 3:]
+        arr = arr[..., :3] * alpha + (1 - alpha)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].contiguous()
+
+
+def _tensor_to_batch(t: torch.Tensor, name: str) -> torch.Tensor:
+    """(H,W), (3,H,W) or (1,3,H,W) tensor -> (1,3,H,W) float."""
+    t = t.detach().float().cpu()
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim == 3:
+        t = t[None]
+    if t.ndim != 4 or t.shape[0] != 1 or t.shape[1] not in (1, 3):
+        raise ImageLoadError(f"{name}: tensor shape {tuple(t.shape)} is not (H,W), (3,H,W) or (1,3,H,W)")
+    return t.expand(1, 3, *t.shape[2:]).clone()
+
+
+def resize(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize (B,3,H,W) so that its long side is `size`, or to exactly (H,W) if a pair is given.
+
+    Uses antialiased bicubic interpolation, clamped back to [0,1].
+    """
+    h, w = img.shape[-2:]
+    if isinstance(size, int):
+        scale = size / max(h, w)
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if tuple(size) == (h, w):
+        return img
+    return F.interpolate(img, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_SIDE) -> torch.Tensor:
+    """Load any picture as a float tensor (1,3,H,W) in [0,1].
+
+    Args:
+        src: a file path, a PIL image, an ndarray (H,W[,C], uint8/uint16/float) or a tensor
+            ((H,W), (3,H,W) or (1,3,H,W), values in [0,1]).
+        size: if given, resize so that the long side is `size` pixels (aspect ratio kept).
+        min_side: reject images whose short side (after resizing) is below this; VGG19 needs 32.
+
+    Files get their EXIF orientation applied; grayscale, palette, CMYK, 16-bit and images with
+    transparency (composited on white) all become RGB.
+
+    Raises:
+        ImageLoadError: naming the file and the cause (missing, not an image, truncated or corrupt,
+            over `MAX_PIXELS`, or smaller than `min_side`).
+    """
+    if isinstance(src, (str, os.PathLike)):
+        name = str(src)
+        tensor = _array_to_tensor(_to_rgb(_open(Path(src))), name)
+    elif isinstance(src, Image.Image):
+        name = "PIL image"
+        tensor = _array_to_tensor(_to_rgb(ImageOps.exif_transpose(src)), name)
+    elif isinstance(src, np.ndarray):
+        name = "array"
+        tensor = _array_to_tensor(src, name)
+    elif isinstance(src, torch.Tensor):
+        name = "tensor"
+        tensor = _tensor_to_batch(src, name)
+    else:
+        raise ImageLoadError(f"cannot load an image from {type(src).__name__}; pass a path, PIL image, array or tensor")
+    if size is not None:
+        if size < min_side:
+            raise ImageLoadError(f"{name}: size={size} is below the network's minimum side of {min_side} px")
+        tensor = resize(tensor, size)
+    h, w = tensor.shape[-2:]
+    if min(h, w) < min_side:
+        raise ImageLoadError(
+            f"{name}: {w}x{h} is too small; the network needs at least {min_side} px on each side"
+        )
+    return tensor.clamp(0, 1)
+
+
+def to_pil(img: torch.Tensor) -> Image.Image:
+    """(1,3,H,W) or (3,H,W) tensor in [0,1] -> 8-bit RGB PIL image."""
+    if img.ndim == 4:
+        img = img[0]
+    arr = (img.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    return Image.fromarray(arr.permute(1, 2, 0).numpy())
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output_path(path: str | os.PathLike, inputs: Iterable[ImageLike] = (), *, overwrite: bool = True) -> Path:
+    """Validate an output path before any work: not one of `inputs`, and not existing unless `overwrite`."""
+    out = Path(path)
+    for src in inputs:
+        if isinstance(src, (str, os.PathLike)) and _same_file(out, Path(src)):
+            raise OutputError(f"{out}: refusing to overwrite an input image; choose another output path")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: already exists; pass --force (overwrite=True) to replace it")
+    if out.is_dir():
+        raise OutputError(f"{out}: is a directory; give a file name such as {out / 'result.png'}")
+    return out
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call `write(file)` on a temporary file next to `path`, then rename it into place.
+
+    Either the complete file appears at `path` or nothing changes; the temporary file is removed
+    on any failure (a full disk, an unwritable folder, an exception in `write`).
+    """
+    out = Path(path)
+    folder = out.parent if str(out.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=folder)
+    except OSError as e:
+        raise OutputError(f"{out}: cannot write in {folder} ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OutputError(f"{out}: write failed ({e.strerror or e}); nothing was written") from None
+        raise
+    return out
+
+
+def _format_for(path: Path) -> str:
+    ext = path.suffix.lower().lstrip(".")
+    formats = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF",
+               "tiff": "TIFF", "gif": "GIF"}
+    if ext not in formats:
+        raise OutputError(f"{path}: unknown image extension '.{ext}'; use one of {', '.join(sorted(formats))}")
+    return formats[ext]
+
+
+def save_image(
+    img: torch.Tensor | Image.Image,
+    path: str | os.PathLike,
+    *,
+    inputs: Sequence[ImageLike] = (),
+    overwrite: bool = True,
+) -> Path:
+    """Write an image atomically; the format follows the extension (.png, .jpg, .webp, ...).
+
+    Args:
+        img: tensor (1,3,H,W) or (3,H,W) in [0,1], or a PIL image.
+        path: where to write.
+        inputs: images this one was made from; writing over any of them is refused.
+        overwrite: if False, an existing file at `path` is an error.
+    """
+    out = check_output_path(path, inputs, overwrite=overwrite)
+    fmt = _format_for(out)
+    pil = img if isinstance(img, Image.Image) else to_pil(img)
+    return atomic_write(out, lambda f: pil.save(f, format=fmt))
+
+
+def save_gif(
+    frames: Sequence[torch.Tensor | Image.Image],
+    path: str | os.PathLike,
+    *,
+    duration_ms: int = 80,
+    inputs: Sequence[ImageLike] = (),
+    overwrite: bool = True,
+) -> Path:
+    """Write frames (each (1,3,H,W) in [0,1] or PIL) as a looping animated GIF, atomically."""
+    if not frames:
+        raise OutputError(f"{path}: no frames to write; pass frame_every=k to stylize to record some")
+    out = check_output_path(path, inputs, overwrite=overwrite)
+    pils = [f if isinstance(f, Image.Image) else to_pil(f) for f in frames]
+    return atomic_write(
+        out,
+        lambda f: pils[0].save(f, format="GIF", save_all=True, append_images=pils[1:], duration=duration_ms, loop=0),
+    )

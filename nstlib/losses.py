@@ -1,0 +1,135 @@
+"""Content, style and total-variation losses, and the weighted objective that combines them.
+
+Every loss is batched: it takes feature maps or images with a batch dimension B and returns a
+tensor of shape (B,), one value per image, so that B different weight settings can be optimised
+together (see `optimize.stylize_grid`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+Features = Mapping[str, torch.Tensor]
+#: A blended style target: a list of (blend weight, {layer: Gram matrix (1,C,C)}).
+StyleTargets = Sequence[tuple[float, Mapping[str, torch.Tensor]]]
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """Channel correlations of a feature map: (B,C,H,W) -> (B,C,C).
+
+    G[b,i,j] = sum_p F[b,i,p] F[b,j,p] / (H*W), with p running over the H*W positions.
+
+    Dividing by the number of positions M = H*W makes G the *average* outer product of the
+    feature vectors, so it does not grow with image size (resolution invariance).
+
+    Relation to Gatys et al. (2016): they use the unnormalised G' = M*G and the per-layer loss
+    E_l = 1/(4 N^2 M^2) * sum (G' - A')^2 with N = C channels. Our per-layer loss
+    `mean((G - A)^2)` = 1/N^2 * sum (G - A)^2 = 1/(N^2 M^2) * sum (G' - A')^2 = 4 E_l.
+    """
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w)
+    return flat @ flat.transpose(1, 2) / (h * w)
+
+
+def content_loss(features: Features, targets: Features, layer_weights: Mapping[str, float]) -> torch.Tensor:
+    """sum_l w_l * mean((F_l - P_l)^2), one value per batch item: (B,).
+
+    `features[l]` is (B,C,H,W); `targets[l]` is (1,C,H,W) or (B,C,H,W).
+    """
+    return sum(
+        weight * (features[layer] - targets[layer]).pow(2).mean(dim=(1, 2, 3))
+        for layer, weight in layer_weights.items()
+    )
+
+
+def style_loss(features: Features, target_grams: Features, layer_weights: Mapping[str, float]) -> torch.Tensor:
+    """sum_l w_l * mean((G(F_l) - A_l)^2), one value per batch item: (B,).
+
+    `features[l]` is (B,C,H,W); `target_grams[l]` is a Gram matrix (1,C,C) or (B,C,C).
+    Each term equals 4 * Gatys' E_l (see `gram_matrix`).
+    """
+    return sum(
+        weight * (gram_matrix(features[layer]) - target_grams[layer]).pow(2).mean(dim=(1, 2))
+        for layer, weight in layer_weights.items()
+    )
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """Squared (L2) total variation of (B,C,H,W) images: (B,).
+
+    mean((x[i,j+1] - x[i,j])^2) + mean((x[i+1,j] - x[i,j])^2).
+
+    We pick the squared (L2) form: it is smooth, so L-BFGS and gradient checks behave, and it
+    damps the high-frequency speckle that optimisation leaves. The L1 form (absolute
+    differences) preserves hard edges better but is not differentiable where neighbours are equal.
+    """
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return dx.pow(2).mean(dim=(1, 2, 3)) + dy.pow(2).mean(dim=(1, 2, 3))
+
+
+def blended_style_loss(features: Features, targets: StyleTargets, layer_weights: Mapping[str, float]) -> torch.Tensor:
+    """sum_k a_k * style_loss(features, targets_k): the style loss against blended targets (B,)."""
+    return sum(alpha * style_loss(features, grams, layer_weights) for alpha, grams in targets)
+
+
+Weight = float | torch.Tensor  # a float, or a (B,) tensor giving each batch item its own weight
+
+
+class Objective(nn.Module):
+    """The full weighted objective of neural style transfer.
+
+    total = content_weight * content + style_weight * style + tv_weight * tv
+
+    Calling it on images (B,3,H,W) in [0,1] returns a dict of (B,) tensors with the keys
+    "content", "style", "tv" (unweighted terms) and "total" (the weighted sum).
+
+    Args:
+        extractor: a `VGG19Features` that returns every layer named in the two layer dicts.
+        content_targets: {layer: (1,C,H,W)} feature maps of the content image.
+        style_targets: blended Gram targets (see `blend.style_targets`).
+        content_layers, style_layers: {layer: per-layer weight}.
+        content_weight, style_weight, tv_weight: global weights, floats or (B,) tensors.
+    """
+
+    def __init__(
+        self,
+        extractor: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+        content_targets: Features,
+        style_targets: StyleTargets,
+        content_layers: Mapping[str, float],
+        style_layers: Mapping[str, float],
+        content_weight: Weight,
+        style_weight: Weight,
+        tv_weight: Weight,
+    ) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.content_targets = dict(content_targets)
+        self.style_targets = list(style_targets)
+        self.content_layers = dict(content_layers)
+        self.style_layers = dict(style_layers)
+        self.content_weight = content_weight
+        self.style_weight = style_weight
+        self.tv_weight = tv_weight
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.extractor(image)
+        # Gram matrices and losses in float32 even when the network ran in bf16/fp16.
+        with torch.autocast(device_type=image.device.type, enabled=False):
+            feats = {k: v.float() for k, v in feats.items()}
+            zero = image.new_zeros(image.shape[0], dtype=torch.float32)  # keeps (B,) when a term has no layers
+            terms = {
+                "content": zero + content_loss(feats, self.content_targets, self.content_layers),
+                "style": zero + blended_style_loss(feats, self.style_targets, self.style_layers),
+                "tv": tv_loss(image.float()),
+            }
+            terms["total"] = (
+                self.content_weight * terms["content"]
+                + self.style_weight * terms["style"]
+                + self.tv_weight * terms["tv"]
+            )
+        return terms

@@ -1,0 +1,479 @@
+"""Neural style transfer by optimisation (Gatys, Ecker & Bethge 2016).
+
+`stylize(content, style)` reads top to bottom:
+
+1. load the images and pick the device;
+2. build the VGG19 feature extractor and the targets (content features, blended style Grams),
+   once, without gradients;
+3. start from the content image, noise or the style image;
+4. repeat: evaluate the objective, back-propagate to the *pixels*, take an L-BFGS or Adam step;
+5. return a `StylizeResult` with the image, the loss history and optional animation frames.
+
+Defaults (layers and weights), and where they come from:
+
+- content layer relu4_2 and style layers relu1_1..relu5_1: Gatys et al. (2016). In the original
+  Caffe model their "conv" outputs were rectified in place, so they are our relu layers.
+- style layer weights proportional to 1/C_l^2 and style:content = 1e6:1 at the first layer: the
+  PyTorch tutorial's proven balance (style weight 1e6 with Gram/(C*H*W)), rewritten for our
+  Gram/(H*W) normalisation, which scales each layer's style loss by C_l^2.
+- tv_weight: small enough to damp speckle without blurring; set to 0 to switch TV off.
+- Adam lr 0.02 on [0,1] pixels (crowsonkb's style-transfer-pytorch); L-BFGS with step size 1
+  (jcjohnson's neural-style).
+These could not be re-tuned on ImageNet weights here (no downloads offline): treat them as a
+starting point and use the weight sliders of notebook 05 to explore.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from nstlib.blend import BLEND_METHODS, style_targets
+from nstlib.errors import NonFiniteLossError, ParameterError
+from nstlib.features import VGG19Features, check_layers
+from nstlib.images import ImageLike, load_image, resize, save_gif, save_image, to_pil
+from nstlib.losses import Objective, Weight
+
+DEFAULT_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
+DEFAULT_STYLE_LAYERS: dict[str, float] = {
+    "relu1_1": 1.0,  # (64 / C_l)^2 for C_l = 64, 128, 256, 512, 512 channels
+    "relu2_1": 1 / 4,
+    "relu3_1": 1 / 16,
+    "relu4_1": 1 / 64,
+    "relu5_1": 1 / 64,
+}
+DEFAULT_CONTENT_WEIGHT = 1.0
+DEFAULT_STYLE_WEIGHT = 1e6 / 64**2  # ~244: the tutorial's 1e6, divided by C^2 of relu1_1
+DEFAULT_TV_WEIGHT = 1e-2
+
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise", "style")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+TERMS = ("content", "style", "tv", "total")
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda if available, else mps, else cpu; other names are checked and returned."""
+    name = str(device)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.split(":")[0] not in DEVICES:
+        raise ParameterError(f"device={name!r}: choose one of {', '.join(DEVICES)} (or e.g. 'cuda:1')")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError(f"device={name!r}: CUDA is not available here; use device='cpu' or 'auto'")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ParameterError("device='mps': MPS is not available here; use device='cpu' or 'auto'")
+    return torch.device(name)
+
+
+@dataclass
+class Step:
+    """What a per-step callback sees: the step number, the current image and the loss terms.
+
+    `image` is the live (B,3,H,W) tensor being optimised (read it, do not modify it); `terms` holds
+    (B,) tensors on the device. Reading them with .item() costs a device sync.
+    """
+
+    step: int
+    image: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+
+@dataclass
+class StylizeResult:
+    """The outcome of `stylize`.
+
+    Attributes:
+        image: (1,3,H,W) float tensor in [0,1] on the CPU ((B,3,H,W) for `stylize_grid`).
+        history: one dict per evaluation, {"step", "content", "style", "tv", "total", "time"}; the
+            first entry is the starting image, the last the returned image. Losses are unweighted
+            terms except "total"; "time" is seconds since the start. For a grid, each loss is a list.
+        frames: (1,3,H,W) CPU snapshots every `frame_every` steps (with the first and the last).
+        interrupted: True if the run was stopped early (Ctrl-C or a callback).
+        seconds: wall time of the optimisation.
+        evaluations: objective evaluations (L-BFGS line searches use more than one per step).
+    """
+
+    image: torch.Tensor
+    history: list[dict[str, Any]] = field(default_factory=list)
+    frames: list[torch.Tensor] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+    evaluations: int = 0
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The loss terms of the returned image."""
+        return self.history[-1]
+
+    def pil(self, index: int = 0) -> Image.Image:
+        """Image `index` of the batch as a PIL image."""
+        return to_pil(self.image[index])
+
+    def save(self, path: str, **kwargs: Any) -> Any:
+        """Write the image atomically (see `images.save_image`)."""
+        return save_image(self.image[:1], path, **kwargs)
+
+    def save_gif(self, path: str, duration_ms: int = 80, **kwargs: Any) -> Any:
+        """Write the recorded frames as an animated GIF (needs frame_every > 0)."""
+        return save_gif(self.frames, path, duration_ms=duration_ms, **kwargs)
+
+
+def _check_layer_weights(name: str, layers: Mapping[str, float]) -> dict[str, float]:
+    check_layers(layers)
+    layers = {k: float(v) for k, v in layers.items()}
+    if any(v < 0 for v in layers.values()):
+        raise ParameterError(f"{name} has a negative weight {layers}; use weights >= 0")
+    if sum(layers.values()) <= 0:
+        raise ParameterError(f"{name} weights sum to 0 {layers}; give at least one layer a positive weight")
+    return layers
+
+
+def _check_weight(name: str, value: Weight) -> None:
+    if (torch.as_tensor(value) < 0).any():
+        raise ParameterError(f"{name}={value}: weights must be >= 0")
+
+
+def check_params(
+    *,
+    steps: int = 1,
+    optimizer: str = "lbfgs",
+    init: str = "content",
+    blend: str = "gram",
+    lr: float | None = None,
+    content_weight: Weight = 0.0,
+    style_weight: Weight = 0.0,
+    tv_weight: Weight = 0.0,
+    style_scale: float = 1.0,
+    history_size: int = 1,
+) -> None:
+    """Reject bad settings before any work, listing the valid choices."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ParameterError(f"steps={steps!r}: give a whole number >= 1")
+    if optimizer not in OPTIMIZERS:
+        raise ParameterError(f"optimizer={optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    if init not in INITS:
+        raise ParameterError(f"init={init!r}: choose one of {', '.join(INITS)}")
+    if blend not in BLEND_METHODS:
+        raise ParameterError(f"blend={blend!r}: choose one of {', '.join(BLEND_METHODS)}")
+    if lr is not None and not lr > 0:
+        raise ParameterError(f"lr={lr}: the learning rate must be > 0")
+    if not style_scale > 0:
+        raise ParameterError(f"style_scale={style_scale}: must be > 0 (1 = same size as the content)")
+    if history_size < 1:
+        raise ParameterError(f"history_size={history_size}: must be >= 1")
+    for name, value in (("content_weight", content_weight), ("style_weight", style_weight), ("tv_weight", tv_weight)):
+        _check_weight(name, value)
+
+
+def prepare_images(
+    content: ImageLike,
+    styles: ImageLike | Sequence[ImageLike],
+    size: int | None = None,
+    style_scale: float = 1.0,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Load the content (long side `size`) and the styles (long side `style_scale` x the content's)."""
+    content = load_image(content, size)
+    if isinstance(styles, (str, torch.Tensor, Image.Image)) or not isinstance(styles, Sequence):
+        styles = [styles]
+    style_side = round(max(content.shape[-2:]) * style_scale)
+    return content, [load_image(s, style_side) for s in styles]
+
+
+def make_objective(
+    extractor: VGG19Features,
+    content: torch.Tensor,
+    styles: Sequence[torch.Tensor],
+    *,
+    content_layers: Mapping[str, float],
+    style_layers: Mapping[str, float],
+    content_weight: Weight,
+    style_weight: Weight,
+    tv_weight: Weight,
+    blend: str = "gram",
+    blend_weights: Sequence[float] | None = None,
+) -> Objective:
+    """Compute the targets once (no gradients) and wrap them in an `Objective`."""
+    with torch.no_grad():
+        content_targets = {k: v for k, v in extractor(content).items() if k in content_layers}
+    targets = style_targets(extractor, styles, style_layers, blend_weights, blend)
+    return Objective(
+        extractor, content_targets, targets, content_layers, style_layers, content_weight, style_weight, tv_weight
+    )
+
+
+def make_extractor(
+    layers: Sequence[str], weights: str = "imagenet", pooling: str = "max", extractor: VGG19Features | None = None
+) -> VGG19Features:
+    """Reuse `extractor` if it returns every layer needed, else build a new `VGG19Features`."""
+    if extractor is not None:
+        missing = set(layers) - set(extractor.layers)
+        if missing:
+            raise ParameterError(f"the given extractor lacks layers {sorted(missing)}; build it with them")
+        return extractor
+    return VGG19Features(layers, weights=weights, pooling=pooling)
+
+
+def initial_image(init: str, content: torch.Tensor, styles: Sequence[torch.Tensor], seed: int) -> torch.Tensor:
+    """The starting image (1,3,H,W): the content, uniform noise, or the first style resized."""
+    if init == "content":
+        return content.clone()
+    if init == "noise":
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        return torch.rand(content.shape, generator=gen).to(content.device)
+    return resize(styles[0], tuple(content.shape[-2:]))
+
+
+def _log_entry(step: int, values: torch.Tensor, seconds: float) -> dict[str, Any]:
+    """(4,B) tensor of terms -> one history dict (floats for B=1, lists otherwise)."""
+    rows = values.tolist()
+    single = values.shape[1] == 1
+    entry: dict[str, Any] = {"step": step}
+    for name, row in zip(TERMS, rows):
+        entry[name] = row[0] if single else row
+    entry["time"] = seconds
+    return entry
+
+
+def optimize_image(
+    objective: Objective,
+    start: torch.Tensor,
+    *,
+    steps: int,
+    optimizer: str = "lbfgs",
+    lr: float | None = None,
+    history_size: int = 50,
+    line_search: bool = False,
+    callback: Callable[[Step], bool | None] | None = None,
+    progress: bool = True,
+    log_every: int = 1,
+    frame_every: int = 0,
+) -> StylizeResult:
+    """Optimise the pixels of `start` (B,3,H,W) in [0,1] to minimise `objective`.
+
+    One step is one optimiser iteration. For L-BFGS that is one quasi-Newton update; with
+    `line_search=True` (strong Wolfe) it may evaluate the objective more than once.
+    L-BFGS keeps 2 * `history_size` image-sized buffers (about 2*m*12 bytes per pixel).
+    Adam clamps the pixels to [0,1] after each step; L-BFGS clamps only the result.
+
+    Losses are copied to the host every `log_every` steps (a device sync), which is also when
+    the objective is checked for NaN/inf. A `callback(Step)` runs after every step; returning True
+    stops the run (marked interrupted). Ctrl-C also stops it and returns the image so far.
+    """
+    image = start.detach().contiguous().clone().requires_grad_(True)
+    if optimizer == "lbfgs":
+        opt: torch.optim.Optimizer = torch.optim.LBFGS(
+            [image], lr=lr or 1.0, max_iter=1, history_size=history_size,
+            line_search_fn="strong_wolfe" if line_search else None,
+        )
+    else:
+        opt = torch.optim.Adam([image], lr=lr or 0.02)
+
+    first_terms: dict[str, torch.Tensor] | None = None
+    evaluations = 0
+
+    def closure() -> torch.Tensor:
+        nonlocal first_terms, evaluations
+        opt.zero_grad(set_to_none=True)
+        terms = objective(image)
+        terms["total"].sum().backward()  # batch items are independent: sum = each its own loss
+        evaluations += 1
+        if first_terms is None:  # the loss of the image at the start of this step
+            first_terms = {k: v.detach() for k, v in terms.items()}
+        return terms["total"].sum()
+
+    result = StylizeResult(image=start.detach().cpu())
+    pending: list[tuple[int, torch.Tensor]] = []
+    checked = start.detach().clone()  # the newest image whose objective is known to be finite
+    start_time = time.perf_counter()
+
+    def flush() -> None:
+        """Copy pending losses to the host, check them, and extend the history."""
+        nonlocal checked
+        values = torch.stack([v for _, v in pending]).cpu()  # (n,4,B): one sync for n steps
+        bad = ~torch.isfinite(values)
+        if bad.any():
+            step = pending[int(bad.flatten(1).any(1).nonzero()[0])][0]
+            result.image = checked.clamp(0, 1).cpu()
+            raise NonFiniteLossError(
+                f"the objective became NaN/inf at step {step}: the learning rate (lr={lr or 'default'}) or the "
+                "loss weights are probably too large; lower lr or style_weight, or try optimizer='adam'",
+                result,
+            )
+        seconds = time.perf_counter() - start_time
+        result.history.extend(_log_entry(step, v, seconds) for (step, _), v in zip(pending, values))
+        pending.clear()
+
+    bar = tqdm(total=steps, disable=not progress, desc="stylize", leave=False)
+    try:
+        for step in range(steps):
+            if frame_every and step % frame_every == 0:
+                result.frames.append(image.detach()[:1].clamp(0, 1).cpu())
+            before = image.detach().clone() if (step + 1) % log_every == 0 else None
+            first_terms = None
+            if optimizer == "lbfgs":
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+                with torch.no_grad():
+                    image.clamp_(0, 1)
+            assert first_terms is not None
+            pending.append((step, torch.stack([first_terms[t] for t in TERMS])))
+            if before is not None:
+                flush()
+                checked = before
+                last = result.history[-1]
+                bar.set_postfix({t: f"{last[t]:.3g}" for t in TERMS} if not isinstance(last["total"], list) else {})
+            bar.update(1)
+            if callback is not None and callback(Step(step + 1, image.detach(), first_terms)):
+                result.interrupted = True
+                break
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        bar.close()
+    if pending:
+        flush()
+
+    final = image.detach().clamp(0, 1)
+    if not torch.isfinite(final).all():
+        final = checked.clamp(0, 1)
+    with torch.no_grad():
+        terms = objective(final)
+    result.seconds = time.perf_counter() - start_time
+    result.evaluations = evaluations
+    result.history.append(_log_entry(steps if not result.interrupted else step + 1,
+                                     torch.stack([terms[t] for t in TERMS]).cpu(), result.seconds))
+    result.image = final.cpu()
+    if frame_every:
+        result.frames.append(final[:1].cpu())
+    return result
+
+
+def stylize(
+    content: ImageLike,
+    styles: ImageLike | Sequence[ImageLike],
+    *,
+    size: int | None = None,
+    steps: int = 300,
+    optimizer: str = "lbfgs",
+    lr: float | None = None,
+    history_size: int = 50,
+    line_search: bool = False,
+    init: str = "content",
+    content_weight: float = DEFAULT_CONTENT_WEIGHT,
+    style_weight: float = DEFAULT_STYLE_WEIGHT,
+    tv_weight: float = DEFAULT_TV_WEIGHT,
+    content_layers: Mapping[str, float] | None = None,
+    style_layers: Mapping[str, float] | None = None,
+    blend: str = "gram",
+    blend_weights: Sequence[float] | None = None,
+    style_scale: float = 1.0,
+    weights: str = "imagenet",
+    pooling: str = "max",
+    extractor: VGG19Features | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    callback: Callable[[Step], bool | None] | None = None,
+    progress: bool = True,
+    log_every: int = 1,
+    frame_every: int = 0,
+) -> StylizeResult:
+    """Stylize `content` with one or more `styles`.
+
+    Args:
+        content: the content picture (path, PIL, array or tensor; see `load_image`).
+        styles: one style picture or a list of them.
+        size: long side of the output in pixels (None keeps the content's size).
+        steps: optimiser iterations.
+        optimizer: "lbfgs" (fast convergence, the classic choice) or "adam" (lr, default 0.02).
+        lr, history_size, line_search: optimiser settings (see `optimize_image`).
+        init: start from "content", uniform "noise", or the (first) "style" image.
+        content_weight, style_weight, tv_weight: global weights of the three terms.
+        content_layers, style_layers: {layer name: weight}; defaults in DEFAULT_*_LAYERS.
+        blend, blend_weights: how to combine several styles (see `nstlib.blend`).
+        style_scale: the style images' long side relative to the content's.
+        weights, pooling: the VGG19 weights ("imagenet", "random" or a path) and pooling.
+        extractor: a `VGG19Features` to reuse (saves rebuilding the network between calls).
+        device: "auto" (cuda > mps > cpu), "cpu", "cuda" or "mps".
+        seed: seeds the noise init and random weights; a CPU run is bit-for-bit repeatable.
+        callback: called with a `Step` after every step; return True to stop.
+        progress: show a tqdm progress bar with the loss terms.
+        log_every: copy losses to the host (and check for NaN) every this many steps.
+        frame_every: keep a snapshot every this many steps for `result.save_gif` (0: none).
+
+    Returns:
+        A `StylizeResult`.
+    """
+    content_layers = _check_layer_weights("content_layers", content_layers or DEFAULT_CONTENT_LAYERS)
+    style_layers = _check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
+    check_params(steps=steps, optimizer=optimizer, init=init, blend=blend, lr=lr, content_weight=content_weight,
+                 style_weight=style_weight, tv_weight=tv_weight, style_scale=style_scale, history_size=history_size)
+    dev = pick_device(device)
+    torch.manual_seed(seed)
+
+    content_img, style_imgs = prepare_images(content, styles, size, style_scale)
+    content_img, style_imgs = content_img.to(dev), [s.to(dev) for s in style_imgs]
+    net = make_extractor([*content_layers, *style_layers], weights, pooling, extractor).to(dev)
+    objective = make_objective(
+        net, content_img, style_imgs, content_layers=content_layers, style_layers=style_layers,
+        content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+        blend=blend, blend_weights=blend_weights,
+    )
+    start = initial_image(init, content_img, style_imgs, seed)
+    return optimize_image(
+        objective, start, steps=steps, optimizer=optimizer, lr=lr, history_size=history_size,
+        line_search=line_search, callback=callback, progress=progress, log_every=log_every,
+        frame_every=frame_every,
+    )
+
+
+def evaluate(
+    image: ImageLike,
+    content: ImageLike,
+    styles: ImageLike | Sequence[ImageLike],
+    *,
+    content_weight: float = DEFAULT_CONTENT_WEIGHT,
+    style_weight: float = DEFAULT_STYLE_WEIGHT,
+    tv_weight: float = DEFAULT_TV_WEIGHT,
+    content_layers: Mapping[str, float] | None = None,
+    style_layers: Mapping[str, float] | None = None,
+    blend: str = "gram",
+    blend_weights: Sequence[float] | None = None,
+    style_scale: float = 1.0,
+    weights: str = "imagenet",
+    pooling: str = "max",
+    extractor: VGG19Features | None = None,
+    device: str | torch.device = "auto",
+) -> dict[str, float]:
+    """Score any image under the style-transfer objective: {"content", "style", "tv", "total"}.
+
+    The content is resized to the image's size, so outputs of different methods can be
+    compared on the same terms.
+    """
+    content_layers = _check_layer_weights("content_layers", content_layers or DEFAULT_CONTENT_LAYERS)
+    style_layers = _check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
+    dev = pick_device(device)
+    img = load_image(image).to(dev)
+    content_img, style_imgs = prepare_images(content, styles, max(img.shape[-2:]), style_scale)
+    content_img = resize(content_img.to(dev), tuple(img.shape[-2:]))
+    net = make_extractor([*content_layers, *style_layers], weights, pooling, extractor).to(dev)
+    objective = make_objective(
+        net, content_img, [s.to(dev) for s in style_imgs], content_layers=content_layers,
+        style_layers=style_layers, content_weight=content_weight, style_weight=style_weight,
+        tv_weight=tv_weight, blend=blend, blend_weights=blend_weights,
+    )
+    with torch.no_grad():
+        terms = objective(img)
+    return {name: float(terms[name][0]) for name in TERMS}

@@ -1,0 +1,137 @@
+"""The VGG19 extractor: layer names, truncation, frozen weights, weight loading and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import vgg19
+
+from nstlib.errors import ParameterError, WeightsError
+from nstlib.features import (
+    CHANNELS,
+    IMAGENET_URL,
+    LAYER_INDEX,
+    LAYER_NAMES,
+    VGG19Features,
+    hub_cache_file,
+    layer_channels,
+    layer_stride,
+    random_state_dict,
+)
+
+
+def test_layer_names_map_to_torchvision_indices() -> None:
+    net = vgg19(weights=None).features
+    assert len(LAYER_NAMES) == len(net) == 37
+    for name, module in zip(LAYER_NAMES, net):
+        kind = {"conv": nn.Conv2d, "relu": nn.ReLU, "pool": nn.MaxPool2d}[name[:4]]
+        assert isinstance(module, kind), name
+        if name.startswith("conv"):
+            assert module.out_channels == layer_channels(name), name
+    spot = {"conv1_1": 0, "relu1_1": 1, "pool1": 4, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20, "relu4_2": 22,
+            "relu5_1": 29, "pool5": 36}
+    assert {k: LAYER_INDEX[k] for k in spot} == spot
+    assert CHANNELS == (64, 128, 256, 512, 512)
+
+
+def test_returns_requested_layers_with_the_right_shapes(vgg, content) -> None:
+    feats = vgg(content)
+    assert list(feats) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1"]
+    for name, f in feats.items():
+        assert f.shape == (1, layer_channels(name), 64 // layer_stride(name), 64 // layer_stride(name))
+    assert (feats["relu1_1"] >= 0).all()
+
+
+def test_truncated_after_deepest_layer_and_frozen() -> None:
+    net = VGG19Features(["conv3_1", "relu1_2"], weights="random")
+    assert len(net.net) == LAYER_INDEX["conv3_1"] + 1
+    assert net.layers == ["relu1_2", "conv3_1"]
+    assert all(not p.requires_grad for p in net.parameters())
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    out = net(x)
+    assert (out["conv3_1"] < 0).any(), "conv outputs must not be rectified by an in-place ReLU"
+    out["conv3_1"].sum().backward()
+    assert x.grad is not None and all(p.grad is None for p in net.parameters())
+
+
+def test_random_weights_are_deterministic_per_seed() -> None:
+    a, b, c = random_state_dict(0), random_state_dict(0), random_state_dict(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["0.weight"], c["0.weight"])
+    std = a["2.weight"].std().item()  # He init: std = sqrt(2 / fan_in), fan_in = 64*3*3
+    assert std == pytest.approx((2 / 576) ** 0.5, rel=0.05)
+
+
+def test_avg_pooling_replaces_max_pooling(content) -> None:
+    net = VGG19Features(["relu2_1"], weights="random", pooling="avg")
+    assert any(isinstance(m, nn.AvgPool2d) for m in net.net)
+    assert not any(isinstance(m, nn.MaxPool2d) for m in net.net)
+    with pytest.raises(ParameterError, match="'max' or 'avg'"):
+        VGG19Features(["relu2_1"], weights="random", pooling="min")
+
+
+@pytest.mark.parametrize("form", ["full", "features"])
+def test_weights_file_round_trips(tmp_path, content, form: str) -> None:
+    state = random_state_dict(3)
+    if form == "full":
+        model = vgg19(weights=None)
+        model.features.load_state_dict(state)
+        to_save = model.state_dict()
+    else:
+        to_save = state
+    path = tmp_path / "w.pth"
+    torch.save(to_save, path)
+    loaded = VGG19Features(["relu3_1"], weights=str(path))
+    direct = VGG19Features(["relu3_1"], weights="random")
+    direct.net.load_state_dict({k: v for k, v in state.items() if int(k.split(".")[0]) < len(direct.net)})
+    assert torch.equal(loaded(content)["relu3_1"], direct(content)["relu3_1"])
+
+
+def test_imagenet_resolution_order_env_then_hub_cache(tmp_path, monkeypatch, content) -> None:
+    env_file, hub_file = tmp_path / "env.pth", hub_cache_file()
+    torch.save(random_state_dict(1), env_file)
+    hub_file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(random_state_dict(2), hub_file)
+    by_seed = {s: VGG19Features(["relu1_1"], weights="random", seed=s)(content)["relu1_1"] for s in (1, 2)}
+    monkeypatch.setenv("NSTLIB_VGG19_WEIGHTS", str(env_file))
+    assert torch.equal(VGG19Features(["relu1_1"])(content)["relu1_1"], by_seed[1])
+    monkeypatch.delenv("NSTLIB_VGG19_WEIGHTS")
+    assert torch.equal(VGG19Features(["relu1_1"])(content)["relu1_1"], by_seed[2])
+
+
+def test_missing_imagenet_weights_say_how_to_supply_them(monkeypatch) -> None:
+    calls = []
+
+    def offline(url, dest, **kwargs):
+        calls.append(url)
+        from nstlib.errors import DownloadError
+
+        raise DownloadError(f"{url}: download failed (offline)")
+
+    monkeypatch.setattr("nstlib.features.download", offline)
+    with pytest.raises(WeightsError) as info:
+        VGG19Features(["relu1_1"])
+    message = str(info.value)
+    assert calls == [IMAGENET_URL]
+    for hint in ("NSTLIB_VGG19_WEIGHTS", "weights='random'", str(hub_cache_file()), "vgg19-dcbb9e9d.pth"):
+        assert hint in message
+
+
+def test_bad_weight_files_are_explained(tmp_path) -> None:
+    with pytest.raises(WeightsError, match="not found"):
+        VGG19Features(["relu1_1"], weights=str(tmp_path / "nope.pth"))
+    truncated = tmp_path / "truncated.pth"
+    torch.save(random_state_dict(0), truncated)
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    with pytest.raises(WeightsError, match="truncated"):
+        VGG19Features(["relu1_1"], weights=str(truncated))
+    other = tmp_path / "resnet.pth"
+    torch.save(nn.Conv2d(3, 8, 3).state_dict(), other)
+    with pytest.raises(WeightsError, match="not a torchvision VGG19 state_dict"):
+        VGG19Features(["relu1_1"], weights=str(other))
+
+
+def test_unknown_layer_lists_valid_names() -> None:
+    with pytest.raises(ParameterError, match="relu4_2"):
+        VGG19Features(["relu6_1"], weights="random")

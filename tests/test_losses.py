@@ -1,0 +1,105 @@
+"""The losses against hand computations, explicit loops and autograd's gradcheck."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nstlib.losses import content_loss, gram_matrix, style_loss, tv_loss
+
+
+def test_gram_of_a_tiny_tensor_by_hand() -> None:
+    # two channels over four positions (H=W=2): a = [1,2,3,4], b = [0,1,0,1]
+    f = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 1.0], [0.0, 1.0]]]])
+    # a.a = 30, a.b = 6, b.b = 2, each divided by H*W = 4
+    expected = torch.tensor([[[30.0, 6.0], [6.0, 2.0]]]) / 4
+    assert torch.allclose(gram_matrix(f), expected)
+
+
+def test_gram_matches_explicit_loops() -> None:
+    f = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    g = gram_matrix(f)
+    for b in range(2):
+        for i in range(3):
+            for j in range(3):
+                value = sum(float(f[b, i, y, x] * f[b, j, y, x]) for y in range(4) for x in range(5)) / 20
+                assert g[b, i, j].item() == pytest.approx(value, rel=1e-5, abs=1e-6)
+
+
+def test_gram_is_invariant_to_permuting_positions() -> None:
+    f = torch.randn(1, 8, 6, 6, generator=torch.Generator().manual_seed(1))
+    perm = torch.randperm(36, generator=torch.Generator().manual_seed(2))
+    shuffled = f.reshape(1, 8, 36)[:, :, perm].reshape(1, 8, 6, 6)
+    assert torch.allclose(gram_matrix(f), gram_matrix(shuffled), atol=1e-5)
+    assert not torch.allclose(f, shuffled)
+
+
+def test_gram_is_resolution_invariant_on_a_tiled_texture() -> None:
+    tile = torch.randn(1, 4, 5, 5, generator=torch.Generator().manual_seed(3))
+    small, large = tile.repeat(1, 1, 2, 2), tile.repeat(1, 1, 6, 6)  # 10x10 and 30x30 of the same texture
+    assert torch.allclose(gram_matrix(small), gram_matrix(large), atol=1e-5)
+    # the unnormalised Gram of Gatys et al. grows with the number of positions M instead
+    flat_s, flat_l = small.flatten(2), large.flatten(2)
+    assert torch.allclose((flat_l @ flat_l.mT) / (flat_s @ flat_s.mT), torch.full((1, 4, 4), 9.0), rtol=1e-4)
+
+
+def test_style_layer_loss_is_four_times_gatys_e_l() -> None:
+    gen = torch.Generator().manual_seed(4)
+    x, s = torch.randn(1, 6, 5, 7, generator=gen), torch.randn(1, 6, 5, 7, generator=gen)
+    n, m = 6, 35
+    fx, fs = x.reshape(n, m), s.reshape(n, m)
+    e_l = ((fx @ fx.T - fs @ fs.T) ** 2).sum() / (4 * n**2 * m**2)  # Gatys et al. (2016), eq. 4
+    ours = style_loss({"a": x}, {"a": gram_matrix(s)}, {"a": 1.0})
+    assert ours.item() == pytest.approx(4 * e_l.item(), rel=1e-5)
+
+
+def test_content_and_style_losses_equal_explicit_formulas() -> None:
+    gen = torch.Generator().manual_seed(5)
+    f1, f2 = torch.randn(2, 4, 3, 3, generator=gen), torch.randn(2, 8, 2, 2, generator=gen)
+    p1, p2 = torch.randn(1, 4, 3, 3, generator=gen), torch.randn(1, 8, 2, 2, generator=gen)
+    feats, targets = {"l1": f1, "l2": f2}, {"l1": p1, "l2": p2}
+    weights = {"l1": 0.3, "l2": 2.0}
+    c = content_loss(feats, targets, weights)
+    for b in range(2):
+        expected = 0.3 * ((f1[b] - p1[0]) ** 2).sum() / 36 + 2.0 * ((f2[b] - p2[0]) ** 2).sum() / 32
+        assert c[b].item() == pytest.approx(expected.item(), rel=1e-5)
+    grams = {k: gram_matrix(v) for k, v in targets.items()}
+    s = style_loss(feats, grams, weights)
+    for b in range(2):
+        expected = sum(
+            w * ((gram_matrix(feats[k][b : b + 1]) - grams[k]) ** 2).sum() / feats[k].shape[1] ** 2
+            for k, w in weights.items()
+        )
+        assert s[b].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_tv_loss_by_hand_and_zero_on_constant_images() -> None:
+    img = torch.tensor([[[[0.0, 1.0], [1.0, 3.0]]]])
+    # horizontal diffs 1, 2 -> mean 2.5; vertical diffs 1, 2 -> mean 2.5
+    assert tv_loss(img).item() == pytest.approx(5.0)
+    assert tv_loss(torch.full((3, 3, 16, 16), 0.7)).abs().max().item() == 0.0
+    noisy = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    assert tv_loss(noisy).item() > tv_loss(torch.full((1, 3, 16, 16), 0.5) + 0.01 * noisy).item()
+
+
+def test_losses_are_batched_per_item() -> None:
+    gen = torch.Generator().manual_seed(7)
+    f, p = torch.randn(3, 4, 5, 5, generator=gen), torch.randn(1, 4, 5, 5, generator=gen)
+    batched = content_loss({"a": f}, {"a": p}, {"a": 1.0})
+    singles = torch.cat([content_loss({"a": f[i : i + 1]}, {"a": p}, {"a": 1.0}) for i in range(3)])
+    assert batched.shape == (3,)
+    assert torch.allclose(batched, singles)
+    assert tv_loss(f).shape == (3,)
+
+
+@pytest.mark.parametrize("which", ["content", "style", "tv"])
+def test_gradcheck_float64(which: str) -> None:
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    target = torch.randn(1, 3, 4, 4, dtype=torch.float64, generator=gen)
+    fns = {
+        "content": lambda v: content_loss({"a": v}, {"a": target}, {"a": 0.7}),
+        "style": lambda v: style_loss({"a": v}, {"a": gram_matrix(target)}, {"a": 0.7}),
+        "tv": tv_loss,
+    }
+    assert torch.autograd.gradcheck(fns[which], (x,), eps=1e-6, atol=1e-5)

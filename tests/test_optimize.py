@@ -1,0 +1,119 @@
+"""End to end: stylize lowers the objective, and its history, frames, callbacks and errors behave."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nstlib.errors import NonFiniteLossError, ParameterError
+from nstlib.optimize import evaluate, stylize
+
+FAST = dict(size=64, weights="random", progress=False)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_stylize_lowers_the_objective_tenfold(vgg, content, style, optimizer: str) -> None:
+    result = stylize(content, style, steps=30, optimizer=optimizer, extractor=vgg, **FAST)
+    first, last = result.history[0], result.history[-1]
+    assert last["total"] < first["total"] / 10
+    assert last["style"] < first["style"] / 10
+    assert result.image.shape == (1, 3, 64, 64)
+    assert 0 <= result.image.min() and result.image.max() <= 1
+    assert [h["step"] for h in result.history] == list(range(31))
+    assert set(first) == {"step", "content", "style", "tv", "total", "time"}
+
+
+def test_history_total_is_the_weighted_sum(vgg, content, style) -> None:
+    r = stylize(content, style, steps=3, content_weight=2.0, style_weight=5.0, tv_weight=7.0, extractor=vgg, **FAST)
+    for h in r.history:
+        assert h["total"] == pytest.approx(2 * h["content"] + 5 * h["style"] + 7 * h["tv"], rel=1e-5)
+
+
+def test_final_entry_scores_the_returned_image(vgg, content, style) -> None:
+    result = stylize(content, style, steps=5, extractor=vgg, **FAST)
+    scored = evaluate(result.image, content, style, extractor=vgg, device="cpu")
+    for term in ("content", "style", "tv", "total"):
+        assert scored[term] == pytest.approx(result.final[term], rel=1e-4)
+
+
+@pytest.mark.parametrize("init", ["content", "noise", "style"])
+def test_every_init_works(vgg, content, style, init: str) -> None:
+    result = stylize(content, style, steps=15, init=init, extractor=vgg, **FAST)
+    first = result.history[0]
+    assert result.final["total"] < first["total"]
+    assert (first["content"] == 0.0) == (init == "content")
+    assert (first["style"] < 1e-6) == (init == "style")
+
+
+def test_same_seed_is_bit_identical_on_cpu(content, style) -> None:
+    a = stylize(content, style, steps=4, init="noise", seed=3, **FAST)
+    b = stylize(content, style, steps=4, init="noise", seed=3, **FAST)
+    c = stylize(content, style, steps=4, init="noise", seed=4, **FAST)
+    assert torch.equal(a.image, b.image)
+    assert not torch.equal(a.image, c.image)
+
+
+def test_frames_and_gif(vgg, content, style, tmp_path) -> None:
+    result = stylize(content, style, steps=6, frame_every=2, extractor=vgg, **FAST)
+    assert len(result.frames) == 4  # steps 0, 2, 4 and the final image
+    assert torch.equal(result.frames[-1], result.image)
+    path = result.save_gif(str(tmp_path / "progress.gif"))
+    assert path.stat().st_size > 0
+
+
+def test_callback_sees_every_step_and_can_stop(vgg, content, style) -> None:
+    seen = []
+
+    def callback(step):
+        seen.append(step.step)
+        return step.step == 3
+
+    result = stylize(content, style, steps=10, callback=callback, extractor=vgg, **FAST)
+    assert seen == [1, 2, 3]
+    assert result.interrupted
+    assert result.final["step"] == 3
+
+
+def test_keyboard_interrupt_returns_the_image_so_far(vgg, content, style) -> None:
+    def ctrl_c(step):
+        if step.step == 2:
+            raise KeyboardInterrupt
+
+    result = stylize(content, style, steps=10, callback=ctrl_c, extractor=vgg, **FAST)
+    assert result.interrupted
+    assert torch.isfinite(result.image).all()
+    assert result.final["total"] < result.history[0]["total"]
+
+
+def test_nan_stops_with_a_clear_error_and_keeps_the_last_finite_image(vgg, content, style) -> None:
+    with pytest.raises(NonFiniteLossError, match="learning rate") as info:
+        stylize(content, style, steps=5, optimizer="lbfgs", style_weight=1e38, extractor=vgg, **FAST)
+    image = info.value.result.image
+    assert image.shape == (1, 3, 64, 64) and torch.isfinite(image).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"steps": 0}, "steps=0"),
+        ({"optimizer": "sgd"}, "lbfgs, adam"),
+        ({"init": "zeros"}, "content, noise, style"),
+        ({"style_weight": -1.0}, "style_weight"),
+        ({"device": "tpu"}, "auto, cpu, cuda, mps"),
+        ({"style_layers": {"relu1_1": 0.0}}, "sum to 0"),
+        ({"style_layers": {"relu9_9": 1.0}}, "valid names"),
+        ({"blend": "mix"}, "gram, features, loss"),
+        ({"lr": -0.1}, "learning rate"),
+    ],
+)
+def test_bad_parameters_are_rejected_before_work(content, style, kwargs, match: str) -> None:
+    with pytest.raises(ParameterError, match=match):
+        stylize(content, style, **{**FAST, **kwargs})
+
+
+def test_several_styles_and_blend_weights(vgg, content, style, style2) -> None:
+    result = stylize(content, [style, style2], steps=5, blend="features", blend_weights=[1, 3], extractor=vgg,
+                     **FAST)
+    assert result.final["total"] < result.history[0]["total"]
+    with pytest.raises(ParameterError, match="2 style images"):
+        stylize(content, [style, style2], steps=1, blend_weights=[1], extractor=vgg, **FAST)
