@@ -1,0 +1,113 @@
+"""Helpers the notebooks share: one `setup()` call, showing library source, and exercise checks.
+
+`setup()` reads two environment variables:
+
+- ``NSTLIB_FAST=1``: small images and few steps (CI runs every notebook this way);
+- ``NSTLIB_WEIGHTS``: ``imagenet`` (the default), ``random`` or a path to a VGG19 .pth file.
+
+On Colab a learner gets full size and ImageNet weights without setting anything.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nstlib.errors import WeightsError
+from nstlib.features import imagenet_state_dict
+from nstlib.optimize import pick_device
+
+#: The install line of every notebook's Colab cell (the README names it too).
+COLAB_INSTALL = "%pip install -q git+https://github.com/nstlib/nstlib"
+
+
+@dataclass
+class Course:
+    """Settings for one notebook run.
+
+    Attributes:
+        device: where tensors live (cuda > mps > cpu).
+        fast: True under NSTLIB_FAST=1 (tiny images, few steps).
+        weights: "imagenet", "random" or a path, ready for `weights=`.
+        size: working long side of the images in pixels.
+        steps: a typical optimisation length for this notebook.
+    """
+
+    device: torch.device
+    fast: bool
+    weights: str
+    size: int
+    steps: int
+
+    def pick(self, full: Any, fast: Any) -> Any:
+        """`full` normally, `fast` under NSTLIB_FAST=1 (e.g. ``course.pick(300, 10)``)."""
+        return fast if self.fast else full
+
+
+def _banner(text: str, colour: str) -> None:
+    try:
+        from IPython.display import HTML, display
+
+        display(HTML(f'<div style="padding:8px;border-left:6px solid {colour};background:#f7f7f7">{text}</div>'))
+    except ImportError:  # plain Python
+        pass
+    print(text.replace("<b>", "").replace("</b>", ""))
+
+
+def setup(size: int = 384, steps: int = 200, fast_size: int = 64, fast_steps: int = 8) -> Course:
+    """Pick the device, the image size, the step count and the VGG19 weights, and say so.
+
+    Prints the device (with a hint to switch Colab to a GPU runtime when there is none) and,
+    when random weights are in use, a visible warning that pictures are only weak stylisations.
+    """
+    fast = os.environ.get("NSTLIB_FAST", "0") == "1"
+    device = pick_device("auto")
+    print(f"device: {device}" + ("" if device.type != "cpu" else
+          "  (no GPU: on Colab use Runtime > Change runtime type > GPU for full-size runs)"))
+    weights = os.environ.get("NSTLIB_WEIGHTS", "imagenet")
+    if weights == "imagenet":
+        try:
+            imagenet_state_dict()
+        except WeightsError as e:
+            print(e)
+            weights = "random"
+    if weights == "random":
+        _banner("<b>Random VGG19 weights.</b> Everything runs, but a random network only gives a weak "
+                "stylisation: the pictures here are not what ImageNet weights produce.", "#d9534f")
+    if fast:
+        print(f"FAST mode: {fast_size}px images, {fast_steps} steps")
+    return Course(device, fast, weights, fast_size if fast else size, fast_steps if fast else steps)
+
+
+def show_source(obj: Callable[..., Any] | type) -> Any:
+    """Show the source code of a library function or class, syntax-highlighted (d2l-style)."""
+    source = inspect.getsource(obj)
+    try:
+        from IPython.display import Code
+
+        return Code(source, language="python")
+    except ImportError:
+        print(source)
+        return None
+
+
+def check(name: str, yours: Any, reference: Any, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
+    """Compare a learner's result with nstlib's and say clearly whether it is right."""
+    if yours is None:
+        print(f"… {name}: not done yet; fill in the function above")
+        return False
+    try:
+        ok = torch.allclose(torch.as_tensor(yours).float(), torch.as_tensor(reference).float(), rtol=rtol, atol=atol)
+    except (RuntimeError, TypeError, ValueError) as e:  # wrong shape or type
+        print(f"✗ {name}: could not compare ({e})")
+        return False
+    if ok:
+        print(f"✓ {name}: correct, it matches nstlib")
+    else:
+        print(f"✗ {name}: not yet; yours differs from nstlib (see the hint below)")
+    return bool(ok)
