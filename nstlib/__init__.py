@@ -30,6 +30,7 @@ from nstlib.optimize import (
     evaluate,
     pick_device,
     stylize,
+    stylize_grid,
 )
 
 __version__ = "0.1.0"
@@ -40,5 +41,5 @@ __all__ = [
     "NonFiniteLossError", "NstlibError", "Objective", "OutputError", "ParameterError", "SAMPLES", "Step",
     "StylizeResult", "VGG19Features", "WeightsError", "content_loss", "evaluate", "gram_matrix", "load_image",
     "normalize_blend_weights", "pick_device", "resize", "sample", "sample_path", "save_gif", "save_image",
-    "style_loss", "style_targets", "stylize", "to_pil", "tv_loss",
+    "style_loss", "style_targets", "stylize", "stylize_grid", "to_pil", "tv_loss",
 ]

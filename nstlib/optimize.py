@@ -25,6 +25,7 @@ starting point and use the weight sliders of notebook 05 to explore.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class StylizeResult:
         interrupted: True if the run was stopped early (Ctrl-C or a callback).
         seconds: wall time of the optimisation.
         evaluations: objective evaluations (L-BFGS line searches use more than one per step).
+        settings: for `stylize_grid`, the weights of each batch item.
     """
 
     image: torch.Tensor
@@ -110,6 +112,7 @@ class StylizeResult:
     interrupted: bool = False
     seconds: float = 0.0
     evaluations: int = 0
+    settings: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -400,7 +403,8 @@ def stylize(
         optimizer: "lbfgs" (fast convergence, the classic choice) or "adam" (lr, default 0.02).
         lr, history_size, line_search: optimiser settings (see `optimize_image`).
         init: start from "content", uniform "noise", or the (first) "style" image.
-        content_weight, style_weight, tv_weight: global weights of the three terms.
+        content_weight, style_weight, tv_weight: global weights of the three terms (floats, or
+            (N,) tensors to optimise a batch of N images with their own weights: see `stylize_grid`).
         content_layers, style_layers: {layer name: weight}; defaults in DEFAULT_*_LAYERS.
         blend, blend_weights: how to combine several styles (see `nstlib.blend`).
         style_scale: the style images' long side relative to the content's.
@@ -432,11 +436,48 @@ def stylize(
         blend=blend, blend_weights=blend_weights,
     )
     start = initial_image(init, content_img, style_imgs, seed)
+    batch = max(torch.as_tensor(w).numel() for w in (content_weight, style_weight, tv_weight))
     return optimize_image(
-        objective, start, steps=steps, optimizer=optimizer, lr=lr, history_size=history_size,
+        objective, start.repeat(batch, 1, 1, 1), steps=steps, optimizer=optimizer, lr=lr, history_size=history_size,
         line_search=line_search, callback=callback, progress=progress, log_every=log_every,
         frame_every=frame_every,
     )
+
+
+def stylize_grid(
+    content: ImageLike,
+    styles: ImageLike | Sequence[ImageLike],
+    *,
+    content_weights: Sequence[float] = (DEFAULT_CONTENT_WEIGHT,),
+    style_weights: Sequence[float] = (DEFAULT_STYLE_WEIGHT,),
+    tv_weights: Sequence[float] = (DEFAULT_TV_WEIGHT,),
+    **kwargs: Any,
+) -> StylizeResult:
+    """Stylize once for every combination of the given weights, as one batch of N images.
+
+    N = len(content_weights) * len(style_weights) * len(tv_weights), in row-major order
+    (the last list varies fastest). Each batch item has its own weights; the losses are summed
+    over the batch, so each image gets exactly its own gradient. With Adam (used here: its
+    update is per pixel) that makes the batch N independent runs, done in one pass through the
+    network. L-BFGS would couple them through its shared line search and history.
+
+    Other keyword arguments are those of `stylize`. Returns a result whose `image` is (N,3,H,W),
+    whose history holds lists of N values, and whose `settings` lists each item's weights.
+    """
+    if kwargs.get("optimizer", "adam") != "adam":
+        raise ParameterError("stylize_grid uses optimizer='adam' (L-BFGS would couple the batch items)")
+    settings = [
+        {"content_weight": c, "style_weight": s, "tv_weight": t}
+        for c, s, t in itertools.product(content_weights, style_weights, tv_weights)
+    ]
+    if not settings:
+        raise ParameterError("stylize_grid needs at least one value in each weight list")
+    columns = {key: torch.tensor([float(row[key]) for row in settings]) for key in settings[0]}
+    device = pick_device(kwargs.pop("device", "auto"))
+    result = stylize(content, styles, optimizer="adam", device=device,
+                     **{key: col.to(device) for key, col in columns.items()}, **kwargs)
+    result.settings = settings
+    return result
 
 
 def evaluate(
