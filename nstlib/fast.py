@@ -98,7 +98,9 @@ class FastFeatures(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.path.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(image.device.type, dtype=self.path.dtype, enabled=self.path.dtype is not None):
+        if self.path.dtype is None:
+            return self.extractor(image)
+        with torch.autocast(image.device.type, dtype=self.path.dtype):
             return self.extractor(image)
 
 
