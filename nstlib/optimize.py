@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from nstlib.blend import BLEND_METHODS, style_targets
 from nstlib.errors import NonFiniteLossError, ParameterError
+from nstlib.fast import LOG_EVERY, FastFeatures, LossScale, fast_path
 from nstlib.features import VGG19Features, check_layers
 from nstlib.images import ImageLike, load_image, resize, save_gif, save_image, to_pil
 from nstlib.losses import Objective, Weight
@@ -194,7 +195,7 @@ def prepare_images(
 
 
 def make_objective(
-    extractor: VGG19Features,
+    extractor: VGG19Features | FastFeatures,
     content: torch.Tensor,
     styles: Sequence[torch.Tensor],
     *,
@@ -261,6 +262,8 @@ def optimize_image(
     progress: bool = True,
     log_every: int = 1,
     frame_every: int = 0,
+    loss_scale: LossScale | None = None,
+    compile: bool = False,
 ) -> StylizeResult:
     """Optimise the pixels of `start` (B,3,H,W) in [0,1] to minimise `objective`.
 
@@ -272,8 +275,14 @@ def optimize_image(
     Losses are copied to the host every `log_every` steps (a device sync), which is also when
     the objective is checked for NaN/inf. A `callback(Step)` runs after every step; returning True
     stops the run (marked interrupted). Ctrl-C also stops it and returns the image so far.
+
+    `loss_scale` (float16 fast path) scales the loss for the backward pass (see `fast.LossScale`).
+    `compile=True` runs the objective (features + losses, forward and backward) through
+    `torch.compile`: faster per step on a GPU at a fixed size, but the first step compiles (tens of
+    seconds), so it pays off only for long runs.
     """
     image = start.detach().contiguous().clone().requires_grad_(True)
+    evaluate_terms = torch.compile(objective) if compile else objective
     if optimizer == "lbfgs":
         opt: torch.optim.Optimizer = torch.optim.LBFGS(
             [image], lr=lr or 1.0, max_iter=1, history_size=history_size,
@@ -288,8 +297,12 @@ def optimize_image(
     def closure() -> torch.Tensor:
         nonlocal first_terms, evaluations
         opt.zero_grad(set_to_none=True)
-        terms = objective(image)
-        terms["total"].sum().backward()  # batch items are independent: sum = each its own loss
+        terms = evaluate_terms(image)
+        loss = terms["total"].sum()  # batch items are independent: sum = each its own loss
+        if loss_scale is not None:
+            loss_scale.backward(loss, image)
+        else:
+            loss.backward()
         evaluations += 1
         if first_terms is None:  # the loss of the image at the start of this step
             first_terms = {k: v.detach() for k, v in terms.items()}
@@ -390,8 +403,10 @@ def stylize(
     seed: int = 0,
     callback: Callable[[Step], bool | None] | None = None,
     progress: bool = True,
-    log_every: int = 1,
+    log_every: int | None = None,
     frame_every: int = 0,
+    fast: bool | None = None,
+    compile: bool = False,
 ) -> StylizeResult:
     """Stylize `content` with one or more `styles`.
 
@@ -414,8 +429,12 @@ def stylize(
         seed: seeds the noise init and random weights; a CPU run is bit-for-bit repeatable.
         callback: called with a `Step` after every step; return True to stop.
         progress: show a tqdm progress bar with the loss terms.
-        log_every: copy losses to the host (and check for NaN) every this many steps.
+        log_every: copy losses to the host (and check for NaN) every this many steps
+            (None: 1, or `fast.LOG_EVERY` on the fast path).
         frame_every: keep a snapshot every this many steps for `result.save_gif` (0: none).
+        fast: the GPU fast path (channels_last, bf16/fp16 autocast, fp32 losses; see `nstlib.fast`).
+            None: on for CUDA only; False: the plain float32 path; True: on for any device.
+        compile: run the objective through `torch.compile` (see `optimize_image`).
 
     Returns:
         A `StylizeResult`.
@@ -430,17 +449,19 @@ def stylize(
     content_img, style_imgs = prepare_images(content, styles, size, style_scale)
     content_img, style_imgs = content_img.to(dev), [s.to(dev) for s in style_imgs]
     net = make_extractor([*content_layers, *style_layers], weights, pooling, extractor).to(dev)
+    path = fast_path(fast, dev)
     objective = make_objective(
-        net, content_img, style_imgs, content_layers=content_layers, style_layers=style_layers,
-        content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+        FastFeatures(net, path) if path else net, content_img, style_imgs, content_layers=content_layers,
+        style_layers=style_layers, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
         blend=blend, blend_weights=blend_weights,
     )
     start = initial_image(init, content_img, style_imgs, seed)
     batch = max(torch.as_tensor(w).numel() for w in (content_weight, style_weight, tv_weight))
     return optimize_image(
         objective, start.repeat(batch, 1, 1, 1), steps=steps, optimizer=optimizer, lr=lr, history_size=history_size,
-        line_search=line_search, callback=callback, progress=progress, log_every=log_every,
-        frame_every=frame_every,
+        line_search=line_search, callback=callback, progress=progress,
+        log_every=log_every or (LOG_EVERY if path else 1), frame_every=frame_every,
+        loss_scale=LossScale() if path and path.loss_scaling else None, compile=compile,
     )
 
 

@@ -1,0 +1,107 @@
+"""The fast path computes the same objective as the plain float32 path, within rounding of its dtype.
+
+No timing here: speed is measured by bench/bench.py. The autocast code is tested on the CPU, where
+torch runs bfloat16 and float16 autocast too (slowly: it is only the default on CUDA).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nstlib.fast import LOG_EVERY, FastFeatures, FastPath, LossScale, autocast_dtype, fast_path
+from nstlib.losses import gram_matrix
+from nstlib.optimize import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, make_objective, stylize
+
+WEIGHTS = dict(content_layers=DEFAULT_CONTENT_LAYERS, style_layers=DEFAULT_STYLE_LAYERS, content_weight=1.0,
+               style_weight=244.0, tv_weight=0.01)
+
+
+@pytest.fixture(scope="module")
+def image(content) -> torch.Tensor:
+    """A point half way between the content and noise, where every loss term is non-zero."""
+    return (content + torch.rand(content.shape, generator=torch.Generator().manual_seed(0))) / 2
+
+
+def terms_and_grad(objective, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    x = image.clone().requires_grad_(True)
+    terms = objective(x)
+    (grad,) = torch.autograd.grad(terms["total"].sum(), x)
+    return {k: v.detach() for k, v in terms.items()}, grad
+
+
+def test_channels_last_gives_the_same_features(vgg, image) -> None:
+    fast = FastFeatures(vgg, FastPath(dtype=None, channels_last=True))
+    assert fast.extractor.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert vgg.net[0].weight.is_contiguous()  # the extractor passed in is left as it was
+    with torch.no_grad():
+        plain, nhwc = vgg(image), fast(image)
+    for layer in vgg.layers:
+        assert nhwc[layer].is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(nhwc[layer], plain[layer], rtol=1e-5, atol=1e-5 * plain[layer].abs().max())
+
+
+# Stated tolerance: every loss term within 1% (bf16, 8 mantissa bits) or 0.1% (fp16, 11 bits) of
+# the float32 value, and a gradient pointing the same way (cosine similarity > 0.99 / 0.999).
+@pytest.mark.parametrize(("dtype", "rel", "cosine"), [(torch.bfloat16, 1e-2, 0.99), (torch.float16, 1e-3, 0.999)])
+def test_fast_loss_terms_match_float32(vgg, content, style, image, dtype, rel: float, cosine: float) -> None:
+    plain = make_objective(vgg, content, [style], **WEIGHTS)
+    fast_features = FastFeatures(vgg, FastPath(dtype=dtype))
+    fast = make_objective(fast_features, content, [style], **WEIGHTS)
+    assert fast_features(image)["relu1_1"].dtype == dtype  # the network really ran in low precision
+    want, want_grad = terms_and_grad(plain, image)
+    got, got_grad = terms_and_grad(fast, image)
+    for term in ("content", "style", "tv", "total"):
+        assert got[term].dtype == torch.float32  # losses are computed in float32
+        assert got[term].item() == pytest.approx(want[term].item(), rel=rel), term
+    assert got["total"].item() != want["total"].item()  # it did not silently run in float32
+    assert torch.nn.functional.cosine_similarity(got_grad.flatten(), want_grad.flatten(), dim=0) > cosine
+
+
+def test_fast_gram_does_not_overflow_where_fp16_gram_would(vgg) -> None:
+    """Activations around 300 overflow a float16 Gram matrix (sum of 64*64 products > 65504)."""
+    bright = torch.full((1, 3, 64, 64), 1.0)
+    fast = FastFeatures(vgg, FastPath(dtype=torch.float16))
+    fast.extractor.net[0].weight.data *= 50  # make relu1_1 large
+    with torch.no_grad():
+        feats = fast(bright)["relu1_1"]
+    assert feats.dtype == torch.float16 and torch.isfinite(feats).all()
+    assert not torch.isfinite(feats.flatten(2) @ feats.flatten(2).transpose(1, 2)).all()  # fp16 Gram: inf
+    assert torch.isfinite(gram_matrix(feats.float())).all()  # what Objective does
+
+
+def test_policy_on_for_cuda_only_by_default(monkeypatch) -> None:
+    assert fast_path(None, torch.device("cpu")) is None
+    assert fast_path(False, torch.device("cuda")) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    on = fast_path(None, torch.device("cuda"))
+    assert on == FastPath(dtype=torch.bfloat16, channels_last=True, benchmark=True) and not on.loss_scaling
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert autocast_dtype(torch.device("cuda")) == torch.float16  # e.g. a T4: bf16 only emulated
+    assert fast_path(None, torch.device("cuda")).loss_scaling
+    assert fast_path(True, torch.device("cpu")).channels_last
+
+
+def test_loss_scale_unscales_and_backs_off_on_overflow() -> None:
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    scaler = LossScale(init_scale=1024.0, growth_interval=2)
+    scaler.backward((x**2).sum(), x)  # true gradient 2x
+    torch.testing.assert_close(x.grad, torch.tensor([2.0, 4.0]))
+    assert scaler.scale.item() == 1024.0
+    x.grad = None
+    scaler.backward((x**2).sum(), x)  # second finite step in a row: the scale grows
+    assert scaler.scale.item() == 2048.0
+    x.grad = None
+    scaler.backward((x.half() * 60000).float().sum(), x)  # 60000 * 2048 overflows in the fp16 backward
+    assert torch.equal(x.grad, torch.zeros(2)) and scaler.scale.item() == 1024.0
+    x.grad = None
+    scaler.backward((x.half() * 30).float().sum(), x)
+    torch.testing.assert_close(x.grad, torch.tensor([30.0, 30.0]))
+
+
+def test_stylize_fast_lowers_the_objective_and_logs_every_step(vgg, content, style) -> None:
+    result = stylize(content, style, size=64, steps=12, optimizer="adam", weights="random", extractor=vgg,
+                     fast=True, progress=False)
+    assert result.final["total"] < result.history[0]["total"] / 2
+    assert [h["step"] for h in result.history] == list(range(13))  # synced every LOG_EVERY, logged every step
+    assert LOG_EVERY > 1
