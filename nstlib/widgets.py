@@ -315,11 +315,12 @@ class StyleExplorer(widgets.VBox):
 
     def close(self) -> None:
         """Stop the worker thread and close the widgets."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=10)
+        if "_thread" in self.__dict__:  # ipywidgets' __del__ calls close() even when __init__ failed
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+            if threading.current_thread() is not self._thread:
+                self._thread.join(timeout=10)
         super().close()
 
     # --- worker thread --------------------------------------------------------------------------
