@@ -262,7 +262,10 @@ class StyleExplorer(widgets.VBox):
             self._render |= render
             self._cond.notify_all()
 
-    def _on_change(self, _change: Any = None) -> None:
+    def _on_change(self, change: Mapping[str, Any]) -> None:
+        old, new = change["old"], change["new"]
+        if isinstance(old, float) and isinstance(new, float) and math.isclose(old, new, rel_tol=1e-9):
+            return  # the browser echoing a log slider's value back, rounded: not a change
         self._request()
 
     def _on_reset(self, _event: Any = None) -> None:

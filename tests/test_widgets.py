@@ -65,7 +65,7 @@ def test_the_displayed_png_changes_and_shows_the_current_image(make) -> None:
     assert explorer.wait()
     after = explorer.picture.value
     assert after != before
-    shown = torch.from_numpy(np.asarray(Image.open(io.BytesIO(after)))).permute(2, 0, 1)[None] / 255
+    shown = torch.from_numpy(np.array(Image.open(io.BytesIO(after)))).permute(2, 0, 1)[None] / 255
     assert torch.allclose(shown, explorer.image, atol=1 / 255)
     assert "style weight 2.44e+04" in explorer.readout.value
 
@@ -79,6 +79,15 @@ def test_a_burst_of_changes_is_one_run(make) -> None:
     assert explorer.wait()
     assert len(explorer.runs) == 2
     assert explorer.runs[1]["style_weight"] == 700.0 and explorer.runs[1]["tv_weight"] == 0.5
+
+
+def test_a_value_echoed_back_rounded_is_not_a_change(make) -> None:
+    explorer = make()
+    assert explorer.wait()
+    explorer.style_weight.value = explorer.style_weight.value * (1 + 1e-15)  # what 10**log10(x) gives back
+    explorer.layer_weights["relu2_1"].value = 0.24999999999999994
+    assert explorer.wait()
+    assert len(explorer.runs) == 1
 
 
 def test_pause_stops_within_one_step_and_run_resumes(make) -> None:
