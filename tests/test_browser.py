@@ -30,6 +30,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
                                 "(apt-get install chromium; .ci/run installs it)")
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright from PyPI (pip install -e '.[dev]')")
 
 # The notebook's kernel is connected and idle: only then does "run all cells" reach it.
 KERNEL_IDLE = """() => {
@@ -43,7 +44,7 @@ from nstlib.data import sample
 from nstlib.widgets import StyleExplorer
 
 explorer = StyleExplorer(sample("astronaut", 64), sample("stained_glass", 64), weights="random", device="cpu",
-                         steps=20, frame_every=1)
+                         steps=6, frame_every=1)
 explorer"""
 
 
@@ -97,7 +98,6 @@ def lab(tmp_path: Path) -> Iterator[str]:
 
 
 def test_dragging_the_style_slider_updates_picture_and_readout(lab: str, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright from PyPI (pip install -e '.[dev]')")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
