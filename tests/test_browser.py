@@ -98,6 +98,7 @@ def lab(tmp_path: Path) -> Iterator[str]:
 
 
 def test_dragging_the_style_slider_updates_picture_and_readout(lab: str, tmp_path: Path) -> None:
+    start = time.perf_counter()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
@@ -112,6 +113,8 @@ def test_dragging_the_style_slider_updates_picture_and_readout(lab: str, tmp_pat
 
             picture = page.locator("img.widget-image").first
             readout = page.locator(".widget-html", has_text="update latency").first
+            picture.wait_for()
+            shown = time.perf_counter() - start
             page.locator(".widget-html", has_text="run 0: done").first.wait_for()  # the first run finished
             before_src, before_text, before_pixels = picture.get_attribute("src"), readout.inner_text(), \
                 picture.screenshot()
@@ -138,7 +141,8 @@ def test_dragging_the_style_slider_updates_picture_and_readout(lab: str, tmp_pat
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "browser_explorer.png"
             page.screenshot(path=str(shot), full_page=True)
-            print(f"screenshot: {shot}; browser latency, mouse up -> new frame: {first_frame:.2f} s; "
+            print(f"screenshot: {shot}; explorer shown after {shown:.0f} s; "
+                  f"browser latency, mouse up -> new frame: {first_frame:.2f} s; "
                   f"readout: {' '.join(after_text.split())}")
         finally:
             browser.close()
