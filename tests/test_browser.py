@@ -1,0 +1,148 @@
+"""The StyleExplorer in a real browser: JupyterLab on 127.0.0.1, headless Chromium driven by Playwright.
+
+The fixture writes a small notebook into a temporary folder, starts JupyterLab there with a token
+of its own, and shuts it down afterwards. The test runs the cells, drags the style-weight slider
+and checks that the picture and the loss readout change. The screenshot goes to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+# The network is closed: without these flags Chromium stalls on updates, sync and QUIC probes.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                "(apt-get install chromium; .ci/run installs it)")
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright from PyPI (pip install -e '.[dev]')")
+
+# The notebook's kernel is connected and idle: only then does "run all cells" reach it.
+KERNEL_IDLE = """() => {
+    const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const kernel = panel && panel.sessionContext && panel.sessionContext.session && panel.sessionContext.session.kernel;
+    return kernel && kernel.connectionStatus === "connected" && kernel.status === "idle";
+}"""
+
+CELL = """\
+from nstlib.data import sample
+from nstlib.widgets import StyleExplorer
+
+explorer = StyleExplorer(sample("astronaut", 64), sample("stained_glass", 64), weights="random", device="cpu",
+                         steps=6, frame_every=1)
+explorer"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[str]:
+    """JupyterLab serving a one-cell explorer notebook; yields the notebook's URL (with the token)."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "explorer.ipynb")
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "run")}
+    log = open(tmp_path / "jupyter.log", "wb")  # closed in the teardown below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         "--ServerApp.port_retries=0", "--ServerApp.allow_root=True", f"--IdentityProvider.token={token}",
+         f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=",
+         "--LabApp.extension_manager=readonly"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"JupyterLab did not start; see {tmp_path / 'jupyter.log'}")
+            time.sleep(0.5)
+        yield f"{base}/lab/tree/explorer.ipynb?token={token}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def test_dragging_the_style_slider_updates_picture_and_readout(lab: str, tmp_path: Path) -> None:
+    start = time.perf_counter()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(lab)
+            page.wait_for_function(KERNEL_IDLE, polling=100)
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # no await
+
+            picture = page.locator("img.widget-image").first
+            readout = page.locator(".widget-html", has_text="update latency").first
+            picture.wait_for()
+            shown = time.perf_counter() - start
+            page.locator(".widget-html", has_text="run 0: done").first.wait_for()  # the first run finished
+            before_src, before_text, before_pixels = picture.get_attribute("src"), readout.inner_text(), \
+                picture.screenshot()
+            assert "run 0" in before_text
+
+            slider = page.locator(".widget-slider", has=page.get_by_text("style weight", exact=True)).first
+            box = slider.locator(".noUi-handle").first.bounding_box()
+            assert box is not None
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(x, y)
+            page.mouse.down()
+            page.mouse.move(x + 60, y, steps=10)
+            page.mouse.up()
+            released = time.perf_counter()
+            page.wait_for_function("src => document.querySelector('img.widget-image').src !== src", arg=before_src,
+                                   polling=10)
+            first_frame = time.perf_counter() - released
+            readout.filter(has_text="run 1").wait_for()
+
+            after_text = readout.inner_text()
+            style_weight = re.compile(r"style weight (\S+)")
+            assert style_weight.search(after_text)[1] != style_weight.search(before_text)[1]
+            assert picture.screenshot() != before_pixels
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "browser_explorer.png"
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"screenshot: {shot}; explorer shown after {shown:.0f} s; "
+                  f"browser latency, mouse up -> new frame: {first_frame:.2f} s; "
+                  f"readout: {' '.join(after_text.split())}")
+        finally:
+            browser.close()

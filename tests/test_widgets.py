@@ -1,0 +1,173 @@
+"""The StyleExplorer in the kernel: slider changes restart the run with the new weights, the picture
+updates, a burst of changes is one run, Pause stops within one step, and the worker survives errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nstlib.errors import ParameterError
+from nstlib.widgets import StyleExplorer
+
+
+@pytest.fixture
+def make(vgg, content, style) -> Iterator[Any]:
+    """Build explorers on the 64 px samples (32 px previews, random weights) and close them afterwards."""
+    made: list[StyleExplorer] = []
+
+    def build(styles: Any = style, **kwargs: Any) -> StyleExplorer:
+        options = dict(weights="random", device="cpu", preview_size=32, steps=4, frame_every=1, extractor=vgg)
+        explorer = StyleExplorer(content, styles, **{**options, **kwargs})
+        made.append(explorer)
+        return explorer
+
+    yield build
+    for explorer in made:
+        explorer.close()
+        assert not explorer._thread.is_alive()
+
+
+def run_of(explorer: StyleExplorer, run: int) -> list[dict[str, Any]]:
+    return [h for h in explorer.history if h["run"] == run]
+
+
+def test_a_new_style_weight_restarts_the_run_from_the_current_image(make) -> None:
+    explorer = make()
+    assert explorer.wait()
+    assert [h["step"] for h in run_of(explorer, 0)] == [1, 2, 3, 4]
+    assert run_of(explorer, 0)[0]["content"] == 0.0  # init="content": the first run starts at the content
+
+    explorer.style_weight.value = 1234.0
+    assert explorer.wait()
+    assert len(explorer.runs) == 2 and explorer.runs[1]["style_weight"] == 1234.0
+    new = run_of(explorer, 1)
+    assert [h["step"] for h in new] == [1, 2, 3, 4]
+    for h in new:
+        assert h["style_weight"] == 1234.0
+        assert h["total"] == pytest.approx(h["content"] + 1234.0 * h["style"] + explorer.tv_weight.value * h["tv"],
+                                           rel=1e-5)
+    assert new[0]["content"] > 0  # it went on from where run 0 stopped, not from the content image
+
+
+def test_the_displayed_png_changes_and_shows_the_current_image(make) -> None:
+    explorer = make()
+    assert explorer.wait()
+    before = explorer.picture.value
+    explorer.style_weight.value = explorer.style_weight.value * 100
+    assert explorer.wait()
+    after = explorer.picture.value
+    assert after != before
+    shown = torch.from_numpy(np.array(Image.open(io.BytesIO(after)))).permute(2, 0, 1)[None] / 255
+    assert torch.allclose(shown, explorer.image, atol=1 / 255)
+    assert "style weight 2.44e+04" in explorer.readout.value
+
+
+def test_a_burst_of_changes_is_one_run(make) -> None:
+    explorer = make(debounce=0.5)
+    assert explorer.wait()
+    for value in (300.0, 400.0, 500.0, 600.0, 700.0):
+        explorer.style_weight.value = value
+    explorer.tv_weight.value = 0.5
+    assert explorer.wait()
+    assert len(explorer.runs) == 2
+    assert explorer.runs[1]["style_weight"] == 700.0 and explorer.runs[1]["tv_weight"] == 0.5
+
+
+def test_a_value_echoed_back_rounded_is_not_a_change(make) -> None:
+    explorer = make()
+    assert explorer.wait()
+    explorer.style_weight.value = explorer.style_weight.value * (1 + 1e-15)  # what 10**log10(x) gives back
+    explorer.layer_weights["relu2_1"].value = 0.24999999999999994
+    assert explorer.wait()
+    assert len(explorer.runs) == 1
+
+
+def test_pause_stops_within_one_step_and_run_resumes(make) -> None:
+    explorer = make(steps=10_000)
+    deadline = time.monotonic() + 60
+    while len(explorer.history) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    explorer.pause()
+    steps_at_pause = len(explorer.history)
+    assert explorer.wait()
+    assert len(explorer.history) <= steps_at_pause + 1
+    assert explorer.run_button.description == "Run"
+    paused = len(explorer.history)
+    time.sleep(0.3)
+    assert len(explorer.history) == paused  # nothing runs while paused
+    explorer.run()
+    while len(explorer.history) == paused and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(explorer.history) > paused
+    explorer.pause()
+
+
+def test_reset_and_init_start_again_from_the_init_image(make) -> None:
+    explorer = make()
+    assert explorer.wait()
+    explorer.reset_button.click()
+    assert explorer.wait()
+    assert run_of(explorer, 1)[0]["content"] == 0.0
+    explorer.init.value = "style"
+    assert explorer.wait()
+    assert run_of(explorer, 2)[0]["style"] < 1e-6  # the style image has the style's Grams exactly
+
+
+def test_layer_and_blend_sliders_reach_the_objective(make, style, style2) -> None:
+    explorer = make([style, style2])
+    assert len(explorer.blend_weights) == 2 and not explorer.blend.disabled
+    assert explorer.wait()
+    explorer.layer_weights["relu1_1"].value = 10.0
+    explorer.blend_weights[0].value = 1.0
+    explorer.blend_weights[1].value = 0.0
+    explorer.blend.value = "loss"
+    assert explorer.wait()
+    settings = explorer.runs[-1]
+    assert settings["style_layers"]["relu1_1"] == 10.0
+    assert settings["blend"] == "loss" and settings["blend_weights"] == [1.0, 0.0]
+    # only style 1 counts now: starting from it again gives a zero style loss
+    explorer.init.value = "style"
+    assert explorer.wait()
+    assert run_of(explorer, len(explorer.runs) - 1)[0]["style"] < 1e-6
+
+
+def test_a_bad_setting_is_reported_and_the_worker_survives(make, style, style2) -> None:
+    explorer = make([style, style2])
+    assert explorer.wait()
+    explorer.blend_weights[0].value = 0.0
+    explorer.blend_weights[1].value = 0.0
+    assert explorer.wait()
+    assert "ParameterError" in explorer.status.value and "blend_weights" in explorer.status.value
+    explorer.blend_weights[1].value = 0.5
+    assert explorer.wait()
+    assert explorer.runs[-1]["blend_weights"] == [0.0, 0.5] and "done" in explorer.status.value
+
+
+def test_render_full_size_offers_download_and_save(make, tmp_path) -> None:
+    explorer = make(render_steps=3, autostart=False)
+    explorer.render()
+    assert explorer.wait()
+    assert explorer.runs == []  # paused: the render ran, the preview did not
+    assert explorer.result is not None and explorer.result.image.shape == (1, 3, 64, 64)
+    assert explorer.progress.value == 3
+    data = explorer.download.value.split("base64,")[1].split("'")[0]
+    assert Image.open(io.BytesIO(base64.b64decode(data))).size == (64, 64)
+    explorer.save_path.value = str(tmp_path / "out.png")
+    explorer.save_button.click()
+    assert Image.open(tmp_path / "out.png").size == (64, 64)
+    assert "saved" in explorer.status.value
+
+
+def test_bad_arguments_are_refused_before_any_work(content, style) -> None:
+    with pytest.raises(ParameterError, match="style_weight=0"):
+        StyleExplorer(content, style, weights="random", device="cpu", style_weight=0)
+    with pytest.raises(ParameterError, match="blend="):
+        StyleExplorer(content, style, weights="random", device="cpu", blend="mix")
