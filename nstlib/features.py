@@ -67,6 +67,23 @@ def layer_stride(name: str) -> int:
     return 2 ** (block if name.startswith("pool") else block - 1)
 
 
+def layer_receptive_field(name: str) -> int:
+    """Side in input pixels of the square that one position of layer `name` sees (3 for conv1_1).
+
+    Walk the network from the input: a 3x3 convolution (stride 1) widens the field by 2 steps of
+    the current grid, a 2x2 pool with stride 2 widens it by 1 step and doubles the step.
+    ReLUs change nothing. r_out = r_in + (k - 1) * s_in, s_out = s_in * stride.
+    """
+    field, step = 1, 1
+    for layer in LAYER_NAMES[: LAYER_INDEX[check_layers([name])[0]] + 1]:
+        if layer.startswith("conv"):
+            field += 2 * step
+        elif layer.startswith("pool"):
+            field += step
+            step *= 2
+    return field
+
+
 def check_layers(layers: Iterable[str]) -> list[str]:
     """Validate layer names; return them sorted by depth."""
     layers = list(layers)

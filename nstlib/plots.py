@@ -73,3 +73,45 @@ def show_feature_maps(features: torch.Tensor, *, channels: int = 16, ncols: int 
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def show_grams(
+    grams: Sequence[torch.Tensor], titles: Sequence[str] | None = None, *, channels: int = 32, size: float = 3.4,
+) -> Figure:
+    """Heatmaps of Gram matrices (each (1,C,C) or (C,C)), the top-left `channels` x `channels` block.
+
+    All panels share one colour scale, so brighter means a larger correlation in every panel.
+    """
+    mats = [g.detach().float().cpu().reshape(g.shape[-2:])[:channels, :channels].numpy() for g in grams]
+    low = min(0.0, *(float(m.min()) for m in mats))
+    top = max(float(m.max()) for m in mats) or 1.0
+    fig, axes = plt.subplots(1, len(mats), figsize=(size * len(mats) + 0.8, size), squeeze=False)
+    for i, (ax, mat) in enumerate(zip(axes[0], mats)):
+        shown = ax.imshow(mat, cmap="magma", vmin=low, vmax=top)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9)
+    fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8)
+    return fig
+
+
+def show_receptive_fields(image: torch.Tensor, fields: Mapping[str, int], *, size: float = 5.0) -> Figure:
+    """Squares of side `fields[layer]` pixels centred on (1,3,H,W) `image`: what one position of each layer sees."""
+    img = to_pil(image)
+    cx, cy = img.width / 2, img.height / 2
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(img)
+    colours = plt.cm.viridis([i / max(len(fields) - 1, 1) for i in range(len(fields))])
+    for colour, (layer, side) in zip(colours, fields.items()):
+        square = plt.Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False, lw=2, color=colour,
+                               label=f"{layer}: {side}px")
+        ax.add_patch(square)
+    pad = max(fields.values()) / 2
+    ax.set_xlim(min(0, cx - pad) - 2, max(img.width, cx + pad) + 2)
+    ax.set_ylim(max(img.height, cy + pad) + 2, min(0, cy - pad) - 2)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    return fig

@@ -16,6 +16,7 @@ from nstlib.features import (
     VGG19Features,
     hub_cache_file,
     layer_channels,
+    layer_receptive_field,
     layer_stride,
     random_state_dict,
 )
@@ -135,3 +136,24 @@ def test_bad_weight_files_are_explained(tmp_path) -> None:
 def test_unknown_layer_lists_valid_names() -> None:
     with pytest.raises(ParameterError, match="relu4_2"):
         VGG19Features(["relu6_1"], weights="random")
+
+
+def test_receptive_field_matches_the_gradient_support() -> None:
+    """Independent check: with positive weights and average pooling every ReLU passes everything, so the
+    input pixels that a centre output depends on (non-zero gradient) form exactly the receptive field."""
+    names = ["conv1_1", "relu1_2", "pool1", "conv2_2", "conv3_1", "pool3", "conv4_1"]
+    net = VGG19Features(names, weights="random", pooling="avg")
+    for module in net.net:
+        if isinstance(module, nn.Conv2d):
+            module.weight.data.abs_()
+    for name in names:
+        x = torch.rand(1, 3, 96, 96, requires_grad=True)
+        out = net(x)[name]
+        out[0, :, out.shape[2] // 2, out.shape[3] // 2].sum().backward()
+        rows = x.grad.abs().sum(dim=(0, 1, 3)).nonzero()
+        assert int(rows.max() - rows.min() + 1) == layer_receptive_field(name), name
+
+def test_receptive_field_of_the_deepest_layers_and_unknown_names() -> None:
+    assert layer_receptive_field("conv5_4") == 252 and layer_receptive_field("pool5") == 268
+    with pytest.raises(ParameterError, match="unknown VGG19 layer"):
+        layer_receptive_field("conv6_1")

@@ -1,0 +1,39 @@
+"""Figures: each helper returns a Figure that shows what its docstring promises."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from nstlib.losses import gram_matrix  # noqa: E402
+from nstlib.plots import show_grams, show_receptive_fields  # noqa: E402
+
+
+def test_show_grams_crops_and_shares_one_colour_scale() -> None:
+    small = gram_matrix(torch.rand(1, 8, 5, 5))
+    big = 3 * gram_matrix(torch.rand(1, 40, 5, 5))
+    fig = show_grams([small, big[0]], ["small", "big"], channels=16)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["small", "big"]
+    shown = [ax.images[0] for ax in panels]
+    assert shown[0].get_array().shape == (8, 8) and shown[1].get_array().shape == (16, 16)
+    top = float(big[0, :16, :16].max())
+    assert all(im.get_clim() == pytest.approx((0, top)) for im in shown)
+    assert len(fig.axes) == 3  # two heatmaps and their shared colour bar
+    plt.close(fig)
+
+
+def test_show_receptive_fields_draws_centred_squares_of_the_given_sides() -> None:
+    fig = show_receptive_fields(torch.rand(1, 3, 40, 60), {"conv1_1": 3, "conv3_1": 24, "conv5_1": 156})
+    squares = fig.axes[0].patches
+    assert [(p.get_width(), p.get_height()) for p in squares] == [(3, 3), (24, 24), (156, 156)]
+    for p in squares:
+        assert p.get_x() + p.get_width() / 2 == pytest.approx(30)
+        assert p.get_y() + p.get_height() / 2 == pytest.approx(20)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][0] == "conv1_1: 3px"
+    plt.close(fig)
