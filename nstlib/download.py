@@ -49,7 +49,8 @@ def download(
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
                 received = 0
-                while chunk := response.read(CHUNK):
+                read = getattr(response, "read1", response.read)  # read1: whatever has arrived, for the bar
+                while chunk := read(CHUNK):
                     f.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
