@@ -163,7 +163,7 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
         src: a file path, a PIL image, an ndarray (H,W[,C], uint8/uint16/float) or a tensor
             ((H,W), (3,H,W) or (1,3,H,W), values in [0,1]).
         size: if given, resize so that the long side is `size` pixels (aspect ratio kept).
-        min_side: reject images whose short side (after resizing) is below this; VGG19 needs 32.
+        min_side: reject images whose short side is below this, before or after resizing; VGG19 needs 32.
 
     Files get their EXIF orientation applied; grayscale, palette, CMYK, 16-bit and images with
     transparency (composited on white) all become RGB.
@@ -186,18 +186,23 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
         tensor = _tensor_to_batch(src, name)
     else:
         raise ImageLoadError(f"cannot load an image from {type(src).__name__}; pass a path, PIL image, array or tensor")
+    if not torch.isfinite(tensor).all():
+        raise ImageLoadError(f"{name}: contains NaN or infinite values; pass pixel values in [0,1]")
+    _check_side(tensor, name, min_side)  # a tiny picture has nothing to upscale
     if size is not None:
         if size < min_side:
             raise ImageLoadError(f"{name}: size={size} is below the network's minimum side of {min_side} px")
         tensor = resize(tensor, size)
-    if not torch.isfinite(tensor).all():
-        raise ImageLoadError(f"{name}: contains NaN or infinite values; pass pixel values in [0,1]")
+        _check_side(tensor, name, min_side)
+    return tensor.clamp(0, 1)
+
+
+def _check_side(tensor: torch.Tensor, name: str, min_side: int) -> None:
     h, w = tensor.shape[-2:]
     if min(h, w) < min_side:
         raise ImageLoadError(
             f"{name}: {w}x{h} is too small; the network needs at least {min_side} px on each side"
         )
-    return tensor.clamp(0, 1)
 
 
 def to_pil(img: torch.Tensor) -> Image.Image:
