@@ -355,7 +355,8 @@ def test_ctrl_c_inside_a_step_returns_the_last_complete_image(vgg, content, styl
 
 
 def _run_cli_and_interrupt(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, str]:
-    """Start the CLI, wait until the progress bar shows a finished step, then send SIGINT."""
+    """Start the CLI, wait until the progress bar shows a finished step, then send SIGINT.
+    Returns the finished process and its one 'nstlib: ...' line on stderr."""
     argv = [sys.executable, "-m", "nstlib.cli", "stylize", CONTENT, STYLE, "-o", str(out), "--size", "64",
             "--steps", "100000", "--weights", "random", "--device", "cpu", *extra]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
@@ -369,10 +370,12 @@ def _run_cli_and_interrupt(out: Path, *extra: str) -> tuple[subprocess.Completed
         assert time.monotonic() < deadline, "the CLI never started optimising"
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    stdout = proc.communicate(timeout=120)[0]
-    reader.join(timeout=10)
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
     err = b"".join(seen).decode()
-    return subprocess.CompletedProcess(argv, proc.returncode, stdout.decode(), err), err.split("\r")[-1].strip()
+    notices = [line for line in re.split(r"[\r\n]", err) if line.startswith("nstlib")]
+    assert len(notices) == 1, err  # exactly one line of explanation besides the progress bar
+    return subprocess.CompletedProcess(argv, proc.returncode, proc.stdout.read().decode(), err), notices[0]
 
 
 @pytest.mark.parametrize("save_partial", [True, False])
