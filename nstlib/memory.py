@@ -30,25 +30,27 @@ def optimizer_buffers(optimizer: str, history_size: int) -> int:
     return 2 * history_size + 2 if optimizer == "lbfgs" else 2
 
 
-def network_cost(height: int, width: int, deepest: str) -> tuple[int, int]:
-    """(activation elements per image, parameter count) of VGG19 truncated after `deepest`.
+def network_cost(height: int, width: int, deepest: str) -> tuple[int, int, int]:
+    """(kept elements, largest map, parameter count) per image for VGG19 truncated after `deepest`.
 
-    Every layer output (conv, relu, pool) up to `deepest` is kept for the backward pass. Max
-    pooling also keeps int64 indices the size of its output: 2 more floats per output element.
-    Pooling halves the grid, rounding down.
+    Autograd keeps what the backward pass needs: every ReLU output (also the next conv's input)
+    and every pooling output, plus max pooling's int64 indices (2 floats' worth per output
+    element). Conv outputs are transient (the in-between value before its ReLU), so they only
+    count through the largest map. Pooling halves the grid, rounding down.
     """
-    activations, params, channels_in, h, w = 0, 0, 3, height, width
+    kept, largest, params, channels_in, h, w = 0, 0, 0, 3, height, width
     for name in LAYER_NAMES[: LAYER_NAMES.index(deepest) + 1]:
         channels = layer_channels(name)
         if name.startswith("pool"):
             h, w = h // 2, w // 2
-            activations += 3 * channels * h * w
-        else:
-            activations += channels * h * w
+            kept += 3 * channels * h * w
+        elif name.startswith("relu") or name == deepest:
+            kept += channels * h * w
         if name.startswith("conv"):
             params += channels_in * channels * 9 + channels
             channels_in = channels
-    return activations, params
+        largest = max(largest, channels * h * w)
+    return kept, largest, params
 
 
 def estimate_bytes(
@@ -62,18 +64,21 @@ def estimate_bytes(
 ) -> int:
     """Estimated peak memory of optimising a (batch,3,height,width) image, in bytes:
 
-        4 * (batch * (2*A + (3 + k) * 3*H*W) + P)
+        4 * (batch * (K + 3*L + (3 + k) * 3*H*W) + P)
 
-    A: activation elements of the network up to the deepest of `layers` (`network_cost`), doubled
-       because the backward pass can hold as many gradients at once;
+    K: elements autograd keeps for the backward pass, L: the largest feature map (`network_cost`);
+       3*L covers a conv output before its ReLU and the gradients flowing in and out of a layer;
     3 image-sized buffers: the image, its gradient and the normalised network input;
-    k: the optimiser's image-sized buffers (`optimizer_buffers`);
+    k: the optimiser's image-sized buffers (`optimizer_buffers`; L-BFGS fills its history over the
+       first `history_size` steps);
     P: the parameters of the truncated network (frozen: no gradients).
     The style and content targets are small (Gram matrices, one content layer) and left out.
+    It errs on the safe side: for 3 L-BFGS steps at 512x512 with the default layers (CPU), the
+    process's peak RSS grew by 272 MiB against an estimate of 654 MiB (history filled to 3).
     """
-    activations, params = network_cost(height, width, check_layers(layers)[-1])
+    kept, largest, params = network_cost(height, width, check_layers(layers)[-1])
     image = 3 * height * width
-    per_image = 2 * activations + (3 + optimizer_buffers(optimizer, history_size)) * image
+    per_image = kept + 3 * largest + (3 + optimizer_buffers(optimizer, history_size)) * image
     return BYTES_PER_FLOAT * (batch * per_image + params)
 
 

@@ -525,15 +525,15 @@ def test_cli_out_of_memory_saves_the_marked_partial_result(tmp_path, capsys, mon
 
 
 def test_memory_estimate_matches_a_hand_calculation() -> None:
-    # 32x32 image, network up to relu2_1: conv1_1, relu1_1, conv1_2, relu1_2 are 64x32x32 each;
-    # pool1 is 64x16x16 plus int64 indices (3 floats' worth); conv2_1 and relu2_1 are 128x16x16.
-    activations = 4 * 64 * 32 * 32 + 3 * 64 * 16 * 16 + 2 * 128 * 16 * 16
+    # 32x32 image, network up to relu2_1. Kept for backward: relu1_1 and relu1_2 (64x32x32 each),
+    # pool1 (64x16x16) with its int64 indices (2 floats each), relu2_1 (128x16x16). Largest map: 64x32x32.
+    kept = 2 * 64 * 32 * 32 + 3 * 64 * 16 * 16 + 128 * 16 * 16
     params = (3 * 64 * 9 + 64) + (64 * 64 * 9 + 64) + (64 * 128 * 9 + 128)
-    assert network_cost(32, 32, "relu2_1") == (activations, params) == (376_832, 112_576)
+    assert network_cost(32, 32, "relu2_1") == (kept, 64 * 32 * 32, params) == (212_992, 65_536, 112_576)
     image = 3 * 32 * 32
-    lbfgs = 4 * (2 * activations + (3 + 2 * 10 + 2) * image + params)  # L-BFGS, history 10: 22 buffers
-    assert estimate_bytes(32, 32, ["relu1_1", "relu2_1"], optimizer="lbfgs", history_size=10) == lbfgs == 3_772_160
-    adam = 4 * (2 * (2 * activations + (3 + 2) * image) + params)  # batch of 2, Adam: 2 buffers each
+    lbfgs = 4 * (kept + 3 * 65_536 + (3 + 2 * 10 + 2) * image + params)  # L-BFGS, history 10: 22 buffers
+    assert estimate_bytes(32, 32, ["relu1_1", "relu2_1"], optimizer="lbfgs", history_size=10) == lbfgs == 2_395_904
+    adam = 4 * (2 * (kept + 3 * 65_536 + (3 + 2) * image) + params)  # batch of 2, Adam: 2 buffers each
     assert estimate_bytes(32, 32, ["relu2_1"], optimizer="adam", batch=2) == adam
 
 
