@@ -14,7 +14,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -218,11 +217,15 @@ def test_non_finite_arrays_are_refused() -> None:
 _SEEDS = [_encode(_noise(40, 48), fmt) for fmt in ("PNG", "JPEG", "GIF", "BMP", "TIFF")]
 if features.check("webp"):
     _SEEDS.append(_encode(_noise(40, 48), "WEBP"))
-_FUZZ_DIR = tempfile.mkdtemp(prefix="nstlib-fuzz-")
 
 
-def _check_loader(data: bytes, suffix: str) -> None:
-    path = Path(_FUZZ_DIR) / f"fuzz{suffix}"
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def _check_loader(folder: Path, data: bytes, suffix: str) -> None:
+    path = folder / f"fuzz{suffix}"
     path.write_bytes(data)
     try:
         img = load_image(path)
@@ -241,17 +244,17 @@ _FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthC
 @_FUZZ
 @given(seed=st.sampled_from(range(len(_SEEDS))), edits=_mutations, cut=st.integers(1, 20_000),
        suffix=st.sampled_from([".png", ".jpg", ".gif", ".webp"]))
-def test_fuzz_mutated_images(seed: int, edits: list[tuple[int, int]], cut: int, suffix: str) -> None:
+def test_fuzz_mutated_images(fuzz_dir, seed: int, edits: list[tuple[int, int]], cut: int, suffix: str) -> None:
     data = bytearray(_SEEDS[seed][:cut])
     for position, value in edits:
         data[position % len(data)] = value
-    _check_loader(bytes(data), suffix)
+    _check_loader(fuzz_dir, bytes(data), suffix)
 
 
 @_FUZZ
 @given(data=st.binary(max_size=4096), suffix=st.sampled_from([".png", ".jpg", ".gif", ".bmp", ".tif", ".webp"]))
-def test_fuzz_random_bytes(data: bytes, suffix: str) -> None:
-    _check_loader(data, suffix)
+def test_fuzz_random_bytes(fuzz_dir, data: bytes, suffix: str) -> None:
+    _check_loader(fuzz_dir, data, suffix)
 
 
 # --- Weights ---------------------------------------------------------------------------------------
