@@ -10,6 +10,7 @@ from nstlib.data import SAMPLES, sample, sample_path
 from nstlib.errors import (
     DownloadError,
     ImageLoadError,
+    MemoryLimitError,
     NonFiniteLossError,
     NstlibError,
     OutputError,
@@ -38,7 +39,8 @@ __version__ = "0.1.0"
 __all__ = [
     "plots", "BLEND_METHODS", "DEFAULT_CONTENT_LAYERS", "DEFAULT_CONTENT_WEIGHT", "DEFAULT_STYLE_LAYERS",
     "DEFAULT_STYLE_WEIGHT", "DEFAULT_TV_WEIGHT", "DownloadError", "ImageLoadError", "LAYER_INDEX", "LAYER_NAMES",
-    "NonFiniteLossError", "NstlibError", "Objective", "OutputError", "ParameterError", "SAMPLES", "Step",
+    "MemoryLimitError", "NonFiniteLossError", "NstlibError", "Objective", "OutputError", "ParameterError", "SAMPLES",
+    "Step",
     "StylizeResult", "VGG19Features", "WeightsError", "content_loss", "evaluate", "gram_matrix", "load_image",
     "normalize_blend_weights", "pick_device", "resize", "sample", "sample_path", "save_gif", "save_image",
     "style_loss", "style_targets", "stylize", "stylize_grid", "to_pil", "tv_loss",

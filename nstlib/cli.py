@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from nstlib.blend import BLEND_METHODS
-from nstlib.errors import NonFiniteLossError, NstlibError, WeightsError
+from nstlib.errors import MemoryLimitError, NonFiniteLossError, NstlibError, WeightsError
 from nstlib.images import check_output_path
 from nstlib.optimize import (
     DEFAULT_CONTENT_WEIGHT,
@@ -92,12 +92,12 @@ def _report(result: StylizeResult, out: Path, gif: Path | None) -> None:
         print(f"wrote {gif} ({len(result.frames)} frames)")
 
 
-def _save_partial(result: StylizeResult | None, out: Path, why: str, allowed: bool) -> None:
-    if result is None:
-        return
+def _save_partial(result: StylizeResult, out: Path, why: str, allowed: bool) -> None:
+    """Write an unfinished result (marked in its PNG text chunk "nstlib:status") only if `allowed`."""
     if allowed:
         result.save(str(out))
-        print(f"nstlib: {why}; wrote the partial result to {out}", file=sys.stderr)
+        print(f"nstlib: {why}; wrote the partial result to {out} (marked nstlib:status={result.status!r})",
+              file=sys.stderr)
     else:
         print(f"nstlib: {why}; nothing written (use --save-partial to keep the partial result)", file=sys.stderr)
 
@@ -106,9 +106,6 @@ def run_stylize(args: argparse.Namespace) -> int:
     inputs = [args.content, *args.styles]
     out = check_output_path(args.output, inputs, overwrite=args.force)
     gif = check_output_path(args.gif, inputs, overwrite=args.force) if args.gif else None
-    for path in (out, gif):
-        if path is not None and not path.parent.resolve().is_dir():
-            raise NstlibError(f"{path}: the folder {path.parent} does not exist; create it first")
     steps = args.steps or 300
     try:
         result = stylize(
@@ -118,7 +115,9 @@ def run_stylize(args: argparse.Namespace) -> int:
             device=args.device, seed=args.seed, progress=not args.quiet,
             frame_every=max(1, steps // 30) if gif else 0,
         )
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, MemoryLimitError) as e:
+        if e.result is None:  # refused before starting: nothing to save
+            raise
         _save_partial(e.result, out, str(e), args.save_partial)
         return EXIT_USER_ERROR
     if result.interrupted:
@@ -170,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NstlibError as e:
         print(f"nstlib: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # Ctrl-C outside the optimisation loop (loading, saving)
+        print("nstlib: interrupted; no partial output written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if code == 0:
         print(f"done in {time.perf_counter() - start:.1f} s")
     return code

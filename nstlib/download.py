@@ -7,15 +7,17 @@ Used for the VGG19 weights and by the notebooks for optional extra images.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from nstlib.errors import DownloadError
+from nstlib.errors import DownloadError, NstlibError
 
 CHUNK = 1 << 20
 
@@ -27,13 +29,16 @@ def download(
     sha256_prefix: str | None = None,
     timeout: float = 30.0,
     progress: bool = True,
+    verify: Callable[[Path], object] | None = None,
 ) -> Path:
     """Download `url` to `dest` atomically and return `dest`.
 
     The bytes go to `dest.part-<pid>` first. The file is renamed to `dest` only when the
     transfer is complete (the length matches Content-Length when the server sends one) and,
     if `sha256_prefix` is given, the SHA-256 digest starts with it (torchvision's convention:
-    ``vgg19-dcbb9e9d.pth``). Otherwise the partial file is deleted and `DownloadError` raised.
+    ``vgg19-dcbb9e9d.pth``), and `verify(path)`, if given, accepts the file (it raises an
+    `NstlibError` to reject it). Otherwise the partial file is deleted and `DownloadError` raised;
+    a dropped connection, a timeout or Ctrl-C also delete it.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +49,8 @@ def download(
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
                 received = 0
-                while chunk := response.read(CHUNK):
+                read = getattr(response, "read1", response.read)  # read1: whatever has arrived, for the bar
+                while chunk := read(CHUNK):
                     f.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
@@ -55,11 +61,16 @@ def download(
             raise DownloadError(
                 f"{url}: checksum mismatch (sha256 {digest.hexdigest()[:12]}..., expected {sha256_prefix}...)"
             )
+        if verify is not None:
+            try:
+                verify(tmp)
+            except NstlibError as e:
+                raise DownloadError(f"{url}: the downloaded file did not verify ({e})") from None
         os.replace(tmp, dest)
         return dest
     except DownloadError:
         raise
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         raise DownloadError(f"{url}: download failed ({reason})") from None
     finally:
@@ -69,16 +80,19 @@ def download(
 def fetch_image(url: str, cache_dir: str | os.PathLike, fallback: str) -> Path:
     """Return a cached copy of the image at `url`, downloading it once.
 
-    When the download fails (offline, a dead link) it warns and returns the bundled sample
-    named `fallback` instead, so a notebook always has a picture to work with.
+    The download follows `download`'s rule (temporary file, checked to decode as a picture, then
+    renamed), so the cache only ever holds complete images. When it fails (offline, a dead link, a
+    cut connection, not a picture) it warns and returns the bundled sample named `fallback`
+    instead, so a notebook always has a picture to work with.
     """
     from nstlib.data import sample_path
+    from nstlib.images import load_image
 
     dest = Path(cache_dir) / Path(url.split("?")[0]).name
     if dest.exists():
         return dest
     try:
-        return download(url, dest, progress=False)
+        return download(url, dest, progress=False, verify=load_image)
     except DownloadError as e:
         warnings.warn(f"{e}; using the bundled sample '{fallback}' instead", stacklevel=2)
         return sample_path(fallback)

@@ -30,9 +30,18 @@ class ParameterError(NstlibError, ValueError):
     """An argument is out of range or unknown; the message lists the valid choices."""
 
 
-class NonFiniteLossError(NstlibError, FloatingPointError):
-    """The objective became NaN or infinite. `.result` holds the last finite image."""
+class _KeepsResult(NstlibError):
+    """A run that stopped early; `.result` holds a `StylizeResult` with the last good image (or None)."""
 
     def __init__(self, message: str, result: Any = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class NonFiniteLossError(_KeepsResult, FloatingPointError):
+    """The objective became NaN or infinite. `.result` holds the last finite image."""
+
+
+class MemoryLimitError(_KeepsResult, MemoryError):
+    """A run needs more memory than there is: refused before starting (CPU estimate), or the GPU ran
+    out of memory mid-run. The message names the size and what to try; `.result` keeps the last good image."""

@@ -135,10 +135,19 @@ def _normalise_state_dict(state: object, source: str) -> dict[str, torch.Tensor]
     missing = sorted(set(expected) - set(state), key=lambda k: int(k.split(".")[0]))
     wrong = [k for k in expected if k in state and getattr(state[k], "shape", None) != expected[k]]
     if missing or wrong:
-        detail = f"missing {missing[:3]}" if missing else f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}"
+        found = state[wrong[0]] if wrong else None
+        detail = f"missing {missing[:3]}" if missing else (
+            f"{wrong[0]} has shape {tuple(found.shape)}" if isinstance(found, torch.Tensor)
+            else f"{wrong[0]} is a {type(found).__name__}, not a tensor")
         raise WeightsError(
             f"{source}: not a torchvision VGG19 state_dict ({detail}); expected keys like "
             f"'features.0.weight' of shape (64, 3, 3, 3). Use torchvision's {IMAGENET_FILE} or weights='random'"
+        )
+    broken = [k for k in expected if not torch.isfinite(state[k]).all()]
+    if broken:
+        raise WeightsError(
+            f"{source}: {broken[0]} contains NaN or infinite values; the file is damaged. Expected finite weights "
+            f"such as torchvision's {IMAGENET_FILE}; download it again or use weights='random'"
         )
     return {k: state[k] for k in expected}
 

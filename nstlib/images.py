@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from nstlib.errors import ImageLoadError, OutputError
 
@@ -47,8 +47,12 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def _open(path: Path) -> Image.Image:
-    """Open and fully decode a file, translating every failure into ImageLoadError."""
+def _decode(path: Path) -> np.ndarray:
+    """Open and fully decode a file to (H,W,3) float32, translating every failure into ImageLoadError.
+
+    Pillow raises many exception types for damaged files (OSError, SyntaxError, struct.error,
+    IndexError, ...), so anything it raises while decoding counts as a corrupt file.
+    """
     name = str(path)
     if not path.exists():
         raise ImageLoadError(f"{name}: file not found")
@@ -64,15 +68,15 @@ def _open(path: Path) -> Image.Image:
             img.seek(0)  # first frame of an animation
             img = ImageOps.exif_transpose(img)
             img.load()
-            return img
+            return _to_rgb(img)
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
         raise ImageLoadError(f"{name}: not an image Pillow can read (is it really a picture?)") from None
     except Image.DecompressionBombError as e:
         raise ImageLoadError(f"{name}: decompression bomb refused ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageLoadError(f"{name}: truncated or corrupt image ({e})") from None
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        raise ImageLoadError(f"{name}: truncated or corrupt image ({type(e).__name__}: {e})") from None
 
 
 def _array_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
@@ -109,16 +113,45 @@ def _tensor_to_batch(t: torch.Tensor, name: str) -> torch.Tensor:
     return t.expand(1, 3, *t.shape[2:]).clone()
 
 
+def target_size(shape: tuple[int, int], size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """The (H,W) that `resize` gives an image of `shape` (H,W): long side `size`, or `size` itself if a pair."""
+    h, w = shape
+    if size is None:
+        return h, w
+    if isinstance(size, int):
+        scale = size / max(h, w)
+        return max(1, round(h * scale)), max(1, round(w * scale))
+    return int(size[0]), int(size[1])
+
+
+def peek_shape(src: ImageLike) -> tuple[int, int]:
+    """(H,W) of a picture without decoding its pixels (a file's header, EXIF rotation included)."""
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        if not path.is_file():
+            return _decode(path).shape[:2]  # raises the right ImageLoadError
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+                rotated = img.getexif().get(0x0112) in (5, 6, 7, 8)
+        except Exception:  # noqa: BLE001 - let load_image report the exact cause
+            return _decode(path).shape[:2]
+        return (w, h) if rotated else (h, w)
+    if isinstance(src, Image.Image):
+        return src.height, src.width
+    if isinstance(src, (np.ndarray, torch.Tensor)) and src.ndim >= 2:
+        return tuple(src.shape[-2:]) if isinstance(src, torch.Tensor) else tuple(src.shape[:2])
+    return tuple(load_image(src).shape[-2:])
+
+
 def resize(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Resize (B,3,H,W) so that its long side is `size`, or to exactly (H,W) if a pair is given.
 
     Uses antialiased bicubic interpolation, clamped back to [0,1].
     """
     h, w = img.shape[-2:]
-    if isinstance(size, int):
-        scale = size / max(h, w)
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    if tuple(size) == (h, w):
+    size = target_size((h, w), size)
+    if size == (h, w):
         return img
     return F.interpolate(img, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
 
@@ -130,7 +163,7 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
         src: a file path, a PIL image, an ndarray (H,W[,C], uint8/uint16/float) or a tensor
             ((H,W), (3,H,W) or (1,3,H,W), values in [0,1]).
         size: if given, resize so that the long side is `size` pixels (aspect ratio kept).
-        min_side: reject images whose short side (after resizing) is below this; VGG19 needs 32.
+        min_side: reject images whose short side is below this, before or after resizing; VGG19 needs 32.
 
     Files get their EXIF orientation applied; grayscale, palette, CMYK, 16-bit and images with
     transparency (composited on white) all become RGB.
@@ -141,7 +174,7 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
     """
     if isinstance(src, (str, os.PathLike)):
         name = str(src)
-        tensor = _array_to_tensor(_to_rgb(_open(Path(src))), name)
+        tensor = _array_to_tensor(_decode(Path(src)), name)
     elif isinstance(src, Image.Image):
         name = "PIL image"
         tensor = _array_to_tensor(_to_rgb(ImageOps.exif_transpose(src)), name)
@@ -153,16 +186,23 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
         tensor = _tensor_to_batch(src, name)
     else:
         raise ImageLoadError(f"cannot load an image from {type(src).__name__}; pass a path, PIL image, array or tensor")
+    if not torch.isfinite(tensor).all():
+        raise ImageLoadError(f"{name}: contains NaN or infinite values; pass pixel values in [0,1]")
+    _check_side(tensor, name, min_side)  # a tiny picture has nothing to upscale
     if size is not None:
         if size < min_side:
             raise ImageLoadError(f"{name}: size={size} is below the network's minimum side of {min_side} px")
         tensor = resize(tensor, size)
+        _check_side(tensor, name, min_side)
+    return tensor.clamp(0, 1)
+
+
+def _check_side(tensor: torch.Tensor, name: str, min_side: int) -> None:
     h, w = tensor.shape[-2:]
     if min(h, w) < min_side:
         raise ImageLoadError(
             f"{name}: {w}x{h} is too small; the network needs at least {min_side} px on each side"
         )
-    return tensor.clamp(0, 1)
 
 
 def to_pil(img: torch.Tensor) -> Image.Image:
@@ -181,7 +221,13 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output_path(path: str | os.PathLike, inputs: Iterable[ImageLike] = (), *, overwrite: bool = True) -> Path:
-    """Validate an output path before any work: not one of `inputs`, and not existing unless `overwrite`."""
+    """Validate an output path before any work.
+
+    Refuses an output that is one of `inputs` (also via a link or another spelling), that exists
+    unless `overwrite`, that is a folder, or whose folder is missing or cannot be written. The last
+    is checked by creating and removing a temporary file there, because permission bits say nothing
+    to root (who may still be refused by a read-only file system or a regular file in the path).
+    """
     out = Path(path)
     for src in inputs:
         if isinstance(src, (str, os.PathLike)) and _same_file(out, Path(src)):
@@ -190,6 +236,16 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[ImageLike] = (),
         raise OutputError(f"{out}: already exists; pass --force (overwrite=True) to replace it")
     if out.is_dir():
         raise OutputError(f"{out}: is a directory; give a file name such as {out / 'result.png'}")
+    folder = out.parent
+    if not folder.exists():
+        raise OutputError(f"{out}: the folder {folder} does not exist; create it first")
+    if not folder.is_dir():
+        raise OutputError(f"{out}: {folder} is a file, not a folder; choose another output path")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OutputError(f"{out}: cannot write in {folder} ({e.strerror or e}); choose another folder") from None
     return out
 
 
@@ -234,6 +290,7 @@ def save_image(
     *,
     inputs: Sequence[ImageLike] = (),
     overwrite: bool = True,
+    text: Mapping[str, str] | None = None,
 ) -> Path:
     """Write an image atomically; the format follows the extension (.png, .jpg, .webp, ...).
 
@@ -242,11 +299,18 @@ def save_image(
         path: where to write.
         inputs: images this one was made from; writing over any of them is refused.
         overwrite: if False, an existing file at `path` is an error.
+        text: PNG text chunks to embed, e.g. {"nstlib:status": "interrupted at step 12"}
+            (read back with `Image.open(path).text`); other formats ignore it.
     """
     out = check_output_path(path, inputs, overwrite=overwrite)
     fmt = _format_for(out)
     pil = img if isinstance(img, Image.Image) else to_pil(img)
-    return atomic_write(out, lambda f: pil.save(f, format=fmt))
+    extra = {}
+    if text and fmt == "PNG":
+        extra["pnginfo"] = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            extra["pnginfo"].add_text(key, value)
+    return atomic_write(out, lambda f: pil.save(f, format=fmt, **extra))
 
 
 def save_gif(

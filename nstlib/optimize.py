@@ -35,12 +35,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from nstlib.blend import BLEND_METHODS, style_targets
+from nstlib.blend import BLEND_METHODS, normalize_blend_weights, style_targets
 from nstlib.errors import NonFiniteLossError, ParameterError
 from nstlib.fast import LOG_EVERY, FastFeatures, LossScale, fast_path
 from nstlib.features import VGG19Features, check_layers
-from nstlib.images import ImageLike, load_image, resize, save_gif, save_image, to_pil
+from nstlib.images import ImageLike, load_image, peek_shape, resize, save_gif, save_image, target_size, to_pil
 from nstlib.losses import Objective, Weight
+from nstlib.memory import check_memory, is_out_of_memory, out_of_memory_error
 
 DEFAULT_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
 DEFAULT_STYLE_LAYERS: dict[str, float] = {
@@ -101,7 +102,9 @@ class StylizeResult:
             first entry is the starting image, the last the returned image. Losses are unweighted
             terms except "total"; "time" is seconds since the start. For a grid, each loss is a list.
         frames: (1,3,H,W) CPU snapshots every `frame_every` steps (with the first and the last).
-        interrupted: True if the run was stopped early (Ctrl-C or a callback).
+        interrupted: True if the run was stopped early (Ctrl-C, a callback, or out of memory).
+        status: "complete", "interrupted at step N", "stopped: non-finite loss at step N" or
+            "stopped: out of memory at step N"; `save` writes it into PNGs as the text chunk "nstlib:status".
         seconds: wall time of the optimisation.
         evaluations: objective evaluations (L-BFGS line searches use more than one per step).
         settings: for `stylize_grid`, the weights of each batch item.
@@ -111,6 +114,7 @@ class StylizeResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     frames: list[torch.Tensor] = field(default_factory=list)
     interrupted: bool = False
+    status: str = "complete"
     seconds: float = 0.0
     evaluations: int = 0
     settings: list[dict[str, float]] = field(default_factory=list)
@@ -125,8 +129,8 @@ class StylizeResult:
         return to_pil(self.image[index])
 
     def save(self, path: str, **kwargs: Any) -> Any:
-        """Write the image atomically (see `images.save_image`)."""
-        return save_image(self.image[:1], path, **kwargs)
+        """Write the image atomically (see `images.save_image`), marked with `status` if a PNG."""
+        return save_image(self.image[:1], path, text={"nstlib:status": self.status}, **kwargs)
 
     def save_gif(self, path: str, duration_ms: int = 80, **kwargs: Any) -> Any:
         """Write the recorded frames as an animated GIF (needs frame_every > 0)."""
@@ -188,10 +192,15 @@ def prepare_images(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Load the content (long side `size`) and the styles (long side `style_scale` x the content's)."""
     content = load_image(content, size)
-    if isinstance(styles, (str, torch.Tensor, Image.Image)) or not isinstance(styles, Sequence):
-        styles = [styles]
     style_side = round(max(content.shape[-2:]) * style_scale)
-    return content, [load_image(s, style_side) for s in styles]
+    return content, [load_image(s, style_side) for s in _as_list(styles)]
+
+
+def _as_list(styles: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
+    """One style picture or a sequence of them -> a list."""
+    if isinstance(styles, (str, torch.Tensor, Image.Image)) or not isinstance(styles, Sequence):
+        return [styles]
+    return list(styles)
 
 
 def make_objective(
@@ -321,11 +330,14 @@ def optimize_image(
         if bad.any():
             step = pending[int(bad.flatten(1).any(1).nonzero()[0])][0]
             result.image = checked.clamp(0, 1).cpu()
-            raise NonFiniteLossError(
-                f"the objective became NaN/inf at step {step}: the learning rate (lr={lr or 'default'}) or the "
-                "loss weights are probably too large; lower lr or style_weight, or try optimizer='adam'",
-                result,
+            result.status = f"stopped: non-finite loss at step {step}"
+            cause = (
+                "already at the start: the loss weights (style_weight, content_weight) or the network weights "
+                "overflow; lower the loss weights or check the weights file" if step == 0 else
+                f"at step {step}: the learning rate (lr={lr or 'default'}) or the loss weights are probably too "
+                "large; lower lr or style_weight, or try optimizer='adam'"
             )
+            raise NonFiniteLossError(f"the objective became NaN/inf {cause}", result)
         seconds = time.perf_counter() - start_time
         result.history.extend(_log_entry(step, v, seconds) for (step, _), v in zip(pending, values))
         pending.clear()
@@ -357,6 +369,16 @@ def optimize_image(
                 break
     except KeyboardInterrupt:
         result.interrupted = True
+    except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        if not is_out_of_memory(e):
+            raise
+        now = image.detach()
+        result.image = (now if torch.isfinite(now).all() else checked).clamp(0, 1).cpu()
+        result.interrupted, result.status = True, f"stopped: out of memory at step {step}"
+        del now, opt, image
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise out_of_memory_error(*start.shape[-2:], step, optimizer, result) from None
     finally:
         bar.close()
     if pending:
@@ -371,6 +393,8 @@ def optimize_image(
     result.evaluations = evaluations
     result.history.append(_log_entry(steps if not result.interrupted else step + 1,
                                      torch.stack([terms[t] for t in TERMS]).cpu(), result.seconds))
+    if result.interrupted:
+        result.status = f"interrupted at step {result.final['step']}"
     result.image = final.cpu()
     if frame_every:
         result.frames.append(final[:1].cpu())
@@ -443,10 +467,17 @@ def stylize(
     style_layers = _check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
     check_params(steps=steps, optimizer=optimizer, init=init, blend=blend, lr=lr, content_weight=content_weight,
                  style_weight=style_weight, tv_weight=tv_weight, style_scale=style_scale, history_size=history_size)
+    style_list = _as_list(styles)
+    if blend_weights is not None:
+        normalize_blend_weights(blend_weights, len(style_list))
     dev = pick_device(device)
+    batch = max(torch.as_tensor(w).numel() for w in (content_weight, style_weight, tv_weight))
+    if dev.type == "cpu":
+        check_memory(*target_size(peek_shape(content), size), [*content_layers, *style_layers], optimizer=optimizer,
+                     history_size=history_size, batch=batch)
     torch.manual_seed(seed)
 
-    content_img, style_imgs = prepare_images(content, styles, size, style_scale)
+    content_img, style_imgs = prepare_images(content, style_list, size, style_scale)
     content_img, style_imgs = content_img.to(dev), [s.to(dev) for s in style_imgs]
     net = make_extractor([*content_layers, *style_layers], weights, pooling, extractor).to(dev)
     path = fast_path(fast, dev)
@@ -456,7 +487,6 @@ def stylize(
         blend=blend, blend_weights=blend_weights,
     )
     start = initial_image(init, content_img, style_imgs, seed)
-    batch = max(torch.as_tensor(w).numel() for w in (content_weight, style_weight, tv_weight))
     return optimize_image(
         objective, start.repeat(batch, 1, 1, 1), steps=steps, optimizer=optimizer, lr=lr, history_size=history_size,
         line_search=line_search, callback=callback, progress=progress,

@@ -1,0 +1,145 @@
+"""Memory: estimate what a run needs before it starts, and explain running out of it.
+
+On the CPU a too-large `size` does not fail cleanly: the machine swaps or the kernel kills the
+process. So `stylize` estimates the memory first (`estimate_bytes`) and refuses sizes that need
+clearly more than the free RAM (`check_memory`). On a GPU, running out raises
+`torch.cuda.OutOfMemoryError` mid-run; `optimize_image` turns it into `MemoryLimitError` with
+the last good image kept (`out_of_memory_error`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from nstlib.errors import MemoryLimitError
+from nstlib.features import LAYER_NAMES, check_layers, layer_channels
+
+BYTES_PER_FLOAT = 4
+#: Refuse only when the estimate exceeds the free RAM by this factor: the estimate is an upper
+#: bound (it keeps every gradient alive at once), so a run just over the line may still fit.
+MARGIN = 1.2
+
+
+def optimizer_buffers(optimizer: str, history_size: int) -> int:
+    """Image-sized buffers an optimiser keeps: L-BFGS 2*m history pairs plus its direction and
+    previous gradient; Adam its two moment estimates."""
+    return 2 * history_size + 2 if optimizer == "lbfgs" else 2
+
+
+def network_cost(height: int, width: int, deepest: str) -> tuple[int, int, int]:
+    """(kept elements, largest map, parameter count) per image for VGG19 truncated after `deepest`.
+
+    Autograd keeps what the backward pass needs: every ReLU output (also the next conv's input)
+    and every pooling output, plus max pooling's int64 indices (2 floats' worth per output
+    element). Conv outputs are transient (the in-between value before its ReLU), so they only
+    count through the largest map. Pooling halves the grid, rounding down.
+    """
+    kept, largest, params, channels_in, h, w = 0, 0, 0, 3, height, width
+    for name in LAYER_NAMES[: LAYER_NAMES.index(deepest) + 1]:
+        channels = layer_channels(name)
+        if name.startswith("pool"):
+            h, w = h // 2, w // 2
+            kept += 3 * channels * h * w
+        elif name.startswith("relu") or name == deepest:
+            kept += channels * h * w
+        if name.startswith("conv"):
+            params += channels_in * channels * 9 + channels
+            channels_in = channels
+        largest = max(largest, channels * h * w)
+    return kept, largest, params
+
+
+def estimate_bytes(
+    height: int,
+    width: int,
+    layers: Iterable[str] = ("relu5_1",),
+    *,
+    optimizer: str = "lbfgs",
+    history_size: int = 50,
+    batch: int = 1,
+) -> int:
+    """Estimated peak memory of optimising a (batch,3,height,width) image, in bytes:
+
+        4 * (batch * (K + 3*L + (3 + k) * 3*H*W) + P)
+
+    K: elements autograd keeps for the backward pass, L: the largest feature map (`network_cost`);
+       3*L covers a conv output before its ReLU and the gradients flowing in and out of a layer;
+    3 image-sized buffers: the image, its gradient and the normalised network input;
+    k: the optimiser's image-sized buffers (`optimizer_buffers`; L-BFGS fills its history over the
+       first `history_size` steps);
+    P: the parameters of the truncated network (frozen: no gradients).
+    The style and content targets are small (Gram matrices, one content layer) and left out.
+    It errs on the safe side: for 3 L-BFGS steps at 512x512 with the default layers (CPU), the
+    process's peak RSS grew by 272 MiB against an estimate of 654 MiB (history filled to 3).
+    """
+    kept, largest, params = network_cost(height, width, check_layers(layers)[-1])
+    image = 3 * height * width
+    per_image = kept + 3 * largest + (3 + optimizer_buffers(optimizer, history_size)) * image
+    return BYTES_PER_FLOAT * (batch * per_image + params)
+
+
+def available_bytes() -> int | None:
+    """Free RAM in bytes: /proc/meminfo's MemAvailable (else os.sysconf), capped by a cgroup
+    memory limit when the process runs in a container. None if it cannot be read."""
+    free = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    for limit, usage in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes",
+                                                           "memory/memory.usage_in_bytes")):
+        try:
+            cap = int(Path("/sys/fs/cgroup", limit).read_text()) - int(Path("/sys/fs/cgroup", usage).read_text())
+        except (OSError, ValueError):
+            continue
+        free = min(free, max(cap, 0))
+    return free
+
+
+def _advice(height: int, width: int, optimizer: str, fits: float | None = None) -> str:
+    side = max(height, width)
+    smaller = max(32, int(side * (fits**0.5 if fits else 0.5)) // 32 * 32)
+    adam = "" if optimizer == "adam" else ", or optimizer='adam' instead of L-BFGS (no 2*m image history)"
+    return f"try a smaller size (e.g. size={smaller}), coarse-to-fine (a small run, then upscale and refine){adam}"
+
+
+def check_memory(
+    height: int, width: int, layers: Iterable[str], *, optimizer: str, history_size: int, batch: int = 1
+) -> None:
+    """Raise `MemoryLimitError` if a CPU run of this size needs more than MARGIN x the free RAM."""
+    need = estimate_bytes(height, width, layers, optimizer=optimizer, history_size=history_size, batch=batch)
+    free = available_bytes()
+    if free is not None and need > MARGIN * free:
+        raise MemoryLimitError(
+            f"{width}x{height} needs about {need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB of RAM is free; "
+            + _advice(height, width, optimizer, free / need)
+        )
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for torch's CUDA out-of-memory error (a RuntimeError subclass since torch 1.13; a plain
+    RuntimeError saying 'out of memory' before that)."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(error, oom)) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error)
+    )
+
+
+def out_of_memory_error(height: int, width: int, step: int, optimizer: str, result: object) -> MemoryLimitError:
+    """The error for running out of GPU memory at `step` while optimising a `height` x `width` image."""
+    return MemoryLimitError(
+        f"out of GPU memory at {width}x{height} (step {step}); the last good image is kept in .result; "
+        + _advice(height, width, optimizer),
+        result,
+    )
