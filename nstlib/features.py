@@ -96,14 +96,20 @@ def check_layers(layers: Iterable[str]) -> list[str]:
 
 
 def _empty_vgg19() -> nn.Sequential:
-    """torchvision's VGG19 `features` stack, uninitialised, ReLUs made out-of-place."""
-    from torchvision.models import vgg19
+    """The VGG19 `features` stack, laid out exactly as torchvision's (same indices and state_dict keys).
 
-    features = vgg19(weights=None).features
-    for module in features:
-        if isinstance(module, nn.ReLU):
-            module.inplace = False  # in-place ReLU would overwrite the conv outputs we return
-    return features
+    Built here rather than with `torchvision.models.vgg19()`, which would also build and
+    initialise the 120M-parameter classifier we never use (seconds on a CPU). The ReLUs are
+    out-of-place: an in-place ReLU would overwrite the conv outputs we return.
+    """
+    layers: list[nn.Module] = []
+    in_channels = 3
+    for convs, channels in zip(BLOCKS, CHANNELS):
+        for _ in range(convs):
+            layers += [nn.Conv2d(in_channels, channels, kernel_size=3, padding=1), nn.ReLU()]
+            in_channels = channels
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*layers)
 
 
 def random_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -114,12 +120,14 @@ def random_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """
     gen = torch.Generator().manual_seed(seed)
     state = {}
-    for name, param in _empty_vgg19().state_dict().items():
+    with torch.device("meta"):  # shapes only, no memory or initialisation
+        shapes = {name: param.shape for name, param in _empty_vgg19().state_dict().items()}
+    for name, shape in shapes.items():
         if name.endswith("weight"):
-            fan_in = param[0].numel()
-            state[name] = torch.randn(param.shape, generator=gen) * (2.0 / fan_in) ** 0.5
+            fan_in = shape[1:].numel()
+            state[name] = torch.randn(shape, generator=gen) * (2.0 / fan_in) ** 0.5
         else:
-            state[name] = torch.zeros(param.shape)
+            state[name] = torch.zeros(shape)
     return state
 
 
@@ -131,7 +139,8 @@ def _normalise_state_dict(state: object, source: str) -> dict[str, torch.Tensor]
         raise WeightsError(f"{source}: expected a VGG19 state_dict (a dict of tensors), got {type(state).__name__}")
     if any(k.startswith("features.") for k in state):
         state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-    expected = {k: v.shape for k, v in _empty_vgg19().state_dict().items()}
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in _empty_vgg19().state_dict().items()}
     missing = sorted(set(expected) - set(state), key=lambda k: int(k.split(".")[0]))
     wrong = [k for k in expected if k in state and getattr(state[k], "shape", None) != expected[k]]
     if missing or wrong:

@@ -279,7 +279,8 @@ def optimize_image(
     One step is one optimiser iteration. For L-BFGS that is one quasi-Newton update; with
     `line_search=True` (strong Wolfe) it may evaluate the objective more than once.
     L-BFGS keeps 2 * `history_size` image-sized buffers (about 2*m*12 bytes per pixel).
-    Adam clamps the pixels to [0,1] after each step; L-BFGS clamps only the result.
+    After every step the pixels are clamped back to [0,1] (projected descent): unclamped, L-BFGS
+    drifts outside the valid range and clamping only the result can undo much of its progress.
 
     Losses are copied to the host every `log_every` steps (a device sync), which is also when
     the objective is checked for NaN/inf. A `callback(Step)` runs after every step; returning True
@@ -324,7 +325,6 @@ def optimize_image(
 
     def flush() -> None:
         """Copy pending losses to the host, check them, and extend the history."""
-        nonlocal checked
         values = torch.stack([v for _, v in pending]).cpu()  # (n,4,B): one sync for n steps
         bad = ~torch.isfinite(values)
         if bad.any():
@@ -343,6 +343,7 @@ def optimize_image(
         pending.clear()
 
     bar = tqdm(total=steps, disable=not progress, desc="stylize", leave=False)
+    done = 0  # completed steps
     try:
         for step in range(steps):
             if frame_every and step % frame_every == 0:
@@ -354,8 +355,9 @@ def optimize_image(
             else:
                 closure()
                 opt.step()
-                with torch.no_grad():
-                    image.clamp_(0, 1)
+            with torch.no_grad():
+                image.clamp_(0, 1)
+            done = step + 1
             assert first_terms is not None
             pending.append((step, torch.stack([first_terms[t] for t in TERMS])))
             if before is not None:
@@ -364,7 +366,7 @@ def optimize_image(
                 last = result.history[-1]
                 bar.set_postfix({t: f"{last[t]:.3g}" for t in TERMS} if not isinstance(last["total"], list) else {})
             bar.update(1)
-            if callback is not None and callback(Step(step + 1, image.detach(), first_terms)):
+            if callback is not None and callback(Step(done, image.detach(), first_terms)):
                 result.interrupted = True
                 break
     except KeyboardInterrupt:
@@ -374,11 +376,11 @@ def optimize_image(
             raise
         now = image.detach()
         result.image = (now if torch.isfinite(now).all() else checked).clamp(0, 1).cpu()
-        result.interrupted, result.status = True, f"stopped: out of memory at step {step}"
+        result.interrupted, result.status = True, f"stopped: out of memory at step {done}"
         del now, opt, image
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        raise out_of_memory_error(*start.shape[-2:], step, optimizer, result) from None
+        raise out_of_memory_error(*start.shape[-2:], done, optimizer, result) from None
     finally:
         bar.close()
     if pending:
@@ -391,8 +393,7 @@ def optimize_image(
         terms = objective(final)
     result.seconds = time.perf_counter() - start_time
     result.evaluations = evaluations
-    result.history.append(_log_entry(steps if not result.interrupted else step + 1,
-                                     torch.stack([terms[t] for t in TERMS]).cpu(), result.seconds))
+    result.history.append(_log_entry(done, torch.stack([terms[t] for t in TERMS]).cpu(), result.seconds))
     if result.interrupted:
         result.status = f"interrupted at step {result.final['step']}"
     result.image = final.cpu()

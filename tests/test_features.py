@@ -25,6 +25,8 @@ from nstlib.features import (
 def test_layer_names_map_to_torchvision_indices() -> None:
     net = vgg19(weights=None).features
     assert len(LAYER_NAMES) == len(net) == 37
+    ours = VGG19Features(["pool5"], weights="random").net
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
     for name, module in zip(LAYER_NAMES, net):
         kind = {"conv": nn.Conv2d, "relu": nn.ReLU, "pool": nn.MaxPool2d}[name[:4]]
         assert isinstance(module, kind), name
