@@ -123,7 +123,7 @@ def match_color(source: torch.Tensor, target: torch.Tensor, method: str = "pca")
         return _match_histogram(source, target).clamp(0, 1)
     mu_s, cov_s = color_stats(source)
     mu_t, cov_t = color_stats(target)
-    eye = 1e-5 * torch.eye(3, dtype=cov_s.dtype, device=cov_s.device)
+    eye = 1e-8 * torch.eye(3, dtype=cov_s.dtype, device=cov_s.device)
     if method == "cholesky":
         transform = torch.linalg.cholesky(cov_t + eye) @ torch.linalg.inv(torch.linalg.cholesky(cov_s + eye))
     else:

@@ -408,7 +408,7 @@ def stylize(
     style_scale: float = 1.0,
     preserve_color: str | None = None,
     color_match: str = "pca",
-    coarse_to_fine: bool | str = False,
+    coarse_to_fine: bool | str = "auto",
     pyramid_start: int | None = None,
     pyramid_ratio: float = SQRT2,
     masks: ImageLike | Sequence[ImageLike] | None = None,

@@ -85,8 +85,9 @@ def run_pyramid(
 
     `start` is the initial image at any size; it is resized to the first scale. The last scale
     runs at exactly `target_shape`. `run_scale` returns a `StylizeResult`; the returned result is
-    the last one (unchanged for a single scale), else with the histories of all scales joined (steps and seconds counted on from
-    scale to scale, each entry tagged with its "size") and frames resized to the target.
+    the last one: unchanged for a single scale, else with the histories of all scales joined (steps
+    and seconds counted on from scale to scale, each entry tagged with its "size") and the frames
+    resized to the target.
     A run stopped early (Ctrl-C, callback) ends the pyramid, upsampled to `target_shape`.
     """
     results = []
