@@ -5,7 +5,8 @@ Run from the repository root with scikit-image installed:
     pip install scikit-image && python data/make_samples.py
 
 Photos and textures are copied from scikit-image's and matplotlib's bundled data and resized so that
-their long side is 384 px; ``stained_glass`` and ``waves`` are drawn here from a fixed seed.
+their long side is 384 px; ``stained_glass`` and ``waves`` are drawn here from a fixed seed, and
+``astronaut_mask.png`` (person white, background black) is drawn here by hand-placed shapes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 HERE = Path(__file__).resolve().parent
 LONG_SIDE = 384
@@ -54,6 +55,18 @@ def waves(size: int = LONG_SIDE, seed: int = 1) -> Image.Image:
     return Image.fromarray((img**1.5 * 255).astype(np.uint8))
 
 
+def astronaut_mask(size: int = LONG_SIDE) -> Image.Image:
+    """A two-region mask for astronaut.jpg: white over the person (an ellipse for the head and a polygon
+    for the suit, drawn by hand on a 384 px grid), black over the background. Rough on purpose."""
+    s = size / 384
+    img = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(img)
+    draw.ellipse([112 * s, 8 * s, 230 * s, 128 * s], fill=255)
+    suit = [(95, 125), (240, 125), (268, 190), (276, 384), (18, 384), (16, 300), (28, 220), (58, 175)]
+    draw.polygon([(x * s, y * s) for x, y in suit], fill=255)
+    return img
+
+
 def main() -> None:
     import matplotlib.cbook
     from skimage import data
@@ -65,6 +78,7 @@ def main() -> None:
     _save(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")), "grace_hopper.jpg")
     _save(stained_glass(), "stained_glass.jpg")
     _save(waves(), "waves.jpg")
+    astronaut_mask().save(HERE / "astronaut_mask.png")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """nstlib: neural style transfer, taught.
 
 Modules, in the order the course meets them:
-images -> features -> losses -> blend -> optimize -> plots / widgets -> cli.
+images -> features -> losses -> blend -> optimize -> plots / widgets -> cli;
+then the perceptual controls color, pyramid and masks, and compare (optional extra).
 """
 
-from nstlib import plots
+from nstlib import color, masks, plots, pyramid
 from nstlib.blend import BLEND_METHODS, normalize_blend_weights, style_targets
 from nstlib.data import SAMPLES, sample, sample_path
 from nstlib.errors import (
@@ -45,3 +46,4 @@ __all__ = [
     "normalize_blend_weights", "pick_device", "resize", "sample", "sample_path", "save_gif", "save_image",
     "style_loss", "style_targets", "stylize", "stylize_grid", "to_pil", "tv_loss",
 ]
+__all__ += ["color", "masks", "pyramid"]  # the perceptual controls (nstlib.compare needs the optional extra)

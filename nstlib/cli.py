@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from nstlib import color
 from nstlib.blend import BLEND_METHODS
 from nstlib.errors import MemoryLimitError, NonFiniteLossError, NstlibError, WeightsError
 from nstlib.images import check_output_path
@@ -28,6 +29,7 @@ from nstlib.optimize import (
     pick_device,
     stylize,
 )
+from nstlib.pyramid import SQRT2
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -73,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--tv-weight", type=float, default=DEFAULT_TV_WEIGHT)
     st.add_argument("--blend", choices=BLEND_METHODS, default="gram", help="how to combine several styles")
     st.add_argument("--blend-weights", type=float, nargs="+", help="one weight per style image")
+    st.add_argument("--style-scale", type=float, default=1.0,
+                    help="style image size relative to the content (bigger: larger brush strokes)")
+    st.add_argument("--preserve-color", choices=color.PRESERVE_COLOR,
+                    help="keep the content's colours: transfer luminance only, or match the style's colours first")
+    st.add_argument("--color-match", choices=color.COLOR_MATCH_METHODS, default="pca",
+                    help="how --preserve-color match recolours the style (default pca)")
+    st.add_argument("--coarse-to-fine", choices=("auto", "on", "off"), default="auto",
+                    help="stylize on a pyramid from small to --size (auto: on from 512 px)")
+    st.add_argument("--pyramid-start", type=_positive_int, help="smallest pyramid size in pixels (default 128)")
+    st.add_argument("--pyramid-ratio", type=float, default=SQRT2, help="size ratio between pyramid scales (√2)")
+    st.add_argument("--mask", nargs="+", metavar="MASK",
+                    help="one mask image per style: white where that style goes, black for none")
     st.add_argument("--gif", help="also write a progress animation here")
     st.add_argument("--force", action="store_true", help="overwrite existing output files")
     st.add_argument("--save-partial", action="store_true",
@@ -103,7 +117,7 @@ def _save_partial(result: StylizeResult, out: Path, why: str, allowed: bool) -> 
 
 
 def run_stylize(args: argparse.Namespace) -> int:
-    inputs = [args.content, *args.styles]
+    inputs = [args.content, *args.styles, *(args.mask or [])]
     out = check_output_path(args.output, inputs, overwrite=args.force)
     gif = check_output_path(args.gif, inputs, overwrite=args.force) if args.gif else None
     steps = args.steps or 300
@@ -112,6 +126,9 @@ def run_stylize(args: argparse.Namespace) -> int:
             args.content, args.styles, size=args.size, steps=steps, optimizer=args.optimizer, lr=args.lr,
             init=args.init, content_weight=args.content_weight, style_weight=args.style_weight,
             tv_weight=args.tv_weight, blend=args.blend, blend_weights=args.blend_weights, weights=args.weights,
+            style_scale=args.style_scale, preserve_color=args.preserve_color, color_match=args.color_match,
+            coarse_to_fine={"on": True, "off": False}.get(args.coarse_to_fine, "auto"),
+            pyramid_start=args.pyramid_start, pyramid_ratio=args.pyramid_ratio, masks=args.mask,
             device=args.device, seed=args.seed, progress=not args.quiet,
             frame_every=max(1, steps // 30) if gif else 0,
         )

@@ -34,6 +34,17 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     return flat @ flat.transpose(1, 2) / (h * w)
 
 
+def guided_gram_matrix(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The Gram matrix of one region: (B,C,H,W) features and a (1,1,H,W) mask in [0,1] -> (B,C,C).
+
+    G[b,i,j] = sum_p m_p^2 F[b,i,p] F[b,j,p] / sum_p m_p^2: the average outer product of the feature
+    vectors inside the region (Gatys et al. 2017's guided Gram, normalised by the region's area so
+    that it compares with a whole style image's `gram_matrix`; an all-ones mask gives exactly that).
+    """
+    area = mask.pow(2).sum().clamp_min(1e-8)
+    return gram_matrix(features * mask) * (features.shape[-2] * features.shape[-1]) / area
+
+
 def content_loss(features: Features, targets: Features, layer_weights: Mapping[str, float]) -> torch.Tensor:
     """sum_l w_l * mean((F_l - P_l)^2), one value per batch item: (B,).
 
@@ -45,14 +56,20 @@ def content_loss(features: Features, targets: Features, layer_weights: Mapping[s
     )
 
 
-def style_loss(features: Features, target_grams: Features, layer_weights: Mapping[str, float]) -> torch.Tensor:
+def style_loss(
+    features: Features, target_grams: Features, layer_weights: Mapping[str, float], masks: Features | None = None
+) -> torch.Tensor:
     """sum_l w_l * mean((G(F_l) - A_l)^2), one value per batch item: (B,).
 
     `features[l]` is (B,C,H,W); `target_grams[l]` is a Gram matrix (1,C,C) or (B,C,C).
-    Each term equals 4 * Gatys' E_l (see `gram_matrix`).
+    Each term equals 4 * Gatys' E_l (see `gram_matrix`). With `masks` ({l: (1,1,H_l,W_l)}) only
+    the masked region is compared, through `guided_gram_matrix`.
     """
+    def gram(layer: str) -> torch.Tensor:
+        return gram_matrix(features[layer]) if masks is None else guided_gram_matrix(features[layer], masks[layer])
+
     return sum(
-        weight * (gram_matrix(features[layer]) - target_grams[layer]).pow(2).mean(dim=(1, 2))
+        weight * (gram(layer) - target_grams[layer]).pow(2).mean(dim=(1, 2))
         for layer, weight in layer_weights.items()
     )
 
@@ -71,9 +88,18 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     return dx.pow(2).mean(dim=(1, 2, 3)) + dy.pow(2).mean(dim=(1, 2, 3))
 
 
-def blended_style_loss(features: Features, targets: StyleTargets, layer_weights: Mapping[str, float]) -> torch.Tensor:
-    """sum_k a_k * style_loss(features, targets_k): the style loss against blended targets (B,)."""
-    return sum(alpha * style_loss(features, grams, layer_weights) for alpha, grams in targets)
+def blended_style_loss(
+    features: Features,
+    targets: StyleTargets,
+    layer_weights: Mapping[str, float],
+    masks: Sequence[Features] | None = None,
+) -> torch.Tensor:
+    """sum_k a_k * style_loss(features, targets_k): the style loss against blended targets (B,).
+
+    `masks`, if given, holds one {layer: mask} per target: target k is matched only in region k.
+    """
+    masks = masks if masks is not None else [None] * len(targets)
+    return sum(alpha * style_loss(features, grams, layer_weights, m) for (alpha, grams), m in zip(targets, masks))
 
 
 Weight = float | torch.Tensor  # a float, or a (B,) tensor giving each batch item its own weight
@@ -93,6 +119,8 @@ class Objective(nn.Module):
         style_targets: blended Gram targets (see `blend.style_targets`).
         content_layers, style_layers: {layer: per-layer weight}.
         content_weight, style_weight, tv_weight: global weights, floats or (B,) tensors.
+        style_masks: optional spatial control, one {layer: (1,1,h,w) mask} per style target
+            (see `nstlib.masks`); None matches every target over the whole image.
     """
 
     def __init__(
@@ -105,6 +133,7 @@ class Objective(nn.Module):
         content_weight: Weight,
         style_weight: Weight,
         tv_weight: Weight,
+        style_masks: Sequence[Features] | None = None,
     ) -> None:
         super().__init__()
         self.extractor = extractor
@@ -115,6 +144,7 @@ class Objective(nn.Module):
         self.content_weight = content_weight
         self.style_weight = style_weight
         self.tv_weight = tv_weight
+        self.style_masks = None if style_masks is None else [dict(m) for m in style_masks]
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.extractor(image)
@@ -124,7 +154,7 @@ class Objective(nn.Module):
             zero = image.new_zeros(image.shape[0], dtype=torch.float32)  # keeps (B,) when a term has no layers
             terms = {
                 "content": zero + content_loss(feats, self.content_targets, self.content_layers),
-                "style": zero + blended_style_loss(feats, self.style_targets, self.style_layers),
+                "style": zero + blended_style_loss(feats, self.style_targets, self.style_layers, self.style_masks),
                 "tv": tv_loss(image.float()),
             }
             terms["total"] = (

@@ -35,13 +35,16 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from nstlib import color
 from nstlib.blend import BLEND_METHODS, normalize_blend_weights, style_targets
 from nstlib.errors import NonFiniteLossError, ParameterError
 from nstlib.fast import LOG_EVERY, FastFeatures, LossScale, fast_path
 from nstlib.features import VGG19Features, check_layers
 from nstlib.images import ImageLike, load_image, peek_shape, resize, save_gif, save_image, target_size, to_pil
 from nstlib.losses import Objective, Weight
+from nstlib.masks import guided_style_targets, load_mask
 from nstlib.memory import check_memory, is_out_of_memory, out_of_memory_error
+from nstlib.pyramid import AUTO_MIN_SIZE, SQRT2, Scale, run_pyramid, schedule
 
 DEFAULT_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
 DEFAULT_STYLE_LAYERS: dict[str, float] = {
@@ -164,6 +167,9 @@ def check_params(
     tv_weight: Weight = 0.0,
     style_scale: float = 1.0,
     history_size: int = 1,
+    preserve_color: str | None = None,
+    color_match: str = "pca",
+    coarse_to_fine: bool | str = False,
 ) -> None:
     """Reject bad settings before any work, listing the valid choices."""
     if not isinstance(steps, int) or steps < 1:
@@ -180,6 +186,13 @@ def check_params(
         raise ParameterError(f"style_scale={style_scale}: must be > 0 (1 = same size as the content)")
     if history_size < 1:
         raise ParameterError(f"history_size={history_size}: must be >= 1")
+    if preserve_color is not None and preserve_color not in color.PRESERVE_COLOR:
+        choices = ", ".join(color.PRESERVE_COLOR)
+        raise ParameterError(f"preserve_color={preserve_color!r}: choose one of {choices} or None")
+    if color_match not in color.COLOR_MATCH_METHODS:
+        raise ParameterError(f"color_match={color_match!r}: choose one of {', '.join(color.COLOR_MATCH_METHODS)}")
+    if coarse_to_fine not in (True, False, "auto"):
+        raise ParameterError(f"coarse_to_fine={coarse_to_fine!r}: use True, False or 'auto'")
     for name, value in (("content_weight", content_weight), ("style_weight", style_weight), ("tv_weight", tv_weight)):
         _check_weight(name, value)
 
@@ -196,11 +209,11 @@ def prepare_images(
     return content, [load_image(s, style_side) for s in _as_list(styles)]
 
 
-def _as_list(styles: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
-    """One style picture or a sequence of them -> a list."""
-    if isinstance(styles, (str, torch.Tensor, Image.Image)) or not isinstance(styles, Sequence):
-        return [styles]
-    return list(styles)
+def _as_list(items: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
+    """One picture (style or mask) or a sequence of them -> a list."""
+    if isinstance(items, (str, torch.Tensor, Image.Image)) or not isinstance(items, Sequence):
+        return [items]
+    return list(items)
 
 
 def make_objective(
@@ -215,13 +228,23 @@ def make_objective(
     tv_weight: Weight,
     blend: str = "gram",
     blend_weights: Sequence[float] | None = None,
+    masks: Sequence[torch.Tensor] | None = None,
 ) -> Objective:
-    """Compute the targets once (no gradients) and wrap them in an `Objective`."""
+    """Compute the targets once (no gradients) and wrap them in an `Objective`.
+
+    With `masks` (one (1,1,H,W) mask per style, at the content's size) style k is matched only
+    inside mask k, and `blend_weights` become per-region weights (see `nstlib.masks`).
+    """
     with torch.no_grad():
         content_targets = {k: v for k, v in extractor(content).items() if k in content_layers}
-    targets = style_targets(extractor, styles, style_layers, blend_weights, blend)
+    style_masks = None
+    if masks is None:
+        targets = style_targets(extractor, styles, style_layers, blend_weights, blend)
+    else:
+        targets, style_masks = guided_style_targets(extractor, styles, masks, style_layers, blend_weights)
     return Objective(
-        extractor, content_targets, targets, content_layers, style_layers, content_weight, style_weight, tv_weight
+        extractor, content_targets, targets, content_layers, style_layers, content_weight, style_weight, tv_weight,
+        style_masks=style_masks,
     )
 
 
@@ -421,6 +444,12 @@ def stylize(
     blend: str = "gram",
     blend_weights: Sequence[float] | None = None,
     style_scale: float = 1.0,
+    preserve_color: str | None = None,
+    color_match: str = "pca",
+    coarse_to_fine: bool | str = "auto",
+    pyramid_start: int | None = None,
+    pyramid_ratio: float = SQRT2,
+    masks: ImageLike | Sequence[ImageLike] | None = None,
     weights: str = "imagenet",
     pooling: str = "max",
     extractor: VGG19Features | None = None,
@@ -447,12 +476,23 @@ def stylize(
             (N,) tensors to optimise a batch of N images with their own weights: see `stylize_grid`).
         content_layers, style_layers: {layer name: weight}; defaults in DEFAULT_*_LAYERS.
         blend, blend_weights: how to combine several styles (see `nstlib.blend`).
-        style_scale: the style images' long side relative to the content's.
+        style_scale: the style images' long side relative to the content's (bigger: larger strokes).
+        preserve_color: keep the content's colours (see `nstlib.color`): "luminance" stylizes the
+            luminance only and puts the content's chroma back; "match" recolours the styles to the
+            content's colour statistics first (method `color_match`: "histogram", "cholesky" or
+            "pca"); None (default) transfers the style's colours too.
+        coarse_to_fine: stylize on an image pyramid from `pyramid_start` px up to `size`, each scale
+            starting from the upsampled last one (see `nstlib.pyramid.schedule` for how `steps` are
+            shared out); "auto" does so when the output's long side is >= 512 px.
+        pyramid_start, pyramid_ratio: the pyramid's smallest long side (default 128) and size ratio (√2).
+        masks: spatial control (see `nstlib.masks`): one mask picture per style, white where that
+            style goes; `blend_weights` then weigh the regions (default 1 each).
         weights, pooling: the VGG19 weights ("imagenet", "random" or a path) and pooling.
         extractor: a `VGG19Features` to reuse (saves rebuilding the network between calls).
         device: "auto" (cuda > mps > cpu), "cpu", "cuda" or "mps".
         seed: seeds the noise init and random weights; a CPU run is bit-for-bit repeatable.
-        callback: called with a `Step` after every step; return True to stop.
+        callback: called with a `Step` after every step (step numbers restart at each pyramid
+            scale); return True to stop.
         progress: show a tqdm progress bar with the loss terms.
         log_every: copy losses to the host (and check for NaN) every this many steps
             (None: 1, or `fast.LOG_EVERY` on the fast path).
@@ -467,7 +507,8 @@ def stylize(
     content_layers = _check_layer_weights("content_layers", content_layers or DEFAULT_CONTENT_LAYERS)
     style_layers = _check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
     check_params(steps=steps, optimizer=optimizer, init=init, blend=blend, lr=lr, content_weight=content_weight,
-                 style_weight=style_weight, tv_weight=tv_weight, style_scale=style_scale, history_size=history_size)
+                 style_weight=style_weight, tv_weight=tv_weight, style_scale=style_scale, history_size=history_size,
+                 preserve_color=preserve_color, color_match=color_match, coarse_to_fine=coarse_to_fine)
     style_list = _as_list(styles)
     if blend_weights is not None:
         normalize_blend_weights(blend_weights, len(style_list))
@@ -479,21 +520,46 @@ def stylize(
     torch.manual_seed(seed)
 
     content_img, style_imgs = prepare_images(content, style_list, size, style_scale)
+    original = content_img
+    if preserve_color == "match":  # recolour the styles to the content's palette
+        style_imgs = [color.match_color(s, content_img, color_match) for s in style_imgs]
+    if preserve_color == "luminance":  # stylize grey images; the content's chroma goes back at the end
+        style_imgs = [color.match_luminance(s, content_img) for s in style_imgs]
+        content_img = color.luminance_image(content_img)
+    mask_imgs = None if masks is None else [load_mask(m, tuple(content_img.shape[-2:])) for m in _as_list(masks)]
     content_img, style_imgs = content_img.to(dev), [s.to(dev) for s in style_imgs]
     net = make_extractor([*content_layers, *style_layers], weights, pooling, extractor).to(dev)
     path = fast_path(fast, dev)
-    objective = make_objective(
-        FastFeatures(net, path) if path else net, content_img, style_imgs, content_layers=content_layers,
-        style_layers=style_layers, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        blend=blend, blend_weights=blend_weights,
-    )
+    features = FastFeatures(net, path) if path else net
+
+    def run_scale(shape: tuple[int, int], start: torch.Tensor, scale_steps: int) -> StylizeResult:
+        """Targets at this scale (the styles keep their size relative to the content), then optimise."""
+        style_side = round(max(shape) * style_scale)
+        objective = make_objective(
+            features, resize(content_img, shape), [resize(s, style_side) for s in style_imgs],
+            content_layers=content_layers, style_layers=style_layers, content_weight=content_weight,
+            style_weight=style_weight, tv_weight=tv_weight, blend=blend, blend_weights=blend_weights,
+            masks=None if mask_imgs is None else [load_mask(m, shape).to(dev) for m in mask_imgs],
+        )
+        return optimize_image(
+            objective, start.to(dev), steps=scale_steps, optimizer=optimizer, lr=lr, history_size=history_size,
+            line_search=line_search, callback=callback, progress=progress,
+            log_every=log_every or (LOG_EVERY if path else 1), frame_every=frame_every,
+            loss_scale=LossScale() if path and path.loss_scaling else None, compile=compile,
+        )
+
+    target_shape = tuple(content_img.shape[-2:])
+    long_side = max(target_shape)
+    if coarse_to_fine is True or (coarse_to_fine == "auto" and long_side >= AUTO_MIN_SIZE):
+        scales = schedule(long_side, steps, start=pyramid_start, ratio=pyramid_ratio)
+    else:
+        scales = [Scale(long_side, steps)]
     start = initial_image(init, content_img, style_imgs, seed)
-    return optimize_image(
-        objective, start.repeat(batch, 1, 1, 1), steps=steps, optimizer=optimizer, lr=lr, history_size=history_size,
-        line_search=line_search, callback=callback, progress=progress,
-        log_every=log_every or (LOG_EVERY if path else 1), frame_every=frame_every,
-        loss_scale=LossScale() if path and path.loss_scaling else None, compile=compile,
-    )
+    result = run_pyramid(scales, target_shape, start.repeat(batch, 1, 1, 1), run_scale)
+    if preserve_color == "luminance":
+        result.image = color.combine_luminance(result.image, original)
+        result.frames = [color.combine_luminance(f, original) for f in result.frames]
+    return result
 
 
 def stylize_grid(

@@ -1,0 +1,40 @@
+"""The feed-forward comparison (optional extra `compare`): skipped with a reason when it is missing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nstlib import compare
+from nstlib.data import sample_path
+
+needs_extra = pytest.mark.skipif(not compare.available(),
+                                 reason=f"optional extra not installed: {compare.EXTRA_HINT}")
+
+
+@needs_extra
+def test_feed_forward_stylizes_at_the_content_size() -> None:
+    result = compare.feed_forward(sample_path("astronaut"), sample_path("stained_glass"), size=96, threads=1)
+    assert result.image.shape == (1, 3, 96, 96) and result.seconds > 0
+    assert 0 <= result.image.min() and result.image.max() <= 1
+    content = compare.load_image(sample_path("astronaut"), 96)
+    assert (result.image - content).abs().mean() > 0.05  # it repainted the picture
+
+
+@needs_extra
+def test_compare_scores_both_outputs_with_the_same_objective(vgg) -> None:
+    images, rows = compare.compare(sample_path("astronaut"), sample_path("stained_glass"), size=64, steps=3,
+                                   threads=1, weights="random", extractor=vgg, device="cpu", progress=False)
+    assert [r["method"] for r in rows] == ["content (unchanged)", "feed-forward", "optimisation (3 steps)"]
+    assert all({"seconds", "content", "style", "tv", "total"} <= set(r) for r in rows)
+    assert rows[0]["content"] == 0.0  # the content scored against itself
+    assert rows[2]["total"] < rows[0]["total"]  # optimisation lowered its own objective
+    assert all(img.shape == (1, 3, 64, 64) for img in images.values())
+
+
+def test_missing_extra_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setattr(compare, "available", lambda: False)
+    compare._engine.cache_clear()
+    with pytest.raises(compare.MissingExtraError, match=r"\[compare\]"):
+        compare.feed_forward(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
+    compare._engine.cache_clear()

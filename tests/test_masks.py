@@ -1,0 +1,58 @@
+"""Spatial control: guided Gram matrices, masks per layer, and a region without style stays content."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nstlib.data import sample, sample_path
+from nstlib.errors import ParameterError
+from nstlib.losses import gram_matrix, guided_gram_matrix
+from nstlib.masks import layer_masks, load_mask
+from nstlib.optimize import DEFAULT_STYLE_LAYERS, stylize
+
+FAST = dict(weights="random", progress=False)
+
+
+def test_guided_gram_is_the_gram_of_the_region() -> None:
+    feats = torch.randn(2, 5, 6, 8)
+    mask = torch.zeros(1, 1, 6, 8)
+    mask[..., 1:4, 2:7] = 1
+    region = feats[:, :, 1:4, 2:7].reshape(2, 5, -1)  # independent: pick the region's feature vectors
+    expected = region @ region.transpose(1, 2) / region.shape[-1]
+    assert torch.allclose(guided_gram_matrix(feats, mask), expected, atol=1e-5)
+    assert torch.allclose(guided_gram_matrix(feats, torch.ones(1, 1, 6, 8)), gram_matrix(feats), atol=1e-6)
+
+
+def test_layer_masks_match_the_feature_grids(vgg, content) -> None:
+    mask = load_mask(sample_path("astronaut_mask"), tuple(content.shape[-2:]))
+    assert mask.shape == (1, 1, 64, 64) and 0.2 < mask.mean() < 0.8
+    feats = vgg(content)
+    for layer, m in layer_masks(mask, DEFAULT_STYLE_LAYERS).items():
+        assert m.shape[-2:] == feats[layer].shape[-2:], layer
+        assert m.mean() == pytest.approx(float(mask.mean()), abs=0.05)  # average pooling keeps the area
+
+
+def test_an_all_white_mask_is_the_ordinary_style_loss(vgg, content, style) -> None:
+    plain = stylize(content, style, steps=2, extractor=vgg, **FAST)
+    masked = stylize(content, style, steps=2, masks=torch.ones(1, 1, 64, 64), extractor=vgg, **FAST)
+    for a, b in zip(plain.history, masked.history):
+        assert a["total"] == pytest.approx(b["total"], rel=1e-4)
+
+
+def test_a_region_without_style_stays_close_to_the_content(vgg, content, style) -> None:
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., :, :32] = 1  # style on the left half only
+    result = stylize(content, style, steps=15, masks=[mask], extractor=vgg, **FAST)
+    change = (result.image - content).abs().mean(dim=(0, 1))
+    left, right = change[:, :16].mean(), change[:, 48:].mean()  # away from the boundary
+    assert right < 0.02 and right < left / 4, (left, right)
+
+
+def test_two_styles_with_two_masks_and_errors(vgg, content, style, style2) -> None:
+    person = load_mask(sample_path("astronaut_mask"), (64, 64))
+    result = stylize(content, [style, style2], steps=2, masks=[person, 1 - person], extractor=vgg, **FAST)
+    assert result.image.shape == (1, 3, 64, 64) and result.final["total"] < result.history[0]["total"]
+    with pytest.raises(ParameterError, match="one mask per style"):
+        stylize(content, [style, style2], steps=1, masks=[person], extractor=vgg, **FAST)
+    assert sample("astronaut_mask").shape[-2:] == (384, 384)

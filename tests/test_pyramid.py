@@ -1,0 +1,66 @@
+"""Coarse-to-fine: the schedule (sizes, steps per scale, exact final size) and the pyramid driver."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nstlib.errors import ParameterError
+from nstlib.optimize import StylizeResult, stylize
+from nstlib.pyramid import Scale, run_pyramid, schedule
+
+
+def test_schedule_for_1024_is_a_sqrt2_pyramid_from_128() -> None:
+    scales = schedule(1024, 200)
+    assert [s.size for s in scales] == [128, 181, 256, 362, 512, 724, 1024]  # 1024 / sqrt(2)^k, k = 6..0
+    assert [s.steps for s in scales] == [50] * 7  # ceil(200 / 4) each
+
+
+def test_schedule_rules() -> None:
+    assert schedule(256, 100) == [Scale(128, 25), Scale(181, 25), Scale(256, 25)]
+    assert schedule(100, 10) == [Scale(50, 3), Scale(71, 3), Scale(100, 3)]  # start = size // 2 when small
+    assert schedule(500, 8, start=125, ratio=2) == [Scale(125, 2), Scale(250, 2), Scale(500, 2)]
+    assert schedule(64, 9, start=64) == [Scale(64, 3)]
+    for size in (97, 300, 777, 2048):
+        scales = schedule(size, 40, ratio=1.3)
+        assert scales[-1].size == size and scales[0].size >= min(128, size // 2)
+        assert all(b.size / a.size == pytest.approx(1.3, rel=0.02) for a, b in zip(scales, scales[1:]))
+        assert len(scales) == 1 + math.floor(math.log(size / min(128, size // 2)) / math.log(1.3) + 1e-9)
+    with pytest.raises(ParameterError, match="pyramid_ratio"):
+        schedule(256, 10, ratio=1.0)
+    with pytest.raises(ParameterError, match="pyramid_start"):
+        schedule(256, 10, start=8)
+
+
+def test_driver_runs_each_scale_from_the_last_result_and_ends_at_the_exact_shape() -> None:
+    calls = []
+
+    def fake_run(shape, start, steps):
+        calls.append((tuple(start.shape[-2:]), shape, steps))
+        image = start + 0.1  # "optimisation" brightens the image
+        return StylizeResult(image=image, history=[{"step": 0, "total": 1.0, "time": 0.0},
+                                                   {"step": steps, "total": 0.5, "time": 1.0}])
+
+    start = torch.zeros(1, 3, 60, 80)
+    result = run_pyramid(schedule(101, 8), (75, 101), start, fake_run)
+    assert calls == [((37, 50), (37, 50), 2), ((53, 71), (53, 71), 2), ((75, 101), (75, 101), 2)]
+    assert result.image.shape == (1, 3, 75, 101)
+    assert result.image.mean().item() == pytest.approx(0.3, abs=0.01)  # three scales, each from the last
+    assert [h["step"] for h in result.history] == [0, 2, 2, 4, 4, 6]
+    assert [h["size"] for h in result.history] == [50, 50, 71, 71, 101, 101]
+    assert result.seconds == 3.0
+
+
+def test_stylize_coarse_to_fine_reaches_the_requested_size(vgg, content, style) -> None:
+    result = stylize(content, style, size=72, steps=4, coarse_to_fine=True, pyramid_start=36, extractor=vgg,
+                     weights="random", progress=False)
+    assert result.image.shape == (1, 3, 72, 72)
+    assert [h["size"] for h in result.history if h["step"] in (0,)] == [36]
+    assert sorted({h["size"] for h in result.history}) == [36, 51, 72]
+    at_target = [h for h in result.history if h["size"] == 72]
+    assert result.final is at_target[-1] and result.final["total"] < at_target[0]["total"]
+    single = stylize(content, style, size=72, steps=4, coarse_to_fine="auto", extractor=vgg, weights="random",
+                     progress=False)
+    assert "size" not in single.final  # auto: one scale below 512 px
