@@ -1,6 +1,6 @@
 """Coarse-to-fine against single-scale: wall time and the objective at the target size.
 
-    python benchmarks/coarse_to_fine.py [--size 256] [--steps 100] [--threads 2] [--weights random]
+    python bench/coarse_to_fine.py [--size 256] [--steps 100] [--threads 2] [--weights random]
 
 Both runs use the same content, style, weights, L-BFGS settings and step budget `steps`; the
 pyramid shares it out with `nstlib.pyramid.schedule`. The objective of each output is scored at

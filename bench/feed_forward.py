@@ -1,7 +1,7 @@
 """Feed-forward network vs optimisation: wall time and nstlib's objective terms on the same pairs.
 
     pip install -e '.[compare]'
-    python benchmarks/feed_forward.py [--size 256] [--steps 30] [--threads 2] [--weights random]
+    python bench/feed_forward.py [--size 256] [--steps 30] [--threads 2] [--weights random]
 
 Uses `nstlib.compare.compare` (the function notebook 08 uses); results go to docs/feed_forward.md by hand.
 """
