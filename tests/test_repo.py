@@ -28,3 +28,19 @@ def test_project_never_reads_the_private_shared_folder() -> None:
     for path in [*ROOT.glob("nstlib/*.py"), *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("tests/*.py")]:
         if path.name != "test_repo.py":
             assert "../shared" not in path.read_text(), path
+
+
+def test_every_notebook_opens_with_its_badge_and_the_one_install_line() -> None:
+    from nstlib.course import COLAB_INSTALL
+
+    readme = (ROOT / "README.md").read_text()
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) >= 8
+    for path in notebooks:
+        cells = json.loads(path.read_text())["cells"]
+        badge = f"colab.research.google.com/github/nstlib/nstlib/blob/main/notebooks/{path.name}"
+        assert cells[0]["cell_type"] == "markdown" and badge in "".join(cells[0]["source"]), path.name
+        setup = "".join(cells[1]["source"])
+        assert '"google.colab" in sys.modules' in setup and COLAB_INSTALL in setup, path.name
+        assert badge in readme, f"README does not list {path.name}"
+        assert "course.setup(" in "".join(cells[2]["source"]), path.name
