@@ -138,7 +138,7 @@ def run_stylize(args: argparse.Namespace) -> int:
         _save_partial(e.result, out, str(e), args.save_partial)
         return EXIT_USER_ERROR
     if result.interrupted:
-        _save_partial(result, out, f"interrupted at step {result.final['step']}", args.save_partial)
+        _save_partial(result, out, result.status, args.save_partial)
         return EXIT_INTERRUPTED
     result.save(str(out))
     if gif is not None:

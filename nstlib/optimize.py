@@ -59,6 +59,8 @@ DEFAULT_STYLE_WEIGHT = 1e6 / 64**2  # ~244: the tutorial's 1e6, divided by C^2 o
 DEFAULT_TV_WEIGHT = 1e-2
 
 OPTIMIZERS = ("lbfgs", "adam")
+#: Largest learning rate accepted: pixels are clamped to [0,1], so larger steps only saturate them.
+MAX_LR = 1e3
 INITS = ("content", "noise", "style")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TERMS = ("content", "style", "tv", "total")
@@ -180,8 +182,9 @@ def check_params(
         raise ParameterError(f"init={init!r}: choose one of {', '.join(INITS)}")
     if blend not in BLEND_METHODS:
         raise ParameterError(f"blend={blend!r}: choose one of {', '.join(BLEND_METHODS)}")
-    if lr is not None and not lr > 0:
-        raise ParameterError(f"lr={lr}: the learning rate must be > 0")
+    if lr is not None and not 0 < lr <= MAX_LR:
+        raise ParameterError(f"lr={lr}: the learning rate must be > 0 and at most {MAX_LR:g} (pixels live in [0,1]; "
+                             "try 0.02 for Adam or 1 for L-BFGS)")
     if not style_scale > 0:
         raise ParameterError(f"style_scale={style_scale}: must be > 0 (1 = same size as the content)")
     if history_size < 1:
@@ -390,10 +393,10 @@ def optimize_image(
                 bar.set_postfix({t: f"{last[t]:.3g}" for t in TERMS} if not isinstance(last["total"], list) else {})
             bar.update(1)
             if callback is not None and callback(Step(done, image.detach(), first_terms)):
-                result.interrupted = True
+                result.interrupted, result.status = True, f"interrupted at step {done}"
                 break
-    except KeyboardInterrupt:
-        result.interrupted = True
+    except KeyboardInterrupt:  # Ctrl-C, possibly in the middle of step done + 1
+        result.interrupted, result.status = True, f"interrupted at step {done + 1}"
     except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
         if not is_out_of_memory(e):
             raise
@@ -417,8 +420,6 @@ def optimize_image(
     result.seconds = time.perf_counter() - start_time
     result.evaluations = evaluations
     result.history.append(_log_entry(done, torch.stack([terms[t] for t in TERMS]).cpu(), result.seconds))
-    if result.interrupted:
-        result.status = f"interrupted at step {result.final['step']}"
     result.image = final.cpu()
     if frame_every:
         result.frames.append(final[:1].cpu())
