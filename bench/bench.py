@@ -209,7 +209,7 @@ def timed(device: torch.device, warmup: int, steps: int, run: Callable[[int, Cal
 def nstlib_runner(net, content, style, device, optimizer: str, fast: bool, compile: bool):
     def run(total: int, on_step: Callable[[int], None]) -> None:
         nstlib.stylize(content, style, steps=total, optimizer=optimizer, extractor=net, device=device, fast=fast,
-                       compile=compile, progress=False, callback=lambda s: on_step(s.step))
+                       compile=compile, coarse_to_fine=False, progress=False, callback=lambda s: on_step(s.step))
 
     return run
 
