@@ -249,6 +249,13 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[ImageLike] = (),
     return out
 
 
+def _umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """Call `write(file)` on a temporary file next to `path`, then rename it into place.
 
@@ -266,6 +273,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             write(f)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, out)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)

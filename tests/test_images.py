@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -109,6 +111,11 @@ def test_save_is_atomic_and_refuses_inputs(tmp_path) -> None:
     out = save_image(img, tmp_path / "out.png")
     assert torch.allclose(load_image(out), img, atol=1 / 255)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]  # no temporary files left
+    old = os.umask(0o022)
+    try:
+        assert stat.S_IMODE(save_image(img, tmp_path / "perm.png").stat().st_mode) == 0o644  # not mkstemp's 0600
+    finally:
+        os.umask(old)
     with pytest.raises(OutputError, match="input"):
         save_image(img, out, inputs=[str(out)])
     with pytest.raises(OutputError, match="already exists"):
