@@ -142,7 +142,8 @@ class StylizeResult:
         return save_gif(self.frames, path, duration_ms=duration_ms, **kwargs)
 
 
-def _check_layer_weights(name: str, layers: Mapping[str, float]) -> dict[str, float]:
+def check_layer_weights(name: str, layers: Mapping[str, float]) -> dict[str, float]:
+    """Validate {layer name: weight}: known layers, weights >= 0 with a positive sum."""
     check_layers(layers)
     layers = {k: float(v) for k, v in layers.items()}
     if any(v < 0 for v in layers.values()):
@@ -342,7 +343,7 @@ def optimize_image(
         evaluations += 1
         if first_terms is None:  # the loss of the image at the start of this step
             first_terms = {k: v.detach() for k, v in terms.items()}
-        return terms["total"].sum()
+        return loss
 
     result = StylizeResult(image=start.detach().cpu())
     pending: list[tuple[int, torch.Tensor]] = []
@@ -505,8 +506,8 @@ def stylize(
     Returns:
         A `StylizeResult`.
     """
-    content_layers = _check_layer_weights("content_layers", content_layers or DEFAULT_CONTENT_LAYERS)
-    style_layers = _check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
+    content_layers = check_layer_weights("content_layers", content_layers or DEFAULT_CONTENT_LAYERS)
+    style_layers = check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
     check_params(steps=steps, optimizer=optimizer, init=init, blend=blend, lr=lr, content_weight=content_weight,
                  style_weight=style_weight, tv_weight=tv_weight, style_scale=style_scale, history_size=history_size,
                  preserve_color=preserve_color, color_match=color_match, coarse_to_fine=coarse_to_fine)
@@ -622,8 +623,8 @@ def evaluate(
     The content is resized to the image's size, so outputs of different methods can be
     compared on the same terms.
     """
-    content_layers = _check_layer_weights("content_layers", content_layers or DEFAULT_CONTENT_LAYERS)
-    style_layers = _check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
+    content_layers = check_layer_weights("content_layers", content_layers or DEFAULT_CONTENT_LAYERS)
+    style_layers = check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
     dev = pick_device(device)
     img = load_image(image).to(dev)
     content_img, style_imgs = prepare_images(content, styles, max(img.shape[-2:]), style_scale)

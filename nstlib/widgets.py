@@ -53,7 +53,7 @@ from nstlib.optimize import (
     INITS,
     Step,
     StylizeResult,
-    _check_layer_weights,
+    check_layer_weights,
     check_params,
     initial_image,
     make_extractor,
@@ -145,8 +145,8 @@ class StyleExplorer(widgets.VBox):
         seed: int = 0,
         autostart: bool = True,
     ) -> None:
-        content_layers = _check_layer_weights("content_layers", content_layers or DEFAULT_CONTENT_LAYERS)
-        style_layers = _check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
+        content_layers = check_layer_weights("content_layers", content_layers or DEFAULT_CONTENT_LAYERS)
+        style_layers = check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
         check_params(steps=steps, optimizer=optimizer, init=init, blend=blend, lr=lr, style_scale=style_scale,
                      content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight)
         check_params(steps=render_steps)
