@@ -14,6 +14,7 @@ ordinary style loss.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -29,9 +30,16 @@ from nstlib.losses import Features, StyleTargets
 def load_mask(src: ImageLike, shape: tuple[int, int]) -> torch.Tensor:
     """A mask picture (path, PIL, array or tensor) as (1,1,H,W) in [0,1], resized to `shape` = (H,W).
 
-    Colour masks are turned grey by averaging the channels.
+    Colour masks are turned grey by averaging the channels. A mask may be at any resolution, but
+    its aspect ratio must match the content's (within 2%): a stretched mask would put the styles
+    in the wrong places.
     """
     img = load_image(src, min_side=1).mean(dim=1, keepdim=True)
+    (h, w), (th, tw) = img.shape[-2:], shape
+    if abs((w / h) / (tw / th) - 1) > 0.02:
+        name = src if isinstance(src, (str, os.PathLike)) else "mask"
+        raise ParameterError(f"{name}: mask is {w}x{h} but the content is {tw}x{th}; give a mask with the "
+                             "content's aspect ratio (e.g. drawn over the content image)")
     if tuple(img.shape[-2:]) != tuple(shape):
         img = F.interpolate(img, size=shape, mode="bilinear", align_corners=False, antialias=True)
     return img.clamp(0, 1)

@@ -299,6 +299,17 @@ def test_wrong_weight_files_say_what_was_expected(tmp_path, case: str, expected:
 
 # --- Numerics ---------------------------------------------------------------------------------------
 
+def test_mask_of_the_wrong_shape_is_refused_before_optimising(content, style, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(nstlib.optimize, "optimize_image", lambda *a, **k: calls.append(1))
+    wide = torch.ones(1, 3, 64, 128)  # content is 64x64: a 2:1 mask would be stretched
+    with pytest.raises(ParameterError, match="mask is 128x64 but the content is 64x64"):
+        stylize(content, style, steps=5, masks=[wide], **RUN)
+    assert calls == []
+    monkeypatch.undo()  # any resolution with the content's aspect ratio is fine
+    assert stylize(content, style, steps=1, masks=[torch.ones(1, 3, 256, 256)], **RUN).image.shape == (1, 3, 64, 64)
+
+
 def test_huge_learning_rate_is_refused_before_any_work(content, style) -> None:
     # pixels are clamped to [0,1] after every step, so a large lr saturates them instead of
     # overflowing; an absurd one is refused up front with the usual values
