@@ -38,10 +38,12 @@ def download(
     if `sha256_prefix` is given, the SHA-256 digest starts with it (torchvision's convention:
     ``vgg19-dcbb9e9d.pth``), and `verify(path)`, if given, accepts the file (it raises an
     `NstlibError` to reject it). Otherwise the partial file is deleted and `DownloadError` raised;
-    a dropped connection, a timeout or Ctrl-C also delete it.
+    a dropped connection, a timeout or Ctrl-C also delete it. A process killed outright (SIGKILL)
+    cannot clean up: its partial file is removed by the next download to the same `dest`.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(dest)
     tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}")
     digest = hashlib.sha256()
     try:
@@ -75,6 +77,21 @@ def download(
         raise DownloadError(f"{url}: download failed ({reason})") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_parts(dest: Path) -> None:
+    """Delete `dest.part-<pid>` files left by processes that no longer run (a concurrent
+    download's file, whose process is alive, is left alone)."""
+    for part in dest.parent.glob(f"{dest.name}.part-*"):
+        pid = part.name.rsplit("-", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only checks that the process exists
+        except ProcessLookupError:
+            part.unlink(missing_ok=True)
+        except (OverflowError, OSError):  # alive under another user (PermissionError), or not a pid
+            continue
 
 
 def fetch_image(url: str, cache_dir: str | os.PathLike, fallback: str) -> Path:

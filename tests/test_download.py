@@ -141,7 +141,10 @@ def test_a_killed_download_is_not_trusted_later(server, tmp_path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not dest.exists() and [p.name.startswith("a.png.part-") for p in tmp_path.iterdir()] == [True]
+    live = tmp_path / f"a.png.part-{os.getppid()}"  # a download still running in another process
+    live.write_bytes(b"in progress")
     assert download(f"{server}/full.png", dest, progress=False).read_bytes() == PICTURE
+    assert sorted(tmp_path.iterdir()) == [dest, live]  # the killed one's partial file is cleaned up
 
 
 def test_interrupted_weights_download_leaves_the_hub_cache_empty(server, monkeypatch) -> None:
