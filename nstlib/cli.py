@@ -55,7 +55,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs")
     p.add_argument("--weights", default="imagenet", help="VGG19 weights: imagenet, random or a .pth path")
     p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise init (--init noise)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -492,7 +492,9 @@ def stylize(
         weights, pooling: the VGG19 weights ("imagenet", "random" or a path) and pooling.
         extractor: a `VGG19Features` to reuse (saves rebuilding the network between calls).
         device: "auto" (cuda > mps > cpu), "cpu", "cuda" or "mps".
-        seed: seeds the noise init and random weights; a CPU run is bit-for-bit repeatable.
+        seed: seeds the noise init (with its own generator: the global torch seed is left alone).
+            weights="random" is always the same fixed network, so runs compare. A CPU run is
+            bit-for-bit repeatable.
         callback: called with a `Step` after every step (step numbers restart at each pyramid
             scale); return True to stop.
         progress: show a tqdm progress bar with the loss terms.
@@ -519,7 +521,6 @@ def stylize(
     if dev.type == "cpu":
         check_memory(*target_size(peek_shape(content), size), [*content_layers, *style_layers], optimizer=optimizer,
                      history_size=history_size, batch=batch)
-    torch.manual_seed(seed)
 
     content_img, style_imgs = prepare_images(content, style_list, size, style_scale)
     original = content_img
@@ -535,14 +536,23 @@ def stylize(
     features = FastFeatures(net, path) if path else net
 
     def run_scale(shape: tuple[int, int], start: torch.Tensor, scale_steps: int) -> StylizeResult:
-        """Targets at this scale (the styles keep their size relative to the content), then optimise."""
+        """Targets at this scale (the styles keep their size relative to the content), then optimise.
+        Running out of GPU memory already here keeps `start` (at a pyramid's later scale, the last one's result)."""
         style_side = round(max(shape) * style_scale)
-        objective = make_objective(
-            features, resize(content_img, shape), [resize(s, style_side) for s in style_imgs],
-            content_layers=content_layers, style_layers=style_layers, content_weight=content_weight,
-            style_weight=style_weight, tv_weight=tv_weight, blend=blend, blend_weights=blend_weights,
-            masks=None if mask_imgs is None else [load_mask(m, shape).to(dev) for m in mask_imgs],
-        )
+        try:
+            objective = make_objective(
+                features, resize(content_img, shape), [resize(s, style_side) for s in style_imgs],
+                content_layers=content_layers, style_layers=style_layers, content_weight=content_weight,
+                style_weight=style_weight, tv_weight=tv_weight, blend=blend, blend_weights=blend_weights,
+                masks=None if mask_imgs is None else [load_mask(m, shape).to(dev) for m in mask_imgs],
+            )
+        except RuntimeError as e:
+            if not is_out_of_memory(e):
+                raise
+            kept = StylizeResult(start.detach().cpu(), interrupted=True, status="stopped: out of memory at step 0")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise out_of_memory_error(*shape, 0, optimizer, kept) from None
         return optimize_image(
             objective, start.to(dev), steps=scale_steps, optimizer=optimizer, lr=lr, history_size=history_size,
             line_search=line_search, callback=callback, progress=progress,
@@ -613,6 +623,7 @@ def evaluate(
     blend: str = "gram",
     blend_weights: Sequence[float] | None = None,
     style_scale: float = 1.0,
+    masks: ImageLike | Sequence[ImageLike] | None = None,
     weights: str = "imagenet",
     pooling: str = "max",
     extractor: VGG19Features | None = None,
@@ -620,20 +631,22 @@ def evaluate(
 ) -> dict[str, float]:
     """Score any image under the style-transfer objective: {"content", "style", "tv", "total"}.
 
-    The content is resized to the image's size, so outputs of different methods can be
-    compared on the same terms.
+    The content (and `masks`, one per style as in `stylize`) are resized to the image's size, so
+    outputs of different methods can be compared on the same terms.
     """
     content_layers = check_layer_weights("content_layers", content_layers or DEFAULT_CONTENT_LAYERS)
     style_layers = check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
     dev = pick_device(device)
     img = load_image(image).to(dev)
     content_img, style_imgs = prepare_images(content, styles, max(img.shape[-2:]), style_scale)
-    content_img = resize(content_img.to(dev), tuple(img.shape[-2:]))
+    shape = tuple(img.shape[-2:])
+    content_img = resize(content_img.to(dev), shape)
+    mask_imgs = None if masks is None else [load_mask(m, shape).to(dev) for m in _as_list(masks)]
     net = make_extractor([*content_layers, *style_layers], weights, pooling, extractor).to(dev)
     objective = make_objective(
         net, content_img, [s.to(dev) for s in style_imgs], content_layers=content_layers,
         style_layers=style_layers, content_weight=content_weight, style_weight=style_weight,
-        tv_weight=tv_weight, blend=blend, blend_weights=blend_weights,
+        tv_weight=tv_weight, blend=blend, blend_weights=blend_weights, masks=mask_imgs,
     )
     with torch.no_grad():
         terms = objective(img)

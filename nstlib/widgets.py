@@ -158,7 +158,6 @@ class StyleExplorer(widgets.VBox):
             raise ParameterError(f"frame_every={frame_every}, debounce={debounce}: use frame_every >= 1, debounce >= 0")
 
         self.device = pick_device(device)
-        torch.manual_seed(seed)
         full, full_styles = prepare_images(content, styles, size, style_scale)
         side = min(preview_size or PREVIEW_SIZE.get(self.device.type, 128), max(full.shape[-2:]))
         small, small_styles = prepare_images(full, full_styles, side, style_scale)

@@ -9,7 +9,7 @@ from nstlib.data import sample, sample_path
 from nstlib.errors import ParameterError
 from nstlib.losses import gram_matrix, guided_gram_matrix
 from nstlib.masks import layer_masks, load_mask
-from nstlib.optimize import DEFAULT_STYLE_LAYERS, stylize
+from nstlib.optimize import DEFAULT_STYLE_LAYERS, evaluate, stylize
 
 FAST = dict(weights="random", progress=False)
 
@@ -56,3 +56,14 @@ def test_two_styles_with_two_masks_and_errors(vgg, content, style, style2) -> No
     with pytest.raises(ParameterError, match="one mask per style"):
         stylize(content, [style, style2], steps=1, masks=[person], extractor=vgg, **FAST)
     assert sample("astronaut_mask").shape[-2:] == (384, 384)
+
+
+def test_evaluate_with_masks_scores_the_masked_objective(vgg, content, style, style2) -> None:
+    person = load_mask(sample_path("astronaut_mask"), (64, 64))
+    result = stylize(content, [style, style2], steps=3, masks=[person, 1 - person], extractor=vgg, **FAST)
+    # the masks are given at another resolution (same aspect ratio) and resized to the image
+    scored = evaluate(result.image, content, [style, style2], masks=[sample_path("astronaut_mask"), 1 - person],
+                      extractor=vgg, device="cpu")
+    assert scored["style"] == pytest.approx(result.final["style"], rel=1e-3)
+    unmasked = evaluate(result.image, content, [style, style2], extractor=vgg, device="cpu")
+    assert unmasked["style"] != pytest.approx(scored["style"], rel=1e-2)

@@ -53,6 +53,14 @@ def test_same_seed_is_bit_identical_on_cpu(content, style) -> None:
     assert not torch.equal(a.image, c.image)
 
 
+def test_seed_leaves_the_global_random_state_alone(vgg, content, style) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    stylize(content, style, steps=1, init="noise", seed=7, extractor=vgg, **FAST)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_frames_and_gif(vgg, content, style, tmp_path) -> None:
     result = stylize(content, style, steps=6, frame_every=2, extractor=vgg, **FAST)
     assert len(result.frames) == 4  # steps 0, 2, 4 and the final image

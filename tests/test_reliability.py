@@ -526,6 +526,22 @@ def test_gpu_out_of_memory_keeps_the_last_good_image(vgg, content, style, monkey
     assert torch.equal(result.image, expected) and result.status == "stopped: out of memory at step 3"
 
 
+def test_out_of_memory_while_computing_targets_keeps_the_coarser_scale(vgg, content, style, monkeypatch) -> None:
+    forward = VGG19Features.forward
+
+    def failing(self, image):  # the targets (no gradients) of the last, 64 px scale do not fit
+        if not image.requires_grad and image.shape[-1] == 64:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4 GiB")
+        return forward(self, image)
+
+    monkeypatch.setattr(VGG19Features, "forward", failing)
+    with pytest.raises(MemoryLimitError, match=r"out of GPU memory at 64x64 \(step 0\)") as info:
+        stylize(content, style, steps=4, coarse_to_fine=True, pyramid_start=32, extractor=vgg, **RUN)
+    result = info.value.result
+    assert result.status == "stopped: out of memory at step 0" and result.image.shape == (1, 3, 64, 64)
+    assert (result.image - content).abs().mean() > 1e-3  # the 32 and 45 px scales' work is kept
+
+
 def test_out_of_memory_on_old_torch_and_other_errors(vgg, content, style, monkeypatch) -> None:
     monkeypatch.delattr(torch.cuda, "OutOfMemoryError")  # torch < 1.13 raised a plain RuntimeError
     _fail_on_gradient_call(monkeypatch, 2, RuntimeError("CUDA out of memory. Tried to allocate 8.00 GiB"))
