@@ -13,7 +13,7 @@ from PIL import Image
 
 from nstlib.data import SAMPLES, sample, sample_path
 from nstlib.errors import ImageLoadError, OutputError
-from nstlib.images import MAX_PIXELS, MIN_SIDE, load_image, save_gif, save_image
+from nstlib.images import MAX_PIXELS, MIN_SIDE, load_image, save_gif, save_image, to_pil
 
 
 def _rgb(h: int = 48, w: int = 64) -> np.ndarray:
@@ -140,6 +140,21 @@ def test_gif_has_all_frames(tmp_path) -> None:
     path = save_gif(frames, tmp_path / "a.gif")
     with Image.open(path) as gif:
         assert gif.n_frames == 3
+
+
+def test_gif_shares_one_palette_and_is_smaller_than_a_palette_per_frame(tmp_path) -> None:
+    a, b = sample("astronaut", 96), sample("chelsea", 144)[..., :96, :96]
+    frames = [torch.lerp(a, b, t) for t in torch.linspace(0, 1, 8).tolist()]
+    path = save_gif(frames, tmp_path / "a.gif")
+    per_frame = tmp_path / "per_frame.gif"  # Pillow's default: each frame quantised on its own
+    pils = [to_pil(f) for f in frames]
+    pils[0].save(per_frame, save_all=True, append_images=pils[1:], duration=80, loop=0)
+    assert path.stat().st_size < per_frame.stat().st_size
+    with Image.open(path) as gif:
+        for i, frame in enumerate(frames):
+            gif.seek(i)
+            got = torch.from_numpy(np.asarray(gif.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+            assert (got - frame[0]).pow(2).mean().sqrt() < 0.05, i  # RMSE under 5% of the range
 
 
 def test_samples_are_bundled_and_small() -> None:
