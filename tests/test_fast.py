@@ -105,3 +105,16 @@ def test_stylize_fast_lowers_the_objective_and_logs_every_step(vgg, content, sty
     assert result.final["total"] < result.history[0]["total"] / 2
     assert [h["step"] for h in result.history] == list(range(13))  # synced every LOG_EVERY, logged every step
     assert LOG_EVERY > 1
+
+
+def test_compile_traces_the_fast_objective_and_matches_eager(vgg, content, style, monkeypatch) -> None:
+    """compile=True (used by the bench on CUDA) goes through torch.compile's graph capture and
+    autograd; the aot_eager backend skips only the C++ code generation, which is slow on 2 cores."""
+    compiled, real_compile = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or real_compile(fn, backend="aot_eager"))
+    run = dict(size=64, steps=4, optimizer="adam", weights="random", extractor=vgg, fast=True, progress=False)
+    eager, traced = stylize(content, style, **run), stylize(content, style, compile=True, **run)
+    assert len(compiled) == 1
+    for a, b in zip(eager.history, traced.history, strict=True):
+        assert b["total"] == pytest.approx(a["total"], rel=1e-4)
+    torch.testing.assert_close(traced.image, eager.image, atol=1e-3, rtol=0)
