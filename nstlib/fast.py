@@ -13,7 +13,8 @@ path (for teaching comparisons), `fast=True` asks for it on any device. It does 
    switches autocast off. (A float16 Gram matrix sums H*W products of activations and overflows
    65504 at ordinary image sizes: inf, then NaN.)
 4. losses are copied to the host every `LOG_EVERY` steps instead of every step (each copy waits
-   for the GPU to finish).
+   for the GPU to finish). This removes every host sync from an Adam step; torch's L-BFGS still
+   reads a few scalars on the host inside each step (its convergence tests).
 
 On a CPU it keeps only channels_last (float32): bfloat16 is used only where the CPU has native
 bfloat16 support, since emulated bfloat16 is slower than float32. `benchmarks.md` has the numbers.
@@ -54,10 +55,13 @@ class FastPath:
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """bfloat16 where `device` computes it natively, float16 on older GPUs, else None (float32)."""
     if device.type == "cuda":
-        try:  # torch >= 2.3: do not count bfloat16 that is emulated in float32 (e.g. on a T4)
-            native = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:
+        # Native bfloat16 convolutions need compute capability 8.0 (Ampere: A100, L4) or newer. Asked
+        # directly, because torch.cuda.is_bf16_supported() also counts emulated bfloat16 (e.g. on
+        # Colab's T4, 7.5) from torch 2.3, and only torch >= 2.4 can be told not to.
+        if torch.version.hip:  # ROCm: no such emulation
             native = torch.cuda.is_bf16_supported()
+        else:
+            native = torch.cuda.get_device_capability(device)[0] >= 8
         return torch.bfloat16 if native else torch.float16
     if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return torch.bfloat16

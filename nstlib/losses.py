@@ -7,6 +7,7 @@ together (see `optimize.stylize_grid`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -148,8 +149,11 @@ class Objective(nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.extractor(image)
-        # Gram matrices and losses in float32 even when the network ran in bf16/fp16.
-        with torch.autocast(device_type=image.device.type, enabled=False):
+        # Gram matrices and losses in float32 even when the network ran in bf16/fp16. (Only CUDA and
+        # the CPU ever run autocast here; torch < 2.5 refuses even a disabled autocast on e.g. MPS.)
+        autocast_off = (torch.autocast(device_type=image.device.type, enabled=False)
+                        if image.device.type in ("cuda", "cpu") else contextlib.nullcontext())
+        with autocast_off:
             feats = {k: v.float() for k, v in feats.items()}
             zero = image.new_zeros(image.shape[0], dtype=torch.float32)  # keeps (B,) when a term has no layers
             terms = {
