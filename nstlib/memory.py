@@ -10,6 +10,7 @@ the last good image kept (`out_of_memory_error`).
 from __future__ import annotations
 
 import os
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -134,6 +135,21 @@ def is_out_of_memory(error: BaseException) -> bool:
     return (oom is not None and isinstance(error, oom)) or (
         isinstance(error, RuntimeError) and "out of memory" in str(error)
     )
+
+
+def release_memory(error: BaseException, device: torch.device) -> None:
+    """Free the GPU memory that an out-of-memory `error` still holds, so a retry can use it.
+
+    The error's traceback keeps the frames it passed through alive, and with them the failed
+    step's activations and autograd graph (Jupyter keeps the last error, so this lasts). Clear
+    those frames' variables, then return the allocator's cached blocks to the device.
+    Call it after dropping your own references (the optimiser, the image).
+    """
+    traceback.clear_frames(error.__traceback__)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
 
 
 def out_of_memory_error(height: int, width: int, step: int, optimizer: str, result: object) -> MemoryLimitError:

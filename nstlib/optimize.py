@@ -37,13 +37,13 @@ from tqdm.auto import tqdm
 
 from nstlib import color
 from nstlib.blend import BLEND_METHODS, normalize_blend_weights, style_targets
-from nstlib.errors import NonFiniteLossError, ParameterError
+from nstlib.errors import MemoryLimitError, NonFiniteLossError, ParameterError
 from nstlib.fast import LOG_EVERY, FastFeatures, LossScale, fast_path
 from nstlib.features import VGG19Features, check_layers
 from nstlib.images import ImageLike, load_image, peek_shape, resize, save_gif, save_image, target_size, to_pil
 from nstlib.losses import Objective, Weight
 from nstlib.masks import guided_style_targets, load_mask
-from nstlib.memory import check_memory, is_out_of_memory, out_of_memory_error
+from nstlib.memory import check_memory, is_out_of_memory, out_of_memory_error, release_memory
 from nstlib.pyramid import AUTO_MIN_SIZE, SQRT2, Scale, run_pyramid, schedule
 
 DEFAULT_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
@@ -315,11 +315,11 @@ def optimize_image(
 
     `loss_scale` (float16 fast path) scales the loss for the backward pass (see `fast.LossScale`).
     `compile=True` runs the objective (features + losses, forward and backward) through
-    `torch.compile`: faster per step on a GPU at a fixed size, but the first step compiles (tens of
-    seconds), so it pays off only for long runs.
+    `torch.compile` for this one image size: faster per step on a GPU, but the first step compiles
+    (tens of seconds, again for every new objective), so it pays off only for long runs.
     """
     image = start.detach().contiguous().clone().requires_grad_(True)
-    evaluate_terms = torch.compile(objective) if compile else objective
+    evaluate_terms = torch.compile(objective, dynamic=False) if compile else objective
     if optimizer == "lbfgs":
         opt: torch.optim.Optimizer = torch.optim.LBFGS(
             [image], lr=lr or 1.0, max_iter=1, history_size=history_size,
@@ -404,9 +404,9 @@ def optimize_image(
         now = image.detach()
         result.image = (now if torch.isfinite(now).all() else checked).clamp(0, 1).cpu()
         result.interrupted, result.status = True, f"stopped: out of memory at step {done}"
-        del now, opt, image
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        device = now.device
+        del now, opt, image  # the L-BFGS history and the image
+        release_memory(e, device)
         raise out_of_memory_error(*start.shape[-2:], done, optimizer, result) from None
     finally:
         bar.close()
@@ -503,7 +503,8 @@ def stylize(
         frame_every: keep a snapshot every this many steps for `result.save_gif` (0: none).
         fast: the GPU fast path (channels_last, bf16/fp16 autocast, fp32 losses; see `nstlib.fast`).
             None: on for CUDA only; False: the plain float32 path; True: on for any device.
-        compile: run the objective through `torch.compile` (see `optimize_image`).
+        compile: run the objective through `torch.compile` (see `optimize_image`); with
+            coarse-to-fine only the last, full-size scale is compiled (the others are short).
 
     Returns:
         A `StylizeResult`.
@@ -517,6 +518,8 @@ def stylize(
     if blend_weights is not None:
         normalize_blend_weights(blend_weights, len(style_list))
     dev = pick_device(device)
+    content_weight, style_weight, tv_weight = (w.to(dev) if isinstance(w, torch.Tensor) else w
+                                               for w in (content_weight, style_weight, tv_weight))
     batch = max(torch.as_tensor(w).numel() for w in (content_weight, style_weight, tv_weight))
     if dev.type == "cpu":
         check_memory(*target_size(peek_shape(content), size), [*content_layers, *style_layers], optimizer=optimizer,
@@ -530,10 +533,18 @@ def stylize(
         style_imgs = [color.match_luminance(s, content_img) for s in style_imgs]
         content_img = color.luminance_image(content_img)
     mask_imgs = None if masks is None else [load_mask(m, tuple(content_img.shape[-2:])) for m in _as_list(masks)]
-    content_img, style_imgs = content_img.to(dev), [s.to(dev) for s in style_imgs]
-    net = make_extractor([*content_layers, *style_layers], weights, pooling, extractor).to(dev)
-    path = fast_path(fast, dev)
-    features = FastFeatures(net, path) if path else net
+    try:
+        content_img, style_imgs = content_img.to(dev), [s.to(dev) for s in style_imgs]
+        net = make_extractor([*content_layers, *style_layers], weights, pooling, extractor).to(dev)
+        path = fast_path(fast, dev)
+        features = FastFeatures(net, path) if path else net
+    except RuntimeError as e:
+        if not is_out_of_memory(e):
+            raise
+        release_memory(e, dev)
+        raise MemoryLimitError(f"out of {dev.type} memory already while moving the network and the images to it: "
+                               "something else holds the memory (an earlier run's results, another notebook); "
+                               "free it (del old results, or restart the runtime) and try again") from None
 
     def run_scale(shape: tuple[int, int], start: torch.Tensor, scale_steps: int) -> StylizeResult:
         """Targets at this scale (the styles keep their size relative to the content), then optimise.
@@ -550,14 +561,13 @@ def stylize(
             if not is_out_of_memory(e):
                 raise
             kept = StylizeResult(start.detach().cpu(), interrupted=True, status="stopped: out of memory at step 0")
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            release_memory(e, dev)
             raise out_of_memory_error(*shape, 0, optimizer, kept) from None
         return optimize_image(
             objective, start.to(dev), steps=scale_steps, optimizer=optimizer, lr=lr, history_size=history_size,
             line_search=line_search, callback=callback, progress=progress,
             log_every=log_every or (LOG_EVERY if path else 1), frame_every=frame_every,
-            loss_scale=LossScale() if path and path.loss_scaling else None, compile=compile,
+            loss_scale=LossScale() if path and path.loss_scaling else None, compile=compile and shape == target_shape,
         )
 
     target_shape = tuple(content_img.shape[-2:])
@@ -603,9 +613,7 @@ def stylize_grid(
     if not settings:
         raise ParameterError("stylize_grid needs at least one value in each weight list")
     columns = {key: torch.tensor([float(row[key]) for row in settings]) for key in settings[0]}
-    device = pick_device(kwargs.pop("device", "auto"))
-    result = stylize(content, styles, optimizer="adam", device=device,
-                     **{key: col.to(device) for key, col in columns.items()}, **kwargs)
+    result = stylize(content, styles, optimizer="adam", **columns, **kwargs)
     result.settings = settings
     return result
 

@@ -73,11 +73,12 @@ def test_fast_gram_does_not_overflow_where_fp16_gram_would(vgg) -> None:
 def test_policy_on_for_cuda_only_by_default(monkeypatch) -> None:
     assert fast_path(None, torch.device("cpu")) is None
     assert fast_path(False, torch.device("cuda")) is None
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # torch 2.3 says so on a T4 too
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # A100
     on = fast_path(None, torch.device("cuda"))
     assert on == FastPath(dtype=torch.bfloat16, channels_last=True, benchmark=True) and not on.loss_scaling
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    assert autocast_dtype(torch.device("cuda")) == torch.float16  # e.g. a T4: bf16 only emulated
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # T4: bf16 only emulated
+    assert autocast_dtype(torch.device("cuda")) == torch.float16
     assert fast_path(None, torch.device("cuda")).loss_scaling
     assert fast_path(True, torch.device("cpu")).channels_last
 
@@ -109,12 +110,14 @@ def test_stylize_fast_lowers_the_objective_and_logs_every_step(vgg, content, sty
 
 def test_compile_traces_the_fast_objective_and_matches_eager(vgg, content, style, monkeypatch) -> None:
     """compile=True (used by the bench on CUDA) goes through torch.compile's graph capture and
-    autograd; the aot_eager backend skips only the C++ code generation, which is slow on 2 cores."""
+    autograd; the aot_eager backend skips only the C++ code generation, which is slow on 2 cores.
+    On a pyramid only the full-size scale is compiled."""
     compiled, real_compile = [], torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or real_compile(fn, backend="aot_eager"))
-    run = dict(size=64, steps=4, optimizer="adam", weights="random", extractor=vgg, fast=True, progress=False)
+    run = dict(size=64, steps=4, optimizer="adam", weights="random", extractor=vgg, fast=True, progress=False,
+               coarse_to_fine=True, pyramid_start=32)
     eager, traced = stylize(content, style, **run), stylize(content, style, compile=True, **run)
-    assert len(compiled) == 1
+    assert len(compiled) == 1 and [h["size"] for h in traced.history][-1] == 64
     for a, b in zip(eager.history, traced.history, strict=True):
         assert b["total"] == pytest.approx(a["total"], rel=1e-4)
     torch.testing.assert_close(traced.image, eager.image, atol=1e-3, rtol=0)

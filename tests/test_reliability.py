@@ -40,6 +40,7 @@ from nstlib.errors import (
 )
 from nstlib.features import VGG19Features, random_state_dict
 from nstlib.images import MIN_SIDE, load_image, save_image
+from nstlib.losses import Objective
 from nstlib.memory import available_bytes, estimate_bytes, network_cost
 from nstlib.optimize import stylize
 
@@ -540,6 +541,50 @@ def test_out_of_memory_while_computing_targets_keeps_the_coarser_scale(vgg, cont
     result = info.value.result
     assert result.status == "stopped: out of memory at step 0" and result.image.shape == (1, 3, 64, 64)
     assert (result.image - content).abs().mean() > 1e-3  # the 32 and 45 px scales' work is kept
+
+
+def _graph_tensors(error: BaseException) -> list[torch.Tensor]:
+    """Tensors of an autograd graph still reachable from the variables of the frames that `error`
+    (or the error it was raised from) passed through."""
+    found = []
+    for exc in (error, error.__context__):
+        tb = exc.__traceback__ if exc is not None else None
+        while tb is not None:
+            for value in tb.tb_frame.f_locals.values():
+                values = value.values() if isinstance(value, dict) else [value]
+                found += [v for v in values if isinstance(v, torch.Tensor) and v.grad_fn is not None]
+            tb = tb.tb_next
+    return found
+
+
+def test_out_of_memory_in_backward_releases_the_failed_steps_graph(vgg, content, style, monkeypatch) -> None:
+    forward, calls = Objective.forward, [0]
+
+    def failing(self, image):  # the third step runs out of memory in its backward pass
+        terms = forward(self, image)
+        calls[0] += image.requires_grad
+        if calls[0] == 3 and image.requires_grad:
+            terms["total"].register_hook(lambda grad: _raise(torch.cuda.OutOfMemoryError("CUDA out of memory")))
+        return terms
+
+    monkeypatch.setattr(Objective, "forward", failing)
+    with pytest.raises(MemoryLimitError, match=r"\(step 2\)") as info:
+        stylize(content, style, steps=5, extractor=vgg, **RUN)
+    assert _graph_tensors(info.value) == []  # Jupyter keeps the last error: it must not pin the activations
+
+
+def _raise(error: BaseException) -> None:
+    raise error
+
+
+def test_out_of_memory_while_moving_to_the_device_is_one_clear_error(content, style, monkeypatch) -> None:
+    def full(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 MiB")
+
+    monkeypatch.setattr("nstlib.optimize.make_extractor", full)
+    with pytest.raises(MemoryLimitError, match="already while moving the network.*restart the runtime") as info:
+        stylize(content, style, steps=2, **RUN)
+    assert info.value.result is None and info.value.__suppress_context__
 
 
 def test_out_of_memory_on_old_torch_and_other_errors(vgg, content, style, monkeypatch) -> None:
