@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nstlib.errors import MemoryLimitError
 from nstlib.optimize import make_objective
 
 spec = importlib.util.spec_from_file_location("bench", Path(__file__).parents[1] / "bench" / "bench.py")
@@ -34,3 +35,21 @@ def test_naive_tutorial_objective_equals_nstlib_without_tv(vgg, content, style) 
                               style_layers=bench.DEFAULT_STYLE_LAYERS, content_weight=1.0,
                               style_weight=bench.nstlib.DEFAULT_STYLE_WEIGHT, tv_weight=0.0)(image)["total"]
     assert naive.item() == pytest.approx(ours.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("error", [MemoryLimitError("out of GPU memory at 2048x2048 (step 0)"),
+                                   torch.cuda.OutOfMemoryError("CUDA out of memory")])
+def test_a_size_that_runs_out_of_memory_is_a_table_note(error: BaseException) -> None:
+    def run(total: int, on_step) -> None:
+        on_step(0)
+        raise error
+
+    assert bench.timed(torch.device("cpu"), 0, 3, run) == {"ms": None, "mem": None, "note": "out of memory"}
+
+
+def test_other_errors_stop_the_benchmark() -> None:
+    def run(total: int, on_step) -> None:
+        raise RuntimeError("a bug, not memory")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        bench.timed(torch.device("cpu"), 0, 3, run)
