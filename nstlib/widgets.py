@@ -33,7 +33,8 @@ import io
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ipywidgets as widgets
@@ -41,6 +42,7 @@ import torch
 
 from nstlib.blend import BLEND_METHODS, style_targets
 from nstlib.errors import NonFiniteLossError, NstlibError, ParameterError
+from nstlib.fast import FastFeatures, LossScale, fast_path
 from nstlib.features import VGG19Features
 from nstlib.images import ImageLike, resize, save_image, to_pil
 from nstlib.losses import Objective, StyleTargets
@@ -68,6 +70,10 @@ PREVIEW_SIZE = {"cuda": 256, "mps": 256, "cpu": 128}
 
 #: Log-scale sliders span this many decades either side of the starting weight.
 DECADES = 3
+
+#: Targets kept for this many recent (image size, blend method, blend weights): at a 1024 px render
+#: one entry is tens of MB on the GPU, and every position of a blend slider is a new entry.
+TARGET_CACHE = 8
 
 _WIDE = {"description_width": "110px"}
 
@@ -107,6 +113,7 @@ class StyleExplorer(widgets.VBox):
         frame_every: show a new picture every this many steps (and after each run's first step).
         debounce: seconds the sliders must be still before a new run starts.
         autostart: start optimising as soon as the explorer exists (else press Run).
+        fast: the fast path for previews and renders, as for `stylize` (None: on for CUDA only).
 
     Attributes:
         history: one dict per step of every run: the loss terms ("content", "style", "tv", "total"
@@ -144,6 +151,7 @@ class StyleExplorer(widgets.VBox):
         extractor: VGG19Features | None = None,
         seed: int = 0,
         autostart: bool = True,
+        fast: bool | None = None,
     ) -> None:
         content_layers = check_layer_weights("content_layers", content_layers or DEFAULT_CONTENT_LAYERS)
         style_layers = check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
@@ -164,10 +172,12 @@ class StyleExplorer(widgets.VBox):
         self._full = (full.to(self.device), [s.to(self.device) for s in full_styles])
         self._preview = (small.to(self.device), [s.to(self.device) for s in small_styles])
         self.extractor = make_extractor([*content_layers, *style_layers], weights, extractor=extractor).to(self.device)
+        self._path = fast_path(fast, self.device)
+        self._features = FastFeatures(self.extractor, self._path) if self._path else self.extractor
         self.content_layers = content_layers
         self.optimizer, self.lr, self.seed = optimizer, lr, seed
         self.steps, self.render_steps, self.frame_every, self.debounce = steps, render_steps, frame_every, debounce
-        self._targets: dict[tuple[Any, ...], tuple[dict[str, torch.Tensor], StyleTargets]] = {}
+        self._targets: OrderedDict[tuple[Any, ...], tuple[dict[str, torch.Tensor], StyleTargets]] = OrderedDict()
 
         # --- the controls ---------------------------------------------------------------------
         self.content_weight = _log_slider("content weight", content_weight)
@@ -363,18 +373,30 @@ class StyleExplorer(widgets.VBox):
         return self._closed or version != self._version or not (self._active or render)
 
     def _objective(self, settings: Mapping[str, Any], images: tuple[torch.Tensor, list[torch.Tensor]]) -> Objective:
-        """The objective for `settings`; the targets are cached per image size, blend method and weights."""
+        """The objective for `settings`. The targets of the last `TARGET_CACHE` (image size, blend method,
+        blend weights) are kept, so going back to a recent setting is instant and memory stays bounded."""
         content, styles = images
         key = (tuple(content.shape), settings["blend"], tuple(settings["blend_weights"]))
-        if key not in self._targets:
+        if key in self._targets:
+            self._targets.move_to_end(key)
+        else:
             with torch.no_grad():
-                content_targets = {k: v for k, v in self.extractor(content).items() if k in self.content_layers}
-            targets = style_targets(self.extractor, styles, self.layer_weights, settings["blend_weights"],
+                content_targets = {k: v for k, v in self._features(content).items() if k in self.content_layers}
+            targets = style_targets(self._features, styles, self.layer_weights, settings["blend_weights"],
                                     settings["blend"])
             self._targets[key] = (content_targets, targets)
+            while len(self._targets) > TARGET_CACHE:
+                self._targets.popitem(last=False)
         content_targets, targets = self._targets[key]
-        return Objective(self.extractor, content_targets, targets, self.content_layers, settings["style_layers"],
+        return Objective(self._features, content_targets, targets, self.content_layers, settings["style_layers"],
                          settings["content_weight"], settings["style_weight"], settings["tv_weight"])
+
+    def _optimize(self, objective: Objective, start: torch.Tensor, steps: int,
+                  callback: Callable[[Step], bool]) -> StylizeResult:
+        """One run of `optimize_image` with the explorer's optimiser (no progress bar of its own)."""
+        loss_scale = LossScale() if self._path and self._path.loss_scaling else None
+        return optimize_image(objective, start, steps=steps, optimizer=self.optimizer, lr=self.lr, callback=callback,
+                              progress=False, loss_scale=loss_scale)
 
     def _run_preview(self, settings: dict[str, Any], version: int, changed_at: float, restart: bool) -> None:
         if restart:
@@ -397,8 +419,7 @@ class StyleExplorer(widgets.VBox):
                 self._show_terms(run, step.step, terms, settings, (time.perf_counter() - started) / step.step)
             return self._stale(version)
 
-        result = optimize_image(objective, self.image.to(self.device), steps=self.steps, optimizer=self.optimizer,
-                                lr=self.lr, callback=callback, progress=False)
+        result = self._optimize(objective, self.image.to(self.device), self.steps, callback)
         self.image = result.image
         self.picture.value = _png(self.image)
         with self._cond:
@@ -420,8 +441,7 @@ class StyleExplorer(widgets.VBox):
             self.progress.value = step.step
             return self._stale(version, render=True)
 
-        result = optimize_image(objective, start, steps=self.render_steps, optimizer=self.optimizer, lr=self.lr,
-                                callback=callback, progress=False)
+        result = self._optimize(objective, start, self.render_steps, callback)
         if result.interrupted:
             self.status.value = "full-size render cancelled (a setting changed or Pause)"
             return

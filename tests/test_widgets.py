@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from nstlib.errors import ParameterError
-from nstlib.widgets import StyleExplorer
+from nstlib.fast import FastFeatures
+from nstlib.widgets import TARGET_CACHE, StyleExplorer
 
 
 @pytest.fixture
@@ -164,6 +165,24 @@ def test_render_full_size_offers_download_and_save(make, tmp_path) -> None:
     explorer.save_button.click()
     assert Image.open(tmp_path / "out.png").size == (64, 64)
     assert "saved" in explorer.status.value
+
+
+def test_the_target_cache_keeps_only_recent_blend_settings(make, style, style2) -> None:
+    explorer = make([style, style2], autostart=False)
+    for w in np.linspace(0.05, 0.95, 20):
+        explorer._objective({**explorer._settings, "blend_weights": [float(w), 1 - float(w)]}, explorer._preview)
+    assert len(explorer._targets) == TARGET_CACHE
+    assert list(explorer._targets)[-1][2] == (0.95, 1 - 0.95)  # the newest is kept
+
+
+def test_the_fast_path_runs_previews_and_renders(make) -> None:
+    plain, fast = make(), make(fast=True, render_steps=2)
+    assert isinstance(fast._features, FastFeatures) and not isinstance(plain._features, FastFeatures)
+    assert plain.wait() and fast.wait()
+    for a, b in zip(run_of(plain, 0), run_of(fast, 0), strict=True):  # on a CPU: float32 channels_last
+        assert b["total"] == pytest.approx(a["total"], rel=1e-4)
+    fast.render()
+    assert fast.wait() and fast.result is not None and fast.result.image.shape == (1, 3, 64, 64)
 
 
 def test_bad_arguments_are_refused_before_any_work(content, style) -> None:
