@@ -1,0 +1,139 @@
+"""The GPU path, end to end, on a real accelerator: run `pytest tests/test_gpu.py` on a machine with one.
+
+Skipped without CUDA (CI has no GPU). NSTLIB_TEST_DEVICE picks the device (default "cuda"); setting
+it to "cpu" dry-runs the same checks on the CPU, where the fast path is float32 channels_last.
+What the CPU tests cannot show: that bf16/fp16 autocast, the loss scale, torch.compile (inductor),
+the explorer's fast path and a real out-of-memory error all work on the GPU itself.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import pytest
+import torch
+
+from nstlib.errors import MemoryLimitError
+from nstlib.fast import FastFeatures, FastPath, LossScale, fast_path
+from nstlib.features import VGG19Features
+from nstlib.optimize import (
+    DEFAULT_CONTENT_LAYERS,
+    DEFAULT_STYLE_LAYERS,
+    make_objective,
+    optimize_image,
+    stylize,
+    stylize_grid,
+)
+from nstlib.widgets import StyleExplorer
+
+DEVICE = torch.device(os.environ.get("NSTLIB_TEST_DEVICE", "cuda"))
+pytestmark = pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(),
+                                reason="needs a CUDA GPU (set NSTLIB_TEST_DEVICE=cpu to dry-run these checks)")
+RUN = dict(size=128, weights="random", device=DEVICE, progress=False)
+WEIGHTS = dict(content_layers=DEFAULT_CONTENT_LAYERS, style_layers=DEFAULT_STYLE_LAYERS, content_weight=1.0,
+               style_weight=244.0, tv_weight=0.01)
+
+
+@pytest.fixture(scope="module")
+def net() -> VGG19Features:
+    return VGG19Features([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights="random").to(DEVICE)
+
+
+@pytest.fixture(scope="module")
+def images(content, style) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Content, style and a point half way between content and noise (every loss term non-zero), on DEVICE."""
+    noise = torch.rand(content.shape, generator=torch.Generator().manual_seed(0))
+    return content.to(DEVICE), style.to(DEVICE), ((content + noise) / 2).to(DEVICE)
+
+
+def _dtypes() -> list[torch.dtype | None]:
+    """float16 on every GPU, bfloat16 where it is native (compute capability >= 8.0); float32 on a CPU."""
+    if DEVICE.type != "cuda" or not torch.cuda.is_available():
+        return [None]
+    return [torch.float16, *([torch.bfloat16] if torch.cuda.get_device_capability(DEVICE)[0] >= 8 else [])]
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_the_default_path_lowers_the_objective_tenfold(net, content, style, optimizer: str) -> None:
+    assert (fast_path(None, DEVICE) is not None) == (DEVICE.type == "cuda")  # the fast path is the CUDA default
+    result = stylize(content, style, steps=30, optimizer=optimizer, extractor=net, **RUN)
+    assert result.final["total"] < result.history[0]["total"] / 10
+    assert result.image.device.type == "cpu" and 0 <= result.image.min() and result.image.max() <= 1
+    assert [h["step"] for h in result.history] == list(range(31))
+
+
+@pytest.mark.parametrize("dtype", _dtypes())
+def test_fast_loss_terms_match_float32(net, images, dtype: torch.dtype | None) -> None:
+    """Same stated tolerance as tests/test_fast.py: 1% (bf16) or 0.1% (fp16) per term; gradient cosine."""
+    content, style, image = images
+    plain = make_objective(net, content, [style], **WEIGHTS)
+    fast = make_objective(FastFeatures(net, FastPath(dtype=dtype, benchmark=DEVICE.type == "cuda")), content,
+                          [style], **WEIGHTS)
+    rel, cosine = {torch.bfloat16: (1e-2, 0.99), torch.float16: (1e-3, 0.999), None: (1e-4, 0.9999)}[dtype]
+    grads, values = [], []
+    for objective in (plain, fast):
+        x = image.clone().requires_grad_(True)
+        terms = objective(x)
+        grads.append(torch.autograd.grad(terms["total"].sum(), x)[0].flatten())
+        values.append({k: v.item() for k, v in terms.items()})
+    for term in ("content", "style", "tv", "total"):
+        assert values[1][term] == pytest.approx(values[0][term], rel=rel), term
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > cosine
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_float16_with_the_loss_scale_optimises(net, images, optimizer: str) -> None:
+    """The T4 path (no native bf16): float16 autocast and the dynamic loss scale, forced on any GPU."""
+    content, style, _ = images
+    dtype = torch.float16 if DEVICE.type == "cuda" else None
+    objective = make_objective(FastFeatures(net, FastPath(dtype=dtype)), content, [style], **WEIGHTS)
+    result = optimize_image(objective, content, steps=30, optimizer=optimizer, log_every=10, progress=False,
+                            loss_scale=LossScale() if dtype else None)
+    assert result.final["total"] < result.history[0]["total"] / 10
+    assert torch.isfinite(result.image).all()
+
+
+def test_compile_matches_eager(net, content, style) -> None:
+    run = dict(steps=6, optimizer="adam", extractor=net, **RUN)
+    eager, compiled = stylize(content, style, **run), stylize(content, style, compile=True, **run)
+    for a, b in zip(eager.history, compiled.history, strict=True):
+        assert b["total"] == pytest.approx(a["total"], rel=2e-2)
+
+
+def test_grid_equals_separate_adam_runs(net, content, style) -> None:
+    run = dict(steps=4, extractor=net, **RUN)
+    grid = stylize_grid(content, style, style_weights=[10.0, 1000.0], **run)
+    for i, setting in enumerate(grid.settings):
+        alone = stylize(content, style, optimizer="adam", **setting, **run)
+        assert grid.final["total"][i] == pytest.approx(alone.final["total"], rel=2e-2)
+
+
+def test_the_explorer_follows_a_slider_on_the_device(net, content, style) -> None:
+    explorer = StyleExplorer(content, style, weights="random", device=DEVICE, extractor=net, steps=4, frame_every=1)
+    try:
+        assert isinstance(explorer._features, FastFeatures) == (DEVICE.type == "cuda")
+        assert explorer.wait()
+        explorer.style_weight.value = 1234.0
+        assert explorer.wait()
+        assert explorer.runs[-1]["style_weight"] == 1234.0 and explorer.latency is not None
+        print(f"explorer latency on {DEVICE}: {explorer.latency:.3f} s")  # recorded, not asserted
+    finally:
+        explorer.close()
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="a real out-of-memory error needs a GPU (a CPU would swap)")
+def test_a_real_out_of_memory_error_is_clear_and_frees_the_memory(net, content, style) -> None:
+    """Fill the GPU but for 256 MiB, stylize at 1024 px: one clear error, then the memory is free again."""
+    base = torch.cuda.memory_allocated(DEVICE)
+    free, _ = torch.cuda.mem_get_info(DEVICE)
+    filler = torch.empty(free - 256 * 2**20, dtype=torch.uint8, device=DEVICE)
+    with pytest.raises(MemoryLimitError, match="out of GPU memory at 1024x1024|already while moving"):
+        stylize(content, style, size=1024, steps=3, weights="random", device=DEVICE, extractor=net,
+                coarse_to_fine=False, progress=False)
+    del filler
+    gc.collect()
+    assert torch.cuda.memory_allocated(DEVICE) <= base + 64 * 2**20  # nothing of the failed run is pinned
+    result = stylize(content, style, size=1024, steps=2, weights="random", device=DEVICE, extractor=net,
+                     coarse_to_fine=False, progress=False)  # and the same run now fits
+    assert result.image.shape == (1, 3, 1024, 1024)
