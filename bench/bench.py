@@ -42,7 +42,7 @@ from nstlib.data import sample
 from nstlib.errors import MemoryLimitError
 from nstlib.features import LAYER_NAMES, VGG19Features
 from nstlib.images import resize
-from nstlib.memory import is_out_of_memory
+from nstlib.memory import is_out_of_memory, release_memory
 from nstlib.optimize import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, pick_device
 
 LAYERS = [*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS]
@@ -204,8 +204,7 @@ def timed(device: torch.device, warmup: int, steps: int, run: Callable[[int, Cal
     except (MemoryLimitError, RuntimeError) as e:  # nstlib's own error, or the naive reference's torch OOM
         if isinstance(e, RuntimeError) and not is_out_of_memory(e):
             raise
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_memory(e, device)  # a torch OOM from the naive reference still pins its graph
         return {"ms": None, "mem": None, "note": "out of memory"}
     out["ms"] = (marks[warmup + steps] - marks[warmup]) * 1000 / steps
     return out
