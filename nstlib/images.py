@@ -343,8 +343,10 @@ def save_gif(
     rgb = [(f if isinstance(f, Image.Image) else to_pil(f)).convert("RGB") for f in frames]
     keys = [rgb[0], rgb[len(rgb) // 2], rgb[-1]]
     strip = Image.new("RGB", (sum(k.width for k in keys), max(k.height for k in keys)))
-    for i, key in enumerate(keys):
-        strip.paste(key, (sum(k.width for k in keys[:i]), 0))
+    left = 0
+    for key in keys:  # side by side
+        strip.paste(key, (left, 0))
+        left += key.width
     palette = strip.quantize(256, method=Image.Quantize.MEDIANCUT)
     pils = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in rgb]
     return atomic_write(
