@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from nstlib import color
 from nstlib.blend import BLEND_METHODS
-from nstlib.errors import MemoryLimitError, NonFiniteLossError, NstlibError, WeightsError
+from nstlib.errors import MemoryLimitError, NonFiniteLossError, NstlibError
 from nstlib.images import check_output_path
 from nstlib.optimize import (
     DEFAULT_CONTENT_WEIGHT,
@@ -30,6 +31,7 @@ from nstlib.optimize import (
     stylize,
 )
 from nstlib.pyramid import SQRT2
+from nstlib.weights import WEIGHTS_CHOICES, Weights, resolve_weights
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -53,7 +55,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=_positive_int, help="long side of the output in pixels")
     p.add_argument("--steps", type=_positive_int, help="optimiser iterations")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs")
-    p.add_argument("--weights", default="imagenet", help="VGG19 weights: imagenet, random or a .pth path")
+    p.add_argument("--weights", default="imagenet",
+                   help=f"network weights: {', '.join(WEIGHTS_CHOICES)} or a .pth path (imagenet: the best available; "
+                        "see nstlib.weights)")
     p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise init (--init noise)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -116,6 +120,17 @@ def _save_partial(result: StylizeResult, out: Path, why: str, allowed: bool) -> 
         print(f"nstlib: {why}; nothing written (use --save-partial to keep the partial result)", file=sys.stderr)
 
 
+def _weights(args: argparse.Namespace) -> Weights:
+    """Resolve --weights once, before any work, and say in one line which network and weights run."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        weights = resolve_weights(args.weights, progress=not args.quiet)
+    for warning in caught:  # the fallback to random weights: loud, but one line, not a warnings traceback
+        print(f"WARNING: {warning.message}", file=sys.stderr)
+    print(f"network: {weights.describe()}")
+    return weights
+
+
 def run_stylize(args: argparse.Namespace) -> int:
     inputs = [args.content, *args.styles, *(args.mask or [])]
     out = check_output_path(args.output, inputs, overwrite=args.force)
@@ -125,7 +140,7 @@ def run_stylize(args: argparse.Namespace) -> int:
         result = stylize(
             args.content, args.styles, size=args.size, steps=steps, optimizer=args.optimizer, lr=args.lr,
             init=args.init, content_weight=args.content_weight, style_weight=args.style_weight,
-            tv_weight=args.tv_weight, blend=args.blend, blend_weights=args.blend_weights, weights=args.weights,
+            tv_weight=args.tv_weight, blend=args.blend, blend_weights=args.blend_weights, weights=_weights(args),
             style_scale=args.style_scale, preserve_color=args.preserve_color, color_match=args.color_match,
             coarse_to_fine={"on": True, "off": False}.get(args.coarse_to_fine, "auto"),
             pyramid_start=args.pyramid_start, pyramid_ratio=args.pyramid_ratio, masks=args.mask,
@@ -151,22 +166,13 @@ def run_demo(args: argparse.Namespace) -> int:
     on_gpu = pick_device(args.device).type != "cpu"
     size = args.size or (512 if on_gpu else 192)
     steps = args.steps or (300 if on_gpu else 80)
-    weights = args.weights
-    if weights == "imagenet":
-        try:
-            from nstlib.features import imagenet_state_dict
-
-            imagenet_state_dict(progress=not args.quiet)
-        except WeightsError as e:
-            print(f"WARNING: {e}\nWARNING: the demo falls back to RANDOM VGG19 weights, so expect a much weaker "
-                  "stylisation than with ImageNet weights.", file=sys.stderr)
-            weights = "random"
+    weights = _weights(args)
     from nstlib.data import sample_path
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     out, gif = out_dir / "astronaut_stained_glass.png", out_dir / "astronaut_stained_glass.gif"
-    print(f"stylizing the bundled astronaut at {size}px, {steps} {args.optimizer} steps, {weights} weights")
+    print(f"stylizing the bundled astronaut at {size}px, {steps} {args.optimizer} steps")
     result = stylize(
         sample_path("astronaut"), sample_path("stained_glass"), size=size, steps=steps, optimizer=args.optimizer,
         weights=weights, device=args.device, seed=args.seed, progress=not args.quiet,

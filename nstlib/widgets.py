@@ -43,7 +43,7 @@ import torch
 from nstlib.blend import BLEND_METHODS, style_targets
 from nstlib.errors import NonFiniteLossError, NstlibError, ParameterError
 from nstlib.fast import FastFeatures, LossScale, fast_path
-from nstlib.features import VGG19Features
+from nstlib.features import VGGFeatures
 from nstlib.images import ImageLike, resize, save_image, to_pil
 from nstlib.losses import Objective, StyleTargets
 from nstlib.optimize import (
@@ -63,6 +63,7 @@ from nstlib.optimize import (
     pick_device,
     prepare_images,
 )
+from nstlib.weights import Weights
 
 #: Default preview long side in pixels: 256 on a GPU; 128 on a CPU, where one VGG19 step at
 #: 256 px takes seconds and the picture would lag behind the slider.
@@ -129,7 +130,7 @@ class StyleExplorer(widgets.VBox):
         content: ImageLike,
         styles: ImageLike | Sequence[ImageLike],
         *,
-        weights: str = "imagenet",
+        weights: str | Weights = "imagenet",
         device: str | torch.device = "auto",
         size: int | None = None,
         preview_size: int | None = None,
@@ -148,7 +149,7 @@ class StyleExplorer(widgets.VBox):
         render_steps: int = 300,
         frame_every: int = 3,
         debounce: float = 0.2,
-        extractor: VGG19Features | None = None,
+        extractor: VGGFeatures | None = None,
         seed: int = 0,
         autostart: bool = True,
         fast: bool | None = None,

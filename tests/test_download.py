@@ -148,9 +148,9 @@ def test_a_killed_download_is_not_trusted_later(server, tmp_path) -> None:
 
 
 def test_interrupted_weights_download_leaves_the_hub_cache_empty(server, monkeypatch) -> None:
-    monkeypatch.setattr("nstlib.features.IMAGENET_URL", f"{server}/cut.png")
+    monkeypatch.setattr("nstlib.weights.IMAGENET_URL", f"{server}/cut.png")
     with pytest.raises(WeightsError, match="weights='random'"):
-        VGG19Features(["relu1_1"])
+        VGG19Features(["relu1_1"], weights="vgg19-imagenet")
     assert not hub_cache_file().exists() and list(hub_cache_file().parent.iterdir()) == []
 
 

@@ -112,9 +112,9 @@ def test_missing_imagenet_weights_say_how_to_supply_them(monkeypatch) -> None:
 
         raise DownloadError(f"{url}: download failed (offline)")
 
-    monkeypatch.setattr("nstlib.features.download", offline)
+    monkeypatch.setattr("nstlib.weights.download", offline)
     with pytest.raises(WeightsError) as info:
-        VGG19Features(["relu1_1"])
+        VGG19Features(["relu1_1"], weights="vgg19-imagenet")
     message = str(info.value)
     assert calls == [IMAGENET_URL]
     for hint in ("NSTLIB_VGG19_WEIGHTS", "weights='random'", str(hub_cache_file()), "vgg19-dcbb9e9d.pth"):
