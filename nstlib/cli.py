@@ -165,7 +165,7 @@ def run_stylize(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     on_gpu = pick_device(args.device).type != "cpu"
     size = args.size or (512 if on_gpu else 192)
-    steps = args.steps or (300 if on_gpu else 80)
+    steps = args.steps or (300 if on_gpu else 60)
     weights = _weights(args)
     from nstlib.data import sample_path
 
