@@ -5,9 +5,9 @@ images -> features -> losses -> blend -> optimize -> plots / widgets -> cli;
 then the perceptual controls color, pyramid and masks, and compare (optional extra).
 """
 
-from nstlib import color, masks, plots, pyramid
-from nstlib.blend import BLEND_METHODS, normalize_blend_weights, style_targets
-from nstlib.data import SAMPLES, sample, sample_path
+import importlib
+from typing import Any
+
 from nstlib.errors import (
     DownloadError,
     ImageLoadError,
@@ -18,23 +18,35 @@ from nstlib.errors import (
     ParameterError,
     WeightsError,
 )
-from nstlib.features import LAYER_INDEX, LAYER_NAMES, VGG19Features, VGGFeatures
-from nstlib.images import load_image, resize, save_gif, save_image, to_pil
-from nstlib.losses import Objective, content_loss, gram_matrix, style_loss, tv_loss
-from nstlib.optimize import (
-    DEFAULT_CONTENT_LAYERS,
-    DEFAULT_CONTENT_WEIGHT,
-    DEFAULT_STYLE_LAYERS,
-    DEFAULT_STYLE_WEIGHT,
-    DEFAULT_TV_WEIGHT,
-    Step,
-    StylizeResult,
-    evaluate,
-    pick_device,
-    stylize,
-    stylize_grid,
-)
-from nstlib.weights import Weights, resolve_weights
+
+#: Where each public name lives. They are imported on first use (PEP 562), so `import nstlib.cli`
+#: does not load torch: the command can then answer Ctrl-C during that slow import itself.
+_LAZY = {
+    **dict.fromkeys(["color", "masks", "plots", "pyramid"], ""),
+    **dict.fromkeys(["BLEND_METHODS", "normalize_blend_weights", "style_targets"], "blend"),
+    **dict.fromkeys(["SAMPLES", "sample", "sample_path"], "data"),
+    **dict.fromkeys(["LAYER_INDEX", "LAYER_NAMES", "VGG19Features", "VGGFeatures"], "features"),
+    **dict.fromkeys(["Weights", "resolve_weights"], "weights"),
+    **dict.fromkeys(["load_image", "resize", "save_gif", "save_image", "to_pil"], "images"),
+    **dict.fromkeys(["Objective", "content_loss", "gram_matrix", "style_loss", "tv_loss"], "losses"),
+    **dict.fromkeys(["DEFAULT_CONTENT_LAYERS", "DEFAULT_CONTENT_WEIGHT", "DEFAULT_STYLE_LAYERS", "DEFAULT_STYLE_WEIGHT",
+                     "DEFAULT_TV_WEIGHT", "Step", "StylizeResult", "evaluate", "pick_device", "stylize",
+                     "stylize_grid"], "optimize"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'nstlib' has no attribute {name!r}")
+    module = importlib.import_module(f"nstlib.{_LAZY[name] or name}")
+    value = module if not _LAZY[name] else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 

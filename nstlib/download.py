@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from nstlib.errors import DownloadError, NstlibError
+from nstlib.files import commit, new_part
 
 CHUNK = 1 << 20
 
@@ -33,8 +34,8 @@ def download(
 ) -> Path:
     """Download `url` to `dest` atomically and return `dest`.
 
-    The bytes go to `dest.part-<pid>` first. The file is renamed to `dest` only when the
-    transfer is complete (the length matches Content-Length when the server sends one) and,
+    The bytes go to `dest.part-<pid>-<random>` first (`nstlib.files.new_part`). The file is renamed
+    to `dest` only when the transfer is complete (the length matches Content-Length when the server sends one) and,
     if `sha256_prefix` is given, the SHA-256 digest starts with it (torchvision's convention:
     ``vgg19-dcbb9e9d.pth``), and `verify(path)`, if given, accepts the file (it raises an
     `NstlibError` to reject it). Otherwise the partial file is deleted and `DownloadError` raised;
@@ -43,11 +44,13 @@ def download(
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(dest)
-    tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}")
+    try:
+        fd, tmp = new_part(dest)
+    except OSError as e:
+        raise DownloadError(f"{url}: cannot write in {dest.parent} ({e.strerror or e})") from None
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
                 received = 0
@@ -68,7 +71,7 @@ def download(
                 verify(tmp)
             except NstlibError as e:
                 raise DownloadError(f"{url}: the downloaded file did not verify ({e})") from None
-        os.replace(tmp, dest)
+        commit(tmp, dest, overwrite=True)
         return dest
     except DownloadError:
         raise
@@ -77,21 +80,6 @@ def download(
         raise DownloadError(f"{url}: download failed ({reason})") from None
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def remove_stale_parts(dest: Path) -> None:
-    """Delete `dest.part-<pid>` files left by processes that no longer run (a concurrent
-    download's file, whose process is alive, is left alone)."""
-    for part in dest.parent.glob(f"{dest.name}.part-*"):
-        pid = part.name.rsplit("-", 1)[1]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)  # signal 0: only checks that the process exists
-        except ProcessLookupError:
-            part.unlink(missing_ok=True)
-        except (OverflowError, OSError):  # alive under another user (PermissionError), or not a pid
-            continue
 
 
 def fetch_image(url: str, cache_dir: str | os.PathLike, fallback: str) -> Path:

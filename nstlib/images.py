@@ -8,8 +8,7 @@ disk never leaves a half-written picture behind, and they refuse to overwrite an
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,7 +17,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from nstlib.errors import ImageLoadError, OutputError
+from nstlib.errors import ImageLoadError, OutputError, ParameterError
+from nstlib.files import atomic_write, check_input_file, check_output_path, open_input, show
+
+__all__ = ["MAX_PIXELS", "MIN_SIDE", "ImageLike", "atomic_write", "check_output_path", "load_image", "peek_shape",
+           "resize", "save_gif", "save_image", "target_size", "to_pil"]
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
@@ -50,45 +53,68 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
 def _decode(path: Path) -> np.ndarray:
     """Open and fully decode a file to (H,W,3) float32, translating every failure into ImageLoadError.
 
-    Pillow raises many exception types for damaged files (OSError, SyntaxError, struct.error,
-    IndexError, ...), so anything it raises while decoding counts as a corrupt file.
+    Only regular files are opened (`check_input_file`: a FIFO would block forever). Pillow raises
+    many exception types for damaged files (OSError, SyntaxError, struct.error, IndexError, ...),
+    so anything it raises while decoding counts as a corrupt file.
     """
-    name = str(path)
-    if not path.exists():
-        raise ImageLoadError(f"{name}: file not found")
-    if path.is_dir():
-        raise ImageLoadError(f"{name}: is a directory, not an image file")
-    try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageLoadError(
-                    f"{name}: {img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit "
-                    "(decompression bomb guard); shrink the image first"
-                )
-            img.seek(0)  # first frame of an animation
-            img = ImageOps.exif_transpose(img)
-            img.load()
-            return _to_rgb(img)
-    except ImageLoadError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageLoadError(f"{name}: not an image Pillow can read (is it really a picture?)") from None
-    except Image.DecompressionBombError as e:
-        raise ImageLoadError(f"{name}: decompression bomb refused ({e})") from None
-    except Exception as e:  # noqa: BLE001 - see the docstring
-        raise ImageLoadError(f"{name}: truncated or corrupt image ({type(e).__name__}: {e})") from None
+    name = show(path)
+    with open_input(check_input_file(path)) as file:
+        try:
+            return _decode_open(file, name)
+        except ImageLoadError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageLoadError(f"{name}: not an image Pillow can read (is it really a picture?)") from None
+        except Image.DecompressionBombError as e:
+            raise ImageLoadError(f"{name}: decompression bomb refused ({e})") from None
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            raise ImageLoadError(f"{name}: truncated or corrupt image ({type(e).__name__}: {e})") from None
+
+
+def _decode_open(file: BinaryIO, name: str) -> np.ndarray:
+    with Image.open(file) as img:
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageLoadError(
+                f"{name}: {img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit "
+                "(decompression bomb guard); shrink the image first"
+            )
+        img.seek(0)  # first frame of an animation
+        img = ImageOps.exif_transpose(img)
+        img.load()
+        return _to_rgb(img)
+
+
+#: Float pixels may overshoot [0,1] by this much (rounding noise) before they count as out of range.
+FLOAT_TOLERANCE = 1e-3
+
+
+def _unit_range(arr: np.ndarray, name: str) -> np.ndarray:
+    """Pixel values -> float32 in [0,1], by dtype: uint8 /255, uint16 /65535, other integers must hold
+    8-bit values 0..255 (/255), bool is 0/1, floats must already lie in [0,1] (NaN is left to the caller)."""
+    if arr.dtype == bool:
+        return arr.astype(np.float32)
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0
+    if np.issubdtype(arr.dtype, np.integer):
+        low, high = int(arr.min(initial=0)), int(arr.max(initial=0))
+        if low < 0 or high > 255:
+            raise ImageLoadError(f"{name}: {arr.dtype} values span {low}..{high}, not 8-bit 0..255; pass uint8, "
+                                 "uint16 or floats in [0,1]")
+        return arr.astype(np.float32) / 255.0
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ImageLoadError(f"{name}: unsupported dtype {arr.dtype}; use uint8, uint16 or floats in [0,1]")
+    arr = arr.astype(np.float32)
+    if np.isfinite(arr).all():
+        low, high = float(arr.min(initial=0)), float(arr.max(initial=0))
+        if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
+            raise ImageLoadError(f"{name}: float values span {low:g}..{high:g}, not [0,1]; divide 0-255 data by "
+                                 "255 (or pass it as uint8)")
+    return arr
 
 
 def _array_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
-    """(H,W), (H,W,1), (H,W,3) or (H,W,4) array, uint8/uint16/float -> (1,3,H,W) in [0,1]."""
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        arr = arr.astype(np.float32) / 65535.0
-    elif np.issubdtype(arr.dtype, np.floating) or arr.dtype == bool:
-        arr = arr.astype(np.float32)
-    else:
-        raise ImageLoadError(f"{name}: unsupported array dtype {arr.dtype}; use uint8, uint16 or float")
+    """(H,W), (H,W,1), (H,W,3) or (H,W,4) array of any supported dtype (`_unit_range`) -> (1,3,H,W) in [0,1]."""
+    arr = _unit_range(arr, name)
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
@@ -102,8 +128,11 @@ def _array_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
 
 
 def _tensor_to_batch(t: torch.Tensor, name: str) -> torch.Tensor:
-    """(H,W), (3,H,W) or (1,3,H,W) tensor -> (1,3,H,W) float."""
-    t = t.detach().float().cpu()
+    """(H,W), (3,H,W) or (1,3,H,W) tensor of any supported dtype (`_unit_range`) -> (1,3,H,W) float."""
+    t = t.detach().cpu()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    t = torch.from_numpy(_unit_range(t.numpy(), name))
     if t.ndim == 2:
         t = t[None]
     if t.ndim == 3:
@@ -127,9 +156,7 @@ def target_size(shape: tuple[int, int], size: int | tuple[int, int] | None) -> t
 def peek_shape(src: ImageLike) -> tuple[int, int]:
     """(H,W) of a picture without decoding its pixels (a file's header, EXIF rotation included)."""
     if isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        if not path.is_file():
-            return _decode(path).shape[:2]  # raises the right ImageLoadError
+        path = check_input_file(src)
         try:
             with Image.open(path) as img:
                 w, h = img.size
@@ -162,8 +189,9 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
     """Load any picture as a float tensor (1,3,H,W) in [0,1].
 
     Args:
-        src: a file path, a PIL image, an ndarray (H,W[,C], uint8/uint16/float) or a tensor
-            ((H,W), (3,H,W) or (1,3,H,W), values in [0,1]).
+        src: a file path (a regular file), a PIL image, an ndarray (H,W[,C]) or a tensor ((H,W),
+            (3,H,W) or (1,3,H,W)). Array and tensor values are read by dtype: uint8 0..255, uint16
+            0..65535, other integers 0..255, bool 0/1, floats in [0,1] (0-255 floats are refused).
         size: if given, resize so that the long side is `size` pixels (aspect ratio kept).
         min_side: reject images whose short side is below this, before or after resizing; VGG19 needs 32.
 
@@ -171,15 +199,15 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
     transparency (composited on white) all become RGB.
 
     Raises:
-        ImageLoadError: naming the file and the cause (missing, not an image, truncated or corrupt,
-            over `MAX_PIXELS`, or smaller than `min_side`).
+        ImageLoadError: naming the file and the cause (missing, not a regular file, not an image,
+            truncated or corrupt, over `MAX_PIXELS`, smaller than `min_side`, values out of range).
     """
     if isinstance(src, (str, os.PathLike)):
-        name = str(src)
+        name = show(src)
         tensor = _array_to_tensor(_decode(Path(src)), name)
     elif isinstance(src, Image.Image):
         name = "PIL image"
-        tensor = _array_to_tensor(_to_rgb(ImageOps.exif_transpose(src)), name)
+        tensor = _array_to_tensor(_pil_to_rgb(src), name)
     elif isinstance(src, np.ndarray):
         name = "array"
         tensor = _array_to_tensor(src, name)
@@ -192,11 +220,27 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
         raise ImageLoadError(f"{name}: contains NaN or infinite values; pass pixel values in [0,1]")
     _check_side(tensor, name, min_side)  # a tiny picture has nothing to upscale
     if size is not None:
+        if not _is_int(size):
+            raise ImageLoadError(f"{name}: size={size!r}: give a whole number of pixels (the long side) or None")
         if size < min_side:
             raise ImageLoadError(f"{name}: size={size} is below the network's minimum side of {min_side} px")
         tensor = resize(tensor, size)
         _check_side(tensor, name, min_side)
     return tensor.clamp(0, 1)
+
+
+def _is_int(value: object) -> bool:
+    """A whole number (int or NumPy integer), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """A PIL image's pixels as (H,W,3) float32; a closed or (lazily) truncated image is `ImageLoadError`."""
+    try:
+        return _to_rgb(ImageOps.exif_transpose(img))
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types (ValueError when closed, OSError truncated)
+        raise ImageLoadError(f"PIL image: cannot read its pixels ({type(e).__name__}: {e}); is it closed or "
+                             "truncated? Load it from the file again") from None
 
 
 def _check_side(tensor: torch.Tensor, name: str, min_side: int) -> None:
@@ -215,83 +259,16 @@ def to_pil(img: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr.permute(1, 2, 0).numpy())
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
+#: Output formats by extension.
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+           ".tiff": "TIFF", ".gif": "GIF"}
 
 
-def check_output_path(path: str | os.PathLike, inputs: Iterable[ImageLike] = (), *, overwrite: bool = True) -> Path:
-    """Validate an output path before any work.
-
-    Refuses an output that is one of `inputs` (also via a link or another spelling), that exists
-    unless `overwrite`, that is a folder, or whose folder is missing or cannot be written. The last
-    is checked by creating and removing a temporary file there, because permission bits say nothing
-    to root (who may still be refused by a read-only file system or a regular file in the path).
-    """
-    out = Path(path)
-    for src in inputs:
-        if isinstance(src, (str, os.PathLike)) and _same_file(out, Path(src)):
-            raise OutputError(f"{out}: refusing to overwrite an input image; choose another output path")
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out}: already exists; pass --force (overwrite=True) to replace it")
-    if out.is_dir():
-        raise OutputError(f"{out}: is a directory; give a file name such as {out / 'result.png'}")
-    folder = out.parent
-    if not folder.exists():
-        raise OutputError(f"{out}: the folder {folder} does not exist; create it first")
-    if not folder.is_dir():
-        raise OutputError(f"{out}: {folder} is a file, not a folder; choose another output path")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise OutputError(f"{out}: cannot write in {folder} ({e.strerror or e}); choose another folder") from None
-    return out
-
-
-def _umask() -> int:
-    """The process's file-creation mask (reading it means setting it, so set it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Call `write(file)` on a temporary file next to `path`, then rename it into place.
-
-    Either the complete file appears at `path` or nothing changes; the temporary file is removed
-    on any failure (a full disk, an unwritable folder, an exception in `write`).
-    """
-    out = Path(path)
-    folder = out.parent if str(out.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=folder)
-    except OSError as e:
-        raise OutputError(f"{out}: cannot write in {folder} ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, out)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise OutputError(f"{out}: write failed ({e.strerror or e}); nothing was written") from None
-        raise
-    return out
-
-
-def _format_for(path: Path) -> str:
-    ext = path.suffix.lower().lstrip(".")
-    formats = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF",
-               "tiff": "TIFF", "gif": "GIF"}
-    if ext not in formats:
-        raise OutputError(f"{path}: unknown image extension '.{ext}'; use one of {', '.join(sorted(formats))}")
-    return formats[ext]
+def _check_pixels(img: object, path: object) -> None:
+    if not (isinstance(img, Image.Image) or (isinstance(img, torch.Tensor) and img.ndim in (3, 4)
+                                             and img.shape[-3] in (1, 3) and img.is_floating_point())):
+        raise OutputError(f"{show(str(path))}: cannot save {type(img).__name__}; pass a float tensor (1,3,H,W) "
+                          "or (3,H,W) in [0,1], or a PIL image")
 
 
 def save_image(
@@ -312,15 +289,16 @@ def save_image(
         text: PNG text chunks to embed, e.g. {"nstlib:status": "interrupted at step 12"}
             (read back with `Image.open(path).text`); other formats ignore it.
     """
-    out = check_output_path(path, inputs, overwrite=overwrite)
-    fmt = _format_for(out)
+    out = check_output_path(path, inputs, overwrite=overwrite, extensions=FORMATS)
+    _check_pixels(img, out)
+    fmt = FORMATS[out.suffix.lower()]
     pil = img if isinstance(img, Image.Image) else to_pil(img)
     extra = {}
     if text and fmt == "PNG":
         extra["pnginfo"] = PngImagePlugin.PngInfo()
         for key, value in text.items():
             extra["pnginfo"].add_text(key, value)
-    return atomic_write(out, lambda f: pil.save(f, format=fmt, **extra))
+    return atomic_write(out, lambda f: pil.save(f, format=fmt, **extra), overwrite=overwrite)
 
 
 def save_gif(
@@ -337,9 +315,14 @@ def save_gif(
     are not dithered: dithering noise defeats the GIF's compression and one palette keeps the
     colours steady, so the file is smaller and flickers less than with a palette per frame.
     """
-    if not frames:
-        raise OutputError(f"{path}: no frames to write; pass frame_every=k to stylize to record some")
-    out = check_output_path(path, inputs, overwrite=overwrite)
+    out = check_output_path(path, inputs, overwrite=overwrite, extensions={".gif"})
+    if not _is_int(duration_ms) or duration_ms < 1:
+        raise ParameterError(f"duration_ms={duration_ms!r}: give a whole number of milliseconds >= 1")
+    if isinstance(frames, (torch.Tensor, Image.Image)) or not isinstance(frames, Sequence) or not frames:
+        raise OutputError(f"{show(out)}: no frames to write; pass a list of frames (stylize with frame_every=k "
+                          "records some)")
+    for frame in frames:
+        _check_pixels(frame, out)
     rgb = [(f if isinstance(f, Image.Image) else to_pil(f)).convert("RGB") for f in frames]
     keys = [rgb[0], rgb[len(rgb) // 2], rgb[-1]]
     strip = Image.new("RGB", (sum(k.width for k in keys), max(k.height for k in keys)))
@@ -352,4 +335,5 @@ def save_gif(
     return atomic_write(
         out,
         lambda f: pils[0].save(f, format="GIF", save_all=True, append_images=pils[1:], duration=duration_ms, loop=0),
+        overwrite=overwrite,
     )

@@ -1,8 +1,9 @@
 """Memory: estimate what a run needs before it starts, and explain running out of it.
 
 On the CPU a too-large `size` does not fail cleanly: the machine swaps or the kernel kills the
-process. So `stylize` estimates the memory first (`estimate_bytes`) and refuses sizes that need
-clearly more than the free RAM (`check_memory`). On a GPU, running out raises
+process. So `stylize` estimates the memory first (`estimate_bytes`, plus decoding the inputs and
+the style targets at `style_scale`) and refuses runs that need clearly more than the free RAM
+(`check_memory`). On a GPU, running out raises
 `torch.cuda.OutOfMemoryError` mid-run; `optimize_image` turns it into `MemoryLimitError` with
 the last good image kept (`out_of_memory_error`).
 """
@@ -23,6 +24,9 @@ BYTES_PER_FLOAT = 4
 #: Refuse only when the estimate exceeds the free RAM by this factor: the estimate is an upper
 #: bound (it keeps every gradient alive at once), so a run just over the line may still fit.
 MARGIN = 1.2
+#: Bytes per pixel of decoding a picture: Pillow's 8-bit RGB(A) copy (4), the float32 (H,W,3)
+#: array and the tensor made from it (12 each), and one more float copy while clamping (12).
+DECODE_BYTES_PER_PIXEL = 40
 
 
 def optimizer_buffers(optimizer: str, history_size: int) -> int:
@@ -115,17 +119,47 @@ def _advice(height: int, width: int, optimizer: str, fits: float | None = None) 
     return f"try a smaller size (e.g. size={smaller}), coarse-to-fine (a small run, then upscale and refine){adam}"
 
 
+def forward_bytes(height: int, width: int, layers: Iterable[str]) -> int:
+    """Peak memory of one pass without gradients (computing a style image's targets), in bytes: the
+    image, the input and output maps of the largest layer, and the parameters."""
+    _, largest, params = network_cost(height, width, check_layers(layers)[-1])
+    return BYTES_PER_FLOAT * (3 * height * width + 2 * largest + params)
+
+
 def check_memory(
-    height: int, width: int, layers: Iterable[str], *, optimizer: str, history_size: int, batch: int = 1
+    height: int,
+    width: int,
+    layers: Iterable[str],
+    *,
+    optimizer: str,
+    history_size: int,
+    batch: int = 1,
+    styles: Iterable[tuple[int, int]] = (),
+    sources: Iterable[tuple[int, int]] = (),
+    on_cpu: bool = True,
 ) -> None:
-    """Raise `MemoryLimitError` if a CPU run of this size needs more than MARGIN x the free RAM."""
-    need = estimate_bytes(height, width, layers, optimizer=optimizer, history_size=history_size, batch=batch)
+    """Raise `MemoryLimitError` if a step of a run needs more than MARGIN x the free RAM.
+
+    Checked, each on its own (they happen one after another): decoding or resizing a picture to
+    each (H,W) in `sources` (in RAM on any device); on the CPU also the style targets, one pass per
+    style image at its working (H,W) in `styles` (`style_scale` makes them large), and optimising
+    the `batch` of `height` x `width` images (`estimate_bytes`).
+    """
     free = available_bytes()
-    if free is not None and need > MARGIN * free:
-        raise MemoryLimitError(
-            f"{width}x{height} needs about {need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB of RAM is free; "
-            + _advice(height, width, optimizer, free / need)
-        )
+    if free is None:
+        return
+    layers, parts = list(layers), []
+    if on_cpu:
+        need = estimate_bytes(height, width, layers, optimizer=optimizer, history_size=history_size, batch=batch)
+        parts.append((need, f"{width}x{height}", _advice(height, width, optimizer, free / need)))
+        parts += [(forward_bytes(h, w, layers), f"the {w}x{h} style image (style_scale x the content size)",
+                   "try a smaller style_scale or size") for h, w in styles]
+    parts += [(DECODE_BYTES_PER_PIXEL * h * w, f"loading a {w}x{h} picture", "shrink the picture or the size")
+              for h, w in sources]
+    for need, what, advice in parts:
+        if need > MARGIN * free:
+            raise MemoryLimitError(f"{what} needs about {need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB of "
+                                   f"RAM is free; {advice}")
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -29,6 +29,9 @@ Treat them as a starting point and use the weight sliders of notebook 05 to expl
 from __future__ import annotations
 
 import itertools
+import math
+import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,22 +70,37 @@ OPTIMIZERS = ("lbfgs", "adam")
 MAX_LR = 1e3
 INITS = ("content", "noise", "style")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+_DEVICE_NAME = re.compile(r"(auto|cpu|cuda|mps)(?::(\d{1,4}))?")
+#: Largest style_scale accepted (the memory check refuses what the machine cannot hold well before).
+MAX_STYLE_SCALE = 100.0
+#: Seeds accepted (torch's generator takes up to 2**64 - 1).
+SEEDS = range(0, 2**64)
+#: Most steps accepted: far beyond any useful run, but a typo of many digits is caught.
+MAX_STEPS = 10_000_000
 TERMS = ("content", "style", "tv", "total")
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> cuda if available, else mps, else cpu; other names are checked and returned."""
+    if not isinstance(device, (str, torch.device)):
+        raise ParameterError(f"device={device!r}: give a name such as 'cpu', 'cuda' or 'cuda:1'")
     name = str(device)
+    match = _DEVICE_NAME.fullmatch(name)
+    if match is None or (match[2] is not None and match[1] not in ("cuda", "cpu")):
+        raise ParameterError(f"device={name!r}: choose one of {', '.join(DEVICES)} (or e.g. 'cuda:1')")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name.split(":")[0] not in DEVICES:
-        raise ParameterError(f"device={name!r}: choose one of {', '.join(DEVICES)} (or e.g. 'cuda:1')")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if match[1] == "cuda" and not torch.cuda.is_available():
         raise ParameterError(f"device={name!r}: CUDA is not available here; use device='cpu' or 'auto'")
+    if match[1] == "cuda" and match[2] is not None and int(match[2]) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ParameterError(f"device={name!r}: there are {count} CUDA devices here (cuda:0 to cuda:{count - 1})")
+    if match[1] == "cpu" and match[2] not in (None, "0"):
+        raise ParameterError(f"device={name!r}: there is one CPU device; use device='cpu'")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ParameterError("device='mps': MPS is not available here; use device='cpu' or 'auto'")
     return torch.device(name)
@@ -119,6 +137,8 @@ class StylizeResult:
         settings: for `stylize_grid`, the weights of each batch item.
         network: which network, weights and preprocessing made it (`VGGFeatures.source`); `save`
             writes it into PNGs as the text chunk "nstlib:network".
+        inputs: the input files (content, styles, masks) this result was made from; `save` and
+            `save_gif` refuse to write over them.
     """
 
     image: torch.Tensor
@@ -130,6 +150,7 @@ class StylizeResult:
     evaluations: int = 0
     settings: list[dict[str, float]] = field(default_factory=list)
     network: str = ""
+    inputs: list[str | os.PathLike] = field(default_factory=list)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -140,19 +161,26 @@ class StylizeResult:
         """Image `index` of the batch as a PIL image."""
         return to_pil(self.image[index])
 
-    def save(self, path: str, **kwargs: Any) -> Any:
-        """Write the image atomically (see `images.save_image`), marked with `status` if a PNG."""
+    def save(self, path: str | os.PathLike, *, inputs: Sequence[ImageLike] = (), **kwargs: Any) -> Any:
+        """Write the image atomically (see `images.save_image`), marked with `status` and `network` if
+        a PNG; never over one of the input files."""
         return save_image(self.image[:1], path, text={"nstlib:status": self.status, "nstlib:network": self.network},
-                          **kwargs)
+                          inputs=[*self.inputs, *inputs], **kwargs)
 
-    def save_gif(self, path: str, duration_ms: int = 80, **kwargs: Any) -> Any:
-        """Write the recorded frames as an animated GIF (needs frame_every > 0)."""
-        return save_gif(self.frames, path, duration_ms=duration_ms, **kwargs)
+    def save_gif(
+        self, path: str | os.PathLike, duration_ms: int = 80, *, inputs: Sequence[ImageLike] = (), **kwargs: Any
+    ) -> Any:
+        """Write the recorded frames as an animated GIF (needs frame_every > 0); never over an input file."""
+        return save_gif(self.frames, path, duration_ms=duration_ms, inputs=[*self.inputs, *inputs], **kwargs)
 
 
 def check_layer_weights(name: str, layers: Mapping[str, float]) -> dict[str, float]:
-    """Validate {layer name: weight}: known layers, weights >= 0 with a positive sum."""
+    """Validate {layer name: weight}: known layers, finite weights >= 0 with a positive sum."""
+    if not isinstance(layers, Mapping):
+        raise ParameterError(f"{name}={layers!r}: give a dict {{layer name: weight}}, e.g. {{'relu4_2': 1.0}}")
     check_layers(layers)
+    for value in layers.values():
+        _check_number(name, value)
     layers = {k: float(v) for k, v in layers.items()}
     if any(v < 0 for v in layers.values()):
         raise ParameterError(f"{name} has a negative weight {layers}; use weights >= 0")
@@ -162,8 +190,26 @@ def check_layer_weights(name: str, layers: Mapping[str, float]) -> dict[str, flo
 
 
 def _check_weight(name: str, value: Weight) -> None:
-    if (torch.as_tensor(value) < 0).any():
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point() or not torch.isfinite(value).all() or (value < 0).any():
+            raise ParameterError(f"{name}={value}: weights must be finite floats >= 0")
+        return
+    _check_number(name, value)
+    if value < 0:
         raise ParameterError(f"{name}={value}: weights must be >= 0")
+
+
+def _check_number(name: str, value: object) -> None:
+    """A finite real number (not a bool, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ParameterError(f"{name}={value!r}: give a finite number")
+
+
+def _check_whole(name: str, value: object, low: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ParameterError(f"{name}={value!r}: give a whole number >= {low}" + (" or None" if allow_none else ""))
 
 
 def check_params(
@@ -181,10 +227,35 @@ def check_params(
     preserve_color: str | None = None,
     color_match: str = "pca",
     coarse_to_fine: bool | str = False,
+    size: int | None = None,
+    seed: int = 0,
+    pyramid_start: int | None = None,
+    pyramid_ratio: float = 2.0,
+    blend_weights: Sequence[float] | None = None,
+    frame_every: int = 0,
+    log_every: int | None = None,
+    callback: Callable[[Step], bool | None] | None = None,
 ) -> None:
-    """Reject bad settings before any work, listing the valid choices."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ParameterError(f"steps={steps!r}: give a whole number >= 1")
+    """Reject bad settings (values and types) before any work, listing the valid choices."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise ParameterError(f"steps={steps!r}: give a whole number >= 1 (at most {MAX_STEPS:,})")
+    _check_whole("size", size, 1, allow_none=True)
+    _check_whole("history_size", history_size, 1)
+    _check_whole("pyramid_start", pyramid_start, 1, allow_none=True)
+    _check_whole("frame_every", frame_every, 0)
+    _check_whole("log_every", log_every, 1, allow_none=True)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed not in SEEDS:
+        raise ParameterError(f"seed={seed!r}: give a whole number from 0 to {SEEDS.stop - 1}")
+    for name, value in (("lr", lr), ("style_scale", style_scale), ("pyramid_ratio", pyramid_ratio)):
+        if value is not None:
+            _check_number(name, value)
+    if blend_weights is not None:
+        if isinstance(blend_weights, (str, bytes)) or not isinstance(blend_weights, Sequence):
+            raise ParameterError(f"blend_weights={blend_weights!r}: give a list of numbers, one per style")
+        for weight in blend_weights:
+            _check_number("blend_weights", weight)
+    if callback is not None and not callable(callback):
+        raise ParameterError(f"callback={callback!r}: give a function of a Step, or None")
     if optimizer not in OPTIMIZERS:
         raise ParameterError(f"optimizer={optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
     if init not in INITS:
@@ -194,10 +265,9 @@ def check_params(
     if lr is not None and not 0 < lr <= MAX_LR:
         raise ParameterError(f"lr={lr}: the learning rate must be > 0 and at most {MAX_LR:g} (pixels live in [0,1]; "
                              "try 0.02 for Adam or 1 for L-BFGS)")
-    if not style_scale > 0:
-        raise ParameterError(f"style_scale={style_scale}: must be > 0 (1 = same size as the content)")
-    if history_size < 1:
-        raise ParameterError(f"history_size={history_size}: must be >= 1")
+    if not 0 < style_scale <= MAX_STYLE_SCALE:
+        raise ParameterError(f"style_scale={style_scale}: must be > 0 and at most {MAX_STYLE_SCALE:g} "
+                             "(1 = same size as the content)")
     if preserve_color is not None and preserve_color not in color.PRESERVE_COLOR:
         choices = ", ".join(color.PRESERVE_COLOR)
         raise ParameterError(f"preserve_color={preserve_color!r}: choose one of {choices} or None")
@@ -523,7 +593,9 @@ def stylize(
     style_layers = check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
     check_params(steps=steps, optimizer=optimizer, init=init, blend=blend, lr=lr, content_weight=content_weight,
                  style_weight=style_weight, tv_weight=tv_weight, style_scale=style_scale, history_size=history_size,
-                 preserve_color=preserve_color, color_match=color_match, coarse_to_fine=coarse_to_fine)
+                 preserve_color=preserve_color, color_match=color_match, coarse_to_fine=coarse_to_fine, size=size,
+                 seed=seed, pyramid_start=pyramid_start, pyramid_ratio=pyramid_ratio, blend_weights=blend_weights,
+                 frame_every=frame_every, log_every=log_every, callback=callback)
     style_list = _as_list(styles)
     if blend_weights is not None:
         normalize_blend_weights(blend_weights, len(style_list))
@@ -531,9 +603,13 @@ def stylize(
     content_weight, style_weight, tv_weight = (w.to(dev) if isinstance(w, torch.Tensor) else w
                                                for w in (content_weight, style_weight, tv_weight))
     batch = max(torch.as_tensor(w).numel() for w in (content_weight, style_weight, tv_weight))
-    if dev.type == "cpu":
-        check_memory(*target_size(peek_shape(content), size), [*content_layers, *style_layers], optimizer=optimizer,
-                     history_size=history_size, batch=batch)
+    mask_list = [] if masks is None else _as_list(masks)
+    shape = target_size(peek_shape(content), size)
+    style_side = round(max(shape) * style_scale)
+    style_shapes = [target_size(peek_shape(s), style_side) for s in style_list]
+    check_memory(*shape, [*content_layers, *style_layers], optimizer=optimizer, history_size=history_size,
+                 batch=batch, styles=style_shapes, on_cpu=dev.type == "cpu",
+                 sources=[*(peek_shape(x) for x in (content, *style_list, *mask_list)), shape, *style_shapes])
 
     content_img, style_imgs = prepare_images(content, style_list, size, style_scale)
     original = content_img
@@ -592,6 +668,7 @@ def stylize(
     if preserve_color == "luminance":
         result.image = color.combine_luminance(result.image, original)
         result.frames = [color.combine_luminance(f, original) for f in result.frames]
+    result.inputs = [x for x in (content, *style_list, *mask_list) if isinstance(x, (str, os.PathLike))]
     return result
 
 
@@ -617,6 +694,12 @@ def stylize_grid(
     """
     if kwargs.get("optimizer", "adam") != "adam":
         raise ParameterError("stylize_grid uses optimizer='adam' (L-BFGS would couple the batch items)")
+    for name, values in (("content_weights", content_weights), ("style_weights", style_weights),
+                         ("tv_weights", tv_weights)):
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            raise ParameterError(f"{name}={values!r}: give a list of numbers")
+        for value in values:
+            _check_weight(name, value)
     settings = [
         {"content_weight": c, "style_weight": s, "tv_weight": t}
         for c, s, t in itertools.product(content_weights, style_weights, tv_weights)
@@ -655,6 +738,8 @@ def evaluate(
     """
     content_layers = check_layer_weights("content_layers", content_layers or DEFAULT_CONTENT_LAYERS)
     style_layers = check_layer_weights("style_layers", style_layers or DEFAULT_STYLE_LAYERS)
+    check_params(blend=blend, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+                 style_scale=style_scale, blend_weights=blend_weights)
     dev = pick_device(device)
     img = load_image(image).to(dev)
     content_img, style_imgs = prepare_images(content, styles, max(img.shape[-2:]), style_scale)

@@ -32,7 +32,7 @@ from torch import nn
 
 from nstlib.download import download
 from nstlib.errors import DownloadError, ParameterError, WeightsError
-from nstlib.images import atomic_write
+from nstlib.files import atomic_write, check_input_file
 from nstlib.vgg import CAFFE, NETWORKS, TORCHVISION, Preprocessing, layer_index, state_dict_shapes
 
 #: torchvision's ImageNet VGG19 file; the hex part is the start of its SHA-256.
@@ -143,13 +143,7 @@ def _read_weights_file(path: str, mtime: float) -> tuple[str, dict[str, torch.Te
 
 def load_state_dict(path: str | os.PathLike) -> tuple[str, dict[str, torch.Tensor]]:
     """Read a torchvision-format VGG19/VGG16 state_dict from `path`: (network, `features` state_dict)."""
-    path = Path(path)
-    if path.is_dir():
-        raise WeightsError(f"{path}: is a folder, not a weights file; name the .pth file itself")
-    if path.exists() and not path.is_file():
-        raise WeightsError(f"{path}: not a regular file (a pipe or device?); name a .pth weights file")
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found; expected torchvision's {IMAGENET_FILE}")
+    path = check_input_file(path, WeightsError, "a weights")  # not found, a folder, a FIFO (would hang), ...
     return _read_weights_file(str(path.resolve()), path.stat().st_mtime)
 
 

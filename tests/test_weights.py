@@ -124,11 +124,11 @@ def test_unknown_weights_name_lists_the_choices() -> None:
 
 
 def test_odd_weight_files_get_the_right_message(tmp_path) -> None:
-    with pytest.raises(WeightsError, match="is a folder"):
+    with pytest.raises(WeightsError, match="is a directory, not a weights file"):
         nw.resolve_weights(str(tmp_path) + os.sep)
     fifo = tmp_path / "pipe.pth"
     os.mkfifo(fifo)
-    with pytest.raises(WeightsError, match="not a regular file"):  # refused at once, not opened (would hang)
+    with pytest.raises(WeightsError, match="is not a regular file"):  # refused at once, not opened (would hang)
         nw.resolve_weights(str(fifo))
     ints = tmp_path / "ints.pth"
     torch.save({k: v.to(torch.int32) for k, v in nw.random_state_dict(0).items()}, ints)

@@ -1,0 +1,367 @@
+"""A hostile user's inputs (issue #15): one table of CLI cases, one of API calls, and the few cases that
+need a real process or a full run. A new case is one row."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import nstlib.files
+import nstlib.memory
+import nstlib.optimize
+from nstlib.cli import main
+from nstlib.data import sample_path
+from nstlib.errors import ImageLoadError, MemoryLimitError, NstlibError, OutputError, ParameterError
+from nstlib.files import atomic_write
+from nstlib.images import load_image, save_gif, save_image
+from nstlib.optimize import StylizeResult, evaluate, stylize, stylize_grid
+
+C, S = str(sample_path("astronaut")), str(sample_path("stained_glass"))
+FAST = ["--size", "32", "--steps", "1", "--weights", "random", "--quiet"]
+RUN = {"size": 32, "steps": 1, "weights": "random", "progress": False, "device": "cpu"}
+DEMO_PNG, DEMO_GIF = "demo/astronaut_stained_glass.png", "demo/astronaut_stained_glass.gif"
+Setup = Callable[[Path, pytest.MonkeyPatch], None]
+
+
+# --- Set-ups: files and faults some rows need ---------------------------------------------------------
+
+def fifo(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    os.mkfifo(tmp / "fifo.png")
+
+
+def loop(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    (tmp / "loop.png").symlink_to(tmp / "loop2.png")
+    (tmp / "loop2.png").symlink_to(tmp / "loop.png")
+
+
+def existing(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    (tmp / "o.png").write_bytes(b"keep me")
+    (tmp / "a\nb.png").write_bytes(b"keep me")
+
+
+def demo_done(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    (tmp / "demo").mkdir()
+    for name in (DEMO_PNG, DEMO_GIF):
+        (tmp / name).write_bytes(b"keep me")
+
+
+def appears_during_run(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """Another program creates the output while the run is going on."""
+    real = nstlib.optimize.stylize
+
+    def racing(*args, **kwargs):
+        (tmp / "o.png").write_bytes(b"keep me")
+        return real(*args, **kwargs)
+
+    mp.setattr(nstlib.optimize, "stylize", racing)
+
+
+def interrupted(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """The run is stopped by Ctrl-C after a step (what optimize_image returns then)."""
+    terms = {"step": 1, "content": 1.0, "style": 1.0, "tv": 1.0, "total": 3.0, "time": 0.1}
+    image = torch.rand(1, 3, 32, 32)
+    result = StylizeResult(image, [terms], [image], interrupted=True, status="interrupted at step 1")
+    mp.setattr(nstlib.optimize, "stylize", lambda *a, **k: result)
+
+
+def locked(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """Paths under tmp/locked cannot be searched (a non-root user's EACCES: as root, simulate it)."""
+    real_stat, real_lstat = os.stat, os.lstat
+
+    def refuse(real):
+        def stat(path, *args, **kwargs):
+            if "locked" in os.fsdecode(path):
+                raise PermissionError(13, "Permission denied", os.fsdecode(path))
+            return real(path, *args, **kwargs)
+        return stat
+
+    class LockedOs:
+        stat, lstat = staticmethod(refuse(real_stat)), staticmethod(refuse(real_lstat))
+
+        def __getattr__(self, name: str):
+            return getattr(os, name)
+
+    mp.setattr(nstlib.files, "os", LockedOs())
+
+
+def disk_full(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(nstlib.files.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**40, 2**40, 0))
+
+
+# --- CLI table ------------------------------------------------------------------------------------------
+
+@dataclass
+class Cli:
+    """argv ('{t}' is the test's folder) -> exit code, the one stderr line contains `err` (no stderr
+    when empty), and exactly the files `left` (relative to the folder, set-up files included) remain.
+    Unless `runs`, the case must be refused before the network is built."""
+
+    argv: list[str]
+    code: int
+    err: str
+    left: set[str]
+    setup: Setup | None = None
+    runs: bool = False
+
+
+LONG = "x" * 300 + ".png"
+CLI = {
+    # 1. an existing file is never replaced without --force, also if it appears during the run
+    "output appears during the run": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST], 2, "already exists",
+                                         {"o.png"}, appears_during_run, runs=True),
+    # 2. --gif
+    "--gif equals -o": Cli(["stylize", C, S, "-o", "{t}/o.png", "--gif", "{t}/o.png", *FAST], 2, "same file", set()),
+    "--gif not .gif": Cli(["stylize", C, S, "-o", "{t}/o.png", "--gif", "{t}/o.png2", *FAST], 2, ".gif", set()),
+    # 3. FIFOs never hang
+    "FIFO content": Cli(["stylize", "{t}/fifo.png", S, "-o", "{t}/o.png", *FAST], 2, "not a regular file",
+                        {"fifo.png"}, fifo),
+    "FIFO style": Cli(["stylize", C, "{t}/fifo.png", "-o", "{t}/o.png", *FAST], 2, "not a regular file",
+                      {"fifo.png"}, fifo),
+    "FIFO mask": Cli(["stylize", C, S, "-o", "{t}/o.png", "--mask", "{t}/fifo.png", *FAST], 2,
+                     "not a regular file", {"fifo.png"}, fifo),
+    # 4. ordinary mistakes: no traceback
+    "symlink loop input": Cli(["stylize", "{t}/loop.png", S, "-o", "{t}/o.png", *FAST], 2, "link loop",
+                              {"loop.png", "loop2.png"}, loop),
+    "symlink loop output": Cli(["stylize", C, S, "-o", "{t}/loop.png", *FAST], 2, "link loop",
+                               {"loop.png", "loop2.png"}, loop),
+    "name over 255 bytes (input)": Cli(["stylize", f"{{t}}/{LONG}", S, "-o", "{t}/o.png", *FAST], 2, "too long", set()),
+    "name over 255 bytes (output)": Cli(["stylize", C, S, "-o", f"{{t}}/{LONG}", *FAST], 2, "too long", set()),
+    "unsearchable folder (input)": Cli(["stylize", "{t}/locked/c.png", S, "-o", "{t}/o.png", *FAST], 2,
+                                       "permission denied", set(), locked),
+    "unsearchable folder (output)": Cli(["stylize", C, S, "-o", "{t}/locked/o.png", *FAST], 2,
+                                        "permission denied", set(), locked),
+    "--size nan": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--size", "nan"], 2, "--size", set()),
+    "--size huge": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--size", "9" * 30], 2, "GiB", set()),
+    "--steps huge": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--steps", "9" * 30], 2, "steps=", set()),
+    "--lr nan": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--lr", "nan"], 2, "lr=nan", set()),
+    "--lr -1": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--lr", "-1"], 2, "lr=-1", set()),
+    "--content-weight inf": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--content-weight", "inf"], 2,
+                                "content_weight=inf", set()),
+    "--style-weight nan": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--style-weight", "nan"], 2,
+                              "style_weight=nan", set()),
+    "--tv-weight -1": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--tv-weight", "-1"], 2, "tv_weight", set()),
+    "--style-scale inf": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--style-scale", "inf"], 2,
+                             "style_scale=inf", set()),
+    "--style-scale huge": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--style-scale", "1e300"], 2,
+                              "style_scale", set()),
+    "--pyramid-ratio nan": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--pyramid-ratio", "nan"], 2,
+                               "pyramid_ratio", set()),
+    "--blend-weights inf": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--blend-weights", "inf"], 2,
+                               "blend_weights", set()),
+    "--seed -1": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--seed", "-1"], 2, "seed=-1", set()),
+    "--seed huge": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--seed", "9" * 30], 2, "seed=", set()),
+    "--device cuda:x": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--device", "cuda:x"], 2, "device=", set()),
+    "--device cuda:99": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--device", "cuda:99"], 2, "device=", set()),
+    "--device empty": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--device", ""], 2, "device=''", set()),
+    "--device cpu:3": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--device", "cpu:3"], 2, "device=", set()),
+    "demo --out is a file": Cli(["demo", "--out", "{t}/o.png", *FAST], 2, "is a file", {"o.png", "a\nb.png"},
+                                existing),
+    "demo --out unwritable": Cli(["demo", "--out", "/proc/nstlib-demo", *FAST], 2, "cannot create", set()),
+    # 6. demo + Ctrl-C follows stylize's rule
+    "demo Ctrl-C": Cli(["demo", "--out", "{t}/demo", *FAST], 130, "nothing written", set(), interrupted),
+    "demo Ctrl-C --save-partial": Cli(["demo", "--out", "{t}/demo", *FAST, "--save-partial"], 130,
+                                      "wrote the partial result", {DEMO_PNG}, interrupted),
+    # 7. everything about the output is checked before the first step
+    "-o r.jpgg": Cli(["stylize", C, S, "-o", "{t}/r.jpgg", *FAST], 2, "extension", set()),
+    "-o without extension": Cli(["stylize", C, S, "-o", "{t}/r", *FAST], 2, "extension", set()),
+    "-o -": Cli(["stylize", C, S, "-o", "-", *FAST], 2, "extension", set()),
+    "disk already full": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST], 2, "is full", set(), disk_full),
+    # 10. messages name the right cause; demo needs --force too
+    "-o a folder": Cli(["stylize", C, S, "-o", "{t}", *FAST], 2, "is a folder", set()),
+    "newline in a name": Cli(["stylize", C, S, "-o", "{t}/a\nb.png", *FAST], 2, "a\\nb.png'",
+                             {"o.png", "a\nb.png"}, existing),
+    "demo outputs exist": Cli(["demo", "--out", "{t}/demo", *FAST], 2, "--force", {DEMO_PNG, DEMO_GIF}, demo_done),
+}
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_symlink() or not p.is_dir()}
+
+
+@pytest.mark.parametrize("case", list(CLI))
+def test_cli(tmp_path: Path, capsys, monkeypatch, case: str) -> None:
+    row = CLI[case]
+    if not row.runs:
+        monkeypatch.setattr("nstlib.optimize.make_extractor", _no_work)
+    if row.setup:
+        row.setup(tmp_path, monkeypatch)
+    before = {name: (tmp_path / name).read_bytes() for name in _files(tmp_path) if (tmp_path / name).is_file()}
+    try:
+        code = main([arg.replace("{t}", str(tmp_path)) for arg in row.argv])
+    except SystemExit as e:  # argparse's own one-line errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == row.code, err
+    assert "Traceback" not in err and err.count("\n") == (1 if row.err else 0) and row.err in err, err
+    assert _files(tmp_path) == row.left
+    for name, data in before.items():  # nothing that was there is changed
+        assert (tmp_path / name).read_bytes() == data, name
+
+
+# --- API table ------------------------------------------------------------------------------------------
+
+def _closed_pil(tmp: Path) -> Image.Image:
+    img = Image.open(C)
+    img.close()
+    return img
+
+
+def _truncated_pil(tmp: Path) -> Image.Image:
+    data = Path(S).read_bytes()
+    (tmp / "cut.jpg").write_bytes(data[: len(data) // 3])
+    return Image.open(tmp / "cut.jpg")  # lazy: the header is fine, the pixels are missing
+
+
+def _result_of_inputs(tmp: Path) -> StylizeResult:
+    (tmp / "c.png").write_bytes(Path(C).read_bytes())
+    return StylizeResult(torch.rand(1, 3, 32, 32), inputs=[str(tmp / "c.png")])
+
+
+PIXELS = torch.rand(1, 3, 32, 32)
+API: dict[str, tuple[Callable[[Path], object], type[NstlibError], str]] = {
+    # 8. pixel values are read by dtype and range
+    "float 0-255 tensor": (lambda t: load_image(torch.full((3, 32, 32), 200.0)), ImageLoadError, "divide"),
+    "int64 above 255": (lambda t: load_image(torch.full((3, 32, 32), 300)), ImageLoadError, "0..255"),
+    "negative int array": (lambda t: load_image(np.full((32, 32), -1)), ImageLoadError, "0..255"),
+    "complex tensor": (lambda t: load_image(torch.zeros(3, 32, 32, dtype=torch.complex64)), ImageLoadError, "dtype"),
+    # 9. wrong argument types give nstlib's errors
+    "stylize(123)": (lambda t: stylize(123, S, **RUN), ImageLoadError, "int"),
+    "a dict as style": (lambda t: stylize(C, {"a": 1}, **RUN), ImageLoadError, "dict"),
+    'size="big"': (lambda t: stylize(C, S, **{**RUN, "size": "big"}), ParameterError, "size='big'"),
+    "steps=2.5": (lambda t: stylize(C, S, **{**RUN, "steps": 2.5}), ParameterError, "steps=2.5"),
+    'seed="x"': (lambda t: stylize(C, S, **RUN, seed="x"), ParameterError, "seed="),
+    "callback=5": (lambda t: stylize(C, S, **RUN, callback=5), ParameterError, "callback"),
+    'lr="fast"': (lambda t: stylize(C, S, **RUN, lr="fast"), ParameterError, "lr="),
+    "device=cuda:x": (lambda t: stylize(C, S, **{**RUN, "device": "cuda:x"}), ParameterError, "device="),
+    "device=5": (lambda t: stylize(C, S, **{**RUN, "device": 5}), ParameterError, "device="),
+    "layers as a string": (lambda t: stylize(C, S, **RUN, style_layers="relu1_1"), ParameterError, "style_layers"),
+    "grid weights not a list": (lambda t: stylize_grid(C, S, content_weights=5, **RUN), ParameterError,
+                                "content_weights"),
+    "grid weight text": (lambda t: stylize_grid(C, S, style_weights=["x"], **RUN), ParameterError, "style_weights"),
+    'evaluate(tv_weight="x")': (lambda t: evaluate(C, C, S, tv_weight="x", weights="random"), ParameterError,
+                                "tv_weight"),
+    'load_image(size="big")': (lambda t: load_image(C, size="big"), ImageLoadError, "size='big'"),
+    "closed PIL image": (lambda t: load_image(_closed_pil(t)), ImageLoadError, "closed"),
+    "truncated PIL image": (lambda t: load_image(_truncated_pil(t)), ImageLoadError, "truncated"),
+    "save_image(123)": (lambda t: save_image(123, t / "o.png"), OutputError, "cannot save int"),
+    "save_image(path=None)": (lambda t: save_image(PIXELS, None), OutputError, "output path"),
+    "save_image(.jpgg)": (lambda t: save_image(PIXELS, t / "o.jpgg"), OutputError, "extension"),
+    "save_gif(a tensor)": (lambda t: save_gif(PIXELS, t / "o.gif"), OutputError, "list of frames"),
+    "save_gif(.png)": (lambda t: save_gif([PIXELS], t / "o.png"), OutputError, ".gif"),
+    'save_gif(duration_ms="x")': (lambda t: save_gif([PIXELS], t / "o.gif", duration_ms="x"), ParameterError,
+                                  "duration_ms"),
+    # 1. the final write never replaces a file that appeared after the checks (exclusive link)
+    "file appears while writing": (lambda t: atomic_write(t / "o.png", lambda f: (t / "o.png").write_bytes(b"x"),
+                                                          overwrite=False), OutputError, "appeared"),
+    # 10. a result never overwrites the files it came from
+    "result.save over its content": (lambda t: _result_of_inputs(t).save(t / "c.png"), OutputError, "input"),
+    "result.save_gif over its content": (lambda t: _result_of_inputs(t).save_gif(t / "c.png"), OutputError, "input"),
+}
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("work started before the bad argument was rejected")
+
+
+@pytest.mark.parametrize("case", list(API))
+def test_api(tmp_path: Path, monkeypatch, case: str) -> None:
+    call, error, match = API[case]
+    monkeypatch.setattr("nstlib.optimize.make_extractor", _no_work)
+    with pytest.raises(error) as info:
+        call(tmp_path)
+    assert match in str(info.value) and "\n" not in str(info.value)
+    left = _files(tmp_path)
+    assert not [n for n in left if ".part-" in n or n == "o.gif"], left  # nothing written, no temporary file
+    assert "o.png" not in left or (tmp_path / "o.png").read_bytes() == b"x"  # only someone else's file
+
+
+@pytest.mark.parametrize(("pixels", "expected"), [
+    (torch.full((3, 32, 32), 255, dtype=torch.uint8), 1.0),  # torchvision.io.read_image's dtype
+    (torch.full((3, 32, 32), 51, dtype=torch.int64), 0.2),
+    (np.full((32, 32, 3), 51, dtype=np.int32), 0.2),
+    (torch.full((3, 32, 32), 13107, dtype=torch.uint16), 0.2),
+    (torch.ones(3, 32, 32, dtype=torch.bool), 1.0),
+    (torch.full((3, 32, 32), 0.5, dtype=torch.bfloat16), 0.5),
+])
+def test_integer_pixels_are_read_by_their_range(pixels, expected: float) -> None:
+    assert torch.allclose(load_image(pixels), torch.full((1, 3, 32, 32), expected))
+
+
+# --- 5. the memory guard sees every size ------------------------------------------------------------------
+
+def test_style_scale_and_huge_inputs_go_through_the_memory_check(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("nstlib.optimize.make_extractor", _no_work)
+    monkeypatch.setattr(nstlib.memory, "available_bytes", lambda: 200 * 2**20)
+    with pytest.raises(MemoryLimitError, match="the 1024x1024 style image"):  # a 64 px run fits; the style not
+        stylize(C, S, **{**RUN, "size": 64}, style_scale=16)
+    # A 64-Mpx picture (just under MAX_PIXELS) costs about 2.6 GB to decode, even for a 64 px run.
+    png = tmp_path / "big.png"
+    Image.new("1", (8000, 7999)).save(png)  # 1-bit and blank: a small file
+    monkeypatch.setattr(nstlib.memory, "available_bytes", lambda: 3 * 2**29)  # 1.5 GiB
+    with pytest.raises(MemoryLimitError, match="loading a 8000x7999 picture needs about 2.4 GiB"):
+        stylize(str(png), S, **{**RUN, "size": 64})
+
+
+# --- 10. stale temporary files of killed writers are cleaned up --------------------------------------------
+
+def test_stale_part_files_of_dead_processes_are_removed_by_the_next_save(tmp_path) -> None:
+    dead = tmp_path / "o.png.part-999999999-abc"  # no such process (above any pid_max)
+    live = tmp_path / f"o.png.part-{os.getppid()}-abc"  # a writer still running
+    dead.write_bytes(b"half")
+    live.write_bytes(b"half")
+    save_image(PIXELS, tmp_path / "o.png")
+    assert _files(tmp_path) == {"o.png", live.name}
+
+
+# --- 6. and 10.: what needs a real process or a full run ----------------------------------------------------
+
+def test_ctrl_c_while_torch_is_still_loading_exits_130_in_one_line(tmp_path) -> None:
+    """Deterministic: the child sends itself SIGINT at the moment `import torch` starts."""
+    script = textwrap.dedent("""
+        import importlib.abc, os, signal, sys
+
+        class Interrupt(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "torch":
+                    os.kill(os.getpid(), signal.SIGINT)
+                return None
+
+        sys.meta_path.insert(0, Interrupt())
+        from nstlib.cli import main  # what the console script does
+        sys.exit(main(["stylize", "c.png", "s.png", "-o", "o.png"]))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "interrupted" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stdout_that_cannot_encode_the_name_or_is_closed_is_no_traceback(tmp_path, capsys, monkeypatch) -> None:
+    ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")  # PYTHONIOENCODING=ascii
+    monkeypatch.setattr(sys, "stdout", ascii_out)
+    assert main(["stylize", C, S, "-o", str(tmp_path / "é.png"), *FAST]) == 0
+    ascii_out.flush()
+    assert "wrote " in ascii_out.buffer.getvalue().decode() and "\\xe9.png" in ascii_out.buffer.getvalue().decode()
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())  # e.g. `nstlib stylize ... | head -0`
+    assert main(["stylize", C, S, "-o", str(tmp_path / "p.png"), *FAST]) == 0
+    assert capsys.readouterr().err == "" and _files(tmp_path) == {"é.png", "p.png"}
