@@ -3,16 +3,21 @@
 Skipped without CUDA (CI has no GPU). NSTLIB_TEST_DEVICE picks the device (default "cuda"); setting
 it to "cpu" dry-runs the same checks on the CPU, where the fast path is float32 channels_last.
 What the CPU tests cannot show: that bf16/fp16 autocast, the loss scale, torch.compile (inductor),
-the explorer's fast path and a real out-of-memory error all work on the GPU itself.
+the explorer's fast path and a real out-of-memory error all work on the GPU itself, and that every
+notebook runs top to bottom at full size there (the CPU suite runs them only in FAST mode, where the
+answer checks of the exercises never meet the fast path).
 """
 
 from __future__ import annotations
 
 import gc
 import os
+from pathlib import Path
 
+import nbformat
 import pytest
 import torch
+from nbclient import NotebookClient
 
 from nstlib.errors import MemoryLimitError
 from nstlib.fast import FastFeatures, FastPath, LossScale, fast_path
@@ -30,6 +35,7 @@ from nstlib.widgets import StyleExplorer
 DEVICE = torch.device(os.environ.get("NSTLIB_TEST_DEVICE", "cuda"))
 pytestmark = pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (set NSTLIB_TEST_DEVICE=cpu to dry-run these checks)")
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 RUN = dict(size=128, weights="random", device=DEVICE, progress=False)
 WEIGHTS = dict(content_layers=DEFAULT_CONTENT_LAYERS, style_layers=DEFAULT_STYLE_LAYERS, content_weight=1.0,
                style_weight=244.0, tv_weight=0.01)
@@ -137,3 +143,18 @@ def test_a_real_out_of_memory_error_is_clear_and_frees_the_memory(net, content, 
     result = stylize(content, style, size=1024, steps=2, weights="random", device=DEVICE, extractor=net,
                      coarse_to_fine=False, progress=False)  # and the same run now fits
     assert result.image.shape == (1, 3, 1024, 1024)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="full-size notebooks need a CUDA GPU (hours on a CPU)")
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_the_notebook_runs_at_full_size(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cell top to bottom, NSTLIB_FAST=0 (full size and step counts, the CUDA fast path), with
+    the session's weights (random unless NSTLIB_WEIGHTS names a file); any cell error fails the test
+    with that cell's traceback (nbclient's CellExecutionError)."""
+    monkeypatch.setenv("NSTLIB_FAST", "0")  # the kernel inherits this process's environment
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(path.parents[1]), os.environ.get("PYTHONPATH", "")]))
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=1800, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    printed = "".join(out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", []))
+    assert "device: cuda" in printed and "FAST mode" not in printed, printed[:2000]

@@ -377,13 +377,21 @@ def test_ctrl_c_inside_a_step_returns_the_last_complete_image(vgg, content, styl
         assert img.text["nstlib:status"] == "interrupted at step 4"
 
 
+def _default_sigint() -> None:
+    """Run in the child before exec: give it the default SIGINT handler. A background job of a
+    non-interactive shell (`pytest &` in a script, some CI runners) starts with SIGINT ignored, and a
+    child inherits that, so Python would never raise KeyboardInterrupt and the test would hang."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run_cli_and_interrupt(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, str]:
     """Start the CLI, wait until the progress bar shows a finished step, then send SIGINT.
     Returns the finished process and its one 'nstlib: ...' line on stderr."""
     argv = [sys.executable, "-m", "nstlib.cli", "stylize", CONTENT, STYLE, "-o", str(out), "--size", "64",
             "--steps", "100000", "--weights", "random", "--device", "cpu", *extra]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=_default_sigint)
     seen: list[bytes] = []
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), b"")), daemon=True)
     reader.start()

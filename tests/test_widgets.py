@@ -175,12 +175,27 @@ def test_the_target_cache_keeps_only_recent_blend_settings(make, style, style2) 
     assert list(explorer._targets)[-1][2] == (0.95, 1 - 0.95)  # the newest is kept
 
 
-def test_the_fast_path_runs_previews_and_renders(make) -> None:
+# Like with like: the first `same` steps of the fast run must match the plain float32 run within `rel`.
+# - float32 channels_last only reorders the sums of a convolution, so the whole 4-step run matches
+#   (measured: within 2e-7 on torch 2.15).
+# - bfloat16 (what fast=True gives on a CPU with native bf16, and on most GPUs) rounds the features:
+#   the starting image and the first L-BFGS step (a gradient step of fixed length) match within 1%,
+#   the bf16 tolerance test_fast.py states (measured: 0.2%); then L-BFGS's curvature estimate turns
+#   that 0.2% into up to 30% by step 3 (measured), so later steps are only required to descend as the
+#   plain run does: both end well below where they started (measured: 27-55% of the start, both paths).
+@pytest.mark.parametrize(("dtype", "same", "rel"), [(None, 4, 1e-4), (torch.bfloat16, 2, 1e-2)])
+def test_the_fast_path_runs_previews_and_renders(make, monkeypatch, dtype: torch.dtype | None, same: int,
+                                                 rel: float) -> None:
+    monkeypatch.setattr("nstlib.fast.autocast_dtype", lambda device: dtype)
     plain, fast = make(), make(fast=True, render_steps=2)
     assert isinstance(fast._features, FastFeatures) and not isinstance(plain._features, FastFeatures)
+    assert fast._path.dtype == dtype
     assert plain.wait() and fast.wait()
-    for a, b in zip(run_of(plain, 0), run_of(fast, 0), strict=True):  # on a CPU: float32 channels_last
-        assert b["total"] == pytest.approx(a["total"], rel=1e-4)
+    for a, b in zip(run_of(plain, 0)[:same], run_of(fast, 0)[:same], strict=True):
+        assert b["total"] == pytest.approx(a["total"], rel=rel), b["step"]
+    for run in (run_of(plain, 0), run_of(fast, 0)):
+        assert [h["step"] for h in run] == [1, 2, 3, 4]
+        assert run[-1]["total"] < 0.75 * run[0]["total"]
     fast.render()
     assert fast.wait() and fast.result is not None and fast.result.image.shape == (1, 3, 64, 64)
 
