@@ -16,6 +16,7 @@ from PIL import Image
 
 from nstlib.errors import ParameterError
 from nstlib.fast import FastFeatures
+from nstlib.optimize import DEFAULT_STYLE_WEIGHT
 from nstlib.widgets import TARGET_CACHE, StyleExplorer
 
 
@@ -68,7 +69,7 @@ def test_the_displayed_png_changes_and_shows_the_current_image(make) -> None:
     assert after != before
     shown = torch.from_numpy(np.array(Image.open(io.BytesIO(after)))).permute(2, 0, 1)[None] / 255
     assert torch.allclose(shown, explorer.image, atol=1 / 255)
-    assert "style weight 2.44e+04" in explorer.readout.value
+    assert f"style weight {100 * DEFAULT_STYLE_WEIGHT:.3g}" in explorer.readout.value
 
 
 def test_a_burst_of_changes_is_one_run(make) -> None:
