@@ -32,6 +32,7 @@ CHANNELS = (64, 128, 256, 512, 512)
 
 
 def check_network(network: str) -> str:
+    """Return `network` if it is one of NETWORKS, else a `ParameterError` listing them."""
     if network not in NETWORKS:
         raise ParameterError(f"network={network!r}: choose one of {', '.join(NETWORKS)}")
     return network

@@ -236,6 +236,7 @@ def packaged_vgg16() -> Weights:
 
 
 def random_weights(seed: int = 0) -> Weights:
+    """Seeded random VGG19 weights (`random_state_dict`), marked as not trained."""
     return Weights("vgg19", TORCHVISION, f"RANDOM weights (seed {seed}), not trained", False, random_state_dict(seed))
 
 
