@@ -162,5 +162,5 @@ class Preprocessing:
 TORCHVISION = Preprocessing("torchvision", False, IMAGENET_MEAN, IMAGENET_STD,
                             "RGB in [0,1], minus the ImageNet mean, divided by its std (torchvision)")
 CAFFE = Preprocessing("caffe", True, tuple(m / 255 for m in CAFFE_MEAN_BGR), (1 / 255,) * 3,
-                      "BGR in 0-255, minus the ImageNet mean pixel (Caffe/Keras); features / 57.6",
+                      "BGR in 0-255, minus the ImageNet mean pixel (Caffe/Keras)",
                       feature_scale=255 * sum(IMAGENET_STD) / 3)
