@@ -7,9 +7,9 @@
 For every size and optimizer (L-BFGS, Adam) it times, in one process, with the same layers and
 the same seeded random VGG19 weights:
 
-- fast:   `nstlib.stylize(fast=True)` (channels_last, bf16/fp16 autocast on CUDA, fp32 losses);
+- fast:   `nstlib.stylize(mixed_precision=True)` (channels_last, bf16/fp16 autocast on CUDA, fp32 losses);
 - fast + compile (Adam; CUDA, or with --compile): the same through `torch.compile`;
-- plain:  `nstlib.stylize(fast=False)`, the float32 path that the notebooks explain;
+- plain:  `nstlib.stylize(mixed_precision=False)`, the float32 path that the notebooks explain;
 - naive:  the PyTorch tutorial's design, written out below: a copy of VGG19 with loss modules
   inserted after the chosen layers (cut after the last one, as the tutorial does), and a `.item()`
   on the losses after every step.
@@ -43,7 +43,8 @@ from nstlib.errors import MemoryLimitError
 from nstlib.features import LAYER_NAMES, VGG19Features
 from nstlib.images import resize
 from nstlib.memory import is_out_of_memory, release_memory
-from nstlib.optimize import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, pick_device
+from nstlib.runtime import pick_device
+from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 
 LAYERS = [*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS]
 #: Dense bf16/fp16 tensor-core peaks in TFLOP/s (vendor data sheets), matched against the device name.
@@ -210,10 +211,11 @@ def timed(device: torch.device, warmup: int, steps: int, run: Callable[[int, Cal
     return out
 
 
-def nstlib_runner(net, content, style, device, optimizer: str, fast: bool, compile: bool):
+def nstlib_runner(net, content, style, device, optimizer: str, mixed_precision: bool, compile_model: bool):
     def run(total: int, on_step: Callable[[int], None]) -> None:
-        nstlib.stylize(content, style, steps=total, optimizer=optimizer, extractor=net, device=device, fast=fast,
-                       compile=compile, coarse_to_fine=False, progress=False, callback=lambda s: on_step(s.step))
+        nstlib.stylize(content, style, steps=total, optimizer=optimizer, extractor=net, device=device,
+                       mixed_precision=mixed_precision, compile_model=compile_model, coarse_to_fine=False,
+                       progress=False, callback=lambda s: on_step(s.step))
 
     return run
 
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(("fast + compile", True, True))
             rows += [("plain fp32", False, False), ("naive (tutorial)", False, False)]
             for label, fast, compile in rows:
-                torch.backends.cudnn.benchmark = False  # the fast path turns it on; do not let it leak
+                torch.backends.cudnn.benchmark = False  # mixed precision turns it on; do not let it leak
                 if compile:
                     torch._dynamo.reset()  # compile afresh for this size, not a graph generalised over sizes
                 if label.startswith("naive"):

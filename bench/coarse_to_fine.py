@@ -35,7 +35,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     net = VGG19Features([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights=args.weights)
     content, style = nstlib.sample_path(args.content), nstlib.sample_path(args.style)
-    common = dict(size=args.size, steps=args.steps, extractor=net, weights=args.weights, device="cpu", progress=False)
+    common = dict(size=args.size, steps=args.steps, extractor=net, network_weights=args.weights, device="cpu",
+                  progress=False)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads")
     print("schedule:", [(s.size, s.steps) for s in schedule(args.size, args.steps)])
     rows = {}

@@ -1,8 +1,9 @@
 """nstlib: neural style transfer, taught.
 
 Modules, in the order the course meets them:
-images -> features -> losses -> blend -> optimize -> plots / widgets -> cli;
-then the perceptual controls color, pyramid and masks, and compare (optional extra).
+images -> features -> losses -> blend -> settings -> runtime -> targets -> loop -> optimize -> plots /
+explorer / widgets -> cli; then the perceptual controls color, pyramid and masks, and compare (optional extra).
+Each imports only modules before it.
 """
 
 import importlib
@@ -30,8 +31,12 @@ _LAZY = {
     **dict.fromkeys(["load_image", "resize", "save_gif", "save_image", "to_pil"], "images"),
     **dict.fromkeys(["Objective", "content_loss", "gram_matrix", "style_loss", "tv_loss"], "losses"),
     **dict.fromkeys(["DEFAULT_CONTENT_LAYERS", "DEFAULT_CONTENT_WEIGHT", "DEFAULT_STYLE_LAYERS", "DEFAULT_STYLE_WEIGHT",
-                     "DEFAULT_TV_WEIGHT", "Step", "StylizeResult", "evaluate", "pick_device", "stylize",
-                     "stylize_grid"], "optimize"),
+                     "DEFAULT_TV_WEIGHT", "Settings"], "settings"),
+    **dict.fromkeys(["Runtime", "pick_device"], "runtime"),
+    **dict.fromkeys(["Step", "StylizeResult"], "result"),
+    **dict.fromkeys(["Targets", "make_objective"], "targets"),
+    **dict.fromkeys(["optimization_loop", "optimize_image"], "loop"),
+    **dict.fromkeys(["evaluate", "stylize", "stylize_grid"], "optimize"),
 }
 
 
@@ -56,7 +61,8 @@ __all__ = [
     "MemoryLimitError", "NonFiniteLossError", "NstlibError", "Objective", "OutputError", "ParameterError", "SAMPLES",
     "Step", "StylizeResult", "VGG19Features", "VGGFeatures", "Weights", "WeightsError", "content_loss", "evaluate",
     "gram_matrix", "load_image",
-    "normalize_blend_weights", "pick_device", "resize", "sample", "sample_path", "save_gif", "save_image",
+    "normalize_blend_weights", "pick_device", "Settings", "Runtime", "Targets", "make_objective", "optimization_loop",
+    "optimize_image", "resize", "sample", "sample_path", "save_gif", "save_image",
     "style_loss", "style_targets", "stylize", "stylize_grid", "to_pil", "tv_loss", "resolve_weights",
 ]
 __all__ += ["color", "masks", "pyramid"]  # the perceptual controls (nstlib.compare needs the optional extra)

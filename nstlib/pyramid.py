@@ -14,7 +14,9 @@ The automatic schedule (`schedule`), for a target long side `size` and a budget 
   steps * share / (1 - 1/r^2) = steps / 2 full-size steps for r = √2: half the time of a
   single-scale run of `steps`, spent mostly where it is cheap.
 
-`coarse_to_fine="auto"` in `stylize` uses the pyramid when the target is at least `AUTO_MIN_SIZE`.
+`run_pyramid` is the outer loop around the optimisation loop: it runs each scale from the last
+one's result and joins their histories. `coarse_to_fine="auto"` in `stylize` uses the pyramid
+when the target is at least `AUTO_MIN_SIZE`.
 docs/coarse_to_fine.md records a measurement of time and objective against single-scale.
 """
 
@@ -23,15 +25,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from nstlib.errors import ParameterError
 from nstlib.images import resize
-
-if TYPE_CHECKING:  # optimize imports this module; the type is only needed for annotations
-    from nstlib.optimize import StylizeResult
+from nstlib.result import StylizeResult
 
 SQRT2 = math.sqrt(2.0)
 DEFAULT_START = 128
@@ -99,6 +98,12 @@ def run_pyramid(
         image = result.image
         if result.interrupted:
             break
+    return join(results, target_shape)
+
+
+def join(results: list[StylizeResult], target_shape: tuple[int, int]) -> StylizeResult:
+    """One result from the scales' results: the last one, with the histories, times, evaluations and
+    frames of all of them (see `run_pyramid`), at `target_shape`."""
     final = results[-1]
     if len(results) == 1 and tuple(final.image.shape[-2:]) == tuple(target_shape):
         return final

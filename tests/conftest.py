@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -46,3 +48,14 @@ def vgg16_weights(tmp_path_factory: pytest.TempPathFactory) -> Weights:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home_vgg16")))
         return packaged_vgg16()
+
+
+def _no_work(*args: object, **kwargs: object) -> None:
+    raise AssertionError("work started before the bad argument was rejected")
+
+
+@pytest.fixture
+def refuse_work(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Call it to make building a network fail the test: what the test checks must be refused before
+    that work. (The public seam: every run builds its `VGGFeatures`, unless it is given an extractor.)"""
+    return lambda: monkeypatch.setattr(VGG19Features, "__init__", _no_work)

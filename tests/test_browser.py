@@ -52,7 +52,7 @@ CELL = """\
 from nstlib.data import sample
 from nstlib.widgets import StyleExplorer
 
-explorer = StyleExplorer(sample("astronaut", 64), sample("stained_glass", 64), weights="random", device="cpu",
+explorer = StyleExplorer(sample("astronaut", 64), sample("stained_glass", 64), network_weights="random", device="cpu",
                          steps=6, frame_every=1)
 explorer"""
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nstlib.fast import LOG_EVERY, FastFeatures, FastPath, LossScale, autocast_dtype, fast_path
 from nstlib.losses import gram_matrix
-from nstlib.optimize import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, make_objective, stylize
+from nstlib.optimize import stylize
+from nstlib.runtime import LOG_EVERY, LossScale, Precision, PrecisionFeatures, autocast_dtype, precision_for
+from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from nstlib.targets import make_objective
 
 WEIGHTS = dict(content_layers=DEFAULT_CONTENT_LAYERS, style_layers=DEFAULT_STYLE_LAYERS, content_weight=1.0,
                style_weight=244.0, tv_weight=0.01)
@@ -31,7 +33,7 @@ def terms_and_grad(objective, image: torch.Tensor) -> tuple[dict[str, torch.Tens
 
 
 def test_channels_last_gives_the_same_features(vgg, image) -> None:
-    fast = FastFeatures(vgg, FastPath(dtype=None, channels_last=True))
+    fast = PrecisionFeatures(vgg, Precision(dtype=None, channels_last=True))
     assert fast.extractor.net[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert vgg.net[0].weight.is_contiguous()  # the extractor passed in is left as it was
     with torch.no_grad():
@@ -46,7 +48,7 @@ def test_channels_last_gives_the_same_features(vgg, image) -> None:
 @pytest.mark.parametrize(("dtype", "rel", "cosine"), [(torch.bfloat16, 1e-2, 0.99), (torch.float16, 1e-3, 0.999)])
 def test_fast_loss_terms_match_float32(vgg, content, style, image, dtype, rel: float, cosine: float) -> None:
     plain = make_objective(vgg, content, [style], **WEIGHTS)
-    fast_features = FastFeatures(vgg, FastPath(dtype=dtype))
+    fast_features = PrecisionFeatures(vgg, Precision(dtype=dtype))
     fast = make_objective(fast_features, content, [style], **WEIGHTS)
     assert fast_features(image)["relu1_1"].dtype == dtype  # the network really ran in low precision
     want, want_grad = terms_and_grad(plain, image)
@@ -61,7 +63,7 @@ def test_fast_loss_terms_match_float32(vgg, content, style, image, dtype, rel: f
 def test_fast_gram_does_not_overflow_where_fp16_gram_would(vgg) -> None:
     """Activations around 300 overflow a float16 Gram matrix (sum of 64*64 products > 65504)."""
     bright = torch.full((1, 3, 64, 64), 1.0)
-    fast = FastFeatures(vgg, FastPath(dtype=torch.float16))
+    fast = PrecisionFeatures(vgg, Precision(dtype=torch.float16))
     fast.extractor.net[0].weight.data *= 50  # make relu1_1 large
     with torch.no_grad():
         feats = fast(bright)["relu1_1"]
@@ -71,16 +73,16 @@ def test_fast_gram_does_not_overflow_where_fp16_gram_would(vgg) -> None:
 
 
 def test_policy_on_for_cuda_only_by_default(monkeypatch) -> None:
-    assert fast_path(None, torch.device("cpu")) is None
-    assert fast_path(False, torch.device("cuda")) is None
+    assert precision_for(None, torch.device("cpu")) is None
+    assert precision_for(False, torch.device("cuda")) is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # torch 2.3 says so on a T4 too
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # A100
-    on = fast_path(None, torch.device("cuda"))
-    assert on == FastPath(dtype=torch.bfloat16, channels_last=True, benchmark=True) and not on.loss_scaling
+    on = precision_for(None, torch.device("cuda"))
+    assert on == Precision(dtype=torch.bfloat16, channels_last=True, benchmark=True) and not on.loss_scaling
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # T4: bf16 only emulated
     assert autocast_dtype(torch.device("cuda")) == torch.float16
-    assert fast_path(None, torch.device("cuda")).loss_scaling
-    assert fast_path(True, torch.device("cpu")).channels_last
+    assert precision_for(None, torch.device("cuda")).loss_scaling
+    assert precision_for(True, torch.device("cpu")).channels_last
 
 
 def test_loss_scale_unscales_and_backs_off_on_overflow() -> None:
@@ -101,8 +103,8 @@ def test_loss_scale_unscales_and_backs_off_on_overflow() -> None:
 
 
 def test_stylize_fast_lowers_the_objective_and_logs_every_step(vgg, content, style) -> None:
-    result = stylize(content, style, size=64, steps=12, optimizer="adam", weights="random", extractor=vgg,
-                     fast=True, progress=False)
+    result = stylize(content, style, size=64, steps=12, optimizer="adam", network_weights="random", extractor=vgg,
+                     mixed_precision=True, progress=False)
     assert result.final["total"] < result.history[0]["total"] / 2
     assert [h["step"] for h in result.history] == list(range(13))  # synced every LOG_EVERY, logged every step
     assert LOG_EVERY > 1
@@ -114,9 +116,9 @@ def test_compile_traces_the_fast_objective_and_matches_eager(vgg, content, style
     On a pyramid only the full-size scale is compiled."""
     compiled, real_compile = [], torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or real_compile(fn, backend="aot_eager"))
-    run = dict(size=64, steps=4, optimizer="adam", weights="random", extractor=vgg, fast=True, progress=False,
-               coarse_to_fine=True, pyramid_start=32)
-    eager, traced = stylize(content, style, **run), stylize(content, style, compile=True, **run)
+    run = dict(size=64, steps=4, optimizer="adam", network_weights="random", extractor=vgg, mixed_precision=True,
+               progress=False, coarse_to_fine=True, pyramid_start=32)
+    eager, traced = stylize(content, style, **run), stylize(content, style, compile_model=True, **run)
     assert len(compiled) == 1 and [h["size"] for h in traced.history][-1] == 64
     for a, b in zip(eager.history, traced.history, strict=True):
         assert b["total"] == pytest.approx(a["total"], rel=1e-4)

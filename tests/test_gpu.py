@@ -20,23 +20,19 @@ import torch
 from nbclient import NotebookClient
 
 from nstlib.errors import MemoryLimitError
-from nstlib.fast import FastFeatures, FastPath, LossScale, fast_path
 from nstlib.features import VGG19Features
-from nstlib.optimize import (
-    DEFAULT_CONTENT_LAYERS,
-    DEFAULT_STYLE_LAYERS,
-    make_objective,
-    optimize_image,
-    stylize,
-    stylize_grid,
-)
+from nstlib.loop import optimize_image
+from nstlib.optimize import stylize, stylize_grid
+from nstlib.runtime import Precision, PrecisionFeatures, Runtime, precision_for
+from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from nstlib.targets import make_objective
 from nstlib.widgets import StyleExplorer
 
 DEVICE = torch.device(os.environ.get("NSTLIB_TEST_DEVICE", "cuda"))
 pytestmark = pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (set NSTLIB_TEST_DEVICE=cpu to dry-run these checks)")
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
-RUN = dict(size=128, weights="random", device=DEVICE, progress=False)
+RUN = dict(size=128, network_weights="random", device=DEVICE, progress=False)
 WEIGHTS = dict(content_layers=DEFAULT_CONTENT_LAYERS, style_layers=DEFAULT_STYLE_LAYERS, content_weight=1.0,
                style_weight=244.0, tv_weight=0.01)
 
@@ -62,7 +58,7 @@ def _dtypes() -> list[torch.dtype | None]:
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_the_default_path_lowers_the_objective_tenfold(net, content, style, optimizer: str) -> None:
-    assert (fast_path(None, DEVICE) is not None) == (DEVICE.type == "cuda")  # the fast path is the CUDA default
+    assert (precision_for(None, DEVICE) is not None) == (DEVICE.type == "cuda")  # the fast path is the CUDA default
     result = stylize(content, style, steps=30, optimizer=optimizer, extractor=net, **RUN)
     assert result.final["total"] < result.history[0]["total"] / 10
     assert result.image.device.type == "cpu" and 0 <= result.image.min() and result.image.max() <= 1
@@ -74,7 +70,7 @@ def test_fast_loss_terms_match_float32(net, images, dtype: torch.dtype | None) -
     """Same stated tolerance as tests/test_fast.py: 1% (bf16) or 0.1% (fp16) per term; gradient cosine."""
     content, style, image = images
     plain = make_objective(net, content, [style], **WEIGHTS)
-    fast = make_objective(FastFeatures(net, FastPath(dtype=dtype, benchmark=DEVICE.type == "cuda")), content,
+    fast = make_objective(PrecisionFeatures(net, Precision(dtype=dtype, benchmark=DEVICE.type == "cuda")), content,
                           [style], **WEIGHTS)
     rel, cosine = {torch.bfloat16: (1e-2, 0.99), torch.float16: (1e-3, 0.999), None: (1e-4, 0.9999)}[dtype]
     grads, values = [], []
@@ -93,16 +89,16 @@ def test_float16_with_the_loss_scale_optimises(net, images, optimizer: str) -> N
     """The T4 path (no native bf16): float16 autocast and the dynamic loss scale, forced on any GPU."""
     content, style, _ = images
     dtype = torch.float16 if DEVICE.type == "cuda" else None
-    objective = make_objective(FastFeatures(net, FastPath(dtype=dtype)), content, [style], **WEIGHTS)
-    result = optimize_image(objective, content, steps=30, optimizer=optimizer, log_every=10, progress=False,
-                            loss_scale=LossScale() if dtype else None)
+    objective = make_objective(PrecisionFeatures(net, Precision(dtype=dtype)), content, [style], **WEIGHTS)
+    runtime = Runtime(DEVICE, Precision(dtype=dtype), log_every=10)  # float16: with the loss scale
+    result = optimize_image(objective, content, steps=30, optimizer=optimizer, runtime=runtime, progress=False)
     assert result.final["total"] < result.history[0]["total"] / 10
     assert torch.isfinite(result.image).all()
 
 
 def test_compile_matches_eager(net, content, style) -> None:
     run = dict(steps=6, optimizer="adam", extractor=net, **RUN)
-    eager, compiled = stylize(content, style, **run), stylize(content, style, compile=True, **run)
+    eager, compiled = stylize(content, style, **run), stylize(content, style, compile_model=True, **run)
     for a, b in zip(eager.history, compiled.history, strict=True):
         assert b["total"] == pytest.approx(a["total"], rel=2e-2)
 
@@ -116,9 +112,10 @@ def test_grid_equals_separate_adam_runs(net, content, style) -> None:
 
 
 def test_the_explorer_follows_a_slider_on_the_device(net, content, style) -> None:
-    explorer = StyleExplorer(content, style, weights="random", device=DEVICE, extractor=net, steps=4, frame_every=1)
+    explorer = StyleExplorer(content, style, network_weights="random", device=DEVICE, extractor=net, steps=4,
+                             frame_every=1)
     try:
-        assert isinstance(explorer._features, FastFeatures) == (DEVICE.type == "cuda")
+        assert isinstance(explorer.worker.features, PrecisionFeatures) == (DEVICE.type == "cuda")
         assert explorer.wait()
         explorer.style_weight.value = 1234.0
         assert explorer.wait()
@@ -135,12 +132,12 @@ def test_a_real_out_of_memory_error_is_clear_and_frees_the_memory(net, content, 
     free, _ = torch.cuda.mem_get_info(DEVICE)
     filler = torch.empty(free - 256 * 2**20, dtype=torch.uint8, device=DEVICE)
     with pytest.raises(MemoryLimitError, match="out of GPU memory at 1024x1024|already while moving"):
-        stylize(content, style, size=1024, steps=3, weights="random", device=DEVICE, extractor=net,
+        stylize(content, style, size=1024, steps=3, network_weights="random", device=DEVICE, extractor=net,
                 coarse_to_fine=False, progress=False)
     del filler
     gc.collect()
     assert torch.cuda.memory_allocated(DEVICE) <= base + 64 * 2**20  # nothing of the failed run is pinned
-    result = stylize(content, style, size=1024, steps=2, weights="random", device=DEVICE, extractor=net,
+    result = stylize(content, style, size=1024, steps=2, network_weights="random", device=DEVICE, extractor=net,
                      coarse_to_fine=False, progress=False)  # and the same run now fits
     assert result.image.shape == (1, 3, 1024, 1024)
 

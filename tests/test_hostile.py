@@ -31,7 +31,7 @@ from nstlib.optimize import StylizeResult, evaluate, stylize, stylize_grid
 
 C, S = str(sample_path("astronaut")), str(sample_path("stained_glass"))
 FAST = ["--size", "32", "--steps", "1", "--weights", "random", "--quiet"]
-RUN = {"size": 32, "steps": 1, "weights": "random", "progress": False, "device": "cpu"}
+RUN = {"size": 32, "steps": 1, "network_weights": "random", "progress": False, "device": "cpu"}
 DEMO_PNG, DEMO_GIF = "demo/astronaut_stained_glass.png", "demo/astronaut_stained_glass.gif"
 Setup = Callable[[Path, pytest.MonkeyPatch], None]
 
@@ -192,10 +192,10 @@ def _files(folder: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("case", list(CLI))
-def test_cli(tmp_path: Path, capsys, monkeypatch, case: str) -> None:
+def test_cli(refuse_work, tmp_path: Path, capsys, monkeypatch, case: str) -> None:
     row = CLI[case]
     if not row.runs:
-        monkeypatch.setattr("nstlib.optimize.make_extractor", _no_work)
+        refuse_work()
     if row.setup:
         row.setup(tmp_path, monkeypatch)
     before = {name: (tmp_path / name).read_bytes() for name in _files(tmp_path) if (tmp_path / name).is_file()}
@@ -251,7 +251,7 @@ API: dict[str, tuple[Callable[[Path], object], type[NstlibError], str]] = {
     "grid weights not a list": (lambda t: stylize_grid(C, S, content_weights=5, **RUN), ParameterError,
                                 "content_weights"),
     "grid weight text": (lambda t: stylize_grid(C, S, style_weights=["x"], **RUN), ParameterError, "style_weights"),
-    'evaluate(tv_weight="x")': (lambda t: evaluate(C, C, S, tv_weight="x", weights="random"), ParameterError,
+    'evaluate(tv_weight="x")': (lambda t: evaluate(C, C, S, tv_weight="x", network_weights="random"), ParameterError,
                                 "tv_weight"),
     'load_image(size="big")': (lambda t: load_image(C, size="big"), ImageLoadError, "size='big'"),
     "closed PIL image": (lambda t: load_image(_closed_pil(t)), ImageLoadError, "closed"),
@@ -277,9 +277,9 @@ def _no_work(*args, **kwargs):
 
 
 @pytest.mark.parametrize("case", list(API))
-def test_api(tmp_path: Path, monkeypatch, case: str) -> None:
+def test_api(refuse_work, tmp_path: Path, monkeypatch, case: str) -> None:
     call, error, match = API[case]
-    monkeypatch.setattr("nstlib.optimize.make_extractor", _no_work)
+    refuse_work()
     with pytest.raises(error) as info:
         call(tmp_path)
     assert match in str(info.value) and "\n" not in str(info.value)
@@ -302,8 +302,8 @@ def test_integer_pixels_are_read_by_their_range(pixels, expected: float) -> None
 
 # --- 5. the memory guard sees every size ------------------------------------------------------------------
 
-def test_style_scale_and_huge_inputs_go_through_the_memory_check(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("nstlib.optimize.make_extractor", _no_work)
+def test_style_scale_and_huge_inputs_go_through_the_memory_check(refuse_work, tmp_path, monkeypatch) -> None:
+    refuse_work()
     monkeypatch.setattr(nstlib.memory, "available_bytes", lambda: 200 * 2**20)
     with pytest.raises(MemoryLimitError, match="the 1024x1024 style image"):  # a 64 px run fits; the style not
         stylize(C, S, **{**RUN, "size": 64}, style_scale=16)

@@ -11,7 +11,7 @@ from nstlib.losses import gram_matrix, guided_gram_matrix
 from nstlib.masks import layer_masks, load_mask
 from nstlib.optimize import DEFAULT_STYLE_LAYERS, evaluate, stylize
 
-FAST = dict(weights="random", progress=False)
+FAST = dict(network_weights="random", progress=False)
 
 
 def test_guided_gram_is_the_gram_of_the_region() -> None:

@@ -8,7 +8,7 @@ import torch
 from nstlib.errors import NonFiniteLossError, ParameterError
 from nstlib.optimize import evaluate, stylize, stylize_grid
 
-FAST = dict(size=64, weights="random", progress=False)
+FAST = dict(size=64, network_weights="random", progress=False)
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])

@@ -55,12 +55,12 @@ def test_driver_runs_each_scale_from_the_last_result_and_ends_at_the_exact_shape
 
 def test_stylize_coarse_to_fine_reaches_the_requested_size(vgg, content, style) -> None:
     result = stylize(content, style, size=72, steps=4, coarse_to_fine=True, pyramid_start=36, extractor=vgg,
-                     weights="random", progress=False)
+                     network_weights="random", progress=False)
     assert result.image.shape == (1, 3, 72, 72)
     assert [h["size"] for h in result.history if h["step"] in (0,)] == [36]
     assert sorted({h["size"] for h in result.history}) == [36, 51, 72]
     at_target = [h for h in result.history if h["size"] == 72]
     assert result.final is at_target[-1] and result.final["total"] < at_target[0]["total"]
-    single = stylize(content, style, size=72, steps=4, coarse_to_fine="auto", extractor=vgg, weights="random",
+    single = stylize(content, style, size=72, steps=4, coarse_to_fine="auto", extractor=vgg, network_weights="random",
                      progress=False)
     assert "size" not in single.final  # auto: one scale below 512 px

@@ -46,7 +46,7 @@ from nstlib.optimize import stylize
 
 CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
 FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]
-RUN = {"size": 64, "weights": "random", "device": "cpu", "progress": False}
+RUN = {"size": 64, "network_weights": "random", "device": "cpu", "progress": False}
 
 
 def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -106,9 +106,9 @@ def _bad_cli_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
 @pytest.mark.parametrize("case", [*BAD_IMAGES, "empty file", "directory", "missing path", "decompression bomb",
                                   "truncated PNG"])
 @pytest.mark.parametrize("role", ["content", "style"])
-def test_cli_bad_images_are_one_line_exit_2(tmp_path, capsys, monkeypatch, case: str, role: str) -> None:
+def test_cli_bad_images_are_one_line_exit_2(refuse_work, tmp_path, capsys, case: str, role: str) -> None:
     path, cause = _bad_cli_inputs(tmp_path)[case]
-    monkeypatch.setattr("nstlib.optimize.make_extractor", _no_work)  # refused before building the network
+    refuse_work()  # refused before building the network
     images = [str(path), STYLE] if role == "content" else [CONTENT, str(path)]
     code = main(["stylize", *images, "-o", str(tmp_path / "out.png"), *FAST])
     err = capsys.readouterr().err.strip()
@@ -291,14 +291,13 @@ def test_wrong_weight_files_say_what_was_expected(tmp_path, case: str, expected:
 
 # --- Numerics ---------------------------------------------------------------------------------------
 
-def test_mask_of_the_wrong_shape_is_refused_before_optimising(content, style, monkeypatch) -> None:
-    calls = []
-    monkeypatch.setattr(nstlib.optimize, "optimize_image", lambda *a, **k: calls.append(1))
+def test_mask_of_the_wrong_shape_is_refused_before_optimising(content, style) -> None:
     wide = torch.ones(1, 3, 64, 128)  # content is 64x64: a 2:1 mask would be stretched
-    with pytest.raises(ParameterError, match="mask is 128x64 but the content is 64x64"):
-        stylize(content, style, steps=5, masks=[wide], **RUN)
-    assert calls == []
-    monkeypatch.undo()  # any resolution with the content's aspect ratio is fine
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(VGG19Features, "__init__", _no_work)  # refused before the network is built
+        with pytest.raises(ParameterError, match="mask is 128x64 but the content is 64x64"):
+            stylize(content, style, steps=5, masks=[wide], **RUN)
+    # any resolution with the content's aspect ratio is fine
     assert stylize(content, style, steps=1, masks=[torch.ones(1, 3, 256, 256)], **RUN).image.shape == (1, 3, 64, 64)
 
 
@@ -426,8 +425,8 @@ def test_force_overwrites_an_existing_output(tmp_path, capsys) -> None:
         assert img.size == (64, 64) and img.text["nstlib:status"] == "complete"
 
 
-def test_output_is_never_an_input_even_by_another_name(tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr("nstlib.optimize.make_extractor", _no_work)
+def test_output_is_never_an_input_even_by_another_name(refuse_work, tmp_path, capsys) -> None:
+    refuse_work()
     content = tmp_path / "content.png"
     content.write_bytes(Path(CONTENT).read_bytes())
     (tmp_path / "link.png").symlink_to(content)
@@ -440,13 +439,13 @@ def test_output_is_never_an_input_even_by_another_name(tmp_path, capsys, monkeyp
 
 
 @pytest.mark.parametrize("where", ["under a regular file", "in /proc"])
-def test_unwritable_folder_is_refused_before_any_work_even_as_root(tmp_path, capsys, monkeypatch, where) -> None:
+def test_unwritable_folder_is_refused_before_any_work_even_as_root(refuse_work, tmp_path, capsys, where) -> None:
     # Permission bits do not stop root, so use places no user can create files in.
     (tmp_path / "file.txt").write_text("x")
     out = tmp_path / "file.txt" / "out.png" if where == "under a regular file" else Path("/proc/nstlib-out.png")
     with pytest.raises(OutputError, match=re.escape(str(out))):
         save_image(torch.rand(1, 3, 32, 32), out)
-    monkeypatch.setattr("nstlib.optimize.make_extractor", _no_work)
+    refuse_work()
     assert main(["stylize", CONTENT, STYLE, "-o", str(out), *FAST]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(out) in err and ("not a folder" in err or "cannot write in" in err), err
@@ -487,16 +486,15 @@ def test_full_disk_in_the_cli_is_one_line_and_leaves_nothing(tmp_path, capsys, m
         ({"lr": 0.0}, "must be > 0"),
     ],
 )
-def test_bad_parameters_are_rejected_before_any_work(monkeypatch, kwargs, match: str) -> None:
-    monkeypatch.setattr("nstlib.optimize.prepare_images", _no_work)
-    monkeypatch.setattr("nstlib.optimize.make_extractor", _no_work)
+def test_bad_parameters_are_rejected_before_any_work(refuse_work, kwargs, match: str) -> None:
+    refuse_work()
     with pytest.raises(ParameterError, match=re.escape(match)):
         stylize(CONTENT, [STYLE, STYLE], **{**RUN, **kwargs})
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_unavailable_device_is_rejected_before_any_work(monkeypatch) -> None:
-    monkeypatch.setattr("nstlib.optimize.prepare_images", _no_work)
+def test_unavailable_device_is_rejected_before_any_work(refuse_work) -> None:
+    refuse_work()
     with pytest.raises(ParameterError, match="CUDA is not available here; use device='cpu'"):
         stylize(CONTENT, STYLE, **{**RUN, "device": "cuda"})
 
@@ -577,13 +575,18 @@ def _raise(error: BaseException) -> None:
     raise error
 
 
-def test_out_of_memory_while_moving_to_the_device_is_one_clear_error(content, style, monkeypatch) -> None:
-    def full(*args, **kwargs):
+class _NoRoomForTheNetwork(VGG19Features):
+    """An extractor that runs out of device memory when moved there."""
+
+    def to(self, *args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 MiB")
 
-    monkeypatch.setattr("nstlib.optimize.make_extractor", full)
+
+def test_out_of_memory_while_moving_to_the_device_is_one_clear_error(content, style) -> None:
+    extractor = _NoRoomForTheNetwork([*nstlib.optimize.DEFAULT_CONTENT_LAYERS, *nstlib.optimize.DEFAULT_STYLE_LAYERS],
+                                     weights="random")
     with pytest.raises(MemoryLimitError, match="already while moving the network.*restart the runtime") as info:
-        stylize(content, style, steps=2, **RUN)
+        stylize(content, style, steps=2, extractor=extractor, **RUN)
     assert info.value.result is None and info.value.__suppress_context__
 
 
@@ -619,9 +622,8 @@ def test_memory_estimate_matches_a_hand_calculation() -> None:
     assert estimate_bytes(32, 32, ["relu2_1"], optimizer="adam", batch=2) == adam
 
 
-def test_huge_size_is_refused_before_allocating(monkeypatch, capsys) -> None:
-    monkeypatch.setattr("nstlib.optimize.prepare_images", _no_work)
-    monkeypatch.setattr("nstlib.optimize.make_extractor", _no_work)
+def test_huge_size_is_refused_before_allocating(refuse_work, capsys) -> None:
+    refuse_work()
     free = available_bytes()
     assert free is not None and free > 0
     with pytest.raises(MemoryLimitError, match=r"100000x100000 needs about [\d.]+ GiB but only") as info:
@@ -632,9 +634,9 @@ def test_huge_size_is_refused_before_allocating(monkeypatch, capsys) -> None:
     assert not Path("/tmp/never.png").exists()
 
 
-def test_refusal_threshold_follows_free_ram(monkeypatch) -> None:
+def test_refusal_threshold_follows_free_ram(refuse_work, monkeypatch) -> None:
     monkeypatch.setattr(nstlib.memory, "available_bytes", lambda: 2**30)  # pretend 1 GiB is free
-    monkeypatch.setattr("nstlib.optimize.prepare_images", _no_work)
+    refuse_work()
     need = estimate_bytes(1024, 1024, nstlib.optimize.DEFAULT_STYLE_LAYERS, optimizer="lbfgs", history_size=50)
     assert need > nstlib.memory.MARGIN * 2**30
     with pytest.raises(MemoryLimitError, match="1024x1024"):

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from nstlib.errors import ParameterError
-from nstlib.fast import FastFeatures
-from nstlib.optimize import DEFAULT_STYLE_WEIGHT
+from nstlib.runtime import PrecisionFeatures
+from nstlib.settings import DEFAULT_STYLE_WEIGHT
 from nstlib.widgets import TARGET_CACHE, StyleExplorer
 
 
@@ -26,7 +26,7 @@ def make(vgg, content, style) -> Iterator[Any]:
     made: list[StyleExplorer] = []
 
     def build(styles: Any = style, **kwargs: Any) -> StyleExplorer:
-        options = dict(weights="random", device="cpu", preview_size=32, steps=4, frame_every=1, extractor=vgg)
+        options = dict(network_weights="random", device="cpu", preview_size=32, steps=4, frame_every=1, extractor=vgg)
         explorer = StyleExplorer(content, styles, **{**options, **kwargs})
         made.append(explorer)
         return explorer
@@ -34,7 +34,7 @@ def make(vgg, content, style) -> Iterator[Any]:
     yield build
     for explorer in made:
         explorer.close()
-        assert not explorer._thread.is_alive()
+        assert not explorer.worker.alive()
 
 
 def run_of(explorer: StyleExplorer, run: int) -> list[dict[str, Any]]:
@@ -171,9 +171,9 @@ def test_render_full_size_offers_download_and_save(make, tmp_path) -> None:
 def test_the_target_cache_keeps_only_recent_blend_settings(make, style, style2) -> None:
     explorer = make([style, style2], autostart=False)
     for w in np.linspace(0.05, 0.95, 20):
-        explorer._objective({**explorer._settings, "blend_weights": [float(w), 1 - float(w)]}, explorer._preview)
-    assert len(explorer._targets) == TARGET_CACHE
-    assert list(explorer._targets)[-1][2] == (0.95, 1 - 0.95)  # the newest is kept
+        explorer.worker.objective(explorer.read_settings().replace(blend_weights=[float(w), 1 - float(w)]))
+    assert len(explorer.worker.targets) == TARGET_CACHE
+    assert list(explorer.worker.targets)[-1][2] == (0.95, 1 - 0.95)  # the newest is kept
 
 
 # Like with like: the first `same` steps of the fast run must match the plain float32 run within `rel`.
@@ -187,10 +187,11 @@ def test_the_target_cache_keeps_only_recent_blend_settings(make, style, style2) 
 @pytest.mark.parametrize(("dtype", "same", "rel"), [(None, 4, 1e-4), (torch.bfloat16, 2, 1e-2)])
 def test_the_fast_path_runs_previews_and_renders(make, monkeypatch, dtype: torch.dtype | None, same: int,
                                                  rel: float) -> None:
-    monkeypatch.setattr("nstlib.fast.autocast_dtype", lambda device: dtype)
-    plain, fast = make(), make(fast=True, render_steps=2)
-    assert isinstance(fast._features, FastFeatures) and not isinstance(plain._features, FastFeatures)
-    assert fast._path.dtype == dtype
+    monkeypatch.setattr("nstlib.runtime.autocast_dtype", lambda device: dtype)
+    plain, fast = make(), make(mixed_precision=True, render_steps=2)
+    assert isinstance(fast.worker.features, PrecisionFeatures) and not isinstance(plain.worker.features,
+                                                                                  PrecisionFeatures)
+    assert fast.worker.runtime.precision.dtype == dtype
     assert plain.wait() and fast.wait()
     for a, b in zip(run_of(plain, 0)[:same], run_of(fast, 0)[:same], strict=True):
         assert b["total"] == pytest.approx(a["total"], rel=rel), b["step"]
@@ -203,6 +204,6 @@ def test_the_fast_path_runs_previews_and_renders(make, monkeypatch, dtype: torch
 
 def test_bad_arguments_are_refused_before_any_work(content, style) -> None:
     with pytest.raises(ParameterError, match="style_weight=0"):
-        StyleExplorer(content, style, weights="random", device="cpu", style_weight=0)
+        StyleExplorer(content, style, network_weights="random", device="cpu", style_weight=0)
     with pytest.raises(ParameterError, match="blend="):
-        StyleExplorer(content, style, weights="random", device="cpu", blend="mix")
+        StyleExplorer(content, style, network_weights="random", device="cpu", blend="mix")

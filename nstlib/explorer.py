@@ -1,0 +1,257 @@
+"""The explorer's worker: re-optimise in a background thread whenever the settings change.
+
+`ExplorerWorker` knows nothing of widgets (the view, `nstlib.widgets.StyleExplorer`, draws it):
+
+1. `update(settings)` only records the new settings and wakes the thread: the caller never blocks;
+2. the thread waits until the settings have been still for `debounce` seconds (a slider drag is a
+   burst of changes; it becomes one run), builds the `Objective` from cached `Targets` and the new
+   loss weights (a weight change recomputes nothing), and runs `optimize_image`, continuing from
+   the current picture at the preview size;
+3. every run's per-step callback reports a frame every `frame_every` steps (and after the first
+   step) through `on_image` and `on_terms`, and returns True as soon as the run is stale (a newer change, Pause, a
+   render request, close), so the work stops within one optimisation step;
+4. `render()` runs the current settings at full resolution, from the preview upscaled.
+
+The view hooks (`on_image`, `on_terms`, `on_status`, `on_progress`, `on_render`) run on the worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from nstlib.errors import NonFiniteLossError, ParameterError
+from nstlib.images import ImageLike, resize
+from nstlib.loop import optimize_image
+from nstlib.losses import Objective
+from nstlib.result import Step, StylizeResult
+from nstlib.runtime import Runtime
+from nstlib.settings import Settings, check_whole
+from nstlib.targets import Targets, initial_image, make_extractor, prepare_images
+from nstlib.weights import Weights
+
+#: Default preview long side in pixels: 256 on a GPU; 128 on a CPU, where one VGG19 step at
+#: 256 px takes seconds and the picture would lag behind the slider.
+PREVIEW_SIZE = {"cuda": 256, "mps": 256, "cpu": 128}
+
+#: Targets kept for this many recent (image size, blend method, blend weights): at a 1024 px render
+#: one entry is tens of MB on the GPU, and every position of a blend slider is a new entry.
+TARGET_CACHE = 8
+
+#: The settings the explorer's controls change; each entry of `runs` records them.
+EXPLORED = ("content_weight", "style_weight", "tv_weight", "style_layers", "blend", "blend_weights", "init")
+
+
+def _ignore(*args: Any) -> None:
+    """A view hook that shows nothing."""
+
+
+class ExplorerWorker:
+    """Optimise in a background thread, following the latest settings (see the module docstring).
+
+    Attributes:
+        settings: the latest settings (`update` changes them).
+        history: one dict per step of every run: the loss terms, "run" (index into `runs`), "step"
+            and the run's global weights.
+        runs: the explored settings (`EXPLORED`) of every run, in order.
+        image: the current preview (1,3,h,w) on the CPU.
+        result: the last full-size render (a `StylizeResult`), or None.
+        latency: seconds from the last change to the first frame that used it.
+    """
+
+    def __init__(self, content: ImageLike, styles: ImageLike | Sequence[ImageLike], settings: Settings, *,
+                 network_weights: str | Weights = "imagenet", runtime: Runtime, extractor: nn.Module | None = None,
+                 preview_size: int | None = None, render_steps: int = 300, frame_every: int = 3,
+                 debounce: float = 0.2, autostart: bool = True) -> None:
+        Settings.replace(settings, steps=render_steps).validate()
+        check_whole("frame_every", frame_every, 1)
+        if not debounce >= 0:
+            raise ParameterError(f"debounce={debounce}: give a number of seconds >= 0")
+        self.runtime, self.settings = runtime, settings
+        self.render_steps, self.frame_every, self.debounce = render_steps, frame_every, debounce
+        full, full_styles = prepare_images(content, styles, settings.size, settings.style_scale)
+        side = min(preview_size or PREVIEW_SIZE.get(runtime.device.type, 128), max(full.shape[-2:]))
+        small, small_styles = prepare_images(full, full_styles, side, settings.style_scale)
+        self.full = (full.to(runtime.device), [s.to(runtime.device) for s in full_styles])
+        self.preview = (small.to(runtime.device), [s.to(runtime.device) for s in small_styles])
+        self.extractor = make_extractor(settings.layers, network_weights, extractor=extractor).to(runtime.device)
+        self.features = runtime.features(self.extractor)
+        self.targets: OrderedDict[tuple[Any, ...], Targets] = OrderedDict()
+        self.on_image: Callable[[torch.Tensor], None] = _ignore
+        self.on_terms: Callable[[int, int, dict[str, float], Settings, float], None] = _ignore
+        self.on_status: Callable[[str, bool], None] = _ignore
+        self.on_progress: Callable[[int, int], None] = _ignore
+        self.on_render: Callable[[StylizeResult], None] = _ignore
+
+        self.history: list[dict[str, Any]] = []
+        self.runs: list[dict[str, Any]] = []
+        self.image = initial_image(settings.init, *self.preview, settings.seed).cpu()
+        self.result: StylizeResult | None = None
+        self.latency: float | None = None
+        # --- the protocol with the thread, all guarded by _cond ----------------------------------
+        self._cond = threading.Condition()
+        self._version = 0  # bumped by every change; a run stops when it no longer matches
+        self._changed_at = time.perf_counter()
+        self._pending = True  # there is preview work to do
+        self._restart = False  # start again from the init image
+        self._render = False  # a full-size render was asked for
+        self.active = autostart
+        self._closed = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._work, name="StyleExplorer", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread (after the view has set its hooks)."""
+        self._thread.start()
+
+    # --- the caller's side: record and wake ---------------------------------------------------------
+    def update(self, settings: Settings | None = None, *, restart: bool = False, render: bool = False) -> None:
+        """Work with `settings` from now on (None: keep them); `restart` from the init image; `render` full size."""
+        with self._cond:
+            self.settings = settings or self.settings
+            self._version += 1
+            self._changed_at = time.perf_counter()
+            self._pending |= not render  # a render pauses the preview; it goes on afterwards if unfinished
+            self._restart |= restart
+            self._render |= render
+            self._cond.notify_all()
+
+    def set_active(self, running: bool) -> None:
+        """Run (True) or pause (False): a pause stops within one optimisation step."""
+        with self._cond:
+            self.active = running
+            self._pending |= running
+            self._version += 1
+            self._cond.notify_all()
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Block until the worker has nothing left to do (for scripts and tests); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._busy or (self.active and self._pending) or self._render:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        """Stop the thread (within one step) and wait for it."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def objective(self, settings: Settings, full: bool = False) -> Objective:
+        """The objective of `settings` at the preview (or full) size. The targets of the last `TARGET_CACHE`
+        (size, blend, blend weights) are kept, so going back to a recent setting is instant."""
+        content, styles = self.full if full else self.preview
+        key = (tuple(content.shape), settings.blend, tuple(settings.blend_weights or ()))
+        if key in self.targets:
+            self.targets.move_to_end(key)
+        else:
+            self.targets[key] = Targets.build(self.features, content, styles, settings)
+            while len(self.targets) > TARGET_CACHE:
+                self.targets.popitem(last=False)
+        return self.targets[key].objective(settings)
+
+    # --- the worker thread ------------------------------------------------------------------------
+    def _next(self) -> tuple[Settings, int, float, bool, bool] | None:
+        """Wait for work, then for the debounce; the work to do, or None once closed."""
+        with self._cond:
+            while not self._closed and not self._render and not (self.active and self._pending):
+                self._busy = False
+                self._cond.notify_all()
+                self._cond.wait()
+            while not self._closed:  # debounce: wait until the settings have been still
+                quiet = time.perf_counter() - self._changed_at
+                if quiet >= self.debounce:
+                    break
+                self._cond.wait(self.debounce - quiet)
+            if self._closed:
+                self._busy = False
+                self._cond.notify_all()
+                return None
+            self._busy = True
+            work = (self.settings, self._version, self._changed_at, self._render, self._restart)
+            self._render = self._restart = False
+            return work
+
+    def _work(self) -> None:
+        while (work := self._next()) is not None:
+            settings, version, changed_at, render, restart = work
+            try:
+                if render:
+                    self._render_full(settings, version)
+                else:
+                    self._run_preview(settings, version, changed_at, restart)
+            except Exception as e:  # a bad setting or NaN: say so, keep the thread alive, wait for a change
+                if isinstance(e, NonFiniteLossError) and e.result is not None:
+                    self.image = e.result.image[:1]
+                self.on_status(f"{type(e).__name__}: {e}", True)
+                with self._cond:
+                    self._pending = False
+
+    def _stale(self, version: int, render: bool = False) -> bool:
+        """True when the work for `version` should stop: a newer change, a render request, Pause or close."""
+        return self._closed or version != self._version or not (self.active or render)
+
+    def _run_preview(self, settings: Settings, version: int, changed_at: float, restart: bool) -> None:
+        if restart:
+            self.image = initial_image(settings.init, *self.preview, settings.seed).cpu()
+        objective = self.objective(settings)
+        run = len(self.runs)
+        self.runs.append({name: getattr(settings, name) for name in EXPLORED})
+        weights = settings.loss_weights
+        started = time.perf_counter()
+        self.on_status(f"run {run}: optimising at {self.preview[0].shape[-1]}x{self.preview[0].shape[-2]} px", False)
+
+        def callback(step: Step) -> bool:
+            terms = {k: float(v[0]) for k, v in step.terms.items()}
+            self.history.append({"run": run, "step": step.step, **terms, **weights})
+            if step.step == 1 or step.step % self.frame_every == 0:
+                self.image = step.image.clamp(0, 1).cpu()
+                self.on_image(self.image)
+                if step.step == 1:
+                    self.latency = time.perf_counter() - changed_at
+                self.on_terms(run, step.step, terms, settings, (time.perf_counter() - started) / step.step)
+            return self._stale(version)
+
+        result = optimize_image(objective, self.image.to(self.runtime.device), settings, runtime=self.runtime,
+                                callback=callback, progress=False)
+        self.image = result.image
+        self.on_image(self.image)
+        with self._cond:
+            if not result.interrupted and version == self._version:
+                self._pending = False
+                self.on_status(f"run {run}: done ({settings.steps} steps); move a slider or press Run to go on", False)
+            elif not self.active:
+                self.on_status(f"paused after {len(result.history) - 1} steps of run {run}", False)
+
+    def _render_full(self, settings: Settings, version: int) -> None:
+        content = self.full[0]
+        start = resize(self.image.to(self.runtime.device), tuple(content.shape[-2:]))
+        self.on_progress(0, self.render_steps)
+        self.on_status(f"rendering {content.shape[-1]}x{content.shape[-2]} px", False)
+
+        def callback(step: Step) -> bool:
+            self.on_progress(step.step, self.render_steps)
+            return self._stale(version, render=True)
+
+        result = optimize_image(self.objective(settings, full=True), start, settings.replace(steps=self.render_steps),
+                                runtime=self.runtime, callback=callback, progress=False)
+        if result.interrupted:
+            self.on_status("full-size render cancelled (a setting changed or Pause)", False)
+            return
+        self.result = result
+        self.on_render(result)

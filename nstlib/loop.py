@@ -1,0 +1,201 @@
+"""The optimisation loop, and the monitor that watches it.
+
+`optimization_loop` is the whole algorithm: evaluate the objective, back-propagate to the *pixels*,
+take an L-BFGS or Adam step, clamp the pixels to [0,1], report. `Monitor` does the bookkeeping
+around it (history, deferred NaN checks with a rollback to the last finite image, animation frames,
+the progress bar, the user's callback, Ctrl-C), and `optimize_image` puts the two together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from nstlib.errors import MemoryLimitError, NonFiniteLossError, ParameterError
+from nstlib.losses import Objective
+from nstlib.memory import oom_guard, out_of_memory_error
+from nstlib.result import TERMS, Step, StylizeResult, history_entry
+from nstlib.runtime import Backward, Runtime, plain_backward
+from nstlib.settings import Settings, check_whole, resolve
+
+Callback = Callable[[Step], "bool | None"]
+
+
+def make_optimizer(image: torch.Tensor, settings: Settings) -> torch.optim.Optimizer:
+    """L-BFGS (one quasi-Newton update per step; more evaluations only with a line search) or Adam."""
+    if settings.optimizer == "lbfgs":
+        return torch.optim.LBFGS([image], lr=settings.lr or 1.0, max_iter=1, history_size=settings.history_size,
+                                 line_search_fn="strong_wolfe" if settings.line_search else None)
+    return torch.optim.Adam([image], lr=settings.lr or 0.02)
+
+
+def optimization_loop(objective: Callable[[torch.Tensor], dict[str, torch.Tensor]], image: torch.Tensor,
+                      settings: Settings, monitor: Monitor, backward: Backward = plain_backward) -> None:
+    """Optimise the pixels of `image` (B,3,H,W) in [0,1], in place, for `settings.steps` steps."""
+    opt = make_optimizer(image, settings)
+
+    def closure() -> torch.Tensor:
+        """One evaluation: the loss of the current pixels, and its gradient in image.grad."""
+        opt.zero_grad(set_to_none=True)
+        terms = objective(image)
+        loss = terms["total"].sum()  # batch items are independent: each gets its own gradient
+        backward(loss, image)
+        monitor.evaluated(terms)
+        return loss
+
+    for step in range(settings.steps):
+        monitor.step_starts(step, image)
+        opt.step(closure)  # Adam calls the closure once; L-BFGS once per line-search trial
+        with torch.no_grad():
+            image.clamp_(0, 1)  # projected descent: the pixels stay valid
+        if monitor.step_done(step + 1, image):  # the callback asked to stop
+            break
+
+
+class Monitor:
+    """Watches the loop: keeps the history, checks for NaN, records frames, shows progress.
+
+    Losses are copied to the host every `log_every` steps (one device sync for them all), which is
+    also when they are checked: a NaN/inf stops the run with `NonFiniteLossError`, keeping the newest
+    image whose objective was finite. Use it as a context manager: Ctrl-C inside ends the run
+    (marked interrupted) with the image so far.
+    """
+
+    def __init__(self, start: torch.Tensor, settings: Settings, *, log_every: int = 1, frame_every: int = 0,
+                 callback: Callback | None = None, progress: bool = True) -> None:
+        self.settings, self.log_every, self.frame_every, self.callback = settings, log_every, frame_every, callback
+        self.result = StylizeResult(image=start.detach().cpu())
+        self.checked = start.detach().clone()  # the newest image whose objective is known to be finite
+        self.pending: list[tuple[int, torch.Tensor]] = []  # (step, (4,B) terms) not yet on the host
+        self.first_terms: dict[str, torch.Tensor] | None = None  # the loss at the start of this step
+        self.before: torch.Tensor | None = None
+        self.done = 0  # completed steps
+        self.evaluations = 0
+        self.bar = tqdm(total=settings.steps, disable=not progress, desc="stylize", leave=False)
+        self.start_time = time.perf_counter()
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> bool:
+        self.bar.close()
+        if kind is KeyboardInterrupt:  # Ctrl-C, possibly in the middle of step done + 1
+            self._stop(f"interrupted at step {self.done + 1}")
+            return True
+        return False
+
+    def evaluated(self, terms: dict[str, torch.Tensor]) -> None:
+        self.evaluations += 1
+        if self.first_terms is None:
+            self.first_terms = {k: v.detach() for k, v in terms.items()}
+
+    def step_starts(self, step: int, image: torch.Tensor) -> None:
+        if self.frame_every and step % self.frame_every == 0:
+            self.result.frames.append(image.detach()[:1].clamp(0, 1).cpu())
+        self.before = image.detach().clone() if (step + 1) % self.log_every == 0 else None
+        self.first_terms = None
+
+    def step_done(self, done: int, image: torch.Tensor) -> bool:
+        """Record step `done`; True if the callback asks to stop."""
+        self.done = done
+        assert self.first_terms is not None
+        self.pending.append((done - 1, torch.stack([self.first_terms[t] for t in TERMS])))
+        if self.before is not None:
+            self._flush()
+            self.checked = self.before
+            last = self.result.history[-1]
+            self.bar.set_postfix({t: f"{last[t]:.3g}" for t in TERMS} if not isinstance(last["total"], list) else {})
+        self.bar.update(1)
+        if self.callback is not None and self.callback(Step(done, image.detach(), self.first_terms)):
+            self._stop(f"interrupted at step {done}")
+            return True
+        return False
+
+    def _stop(self, status: str) -> None:
+        self.result.interrupted, self.result.status = True, status
+
+    def _flush(self) -> None:
+        """Copy pending losses to the host, check them, and extend the history."""
+        values = torch.stack([v for _, v in self.pending]).cpu()  # (n,4,B): one sync for n steps
+        bad = ~torch.isfinite(values)
+        if bad.any():
+            step = self.pending[int(bad.flatten(1).any(1).nonzero()[0])][0]
+            self.result.image = self.checked.clamp(0, 1).cpu()
+            self.result.status = f"stopped: non-finite loss at step {step}"
+            cause = (
+                "already at the start: the loss weights (style_weight, content_weight) or the network weights "
+                "overflow; lower the loss weights or check the weights file" if step == 0 else
+                f"at step {step}: the learning rate (lr={self.settings.lr or 'default'}) or the loss weights are "
+                "probably too large; lower lr or style_weight, or try optimizer='adam'"
+            )
+            raise NonFiniteLossError(f"the objective became NaN/inf {cause}", self.result)
+        seconds = time.perf_counter() - self.start_time
+        self.result.history.extend(history_entry(step, v, seconds) for (step, _), v in zip(self.pending, values))
+        self.pending.clear()
+
+    def out_of_memory(self, image: torch.Tensor) -> MemoryLimitError:
+        """The error for running out of device memory now, keeping the last good image."""
+        now = image.detach()
+        self.result.image = (now if torch.isfinite(now).all() else self.checked).clamp(0, 1).cpu()
+        self._stop(f"stopped: out of memory at step {self.done}")
+        return out_of_memory_error(*image.shape[-2:], self.done, self.settings.optimizer, self.result)
+
+    def finish(self, objective: Objective, image: torch.Tensor) -> StylizeResult:
+        """The result: the final image (or the last finite one) scored as the history's last entry."""
+        if self.pending:
+            self._flush()
+        final = image.detach().clamp(0, 1)
+        if not torch.isfinite(final).all():
+            final = self.checked.clamp(0, 1)
+        with torch.no_grad():
+            terms = objective(final)
+        result = self.result
+        result.seconds = time.perf_counter() - self.start_time
+        result.evaluations = self.evaluations
+        result.history.append(history_entry(self.done, torch.stack([terms[t] for t in TERMS]).cpu(), result.seconds))
+        result.image = final.cpu()
+        if self.frame_every:
+            result.frames.append(final[:1].cpu())
+        return result
+
+
+def check_loop_options(callback: Callback | None, frame_every: int) -> None:
+    """Reject a callback that is not callable and a frame interval that is not a whole number >= 0."""
+    if callback is not None and not callable(callback):
+        raise ParameterError(f"callback={callback!r}: give a function of a Step, or None")
+    check_whole("frame_every", frame_every, 0)
+
+
+def optimize_image(
+    objective: Objective,
+    start: torch.Tensor,
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    callback: Callback | None = None,
+    progress: bool = True,
+    frame_every: int = 0,
+    **overrides: Any,
+) -> StylizeResult:
+    """Optimise the pixels of `start` (B,3,H,W) in [0,1] to minimise `objective`.
+
+    `settings` (or keyword overrides: steps, optimizer, lr, history_size, line_search) choose the
+    optimiser; `runtime` the backward pass, `torch.compile` and how often losses reach the host
+    (default: plain float32, every step). A `callback(Step)` runs after every step; returning True
+    stops the run (marked interrupted), and so does Ctrl-C. `frame_every` > 0 keeps a snapshot every
+    this many steps. Running out of device memory raises `MemoryLimitError` with the last good image.
+    """
+    settings = resolve(settings, overrides)
+    check_loop_options(callback, frame_every)
+    runtime = runtime or Runtime(start.device)
+    image = start.detach().contiguous().clone().requires_grad_(True)
+    monitor = Monitor(start, settings, log_every=runtime.log_every, frame_every=frame_every, callback=callback,
+                      progress=progress)
+    with oom_guard(image.device, lambda: monitor.out_of_memory(image)), monitor:
+        optimization_loop(runtime.compiled(objective), image, settings, monitor, runtime.backward())
+    return monitor.finish(objective, image)

@@ -1,0 +1,221 @@
+"""The runtime: where and how a run computes, decided once, before any work (nanoGPT-style).
+
+`Runtime.create(device, mixed_precision, compile_model)` picks the device and everything that
+depends on it; the rest of the library asks the runtime and never looks at the device type itself:
+
+1. the device: "auto" is cuda, else mps, else cpu (`pick_device`);
+2. mixed precision (on by default on CUDA only; `mixed_precision=False` gives the plain float32
+   path the notebooks explain, True asks for it on any device), a `Precision`:
+   - channels_last (NHWC) memory for the network's weights and its input, what tensor-core
+     convolutions want; on CUDA also `torch.backends.cudnn.benchmark`, which times the convolution
+     algorithms once for the (fixed) image size and keeps the fastest;
+   - VGG under autocast: bfloat16 where the device computes it natively, else float16 with a
+     dynamic loss scale (`LossScale`), because small float16 gradients underflow to zero. The
+     weights are stored once in that dtype, so autocast does not re-cast them every iteration;
+   - the Gram matrices and the losses stay in float32: `losses.Objective` upcasts the features and
+     switches autocast off (a float16 Gram matrix overflows 65504 at ordinary image sizes).
+   On a CPU it keeps only channels_last (float32), and bfloat16 only where the CPU has it natively.
+3. `torch.compile` of the objective (`compile_model`): faster steps on a GPU, after a slow first one;
+4. how often the losses are copied to the host (`log_every`): every step on the plain path, every
+   `LOG_EVERY` steps with mixed precision, since each copy waits for the GPU to finish.
+
+This is the seam for later speed work (CUDA graphs, an L-BFGS without host syncs): the loop gets
+its backward pass and its compiled objective from here. `benchmarks.md` has the numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from nstlib.errors import ParameterError
+
+#: Steps between host copies of the losses with mixed precision.
+LOG_EVERY = 10
+DEVICES = ("auto", "cpu", "cuda", "mps")
+_DEVICE_NAME = re.compile(r"(auto|cpu|cuda|mps)(?::(\d{1,4}))?")
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda if available, else mps, else cpu; other names are checked and returned."""
+    if not isinstance(device, (str, torch.device)):
+        raise ParameterError(f"device={device!r}: give a name such as 'cpu', 'cuda' or 'cuda:1'")
+    name = str(device)
+    match = _DEVICE_NAME.fullmatch(name)
+    if match is None or (match[2] is not None and match[1] not in ("cuda", "cpu")):
+        raise ParameterError(f"device={name!r}: choose one of {', '.join(DEVICES)} (or e.g. 'cuda:1')")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
+    if match[1] == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"device={name!r}: CUDA is not available here; use device='cpu' or 'auto'")
+    if match[1] == "cuda" and match[2] is not None and int(match[2]) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ParameterError(f"device={name!r}: there are {count} CUDA devices here (cuda:0 to cuda:{count - 1})")
+    if match[1] == "cpu" and match[2] not in (None, "0"):
+        raise ParameterError(f"device={name!r}: there is one CPU device; use device='cpu'")
+    if name == "mps" and not _mps_available():
+        raise ParameterError("device='mps': MPS is not available here; use device='cpu' or 'auto'")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bfloat16 where `device` computes it natively, float16 on older GPUs, else None (float32)."""
+    if device.type == "cuda":
+        # Native bfloat16 convolutions need compute capability 8.0 (Ampere: A100, L4) or newer. Asked
+        # directly, because torch.cuda.is_bf16_supported() also counts emulated bfloat16 (e.g. on
+        # Colab's T4, 7.5) from torch 2.3, and only torch >= 2.4 can be told not to.
+        if torch.version.hip:  # ROCm: no such emulation
+            native = torch.cuda.is_bf16_supported()
+        else:
+            native = torch.cuda.get_device_capability(device)[0] >= 8
+        return torch.bfloat16 if native else torch.float16
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the network runs with mixed precision on one device.
+
+    Attributes:
+        dtype: autocast dtype (torch.bfloat16 or torch.float16), or None to stay in float32.
+        channels_last: store weights and input as NHWC.
+        benchmark: set `torch.backends.cudnn.benchmark` (CUDA only).
+    """
+
+    dtype: torch.dtype | None = None
+    channels_last: bool = True
+    benchmark: bool = False
+
+    @property
+    def loss_scaling(self) -> bool:
+        """float16 needs a loss scale; bfloat16 has float32's exponent range and does not."""
+        return self.dtype == torch.float16
+
+
+def precision_for(mixed_precision: bool | None, device: torch.device) -> Precision | None:
+    """The mixed-precision settings for `device`, or None for the plain float32 path (None: on for CUDA)."""
+    if mixed_precision is None:
+        mixed_precision = device.type == "cuda"
+    if not mixed_precision:
+        return None
+    return Precision(dtype=autocast_dtype(device), channels_last=device.type in ("cuda", "cpu"),
+                     benchmark=device.type == "cuda")
+
+
+class PrecisionFeatures(nn.Module):
+    """A copy of a `VGGFeatures` that runs with mixed precision; same outputs, lower precision.
+
+    The copy holds the weights in `precision.dtype` and channels_last memory, so the extractor passed
+    in is left as it was (it can still serve the plain path). Call it like the extractor: (B,3,H,W)
+    in [0,1] -> {layer: (B,C,h,w)}, the maps in `precision.dtype`; `Objective` upcasts them.
+    """
+
+    def __init__(self, extractor: nn.Module, precision: Precision) -> None:
+        super().__init__()
+        self.path = precision
+        self.layers, self.source = extractor.layers, getattr(extractor, "source", "")
+        self.extractor = copy.deepcopy(extractor)
+        self.extractor.net.to(dtype=precision.dtype or torch.float32,
+                              memory_format=torch.channels_last if precision.channels_last else torch.preserve_format)
+        if precision.benchmark:
+            torch.backends.cudnn.benchmark = True
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.path.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        if self.path.dtype is None:
+            return self.extractor(image)
+        with torch.autocast(image.device.type, dtype=self.path.dtype):
+            return self.extractor(image)
+
+
+class LossScale:
+    """Dynamic loss scaling for float16, like `torch.amp.GradScaler` but without host syncs.
+
+    `backward(loss, image)` back-propagates loss * scale, so that small gradients survive float16,
+    then divides `image.grad` by the scale. If the gradient overflowed (inf/NaN) it is set to zero
+    and the scale halved: Adam then coasts on its momentum for that step and L-BFGS stays where it
+    is. After `growth_interval` finite gradients in a row the scale doubles. The bookkeeping is
+    done with tensors on the device, so it never waits for the GPU.
+    """
+
+    def __init__(self, init_scale: float = 2.0**16, growth_interval: int = 100) -> None:
+        self.scale = torch.tensor(float(init_scale))
+        self.good_steps = torch.tensor(0)
+        self.growth_interval = growth_interval
+
+    def backward(self, loss: torch.Tensor, image: torch.Tensor) -> None:
+        """Set image.grad to d(loss)/d(image) (zero if it overflowed) and update the scale."""
+        self.scale = self.scale.to(loss.device)
+        self.good_steps = self.good_steps.to(loss.device)
+        (loss * self.scale).backward()
+        grad = image.grad
+        finite = torch.isfinite(grad).all()
+        grad.copy_(torch.where(finite, grad / self.scale, torch.zeros_like(grad)))
+        self.good_steps = torch.where(finite, self.good_steps + 1, torch.zeros_like(self.good_steps))
+        grow = self.good_steps >= self.growth_interval
+        self.scale = torch.where(finite, torch.where(grow, self.scale * 2, self.scale), self.scale / 2)
+        self.good_steps = torch.where(grow, torch.zeros_like(self.good_steps), self.good_steps)
+
+
+def plain_backward(loss: torch.Tensor, image: torch.Tensor) -> None:
+    """loss.backward(): sets image.grad (the image is the only tensor that requires grad)."""
+    loss.backward()
+
+
+Backward = Callable[[torch.Tensor, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a run computes (see the module docstring); build it with `Runtime.create`.
+
+    Attributes:
+        device: where the network, the images and the optimiser live.
+        precision: mixed-precision settings, or None for plain float32.
+        compile_model: run the objective through `torch.compile`.
+        log_every: steps between host copies of the losses (and NaN checks).
+    """
+
+    device: torch.device
+    precision: Precision | None = None
+    compile_model: bool = False
+    log_every: int = 1
+
+    @classmethod
+    def create(cls, device: str | torch.device = "auto", mixed_precision: bool | None = None,
+               compile_model: bool = False, log_every: int | None = None) -> Runtime:
+        """Decide everything for `device` ("auto": cuda > mps > cpu); see the module docstring."""
+        if log_every is not None and (isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1):
+            raise ParameterError(f"log_every={log_every!r}: give a whole number >= 1 or None")
+        dev = pick_device(device)
+        precision = precision_for(mixed_precision, dev)
+        return cls(dev, precision, bool(compile_model), log_every or (LOG_EVERY if precision else 1))
+
+    def features(self, extractor: nn.Module) -> nn.Module:
+        """The extractor as this runtime runs it: moved to the device, with mixed precision if on."""
+        extractor = extractor.to(self.device)
+        return PrecisionFeatures(extractor, self.precision) if self.precision else extractor
+
+    def compiled(self, objective: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> Callable:
+        """The objective to call in the loop: through `torch.compile` (for one image size) if asked."""
+        return torch.compile(objective, dynamic=False) if self.compile_model else objective
+
+    def backward(self) -> Backward:
+        """The backward pass of one run: a fresh `LossScale` for float16, else plain `loss.backward()`."""
+        return LossScale().backward if self.precision and self.precision.loss_scaling else plain_backward
+
+    def without_compile(self) -> Runtime:
+        """The same runtime, eager (for a pyramid's short, smaller scales)."""
+        return replace(self, compile_model=False)

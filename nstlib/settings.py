@@ -1,0 +1,254 @@
+"""Settings: every knob of the objective and of the optimiser, its default, and why, in one place.
+
+`Settings` is a frozen dataclass. `stylize`, `evaluate`, `stylize_grid`, `compare`, the explorer and
+the command line all take one (the CLI builds its options from these fields), and keyword overrides
+still work: ``stylize(c, s, steps=10)`` is ``stylize(c, s, settings=Settings(steps=10))``.
+`Settings.validate()` rejects a bad value with a one-line `ParameterError` naming the field.
+
+Defaults (layers and weights), and where they come from:
+
+- content layer relu4_2 and style layers relu1_1..relu5_1: Gatys et al. (2016). In the original
+  Caffe model their "conv" outputs were rectified in place, so they are our relu layers.
+- style layer weights proportional to 1/C_l^2 (our Gram/(H*W) normalisation scales each layer's
+  style loss by C_l^2; this undoes it, as the PyTorch tutorial's Gram/(C*H*W) does).
+- style_weight 5: tuned on the packaged pretrained VGG16 (docs/tuning.md). The PyTorch tutorial's
+  balance, rewritten for our normalisation, is ~244; on real features that wipes out the content
+  (Tübingen + Starry Night at 160 px, 60 L-BFGS steps: 244 keeps no building; 5 keeps the town
+  and paints it; 1 barely stylises). VGG19 features are on the same scale (see
+  `nstlib.vgg.Preprocessing.feature_scale`), but the value is not measured on ImageNet VGG19 here.
+- tv_weight: small enough to damp speckle without blurring; set to 0 to switch TV off.
+- Adam lr 0.02 on [0,1] pixels (crowsonkb's style-transfer-pytorch); L-BFGS with step size 1
+  (jcjohnson's neural-style).
+Treat them as a starting point and use the weight sliders of notebook 05 to explore.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+
+from nstlib import color
+from nstlib.blend import BLEND_METHODS
+from nstlib.errors import ParameterError
+from nstlib.features import check_layers
+from nstlib.losses import Weight
+from nstlib.pyramid import SQRT2
+
+DEFAULT_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
+DEFAULT_STYLE_LAYERS: dict[str, float] = {
+    "relu1_1": 1.0,  # (64 / C_l)^2 for C_l = 64, 128, 256, 512, 512 channels
+    "relu2_1": 1 / 4,
+    "relu3_1": 1 / 16,
+    "relu4_1": 1 / 64,
+    "relu5_1": 1 / 64,
+}
+DEFAULT_CONTENT_WEIGHT = 1.0
+DEFAULT_STYLE_WEIGHT = 5.0  # tuned on the pretrained VGG16; see the module docstring
+DEFAULT_TV_WEIGHT = 1e-2
+
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise", "style")
+#: Largest learning rate accepted: pixels are clamped to [0,1], so larger steps only saturate them.
+MAX_LR = 1e3
+#: Largest style_scale accepted (the memory check refuses what the machine cannot hold well before).
+MAX_STYLE_SCALE = 100.0
+#: Seeds accepted (torch's generator takes up to 2**64 - 1).
+SEEDS = range(0, 2**64)
+#: Most steps accepted: far beyond any useful run, but a typo of many digits is caught.
+MAX_STEPS = 10_000_000
+
+
+def positive_int(text: str) -> int:
+    """A command-line whole number >= 1 (argparse then names the option in its one-line error)."""
+    import argparse
+
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def knob(default: Any, help: str, **cli: Any) -> Any:
+    """A `Settings` field: its default, a help line, and how the command line reads it (argparse
+    keywords type, choices, nargs; cli_map turns a choice into the value; cli=False: not an option)."""
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"help": help, **cli})
+    return field(default=default, metadata={"help": help, **cli})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The knobs of one style-transfer run: the objective, the optimiser and the image pyramid.
+
+    Weights may be floats, or (N,) tensors to optimise a batch of N images with their own weights
+    (see `stylize_grid`). `replace(**changes)` returns a copy; `validate()` checks every field.
+    """
+
+    # --- the objective
+    content_weight: Weight = knob(DEFAULT_CONTENT_WEIGHT, "weight of the content term", type=float)
+    style_weight: Weight = knob(DEFAULT_STYLE_WEIGHT, "weight of the style term", type=float)
+    tv_weight: Weight = knob(DEFAULT_TV_WEIGHT, "weight of the total-variation term (0: off)", type=float)
+    content_layers: Mapping[str, float] = knob(DEFAULT_CONTENT_LAYERS, "{layer: weight} of the content term",
+                                               cli=False)
+    style_layers: Mapping[str, float] = knob(DEFAULT_STYLE_LAYERS, "{layer: weight} of the style term", cli=False)
+    blend: str = knob("gram", "how to combine several styles", choices=BLEND_METHODS)
+    blend_weights: Sequence[float] | None = knob(None, "one weight per style image", type=float, nargs="+")
+    style_scale: float = knob(1.0, "style image size relative to the content (bigger: larger brush strokes)",
+                              type=float)
+    preserve_color: str | None = knob(None, "keep the content's colours: transfer luminance only, or match the "
+                                            "style's colours first", choices=color.PRESERVE_COLOR)
+    color_match: str = knob("pca", "how preserve_color='match' recolours the style",
+                            choices=color.COLOR_MATCH_METHODS)
+    # --- the optimisation
+    size: int | None = knob(None, "long side of the output in pixels (None: the content's)", type=positive_int)
+    steps: int = knob(300, "optimiser iterations", type=positive_int)
+    optimizer: str = knob("lbfgs", "the optimiser", choices=OPTIMIZERS)
+    lr: float | None = knob(None, "learning rate (Adam default 0.02, L-BFGS 1)", type=float)
+    history_size: int = knob(50, "L-BFGS history length m (2m image-sized buffers)", type=positive_int)
+    line_search: bool = knob(False, "L-BFGS with a strong-Wolfe line search", cli=False)
+    init: str = knob("content", "the starting image", choices=INITS)
+    seed: int = knob(0, "seed of the noise init (init='noise')", type=int)
+    coarse_to_fine: bool | str = knob("auto", "stylize on a pyramid from small to size (auto: on from 512 px)",
+                                      choices=("auto", "on", "off"), cli_map={"on": True, "off": False})
+    pyramid_start: int | None = knob(None, "smallest pyramid size in pixels (default 128)", type=positive_int)
+    pyramid_ratio: float = knob(SQRT2, "size ratio between pyramid scales (√2)", type=float)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes`; an unknown name is a `ParameterError` listing the close ones."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ParameterError(f"unknown setting(s) {', '.join(sorted(unknown))}; the settings are "
+                                 f"{', '.join(f.name for f in dataclasses.fields(self))}")
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> Settings:
+        """Check every field (values and types) and return the settings with the layer weights as floats."""
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+            raise ParameterError(f"steps={self.steps!r}: give a whole number >= 1 (at most {MAX_STEPS:,})")
+        check_whole("size", self.size, 1, allow_none=True)
+        check_whole("history_size", self.history_size, 1)
+        check_whole("pyramid_start", self.pyramid_start, 1, allow_none=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed not in SEEDS:
+            raise ParameterError(f"seed={self.seed!r}: give a whole number from 0 to {SEEDS.stop - 1}")
+        for name in ("lr", "style_scale", "pyramid_ratio"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name))
+        self._check_choices()
+        if self.lr is not None and not 0 < self.lr <= MAX_LR:
+            raise ParameterError(f"lr={self.lr}: the learning rate must be > 0 and at most {MAX_LR:g} (pixels live "
+                                 "in [0,1]; try 0.02 for Adam or 1 for L-BFGS)")
+        if not 0 < self.style_scale <= MAX_STYLE_SCALE:
+            raise ParameterError(f"style_scale={self.style_scale}: must be > 0 and at most {MAX_STYLE_SCALE:g} "
+                                 "(1 = same size as the content)")
+        if self.blend_weights is not None:
+            if isinstance(self.blend_weights, (str, bytes)) or not isinstance(self.blend_weights, Sequence):
+                raise ParameterError(f"blend_weights={self.blend_weights!r}: give a list of numbers, one per style")
+            for weight in self.blend_weights:
+                check_number("blend_weights", weight)
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            check_weight(name, getattr(self, name))
+        return dataclasses.replace(  # None or {} means the default layers
+            self, content_layers=check_layer_weights("content_layers", self.content_layers or DEFAULT_CONTENT_LAYERS),
+            style_layers=check_layer_weights("style_layers", self.style_layers or DEFAULT_STYLE_LAYERS))
+
+    def _check_choices(self) -> None:
+        for name, choices in (("optimizer", OPTIMIZERS), ("init", INITS), ("blend", BLEND_METHODS),
+                              ("color_match", color.COLOR_MATCH_METHODS)):
+            if getattr(self, name) not in choices:
+                raise ParameterError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(choices)}")
+        if self.preserve_color is not None and self.preserve_color not in color.PRESERVE_COLOR:
+            choices = ", ".join(color.PRESERVE_COLOR)
+            raise ParameterError(f"preserve_color={self.preserve_color!r}: choose one of {choices} or None")
+        if self.coarse_to_fine not in (True, False, "auto"):
+            raise ParameterError(f"coarse_to_fine={self.coarse_to_fine!r}: use True, False or 'auto'")
+
+    @property
+    def layers(self) -> list[str]:
+        """Every layer the objective reads (content first), for building the network."""
+        return [*self.content_layers, *self.style_layers]
+
+    @property
+    def batch(self) -> int:
+        """How many images are optimised together: the length of tensor weights (1 for floats)."""
+        return max(torch.as_tensor(w).numel() for w in self.loss_weights.values())
+
+    @property
+    def loss_weights(self) -> dict[str, Weight]:
+        """The three global weights, {"content_weight", "style_weight", "tv_weight"}."""
+        return {name: getattr(self, name) for name in ("content_weight", "style_weight", "tv_weight")}
+
+
+def resolve(settings: Settings | None, overrides: Mapping[str, Any]) -> Settings:
+    """`settings` (default `Settings()`) with keyword `overrides`, validated."""
+    if settings is not None and not isinstance(settings, Settings):
+        raise ParameterError(f"settings={settings!r}: give a nstlib.Settings (or keyword arguments)")
+    return (settings or Settings()).replace(**overrides).validate()
+
+
+def check_layer_weights(name: str, layers: Mapping[str, float]) -> dict[str, float]:
+    """Validate {layer name: weight}: known layers, finite weights >= 0 with a positive sum."""
+    if not isinstance(layers, Mapping):
+        raise ParameterError(f"{name}={layers!r}: give a dict {{layer name: weight}}, e.g. {{'relu4_2': 1.0}}")
+    check_layers(layers)
+    for value in layers.values():
+        check_number(name, value)
+    layers = {k: float(v) for k, v in layers.items()}
+    if any(v < 0 for v in layers.values()):
+        raise ParameterError(f"{name} has a negative weight {layers}; use weights >= 0")
+    if sum(layers.values()) <= 0:
+        raise ParameterError(f"{name} weights sum to 0 {layers}; give at least one layer a positive weight")
+    return layers
+
+
+def check_weight(name: str, value: Weight) -> None:
+    """A loss weight: a finite number >= 0, or a float tensor of them."""
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point() or not torch.isfinite(value).all() or (value < 0).any():
+            raise ParameterError(f"{name}={value}: weights must be finite floats >= 0")
+        return
+    check_number(name, value)
+    if value < 0:
+        raise ParameterError(f"{name}={value}: weights must be >= 0")
+
+
+def check_number(name: str, value: object) -> None:
+    """A finite real number (not a bool, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ParameterError(f"{name}={value!r}: give a finite number")
+
+
+def check_whole(name: str, value: object, low: int, allow_none: bool = False) -> None:
+    """A whole number >= `low` (or None where allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ParameterError(f"{name}={value!r}: give a whole number >= {low}" + (" or None" if allow_none else ""))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def renamed(**old_to_new: str) -> Callable[[F], F]:
+    """Keep old keyword names working: `@renamed(fast="mixed_precision")` passes fast=... on as
+    mixed_precision=..., with a DeprecationWarning that names the new keyword."""
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for old, new in old_to_new.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise ParameterError(f"{old}= is the old name of {new}=; give only {new}=")
+                    warnings.warn(f"{function.__name__}({old}=...) is now {new}=...", DeprecationWarning, stacklevel=2)
+                    kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -1,0 +1,131 @@
+"""From pictures to an objective: the images, the network, the targets, the weighted objective.
+
+1. `prepare_images`: load the content (long side `size`) and the styles (`style_scale` x that);
+2. `make_extractor`: the VGG network that returns every layer the objective reads;
+3. `Targets.build`: the content features and the (blended) style Gram matrices, computed once,
+   without gradients, from the images and the network;
+4. `Targets.objective(settings)`: targets + loss weights = an `Objective`, a function of the pixels
+   alone. Changing a weight builds a new objective from the same targets: nothing is recomputed;
+5. `initial_image`: where the optimisation starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from nstlib.blend import style_targets
+from nstlib.errors import ParameterError
+from nstlib.features import VGGFeatures
+from nstlib.images import ImageLike, load_image, resize
+from nstlib.losses import Features, Objective, StyleTargets
+from nstlib.masks import guided_style_targets
+from nstlib.settings import Settings, resolve
+from nstlib.weights import Weights
+
+Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+
+
+def as_list(items: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
+    """One picture (style or mask) or a sequence of them -> a list."""
+    if isinstance(items, (str, torch.Tensor, Image.Image)) or not isinstance(items, Sequence):
+        return [items]
+    return list(items)
+
+
+def prepare_images(
+    content: ImageLike,
+    styles: ImageLike | Sequence[ImageLike],
+    size: int | None = None,
+    style_scale: float = 1.0,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Load the content (1,3,H,W), long side `size`, and the styles, long side `style_scale` x the content's."""
+    content = load_image(content, size)
+    style_side = round(max(content.shape[-2:]) * style_scale)
+    return content, [load_image(s, style_side) for s in as_list(styles)]
+
+
+def make_extractor(
+    layers: Sequence[str], network_weights: str | Weights = "imagenet", pooling: str = "max",
+    extractor: VGGFeatures | None = None,
+) -> VGGFeatures:
+    """Reuse `extractor` if it returns every layer needed, else build a new `VGGFeatures`."""
+    if extractor is not None:
+        missing = set(layers) - set(extractor.layers)
+        if missing:
+            raise ParameterError(f"the given extractor lacks layers {sorted(missing)}; build it with them")
+        return extractor
+    return VGGFeatures(layers, weights=network_weights, pooling=pooling)
+
+
+@dataclass
+class Targets:
+    """What the image is pulled towards, computed once from the images and the network.
+
+    Attributes:
+        features: the network, (B,3,H,W) in [0,1] -> {layer: (B,C,h,w)}.
+        content: {layer: (1,C,H,W)} feature maps of the content image (the content layers).
+        style: blended Gram targets, [(weight, {layer: (1,C,C)})] (see `blend.style_targets`).
+        masks: spatial control, one {layer: (1,1,h,w)} per style target (see `nstlib.masks`), or None.
+    """
+
+    features: Extractor
+    content: Features
+    style: StyleTargets
+    masks: list[Features] | None = None
+
+    @classmethod
+    @torch.no_grad()
+    def build(
+        cls,
+        features: Extractor,
+        content: torch.Tensor,
+        styles: Sequence[torch.Tensor],
+        settings: Settings,
+        masks: Sequence[torch.Tensor] | None = None,
+    ) -> Targets:
+        """Targets for the layers, blend and blend weights of `settings` (its loss weights play no part).
+
+        With `masks` (one (1,1,H,W) mask per style, at the content's size) style k is matched only
+        inside mask k, and `blend_weights` become per-region weights (see `nstlib.masks`).
+        """
+        content_features = {k: v for k, v in features(content).items() if k in settings.content_layers}
+        if masks is None:
+            return cls(features, content_features, style_targets(
+                features, styles, settings.style_layers, settings.blend_weights, settings.blend))
+        style, style_masks = guided_style_targets(features, styles, masks, settings.style_layers,
+                                                  settings.blend_weights)
+        return cls(features, content_features, style, style_masks)
+
+    def objective(self, settings: Settings) -> Objective:
+        """These targets with the loss weights of `settings` (global and per layer)."""
+        return Objective(self.features, self.content, self.style, settings.content_layers, settings.style_layers,
+                         **settings.loss_weights, style_masks=self.masks)
+
+
+def make_objective(
+    extractor: Extractor,
+    content: torch.Tensor,
+    styles: Sequence[torch.Tensor],
+    settings: Settings | None = None,
+    *,
+    masks: Sequence[torch.Tensor] | None = None,
+    **overrides: Any,
+) -> Objective:
+    """The objective for (1,3,H,W) `content` and `styles` on the device: `Targets.build` + `objective`."""
+    settings = resolve(settings, overrides)
+    return Targets.build(extractor, content, styles, settings, masks).objective(settings)
+
+
+def initial_image(init: str, content: torch.Tensor, styles: Sequence[torch.Tensor], seed: int) -> torch.Tensor:
+    """The starting image (1,3,H,W): the content, uniform noise, or the first style resized."""
+    if init == "content":
+        return content.clone()
+    if init == "noise":
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        return torch.rand(content.shape, generator=gen).to(content.device)
+    return resize(styles[0], tuple(content.shape[-2:]))
