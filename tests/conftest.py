@@ -59,3 +59,31 @@ def refuse_work(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """Call it to make building a network fail the test: what the test checks must be refused before
     that work. (The public seam: every run builds its `VGGFeatures`, unless it is given an extractor.)"""
     return lambda: monkeypatch.setattr(VGG19Features, "__init__", _no_work)
+
+
+@pytest.fixture
+def fail_on_gradient_call(monkeypatch: pytest.MonkeyPatch) -> Callable[[int, BaseException], None]:
+    """Call it with (number, error) to make the `number`-th objective evaluation with gradients (one
+    per L-BFGS step) raise `error`."""
+    def arm(number: int, error: BaseException) -> None:
+        forward, calls = VGG19Features.forward, [0]
+
+        def failing(self: VGG19Features, image: torch.Tensor) -> dict[str, torch.Tensor]:
+            if image.requires_grad:
+                calls[0] += 1
+                if calls[0] == number:
+                    raise error
+            return forward(self, image)
+
+        monkeypatch.setattr(VGG19Features, "forward", failing)
+
+    return arm
+
+
+@pytest.fixture
+def three_steps(vgg: VGG19Features, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """The image after 3 L-BFGS steps of the 64 px samples (what an interrupted run must keep)."""
+    from nstlib.optimize import stylize
+
+    return stylize(content, style, steps=10, callback=lambda s: s.step == 3, extractor=vgg, size=64,
+                   network_weights="random", device="cpu", progress=False).image

@@ -1,0 +1,82 @@
+"""Fault injection: Ctrl-C inside a step, in Python and in the CLI. Rows of docs/reliability.md."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from nstlib.data import sample_path
+from nstlib.optimize import stylize
+
+CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
+FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]
+RUN = {"size": 64, "network_weights": "random", "device": "cpu", "progress": False}
+
+
+# --- Interrupts ---------------------------------------------------------------------------------------
+
+def test_ctrl_c_inside_a_step_returns_the_last_complete_image(vgg, content, style, fail_on_gradient_call,
+                                                              three_steps, tmp_path) -> None:
+    expected = three_steps
+    fail_on_gradient_call(4, KeyboardInterrupt())  # Ctrl-C during step 4's backward pass
+    result = stylize(content, style, steps=10, extractor=vgg, **RUN)
+    assert result.interrupted and result.status == "interrupted at step 4"
+    assert torch.equal(result.image, expected)  # nothing lost: exactly the image after 3 steps
+    with Image.open(result.save(str(tmp_path / "r.png"))) as img:
+        assert img.text["nstlib:status"] == "interrupted at step 4"
+
+
+def _default_sigint() -> None:
+    """Run in the child before exec: give it the default SIGINT handler. A background job of a
+    non-interactive shell (`pytest &` in a script, some CI runners) starts with SIGINT ignored, and a
+    child inherits that, so Python would never raise KeyboardInterrupt and the test would hang."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _run_cli_and_interrupt(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, str]:
+    """Start the CLI, wait until the progress bar shows a finished step, then send SIGINT.
+    Returns the finished process and its one 'nstlib: ...' line on stderr."""
+    argv = [sys.executable, "-m", "nstlib.cli", "stylize", CONTENT, STYLE, "-o", str(out), "--size", "64",
+            "--steps", "100000", "--weights", "random", "--device", "cpu", *extra]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=_default_sigint)
+    seen: list[bytes] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), b"")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 240
+    while not re.search(rb"\b[1-9]\d*/100000", b"".join(seen)):
+        assert proc.poll() is None, b"".join(seen).decode()
+        assert time.monotonic() < deadline, "the CLI never started optimising"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    err = b"".join(seen).decode()
+    notices = [line for line in re.split(r"[\r\n]", err) if line.startswith("nstlib")]
+    assert len(notices) == 1, err  # exactly one line of explanation besides the progress bar
+    return subprocess.CompletedProcess(argv, proc.returncode, proc.stdout.read().decode(), err), notices[0]
+
+
+@pytest.mark.parametrize("save_partial", [True, False])
+def test_cli_ctrl_c_writes_only_with_save_partial(tmp_path, save_partial: bool) -> None:
+    out = tmp_path / "out.png"
+    proc, last_line = _run_cli_and_interrupt(out, *(["--save-partial"] if save_partial else []))
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == (["out.png"] if save_partial else [])  # no temporary files
+    if save_partial:
+        assert "wrote the partial result" in last_line, last_line
+        with Image.open(out) as img:
+            assert img.size == (64, 64) and re.fullmatch(r"interrupted at step \d+", img.text["nstlib:status"])
+    else:
+        assert "nothing written (use --save-partial" in last_line, last_line

@@ -1,0 +1,159 @@
+"""Fault injection: out of memory: the estimate, the refusal before work, and a GPU running out mid-
+run. Rows of docs/reliability.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import nstlib.memory
+import nstlib.optimize
+from nstlib.cli import main
+from nstlib.data import sample_path
+from nstlib.errors import MemoryLimitError
+from nstlib.features import VGG19Features
+from nstlib.losses import Objective
+from nstlib.memory import available_bytes, estimate_bytes, network_cost
+from nstlib.optimize import stylize
+
+CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
+FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]
+RUN = {"size": 64, "network_weights": "random", "device": "cpu", "progress": False}
+
+
+# --- Out of memory ---------------------------------------------------------------------------------------
+
+def test_gpu_out_of_memory_keeps_the_last_good_image(fail_on_gradient_call, three_steps, vgg, content, style) -> None:
+    expected = three_steps
+    fail_on_gradient_call(4, torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    with pytest.raises(MemoryLimitError) as info:
+        stylize(content, style, steps=10, extractor=vgg, **RUN)
+    message = str(info.value)
+    for words in ("out of GPU memory at 64x64 (step 3)", "smaller size", "coarse-to-fine", "optimizer='adam'"):
+        assert words in message, message
+    result = info.value.result
+    assert torch.equal(result.image, expected) and result.status == "stopped: out of memory at step 3"
+
+
+def test_out_of_memory_while_computing_targets_keeps_the_coarser_scale(vgg, content, style, monkeypatch) -> None:
+    forward = VGG19Features.forward
+
+    def failing(self, image):  # the targets (no gradients) of the last, 64 px scale do not fit
+        if not image.requires_grad and image.shape[-1] == 64:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4 GiB")
+        return forward(self, image)
+
+    monkeypatch.setattr(VGG19Features, "forward", failing)
+    with pytest.raises(MemoryLimitError, match=r"out of GPU memory at 64x64 \(step 0\)") as info:
+        stylize(content, style, steps=4, coarse_to_fine=True, pyramid_start=32, extractor=vgg, **RUN)
+    result = info.value.result
+    assert result.status == "stopped: out of memory at step 0" and result.image.shape == (1, 3, 64, 64)
+    assert (result.image - content).abs().mean() > 1e-3  # the 32 and 45 px scales' work is kept
+
+
+def _graph_tensors(error: BaseException) -> list[torch.Tensor]:
+    """Tensors of an autograd graph still reachable from the variables of the frames that `error`
+    (or the error it was raised from) passed through."""
+    found = []
+    for exc in (error, error.__context__):
+        tb = exc.__traceback__ if exc is not None else None
+        while tb is not None:
+            for value in tb.tb_frame.f_locals.values():
+                values = value.values() if isinstance(value, dict) else [value]
+                found += [v for v in values if isinstance(v, torch.Tensor) and v.grad_fn is not None]
+            tb = tb.tb_next
+    return found
+
+
+def test_out_of_memory_in_backward_releases_the_failed_steps_graph(vgg, content, style, monkeypatch) -> None:
+    forward, calls = Objective.forward, [0]
+
+    def failing(self, image):  # the third step runs out of memory in its backward pass
+        terms = forward(self, image)
+        calls[0] += image.requires_grad
+        if calls[0] == 3 and image.requires_grad:
+            terms["total"].register_hook(lambda grad: _raise(torch.cuda.OutOfMemoryError("CUDA out of memory")))
+        return terms
+
+    monkeypatch.setattr(Objective, "forward", failing)
+    with pytest.raises(MemoryLimitError, match=r"\(step 2\)") as info:
+        stylize(content, style, steps=5, extractor=vgg, **RUN)
+    assert _graph_tensors(info.value) == []  # Jupyter keeps the last error: it must not pin the activations
+
+
+def _raise(error: BaseException) -> None:
+    raise error
+
+
+class _NoRoomForTheNetwork(VGG19Features):
+    """An extractor that runs out of device memory when moved there."""
+
+    def to(self, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 MiB")
+
+
+def test_out_of_memory_while_moving_to_the_device_is_one_clear_error(content, style) -> None:
+    extractor = _NoRoomForTheNetwork([*nstlib.optimize.DEFAULT_CONTENT_LAYERS, *nstlib.optimize.DEFAULT_STYLE_LAYERS],
+                                     weights="random")
+    with pytest.raises(MemoryLimitError, match="already while moving the network.*restart the runtime") as info:
+        stylize(content, style, steps=2, extractor=extractor, **RUN)
+    assert info.value.result is None and info.value.__suppress_context__
+
+
+def test_out_of_memory_on_old_torch_and_other_errors(fail_on_gradient_call, vgg, content, style, monkeypatch) -> None:
+    monkeypatch.delattr(torch.cuda, "OutOfMemoryError")  # torch < 1.13 raised a plain RuntimeError
+    fail_on_gradient_call(2, RuntimeError("CUDA out of memory. Tried to allocate 8.00 GiB"))
+    with pytest.raises(MemoryLimitError, match="step 1"):
+        stylize(content, style, steps=4, extractor=vgg, **RUN)
+    fail_on_gradient_call(2, RuntimeError("a bug, not memory"))
+    with pytest.raises(RuntimeError, match="a bug, not memory"):  # other errors are not disguised
+        stylize(content, style, steps=4, extractor=vgg, **RUN)
+
+
+def test_cli_out_of_memory_saves_the_marked_partial_result(fail_on_gradient_call, tmp_path, capsys) -> None:
+    fail_on_gradient_call(2, torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    code = main(["stylize", CONTENT, STYLE, "-o", str(tmp_path / "out.png"), *FAST, "--save-partial"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "out of GPU memory at 64x64" in err, err
+    with Image.open(tmp_path / "out.png") as img:
+        assert img.text["nstlib:status"] == "stopped: out of memory at step 1"
+
+
+def test_memory_estimate_matches_a_hand_calculation() -> None:
+    # 32x32 image, network up to relu2_1. Kept for backward: relu1_1 and relu1_2 (64x32x32 each),
+    # pool1 (64x16x16) with its int64 indices (2 floats each), relu2_1 (128x16x16). Largest map: 64x32x32.
+    kept = 2 * 64 * 32 * 32 + 3 * 64 * 16 * 16 + 128 * 16 * 16
+    params = (3 * 64 * 9 + 64) + (64 * 64 * 9 + 64) + (64 * 128 * 9 + 128)
+    assert network_cost(32, 32, "relu2_1") == (kept, 64 * 32 * 32, params) == (212_992, 65_536, 112_576)
+    image = 3 * 32 * 32
+    lbfgs = 4 * (kept + 3 * 65_536 + (3 + 2 * 10 + 2) * image + params)  # L-BFGS, history 10: 22 buffers
+    assert estimate_bytes(32, 32, ["relu1_1", "relu2_1"], optimizer="lbfgs", history_size=10) == lbfgs == 2_395_904
+    adam = 4 * (2 * (kept + 3 * 65_536 + (3 + 2) * image) + params)  # batch of 2, Adam: 2 buffers each
+    assert estimate_bytes(32, 32, ["relu2_1"], optimizer="adam", batch=2) == adam
+
+
+def test_huge_size_is_refused_before_allocating(refuse_work, capsys) -> None:
+    refuse_work()
+    free = available_bytes()
+    assert free is not None and free > 0
+    with pytest.raises(MemoryLimitError, match=r"100000x100000 needs about [\d.]+ GiB but only") as info:
+        stylize(CONTENT, STYLE, **{**RUN, "size": 100_000})
+    assert "smaller size" in str(info.value) and info.value.result is None
+    assert main(["stylize", CONTENT, STYLE, "-o", "/tmp/never.png", *FAST, "--size", "100000"]) == 2
+    assert "GiB of RAM is free" in capsys.readouterr().err
+    assert not Path("/tmp/never.png").exists()
+
+
+def test_refusal_threshold_follows_free_ram(refuse_work, monkeypatch) -> None:
+    monkeypatch.setattr(nstlib.memory, "available_bytes", lambda: 2**30)  # pretend 1 GiB is free
+    refuse_work()
+    need = estimate_bytes(1024, 1024, nstlib.optimize.DEFAULT_STYLE_LAYERS, optimizer="lbfgs", history_size=50)
+    assert need > nstlib.memory.MARGIN * 2**30
+    with pytest.raises(MemoryLimitError, match="1024x1024"):
+        stylize(np.zeros((1024, 1024, 3), dtype=np.uint8), STYLE, **{**RUN, "size": None})
+    with pytest.raises(AssertionError, match="work started"):  # a small size passes the check and starts work
+        stylize(np.zeros((64, 64, 3), dtype=np.uint8), STYLE, **{**RUN, "size": None})
