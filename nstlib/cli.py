@@ -213,10 +213,10 @@ def _demo_folder(path: str) -> Path:
 def run_demo(args: argparse.Namespace) -> int:
     from nstlib.data import sample_path
     from nstlib.optimize import stylize
-    from nstlib.runtime import pick_device
+    from nstlib.runtime import Runtime
 
-    on_gpu = pick_device(args.device).type != "cpu"
-    settings = _settings(args, size=512 if on_gpu else 192, steps=300 if on_gpu else 60)
+    on_cpu = Runtime.create(args.device).on_cpu
+    settings = _settings(args, size=192 if on_cpu else 512, steps=60 if on_cpu else 300)
     out_dir = _demo_folder(args.out)
     out, gif = _check_outputs(out_dir / "astronaut_stained_glass.png", out_dir / "astronaut_stained_glass.gif", [],
                               args.force)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from nstlib.optimize import pick_device
+from nstlib.runtime import pick_device
 from nstlib.weights import Weights, resolve_weights
 
 #: The install line of every notebook's Colab cell (the README names it too).

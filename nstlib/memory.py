@@ -20,6 +20,7 @@ import torch
 
 from nstlib.errors import MemoryLimitError
 from nstlib.features import LAYER_NAMES, check_layers, layer_channels
+from nstlib.runtime import empty_cache
 
 BYTES_PER_FLOAT = 4
 #: Refuse only when the estimate exceeds the free RAM by this factor: the estimate is an upper
@@ -181,10 +182,7 @@ def release_memory(error: BaseException, device: torch.device) -> None:
     Call it after dropping your own references (the optimiser, the image).
     """
     traceback.clear_frames(error.__traceback__)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps":
-        torch.mps.empty_cache()
+    empty_cache(device)
 
 
 def out_of_memory_error(height: int, width: int, step: int, optimizer: str, result: object) -> MemoryLimitError:

@@ -113,7 +113,7 @@ def _check_memory(content: ImageLike, styles: list[ImageLike], masks: list[Image
     style_side = round(max(shape) * settings.style_scale)
     style_shapes = [target_size(peek_shape(s), style_side) for s in styles]
     check_memory(*shape, settings.layers, optimizer=settings.optimizer, history_size=settings.history_size,
-                 batch=settings.batch, styles=style_shapes, on_cpu=runtime.device.type == "cpu",
+                 batch=settings.batch, styles=style_shapes, on_cpu=runtime.on_cpu,
                  sources=[*(peek_shape(x) for x in (content, *styles, *masks)), shape, *style_shapes])
 
 

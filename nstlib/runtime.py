@@ -67,6 +67,14 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+def empty_cache(device: torch.device) -> None:
+    """Return the allocator's cached blocks to `device` (CUDA, MPS; nothing to do on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """bfloat16 where `device` computes it natively, float16 on older GPUs, else None (float32)."""
     if device.type == "cuda":
@@ -202,6 +210,11 @@ class Runtime:
         dev = pick_device(device)
         precision = precision_for(mixed_precision, dev)
         return cls(dev, precision, bool(compile_model), log_every or (LOG_EVERY if precision else 1))
+
+    @property
+    def on_cpu(self) -> bool:
+        """True when the run computes in the host's RAM (what the memory check guards)."""
+        return self.device.type == "cpu"
 
     def features(self, extractor: nn.Module) -> nn.Module:
         """The extractor as this runtime runs it: moved to the device, with mixed precision if on."""

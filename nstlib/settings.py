@@ -245,7 +245,8 @@ def renamed(**old_to_new: str) -> Callable[[F], F]:
                 if old in kwargs:
                     if new in kwargs:
                         raise ParameterError(f"{old}= is the old name of {new}=; give only {new}=")
-                    warnings.warn(f"{function.__name__}({old}=...) is now {new}=...", DeprecationWarning, stacklevel=2)
+                    name = function.__qualname__.removesuffix(".__init__")
+                    warnings.warn(f"{name}({old}=...) is now {new}=...", DeprecationWarning, stacklevel=2)
                     kwargs[new] = kwargs.pop(old)
             return function(*args, **kwargs)
 

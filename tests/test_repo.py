@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -45,3 +46,28 @@ def test_every_notebook_opens_with_its_badge_and_the_one_install_line() -> None:
         assert '"google.colab" in sys.modules' in setup and COLAB_INSTALL in setup, path.name
         assert badge in readme, f"README does not list {path.name}"
         assert "course.setup(" in "".join(cells[2]["source"]), path.name
+
+
+#: nstlib's modules in the order a learner meets them: each may import only the modules before it, so
+#: reading them top to bottom (image -> features -> targets -> objective -> loop -> result) never
+#: needs a later one. A new module takes its place here.
+MODULE_ORDER = [
+    "errors", "files", "images", "data", "download", "vgg", "weights", "features", "losses", "blend", "masks",
+    "color", "result", "pyramid", "settings", "runtime", "memory", "targets", "loop", "optimize", "course",
+    "plots", "compare", "explorer", "widgets", "fast", "cli",
+]
+
+
+def test_modules_import_only_modules_before_them() -> None:
+    modules = {path.stem for path in (ROOT / "nstlib").glob("*.py")} - {"__init__"}
+    assert modules == set(MODULE_ORDER), "place new modules in MODULE_ORDER"
+    for name in MODULE_ORDER:
+        tree = ast.parse((ROOT / "nstlib" / f"{name}.py").read_text())
+        imported = {node.module.split(".")[1] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nstlib.")}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                     and node.module == "nstlib" for alias in node.names}
+        imported |= {alias.name.split(".")[1] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                     for alias in node.names if alias.name.startswith("nstlib.")}
+        later = {m for m in imported if MODULE_ORDER.index(m) > MODULE_ORDER.index(name)}
+        assert not later, f"nstlib/{name}.py imports the later module(s) {sorted(later)}"
