@@ -53,7 +53,7 @@ def optimization_loop(objective: Callable[[torch.Tensor], dict[str, torch.Tensor
         opt.step(closure)  # Adam calls the closure once; L-BFGS once per line-search trial
         with torch.no_grad():
             image.clamp_(0, 1)  # projected descent: the pixels stay valid
-        if monitor.step_done(step + 1, image):  # the callback asked to stop
+        if monitor.step_done(step + 1, image):  # history, progress bar, callback; True: stop
             break
 
 

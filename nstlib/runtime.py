@@ -19,8 +19,10 @@ depends on it; the rest of the library asks the runtime and never looks at the d
 4. how often the losses are copied to the host (`log_every`): every step on the plain path, every
    `LOG_EVERY` steps with mixed precision, since each copy waits for the GPU to finish.
 
-This is the seam for later speed work (CUDA graphs, an L-BFGS without host syncs): the loop gets
-its backward pass and its compiled objective from here. `benchmarks.md` has the numbers.
+This is the seam for later speed work: the loop gets its backward pass (`backward`) and the
+objective it calls (`compiled`) from here, so CUDA graphs would capture inside `compiled`, and an
+L-BFGS without host syncs would be one more decision of the runtime, handed to the loop in place of
+`loop.make_optimizer`. `benchmarks.md` has the numbers.
 """
 
 from __future__ import annotations
