@@ -48,7 +48,7 @@ from nstlib.settings import (  # noqa: F401  (the defaults are re-exported: note
     renamed,
     resolve,
 )
-from nstlib.targets import Targets, as_list, initial_image, make_extractor, make_objective  # noqa: F401
+from nstlib.targets import Targets, as_list, initial_image, make_extractor, make_objective, prepare_images  # noqa: F401
 from nstlib.weights import Weights
 
 #: Old spellings of `stylize`'s and `evaluate`'s keywords (DeprecationWarning), see `settings.renamed`.
@@ -170,8 +170,7 @@ def stylize(
         normalize_blend_weights(settings.blend_weights, len(style_list))
     _check_memory(content, style_list, mask_list, settings, runtime)
 
-    content_img = load_image(content, settings.size)
-    style_imgs = [load_image(s, round(max(content_img.shape[-2:]) * settings.style_scale)) for s in style_list]
+    content_img, style_imgs = prepare_images(content, style_list, settings.size, settings.style_scale)
     problem = Problem.prepare(content_img, style_imgs, mask_list if masks is not None else None, settings, runtime,
                               partial(make_extractor, settings.layers, network_weights, pooling, extractor))
     start = initial_image(settings.init, problem.content, problem.styles, settings.seed).repeat(settings.batch, 1, 1, 1)
@@ -248,8 +247,7 @@ def evaluate(
     runtime = Runtime.create(device, mixed_precision=False)
     img = load_image(image).to(runtime.device)
     shape = tuple(img.shape[-2:])
-    content_img = load_image(content, max(shape))
-    style_imgs = [load_image(s, round(max(shape) * settings.style_scale)) for s in as_list(styles)]
+    content_img, style_imgs = prepare_images(content, styles, max(shape), settings.style_scale)
     problem = Problem.prepare(resize(content_img, shape), style_imgs, None if masks is None else as_list(masks),
                               settings, runtime, partial(make_extractor, settings.layers, network_weights, pooling,
                                                          extractor))

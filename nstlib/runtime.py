@@ -133,7 +133,7 @@ class PrecisionFeatures(nn.Module):
 
     def __init__(self, extractor: nn.Module, precision: Precision) -> None:
         super().__init__()
-        self.path = precision
+        self.precision = precision
         self.layers, self.source = extractor.layers, getattr(extractor, "source", "")
         self.extractor = copy.deepcopy(extractor)
         self.extractor.net.to(dtype=precision.dtype or torch.float32,
@@ -142,11 +142,11 @@ class PrecisionFeatures(nn.Module):
             torch.backends.cudnn.benchmark = True
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.path.channels_last:
+        if self.precision.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        if self.path.dtype is None:
+        if self.precision.dtype is None:
             return self.extractor(image)
-        with torch.autocast(image.device.type, dtype=self.path.dtype):
+        with torch.autocast(image.device.type, dtype=self.precision.dtype):
             return self.extractor(image)
 
 
