@@ -93,8 +93,8 @@ def test_same_iterates_as_torch_on_the_style_objective(vgg, content, style) -> N
 
 
 def test_the_box_does_not_poison_the_history() -> None:
-    """Optimum outside [0,1]: torch + clamp stalls (its s is the step asked for, not the one made);
-    with bounds=(0, 1) the constrained optimum (found by projected gradient) is reached."""
+    """Optimum outside [0,1]: torch + clamp stalls at the walls; with bounds=(0, 1) (the projected
+    gradient) the constrained optimum, found by 5000 projected-gradient steps, is reached."""
     f = quadratic(1, 50, centre=1.5)
     x = torch.full((50,), 0.5, dtype=torch.float64)
     for _ in range(5000):
