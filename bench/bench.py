@@ -7,12 +7,19 @@
 For every size and optimizer (L-BFGS, Adam) it times, in one process, with the same layers and
 the same seeded random VGG19 weights:
 
-- fast:   `nstlib.stylize(mixed_precision=True)` (channels_last, bf16/fp16 autocast on CUDA, fp32 losses);
+- fast:   `nstlib.stylize(mixed_precision=True)` (channels_last, bf16/fp16 autocast on CUDA, fp32 losses,
+  on CUDA each step captured in a CUDA graph with fused Adam or the sync-free L-BFGS);
 - fast + compile (Adam; CUDA, or with --compile): the same through `torch.compile`;
 - plain:  `nstlib.stylize(mixed_precision=False)`, the float32 path that the notebooks explain;
 - naive:  the PyTorch tutorial's design, written out below: a copy of VGG19 with loss modules
   inserted after the chosen layers (cut after the last one, as the tutorial does), and a `.item()`
-  on the losses after every step.
+  on the losses after every step;
+- compact reference: the ceiling to beat, the shortest fast implementation we know, written out
+  below: on CUDA bf16 channels_last VGG, fp32 Grams and losses, the loss through `torch.compile`,
+  the whole step in a CUDA graph, fused Adam (or `nstlib.lbfgs.SyncFreeLBFGS`); eager fp32 on a CPU.
+Every nstlib figure is also printed as a ratio against naive and against the reference of the same
+run (below 1: faster). A cold-start row times a fresh process: `import nstlib` and the first
+`stylize` result, wall time, as a user's first call meets it.
 
 One iteration = one objective evaluation and its gradient (L-BFGS without line search makes one
 per step). ms/iter is timed between the end of the warm-up steps and the last step, with the
@@ -26,9 +33,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,9 +52,16 @@ from nstlib.data import sample
 from nstlib.errors import MemoryLimitError
 from nstlib.features import LAYER_NAMES, VGG19Features
 from nstlib.images import resize
+from nstlib.lbfgs import SyncFreeLBFGS
 from nstlib.memory import is_out_of_memory, release_memory
-from nstlib.runtime import pick_device
-from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from nstlib.runtime import autocast_dtype, pick_device
+from nstlib.settings import (
+    DEFAULT_CONTENT_LAYERS,
+    DEFAULT_CONTENT_WEIGHT,
+    DEFAULT_STYLE_LAYERS,
+    DEFAULT_STYLE_WEIGHT,
+    DEFAULT_TV_WEIGHT,
+)
 
 LAYERS = [*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS]
 #: Dense bf16/fp16 tensor-core peaks in TFLOP/s (vendor data sheets), matched against the device name.
@@ -159,6 +176,99 @@ def run_naive(net, content, style, optimizer: str, steps: int, on_step: Callable
         on_step(step)
 
 
+# ---------------------------------------------------------------- the compact reference (the ceiling to beat)
+
+
+def compact_runner(net, content, style, device: torch.device, optimizer: str):
+    """Minimal fast style transfer with nstlib's objective (default weights, TV included)."""
+    return lambda steps, on_step: run_compact(net, content, style, device, optimizer, steps, on_step)
+
+
+def run_compact(net, content, style, device: torch.device, optimizer: str, steps: int,
+                on_step: Callable[[int], None]) -> None:
+    cuda = device.type == "cuda"
+    dtype = autocast_dtype(device) if cuda else torch.float32
+    vgg = copy.deepcopy(net.net).to(dtype=dtype, memory_format=torch.channels_last)
+    wanted = {i: name for i, name in enumerate(LAYER_NAMES[: len(vgg)]) if name in LAYERS}
+
+    def features(image: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = ((image - net.mean) / net.std).to(dtype).contiguous(memory_format=torch.channels_last)
+        out = {}
+        for i, module in enumerate(vgg):
+            x = module(x)
+            if i in wanted:
+                out[wanted[i]] = x.float()
+        return out
+
+    def gram(f: torch.Tensor) -> torch.Tensor:
+        flat = f.flatten(2)
+        return flat @ flat.transpose(1, 2) / flat.shape[-1]
+
+    with torch.no_grad():
+        content_target = {k: v for k, v in features(content).items() if k in DEFAULT_CONTENT_LAYERS}
+        style_target = {k: gram(v) for k, v in features(style).items() if k in DEFAULT_STYLE_LAYERS}
+
+    def loss(image: torch.Tensor) -> torch.Tensor:
+        f = features(image)
+        c = sum(w * (f[k] - content_target[k]).pow(2).mean() for k, w in DEFAULT_CONTENT_LAYERS.items())
+        s = sum(w * (gram(f[k]) - style_target[k]).pow(2).mean() for k, w in DEFAULT_STYLE_LAYERS.items())
+        tv = (image[..., 1:] - image[..., :-1]).pow(2).mean() + (image[..., 1:, :] - image[..., :-1, :]).pow(2).mean()
+        return DEFAULT_CONTENT_WEIGHT * c + DEFAULT_STYLE_WEIGHT * s + DEFAULT_TV_WEIGHT * tv
+
+    image = content.clone().requires_grad_(True)
+    opt = (SyncFreeLBFGS([image], bounds=(0.0, 1.0)) if optimizer == "lbfgs" else
+           torch.optim.Adam([image], lr=0.02, fused=True, capturable=cuda))
+    objective = torch.compile(loss, dynamic=False) if cuda else loss
+
+    def step() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        value = objective(image)
+        value.backward()
+        opt.step()
+        with torch.no_grad():
+            image.clamp_(0, 1)
+        return value.detach()
+
+    if not cuda:
+        for i in range(1, steps + 1):
+            step()
+            on_step(i)
+        return
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    warm = min(3, steps)
+    for i in range(1, warm + 1):  # warm-up (and compile) on a side stream, as torch's CUDA-graph docs do
+        with torch.cuda.stream(side):
+            step()
+        on_step(i)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    for i in range(warm + 1, steps + 1):
+        graph.replay()
+        on_step(i)
+
+
+# ---------------------------------------------------------------- cold start: a fresh process
+
+
+COLD_START = """
+import time, nstlib, sys
+result = nstlib.stylize(nstlib.sample_path("astronaut"), nstlib.sample_path("stained_glass"), size={size},
+                        steps={steps}, network_weights="random", device="{device}", progress=False)
+print(result.final["total"])
+"""
+
+
+def cold_start(device: torch.device, size: int, steps: int) -> float:
+    """Seconds from starting a fresh Python to the first stylize result (torch import included)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", COLD_START.format(size=size, steps=steps, device=device)], check=True,
+                   capture_output=True)
+    return time.perf_counter() - start
+
+
 # ---------------------------------------------------------------- timing and memory
 
 
@@ -266,7 +376,7 @@ def time_to_target(net, content, style, device, steps: int, *, coarse_to_fine: b
     at the target size. With target=None it runs all `steps` and its last full-size objective
     becomes the target for the other method.
     """
-    if device.type == "cuda":  # cudnn.benchmark tunes each new size once: not part of the time (the pyramid has 4)
+    if device.type == "cuda":  # each new size is warmed up and captured once per process: not part of the time
         nstlib.stylize(content, style, steps=4, extractor=net, device=device, progress=False,
                        coarse_to_fine=coarse_to_fine)
     start = time.perf_counter()
@@ -297,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", help="image sides in px (default 256 512 1024, +2048 on CUDA)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement (after --warmup)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (cudnn autotune, compile)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (graph capture, compile)")
     parser.add_argument("--optimizers", nargs="+", default=["lbfgs", "adam"], choices=["lbfgs", "adam"])
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -332,43 +442,59 @@ def main(argv: list[str] | None = None) -> None:
         conv, gram = iteration_flops(net, size)
         print(f"| {size}² | {(conv + gram) / 1e9:.1f} ({conv / 1e9:.1f} + {gram / 1e9:.1f}) |")
 
-    print("\n| size | optimizer | implementation | ms / iter | TFLOP/s | % of peak | peak memory (MiB) |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| size | optimizer | implementation | ms / iter | × naive | × reference | TFLOP/s | % of peak | "
+          "peak memory (MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
         content, style = images(size)
         flops = sum(iteration_flops(net, size))
         for optimizer in args.optimizers:
-            rows = [("fast", True, False)]
+            rows = [("compact reference", None, False), ("naive (tutorial)", None, False), ("fast", True, False)]
             if optimizer == "adam" and compile_adam:
                 rows.append(("fast + compile", True, True))
-            rows += [("plain fp32", False, False), ("naive (tutorial)", False, False)]
+            rows.append(("plain fp32", False, False))
+            ms: dict[str, float | None] = {}
             for label, fast, compile in rows:
-                torch.backends.cudnn.benchmark = False  # mixed precision turns it on; do not let it leak
-                if compile:
+                if compile or label.startswith("compact"):
                     torch._dynamo.reset()  # compile afresh for this size, not a graph generalised over sizes
                 if label.startswith("naive"):
                     run = naive_runner(net, content, style, optimizer)
+                elif label.startswith("compact"):
+                    run = compact_runner(net, content, style, device, optimizer)
                 else:
                     run = nstlib_runner(net, content, style, device, optimizer, fast, compile)
                 warmup = args.warmup + (2 if compile else 0)
                 r = timed(device, warmup, args.steps, run)
+                ms[label] = r["ms"]
                 tflops = flops / (r["ms"] / 1000) / 1e12 if r["ms"] else None
                 share = 100 * tflops / peak if tflops and peak else None
-                ms = fmt(r["ms"], ".1f") if r["ms"] else r.get("note", "–")
-                print(f"| {size}² | {optimizer} | {label} | {ms} | {fmt(tflops, '.3g')} | {fmt(share, '.2g')} | "
-                      f"{fmt(r['mem'], '.0f')} |", flush=True)
+                ratios = [fmt(r["ms"] / ms[ref] if r["ms"] and ms[ref] else None, ".2f")
+                          for ref in ("naive (tutorial)", "compact reference")] if fast is not None else ["", ""]
+                shown = fmt(r["ms"], ".1f") if r["ms"] else r.get("note", "–")
+                print(f"| {size}² | {optimizer} | {label} | {shown} | {' | '.join(ratios)} | {fmt(tflops, '.3g')} | "
+                      f"{fmt(share, '.2g')} | {fmt(r['mem'], '.0f')} |", flush=True)
+
+    cold_size, cold_steps = (64, 3) if args.quick else (512, 300 if device.type == "cuda" else 10)
+    print(f"\nCold start (a fresh process: Python, import nstlib, the first stylize result of {cold_size}² × "
+          f"{cold_steps} steps on {device.type}, default path): {cold_start(device, cold_size, cold_steps):.1f} s wall")
 
     content, style = images(args.target_size)
-    single = time_to_target(net, content, style, device, args.target_steps, coarse_to_fine=False)
-    pyramid = time_to_target(net, content, style, device, 2 * args.target_steps, coarse_to_fine=True,
-                             target=single["total"])
+    print_time_to_target(net, content, style, device, args.target_steps)
+
+
+def print_time_to_target(net, content, style, device: torch.device, steps: int) -> None:
+    """The time-to-objective table: single-scale L-BFGS for `steps` sets the target, the pyramid
+    (the device's plan, a budget of 2 x steps) chases it."""
+    single = time_to_target(net, content, style, device, steps, coarse_to_fine=False)
+    pyramid = time_to_target(net, content, style, device, 2 * steps, coarse_to_fine=True, target=single["total"])
+    size = max(content.shape[-2:])
     print(f"\nTime to objective ≤ {single['total']:.4g} (what single-scale L-BFGS, device default path, reaches in "
-          f"{args.target_steps} steps) at {args.target_size}²; coarse-to-fine gets a budget of "
-          f"{2 * args.target_steps} steps over its √2 pyramid:\n")
+          f"{steps} steps) at {size}²; coarse-to-fine gets a budget of {2 * steps} steps over its √2 pyramid:\n")
     print("| method | seconds | steps (all scales) | reached |\n|---|---|---|---|")
     for name, run in (("single-scale", single), ("coarse-to-fine", pyramid)):
         reached = "yes" if run["reached"] else f"no (ended at {run['total']:.4g})"
-        print(f"| {name} | {run['seconds']:.2f} | {run['steps']} | {reached} |")
+        print(f"| {name} | {run['seconds']:.2f} | {run['steps']} | {reached} |", flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -1,11 +1,17 @@
 """Coarse-to-fine against single-scale: wall time and the objective at the target size.
 
-    python bench/coarse_to_fine.py [--size 256] [--steps 100] [--threads 2] [--weights random]
+    python bench/coarse_to_fine.py [--size 256] [--steps 100] [--threads 2] [--weights random] [--device cpu]
+    python bench/coarse_to_fine.py --device cuda --to-target 512 1024 --steps 50
 
 Both runs use the same content, style, weights, L-BFGS settings and step budget `steps`; the
-pyramid shares it out with `nstlib.pyramid.schedule`. The objective of each output is scored at
-the target size with `nstlib.evaluate` (one extractor for both). Results go to docs/coarse_to_fine.md
-by hand. Wall time is reported with process CPU time, which a shared machine disturbs less.
+pyramid shares it out with `nstlib.pyramid.schedule` and the device's `PyramidPlan`. The objective
+of each output is scored at the target size with `nstlib.evaluate` (one extractor for both).
+Results go to docs/coarse_to_fine.md by hand. Wall time is reported with process CPU time, which a
+shared machine disturbs less.
+
+`--to-target SIZE...` measures instead, at each size, the time single-scale L-BFGS needs for
+`steps` steps and the time the pyramid (a budget of 2 x steps) needs to reach the same objective
+(bench/bench.py's table): what `nstlib.runtime.PYRAMID_PLANS` should be set from, per device.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ import time
 import torch
 
 import nstlib
+from bench import print_time_to_target
 from nstlib.features import VGG19Features
+from nstlib.images import resize
 from nstlib.optimize import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from nstlib.pyramid import schedule
+from nstlib.runtime import Runtime
 
 
 def main() -> None:
@@ -31,20 +40,31 @@ def main() -> None:
     p.add_argument("--content", default="astronaut")
     p.add_argument("--style", default="stained_glass")
     p.add_argument("--out", help="save the two outputs side by side here (PNG)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--to-target", type=int, nargs="+", metavar="SIZE", help="time to a fixed objective at these sizes")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    net = VGG19Features([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights=args.weights)
+    runtime = Runtime.create(args.device)
+    net = VGG19Features([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights=args.weights).to(runtime.device)
     content, style = nstlib.sample_path(args.content), nstlib.sample_path(args.style)
-    common = dict(size=args.size, steps=args.steps, extractor=net, network_weights=args.weights, device="cpu",
-                  progress=False)
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads")
-    print("schedule:", [(s.size, s.steps) for s in schedule(args.size, args.steps)])
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads, "
+          f"{runtime.device}, pyramid plan {runtime.pyramid}")
+    if args.to_target:
+        for size in args.to_target:
+            images = [resize(nstlib.load_image(x), (size, size)).to(runtime.device) for x in (content, style)]
+            print_time_to_target(net, *images, runtime.device, args.steps)
+        return
+    common = dict(size=args.size, steps=args.steps, extractor=net, network_weights=args.weights,
+                  device=runtime.device, progress=False)
+    plan = runtime.pyramid
+    print("schedule:", [(s.size, s.steps) for s in schedule(args.size, args.steps, share=plan.share,
+                                                            default_start=plan.start)])
     rows = {}
     for name, c2f in (("single-scale", False), ("coarse-to-fine", True)):
         cpu = time.process_time()
         result = nstlib.stylize(content, style, coarse_to_fine=c2f, **common)
         cpu = time.process_time() - cpu
-        scored = nstlib.evaluate(result.image, content, style, extractor=net, device="cpu")
+        scored = nstlib.evaluate(result.image, content, style, extractor=net, device=runtime.device)
         rows[name] = (result, scored, cpu)
         print(f"{name:15s} wall {result.seconds:7.1f} s  cpu {cpu:7.1f} s  total {scored['total']:.4g}  "
               f"content {scored['content']:.4g}  style {scored['style']:.4g}  tv {scored['tv']:.4g}  "

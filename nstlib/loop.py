@@ -4,12 +4,15 @@
 take an L-BFGS or Adam step, clamp the pixels to [0,1], report. `Monitor` does the bookkeeping
 around it (history, deferred NaN checks with a rollback to the last finite image, animation frames,
 the progress bar, the user's callback, Ctrl-C), and `optimize_image` puts the two together.
+`graphed_loop` is the same loop with each step replayed from a CUDA graph (`nstlib.graphs`), which
+`optimize_image` runs instead where the runtime says so (`Runtime.cuda_graph`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -17,8 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from nstlib.errors import MemoryLimitError, NonFiniteLossError, ParameterError
+from nstlib.graphs import graphed_step, release_graphs
+from nstlib.lbfgs import SyncFreeLBFGS
 from nstlib.losses import Objective
-from nstlib.memory import oom_guard, out_of_memory_error
+from nstlib.memory import is_out_of_memory, oom_guard, out_of_memory_error
 from nstlib.result import TERMS, Step, StylizeResult, history_entry
 from nstlib.runtime import Backward, Runtime, plain_backward
 from nstlib.settings import Settings, check_whole, resolve
@@ -26,12 +31,17 @@ from nstlib.settings import Settings, check_whole, resolve
 Callback = Callable[[Step], "bool | None"]
 
 
-def make_optimizer(image: torch.Tensor, settings: Settings) -> torch.optim.Optimizer:
-    """L-BFGS (one quasi-Newton update per step; more evaluations only with a line search) or Adam."""
+def make_optimizer(image: torch.Tensor, settings: Settings, capturable: bool = False) -> torch.optim.Optimizer:
+    """L-BFGS (one quasi-Newton update per step; more evaluations only with a line search) or Adam.
+
+    `capturable`: the versions a CUDA graph can hold (no host sync in a step): `SyncFreeLBFGS`
+    (no line search; it keeps the pixels in [0,1] itself) and fused Adam with its step count on the device."""
+    if settings.optimizer == "lbfgs" and capturable:
+        return SyncFreeLBFGS([image], lr=settings.lr or 1.0, history_size=settings.history_size, bounds=(0.0, 1.0))
     if settings.optimizer == "lbfgs":
         return torch.optim.LBFGS([image], lr=settings.lr or 1.0, max_iter=1, history_size=settings.history_size,
                                  line_search_fn="strong_wolfe" if settings.line_search else None)
-    return torch.optim.Adam([image], lr=settings.lr or 0.02)
+    return torch.optim.Adam([image], lr=settings.lr or 0.02, fused=capturable or None, capturable=capturable)
 
 
 def optimization_loop(objective: Callable[[torch.Tensor], dict[str, torch.Tensor]], image: torch.Tensor,
@@ -55,6 +65,29 @@ def optimization_loop(objective: Callable[[torch.Tensor], dict[str, torch.Tensor
             image.clamp_(0, 1)  # projected descent: the pixels stay valid
         if monitor.step_done(step + 1, image):  # history, progress bar, callback; True: stop
             break
+
+
+def graphed_loop(objective: Objective, image: torch.Tensor, settings: Settings, monitor: Monitor,
+                 runtime: Runtime) -> None:
+    """`optimization_loop` with each step replayed from a CUDA graph (`nstlib.graphs`; CUDA only).
+
+    The step works on the graph's own copy of `image`, copied back at the end (also on Ctrl-C)."""
+    optimizer = partial(make_optimizer, settings=settings, capturable=True)
+    try:
+        with graphed_step(objective, image, settings, optimizer, runtime.compile_model) as step:
+            try:
+                for i in range(settings.steps):
+                    monitor.step_starts(i, step.image)
+                    monitor.evaluated(step())
+                    if monitor.step_done(i + 1, step.image):
+                        break
+            finally:
+                with torch.no_grad():
+                    image.copy_(step.image)
+    except RuntimeError as e:
+        if is_out_of_memory(e):
+            release_graphs()  # the cached graphs of other sizes hold memory too
+        raise
 
 
 class Monitor:
@@ -185,10 +218,11 @@ def optimize_image(
     """Optimise the pixels of `start` (B,3,H,W) in [0,1] to minimise `objective`.
 
     `settings` (or keyword overrides: steps, optimizer, lr, history_size, line_search) choose the
-    optimiser; `runtime` the backward pass, `torch.compile` and how often losses reach the host
-    (default: plain float32, every step). A `callback(Step)` runs after every step; returning True
-    stops the run (marked interrupted), and so does Ctrl-C. `frame_every` > 0 keeps a snapshot every
-    this many steps. Running out of device memory raises `MemoryLimitError` with the last good image.
+    optimiser; `runtime` the backward pass, `torch.compile`, CUDA graphs (not with a line search)
+    and how often losses reach the host (default: plain float32, every step). A `callback(Step)`
+    runs after every step; returning True stops the run (marked interrupted), and so does Ctrl-C.
+    `frame_every` > 0 keeps a snapshot every this many steps. Running out of device memory raises
+    `MemoryLimitError` with the last good image.
     """
     settings = resolve(settings, overrides)
     check_loop_options(callback, frame_every)
@@ -197,5 +231,8 @@ def optimize_image(
     monitor = Monitor(start, settings, log_every=runtime.log_every, frame_every=frame_every, callback=callback,
                       progress=progress)
     with oom_guard(image.device, lambda: monitor.out_of_memory(image)), monitor:
-        optimization_loop(runtime.compiled(objective), image, settings, monitor, runtime.backward())
+        if runtime.cuda_graph and not settings.line_search:
+            graphed_loop(objective, image, settings, monitor, runtime)
+        else:
+            optimization_loop(runtime.compiled(objective), image, settings, monitor, runtime.backward())
     return monitor.finish(objective, image)

@@ -32,7 +32,7 @@ from nstlib.images import ImageLike, load_image, peek_shape, resize, target_size
 from nstlib.loop import Callback, check_loop_options, optimize_image
 from nstlib.masks import load_mask
 from nstlib.memory import check_memory, oom_guard, out_of_memory_error
-from nstlib.pyramid import AUTO_MIN_SIZE, Scale, run_pyramid, schedule
+from nstlib.pyramid import PyramidPlan, Scale, run_pyramid, schedule
 from nstlib.result import TERMS, Step, StylizeResult  # noqa: F401  (Step: re-exported for the notebooks)
 from nstlib.runtime import DEVICES, Runtime, pick_device  # noqa: F401  (re-exported)
 from nstlib.settings import (  # noqa: F401  (the defaults are re-exported: notebooks import them from here)
@@ -117,11 +117,13 @@ def _check_memory(content: ImageLike, styles: list[ImageLike], masks: list[Image
                  sources=[*(peek_shape(x) for x in (content, *styles, *masks)), shape, *style_shapes])
 
 
-def _pyramid(shape: tuple[int, int], settings: Settings) -> list[Scale]:
-    """The scales to run: a coarse-to-fine schedule, or the one full-size scale."""
+def _pyramid(shape: tuple[int, int], settings: Settings, plan: PyramidPlan) -> list[Scale]:
+    """The scales to run: a coarse-to-fine schedule (the device's `plan`), or the one full-size scale."""
     long_side = max(shape)
-    if settings.coarse_to_fine is True or (settings.coarse_to_fine == "auto" and long_side >= AUTO_MIN_SIZE):
-        return schedule(long_side, settings.steps, start=settings.pyramid_start, ratio=settings.pyramid_ratio)
+    auto = settings.coarse_to_fine == "auto" and plan.auto_from is not None and long_side >= plan.auto_from
+    if settings.coarse_to_fine is True or auto:
+        return schedule(long_side, settings.steps, start=settings.pyramid_start, ratio=settings.pyramid_ratio,
+                        share=plan.share, default_start=plan.start)
     return [Scale(long_side, settings.steps)]
 
 
@@ -142,6 +144,7 @@ def stylize(
     log_every: int | None = None,
     mixed_precision: bool | None = None,
     compile_model: bool = False,
+    cuda_graph: bool | None = None,
     **overrides: Any,
 ) -> StylizeResult:
     """Stylize `content` with one or more `styles` (paths, PIL images, arrays or tensors; see `load_image`).
@@ -157,13 +160,14 @@ def stylize(
         callback: called with a `Step` after every step (numbers restart at each pyramid scale); True stops.
         progress: show a tqdm progress bar with the loss terms.
         frame_every: keep a snapshot every this many steps for `result.save_gif` (0: none).
-        log_every, mixed_precision, compile_model: see `nstlib.runtime` (None: decided by the device).
+        log_every, mixed_precision, compile_model, cuda_graph: see `nstlib.runtime` (None: decided by the
+            device; on CUDA, mixed precision and CUDA graphs are on).
 
     Returns:
         A `StylizeResult`. A CPU run is bit-for-bit repeatable; `seed` leaves torch's global seed alone.
     """
     settings = resolve(settings, overrides)
-    runtime = Runtime.create(device, mixed_precision, compile_model, log_every)
+    runtime = Runtime.create(device, mixed_precision, compile_model, log_every, cuda_graph)
     check_loop_options(callback, frame_every)
     style_list, mask_list = as_list(styles), [] if masks is None else as_list(masks)
     if settings.blend_weights is not None:
@@ -175,7 +179,7 @@ def stylize(
                               partial(make_extractor, settings.layers, network_weights, pooling, extractor))
     start = initial_image(settings.init, problem.content, problem.styles, settings.seed).repeat(settings.batch, 1, 1, 1)
     shape = tuple(problem.content.shape[-2:])
-    result = run_pyramid(_pyramid(shape, settings), shape, start, partial(
+    result = run_pyramid(_pyramid(shape, settings, runtime.pyramid), shape, start, partial(
         problem.run, callback=callback, progress=progress, frame_every=frame_every))
 
     result.image = color.preserve_colors_after(result.image, content_img, settings.preserve_color)

@@ -8,7 +8,8 @@ are left to sharpen the details.
 The automatic schedule (`schedule`), for a target long side `size` and a budget of `steps`:
 
 - sizes: size / r^k for k = n..0 (r = √2 by default), the smallest not below `start`
-  (default 128 px, or size / 2 for small targets); the last is exactly `size`;
+  (default 128 px, or size / 2 for small targets; the device's `PyramidPlan` may say otherwise);
+  the last is exactly `size`;
 - steps: each scale gets `ceil(steps * share)` steps (share = 1/4 by default). A step at scale k
   below the top costs about 1/r^(2k) of a full-size step, so the whole run costs about
   steps * share / (1 - 1/r^2) = steps / 2 full-size steps for r = √2: half the time of a
@@ -16,7 +17,10 @@ The automatic schedule (`schedule`), for a target long side `size` and a budget 
 
 `run_pyramid` is the outer loop around the optimisation loop: it runs each scale from the last
 one's result and joins their histories. `coarse_to_fine="auto"` in `stylize` uses the pyramid
-when the target is at least `AUTO_MIN_SIZE`.
+when the target is at least the device plan's `auto_from` (`AUTO_MIN_SIZE` on a CPU).
+Whether the pyramid pays depends on the device: on a CPU a step costs in proportion to the pixels,
+on a GPU a small step costs about as much as a large one (it is launch-bound), so the plan (start
+size, share of steps, when "auto" uses it) is a decision of `nstlib.runtime.Runtime`.
 docs/coarse_to_fine.md records a measurement of time and objective against single-scale.
 """
 
@@ -41,6 +45,21 @@ MIN_START = 32
 
 
 @dataclass(frozen=True)
+class PyramidPlan:
+    """How one kind of device runs coarse-to-fine (`Runtime.pyramid`).
+
+    Attributes:
+        auto_from: `coarse_to_fine="auto"` uses the pyramid from this long side (px) up; None: never.
+        start: the smallest scale when `pyramid_start` is not given (size // 2 for small targets).
+        share: the fraction of the step budget that each scale gets.
+    """
+
+    auto_from: int | None = AUTO_MIN_SIZE
+    start: int = DEFAULT_START
+    share: float = DEFAULT_SHARE
+
+
+@dataclass(frozen=True)
 class Scale:
     """One level of the pyramid: the long side in pixels and the optimiser steps spent there."""
 
@@ -49,17 +68,19 @@ class Scale:
 
 
 def schedule(
-    size: int, steps: int, *, start: int | None = None, ratio: float = SQRT2, share: float = DEFAULT_SHARE
+    size: int, steps: int, *, start: int | None = None, ratio: float = SQRT2, share: float = DEFAULT_SHARE,
+    default_start: int = DEFAULT_START,
 ) -> list[Scale]:
     """The coarse-to-fine schedule for a target long side `size` and a budget of `steps`.
 
-    Returns the scales from the smallest to `size` (see the module docstring for the rule).
+    Returns the scales from the smallest to `size` (see the module docstring for the rule);
+    `default_start` is the start when `start` is None (a `PyramidPlan`'s).
     """
     if not ratio > 1:
         raise ParameterError(f"pyramid_ratio={ratio}: must be > 1 (e.g. 1.414 for a √2 pyramid)")
     if not 0 < share <= 1:
         raise ParameterError(f"share={share}: the fraction of steps per scale must be in (0, 1]")
-    start = min(DEFAULT_START, max(MIN_START, size // 2)) if start is None else start
+    start = min(default_start, max(MIN_START, size // 2)) if start is None else start
     if start < MIN_START:
         raise ParameterError(f"pyramid_start={start}: must be >= {MIN_START} px (VGG19's minimum)")
     levels = math.floor(math.log(size / start) / math.log(ratio) + 1e-9) if size > start else 0

@@ -7,8 +7,9 @@ depends on it; the rest of the library asks the runtime and never looks at the d
 2. mixed precision (on by default on CUDA only; `mixed_precision=False` gives the plain float32
    path the notebooks explain, True asks for it on any device), a `Precision`:
    - channels_last (NHWC) memory for the network's weights and its input, what tensor-core
-     convolutions want; on CUDA also `torch.backends.cudnn.benchmark`, which times the convolution
-     algorithms once for the (fixed) image size and keeps the fastest;
+     convolutions want. Not `torch.backends.cudnn.benchmark`: issue #13 measured it on an H100 as
+     pure cost, 1.4-6 s on the first float32 step of every new image size (0.7-4 s for bf16, and a
+     pyramid has about 6 sizes) for the same 4 ms steady-state step as without it;
    - VGG under autocast: bfloat16 where the device computes it natively, else float16 with a
      dynamic loss scale (`LossScale`), because small float16 gradients underflow to zero. The
      weights are stored once in that dtype, so autocast does not re-cast them every iteration;
@@ -17,18 +18,24 @@ depends on it; the rest of the library asks the runtime and never looks at the d
    On a CPU it keeps only channels_last (float32), and bfloat16 only where the CPU has it natively.
 3. `torch.compile` of the objective (`compile_model`): faster steps on a GPU, after a slow first one;
 4. how often the losses are copied to the host (`log_every`): every step on the plain path, every
-   `LOG_EVERY` steps with mixed precision, since each copy waits for the GPU to finish.
+   `LOG_EVERY` steps with mixed precision, since each copy waits for the GPU to finish;
+5. CUDA graphs (`cuda_graph`, on by default on CUDA with bfloat16 mixed precision): each step is
+   captured once per image size and replayed (`nstlib.graphs`; `loop.graphed_loop` instead of
+   `loop.optimization_loop`), with fused Adam or the sync-free L-BFGS (`nstlib.lbfgs`). Not with
+   float16's loss scale, whose bookkeeping a graph cannot hold;
+6. coarse-to-fine per device (`pyramid`, a `PyramidPlan`): see `PYRAMID_PLANS`.
 
-This is the seam for later speed work: the loop gets its backward pass (`backward`) and the
-objective it calls (`compiled`) from here, so CUDA graphs would capture inside `compiled`, and an
-L-BFGS without host syncs would be one more decision of the runtime, handed to the loop in place of
-`loop.make_optimizer`. `benchmarks.md` has the numbers.
+The loop gets its backward pass (`backward`) and the objective it calls (`compiled`) from here.
+`features` keeps one mixed-precision copy of a network per device and precision for the process,
+so later runs with the same extractor find it (and their captured steps) ready.
+`docs/benchmarks.md` has the numbers.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -36,9 +43,18 @@ import torch
 from torch import nn
 
 from nstlib.errors import ParameterError
+from nstlib.pyramid import PyramidPlan
 
 #: Steps between host copies of the losses with mixed precision.
 LOG_EVERY = 10
+#: Coarse-to-fine per device type (others: `PyramidPlan()`, the CPU's). On a CPU a step costs in
+#: proportion to the pixels, and the √2 pyramid from 128 px reached single-scale's objective 2.3x
+#: faster at 512² (docs/benchmarks.md). On CUDA a step below about 512² is launch-bound (no cheaper
+#: than a larger one), and issue #13 measured the pyramid slower than single-scale at 512² on an
+#: H100 (1.47 s against 0.77 s to the same objective): "auto" stays single-scale there, and an
+#: explicit pyramid starts at 256 px. Not yet measured at 1024² and 2048²: bench/coarse_to_fine.py
+#: --device cuda measures time to a fixed objective, to set these from.
+PYRAMID_PLANS = {"cuda": PyramidPlan(auto_from=None, start=256)}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _DEVICE_NAME = re.compile(r"(auto|cpu|cuda|mps)(?::(\d{1,4}))?")
 
@@ -100,12 +116,10 @@ class Precision:
     Attributes:
         dtype: autocast dtype (torch.bfloat16 or torch.float16), or None to stay in float32.
         channels_last: store weights and input as NHWC.
-        benchmark: set `torch.backends.cudnn.benchmark` (CUDA only).
     """
 
     dtype: torch.dtype | None = None
     channels_last: bool = True
-    benchmark: bool = False
 
     @property
     def loss_scaling(self) -> bool:
@@ -119,8 +133,23 @@ def precision_for(mixed_precision: bool | None, device: torch.device) -> Precisi
         mixed_precision = device.type == "cuda"
     if not mixed_precision:
         return None
-    return Precision(dtype=autocast_dtype(device), channels_last=device.type in ("cuda", "cpu"),
-                     benchmark=device.type == "cuda")
+    return Precision(dtype=autocast_dtype(device), channels_last=device.type in ("cuda", "cpu"))
+
+
+#: extractor (while it lives) -> {(device, precision): (its weights' versions, mixed-precision copy)}
+_PRECISION_COPIES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple]] = weakref.WeakKeyDictionary()
+
+
+def cuda_graph_for(cuda_graph: bool | None, device: torch.device, precision: Precision | None) -> bool:
+    """Whether steps are captured in CUDA graphs (None: on CUDA with mixed precision, unless float16)."""
+    if cuda_graph is None:
+        return device.type == "cuda" and precision is not None and not precision.loss_scaling
+    if cuda_graph and device.type != "cuda":
+        raise ParameterError(f"cuda_graph=True: CUDA graphs need a CUDA device, not {device.type!r}; use None")
+    if cuda_graph and precision is not None and precision.loss_scaling:
+        raise ParameterError("cuda_graph=True: float16's loss scale cannot be captured (this GPU has no native "
+                             "bfloat16); use mixed_precision=False or cuda_graph=None")
+    return bool(cuda_graph)
 
 
 class PrecisionFeatures(nn.Module):
@@ -138,8 +167,6 @@ class PrecisionFeatures(nn.Module):
         self.extractor = copy.deepcopy(extractor)
         self.extractor.net.to(dtype=precision.dtype or torch.float32,
                               memory_format=torch.channels_last if precision.channels_last else torch.preserve_format)
-        if precision.benchmark:
-            torch.backends.cudnn.benchmark = True
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.precision.channels_last:
@@ -196,22 +223,30 @@ class Runtime:
         precision: mixed-precision settings, or None for plain float32.
         compile_model: run the objective through `torch.compile`.
         log_every: steps between host copies of the losses (and NaN checks).
+        cuda_graph: capture each step in a CUDA graph and replay it (`loop.graphed_loop`).
+        pyramid: how coarse-to-fine runs on this device (`PYRAMID_PLANS`).
     """
 
     device: torch.device
     precision: Precision | None = None
     compile_model: bool = False
     log_every: int = 1
+    cuda_graph: bool = False
+    pyramid: PyramidPlan = PyramidPlan()
 
     @classmethod
     def create(cls, device: str | torch.device = "auto", mixed_precision: bool | None = None,
-               compile_model: bool = False, log_every: int | None = None) -> Runtime:
+               compile_model: bool = False, log_every: int | None = None,
+               cuda_graph: bool | None = None) -> Runtime:
         """Decide everything for `device` ("auto": cuda > mps > cpu); see the module docstring."""
         if log_every is not None and (isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1):
             raise ParameterError(f"log_every={log_every!r}: give a whole number >= 1 or None")
+        if cuda_graph not in (None, True, False):
+            raise ParameterError(f"cuda_graph={cuda_graph!r}: use True, False or None (None: decided by the device)")
         dev = pick_device(device)
         precision = precision_for(mixed_precision, dev)
-        return cls(dev, precision, bool(compile_model), log_every or (LOG_EVERY if precision else 1))
+        return cls(dev, precision, bool(compile_model), log_every or (LOG_EVERY if precision else 1),
+                   cuda_graph_for(cuda_graph, dev, precision), PYRAMID_PLANS.get(dev.type, PyramidPlan()))
 
     @property
     def on_cpu(self) -> bool:
@@ -219,9 +254,19 @@ class Runtime:
         return self.device.type == "cpu"
 
     def features(self, extractor: nn.Module) -> nn.Module:
-        """The extractor as this runtime runs it: moved to the device, with mixed precision if on."""
+        """The extractor as this runtime runs it: moved to the device, with mixed precision if on.
+
+        The mixed-precision copy is made once per extractor and kept while the extractor lives
+        (a new one if its weights were changed in place), so a later run reuses it."""
         extractor = extractor.to(self.device)
-        return PrecisionFeatures(extractor, self.precision) if self.precision else extractor
+        if not self.precision:
+            return extractor
+        copies = _PRECISION_COPIES.setdefault(extractor, {})
+        version = tuple(p._version for p in extractor.parameters())  # bumped by in-place changes
+        cached = copies.get((self.device, self.precision))
+        if cached is None or cached[0] != version:
+            cached = copies[self.device, self.precision] = (version, PrecisionFeatures(extractor, self.precision))
+        return cached[1]
 
     def compiled(self, objective: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> Callable:
         """The objective to call in the loop: through `torch.compile` (for one image size) if asked."""

@@ -118,9 +118,11 @@ class Settings:
     line_search: bool = knob(False, "L-BFGS with a strong-Wolfe line search", cli=False)
     init: str = knob("content", "the starting image", choices=INITS)
     seed: int = knob(0, "seed of the noise init (init='noise')", type=int)
-    coarse_to_fine: bool | str = knob("auto", "stylize on a pyramid from small to size (auto: on from 512 px)",
-                                      choices=("auto", "on", "off"), cli_map={"on": True, "off": False})
-    pyramid_start: int | None = knob(None, "smallest pyramid size in pixels (default 128)", type=positive_int)
+    coarse_to_fine: bool | str = knob("auto", "stylize on a pyramid from small to size (auto: from 512 px on a "
+                                              "CPU, off on CUDA)", choices=("auto", "on", "off"),
+                                      cli_map={"on": True, "off": False})
+    pyramid_start: int | None = knob(None, "smallest pyramid size in pixels (default 128; 256 on CUDA)",
+                                      type=positive_int)
     pyramid_ratio: float = knob(SQRT2, "size ratio between pyramid scales (√2)", type=float)
 
     def replace(self, **changes: Any) -> Settings:

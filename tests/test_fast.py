@@ -9,9 +9,21 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nstlib.errors import ParameterError
 from nstlib.losses import gram_matrix
 from nstlib.optimize import stylize
-from nstlib.runtime import LOG_EVERY, LossScale, Precision, PrecisionFeatures, autocast_dtype, precision_for
+from nstlib.pyramid import PyramidPlan
+from nstlib.runtime import (
+    LOG_EVERY,
+    PYRAMID_PLANS,
+    LossScale,
+    Precision,
+    PrecisionFeatures,
+    Runtime,
+    autocast_dtype,
+    cuda_graph_for,
+    precision_for,
+)
 from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from nstlib.targets import make_objective
 
@@ -78,11 +90,31 @@ def test_policy_on_for_cuda_only_by_default(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # torch 2.3 says so on a T4 too
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # A100
     on = precision_for(None, torch.device("cuda"))
-    assert on == Precision(dtype=torch.bfloat16, channels_last=True, benchmark=True) and not on.loss_scaling
+    assert on == Precision(dtype=torch.bfloat16, channels_last=True) and not on.loss_scaling
+    assert cuda_graph_for(None, torch.device("cuda"), on)  # captured steps: the CUDA default with bf16
+    assert not cuda_graph_for(None, torch.device("cuda"), None)  # the plain fp32 path stays eager
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # T4: bf16 only emulated
     assert autocast_dtype(torch.device("cuda")) == torch.float16
-    assert precision_for(None, torch.device("cuda")).loss_scaling
+    fp16 = precision_for(None, torch.device("cuda"))
+    assert fp16.loss_scaling and not cuda_graph_for(None, torch.device("cuda"), fp16)  # the loss scale: eager
+    with pytest.raises(ParameterError, match="cuda_graph=True: float16"):
+        cuda_graph_for(True, torch.device("cuda"), fp16)
+    with pytest.raises(ParameterError, match="cuda_graph=True: CUDA graphs need a CUDA device"):
+        cuda_graph_for(True, torch.device("cpu"), None)
     assert precision_for(True, torch.device("cpu")).channels_last
+    cpu = Runtime.create("cpu", mixed_precision=True)
+    assert not cpu.cuda_graph and cpu.pyramid == PyramidPlan() and PYRAMID_PLANS["cuda"].auto_from is None
+
+
+def test_mixed_precision_leaves_cudnn_benchmark_alone_and_keeps_one_copy_per_network(vgg) -> None:
+    """cudnn.benchmark cost seconds per new image size on a GPU for no steady-state gain (issue #13)."""
+    torch.backends.cudnn.benchmark = False
+    runtime = Runtime.create("cpu", mixed_precision=True)
+    first = runtime.features(vgg)
+    assert runtime.features(vgg) is first and not torch.backends.cudnn.benchmark  # reused by the next run
+    with torch.no_grad():
+        vgg.net[0].bias.add_(0.0)  # an in-place change of the weights: a new copy
+    assert runtime.features(vgg) is not first
 
 
 def test_loss_scale_unscales_and_backs_off_on_overflow() -> None:

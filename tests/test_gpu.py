@@ -3,15 +3,18 @@
 Skipped without CUDA (CI has no GPU). NSTLIB_TEST_DEVICE picks the device (default "cuda"); setting
 it to "cpu" dry-runs the same checks on the CPU, where the fast path is float32 channels_last.
 What the CPU tests cannot show: that bf16/fp16 autocast, the loss scale, torch.compile (inductor),
-the explorer's fast path and a real out-of-memory error all work on the GPU itself, and that every
-notebook runs top to bottom at full size there (the CPU suite runs them only in FAST mode, where the
-answer checks of the exercises never meet the fast path).
+CUDA graph capture and replay (`nstlib.graphs`), the host-sync-free optimisers, the explorer's fast
+path and a real out-of-memory error all work on the GPU itself, and that every notebook runs top to
+bottom at full size there (the CPU suite runs them only in FAST mode, where the answer checks of the
+exercises never meet the fast path). On a CPU the graph tests dry-run the eager body of a captured
+step (`GraphedStep.step`) and the cache around it; capture and replay need CUDA.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -19,12 +22,14 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from nstlib.errors import MemoryLimitError
+from nstlib import graphs
+from nstlib.errors import MemoryLimitError, NonFiniteLossError
 from nstlib.features import VGG19Features
-from nstlib.loop import optimize_image
+from nstlib.lbfgs import SyncFreeLBFGS
+from nstlib.loop import make_optimizer, optimize_image
 from nstlib.optimize import stylize, stylize_grid
 from nstlib.runtime import Precision, PrecisionFeatures, Runtime, precision_for
-from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, Settings
 from nstlib.targets import make_objective
 from nstlib.widgets import StyleExplorer
 
@@ -70,7 +75,7 @@ def test_fast_loss_terms_match_float32(net, images, dtype: torch.dtype | None) -
     """Same stated tolerance as tests/test_fast.py: 1% (bf16) or 0.1% (fp16) per term; gradient cosine."""
     content, style, image = images
     plain = make_objective(net, content, [style], **WEIGHTS)
-    fast = make_objective(PrecisionFeatures(net, Precision(dtype=dtype, benchmark=DEVICE.type == "cuda")), content,
+    fast = make_objective(PrecisionFeatures(net, Precision(dtype=dtype)), content,
                           [style], **WEIGHTS)
     rel, cosine = {torch.bfloat16: (1e-2, 0.99), torch.float16: (1e-3, 0.999), None: (1e-4, 0.9999)}[dtype]
     grads, values = [], []
@@ -123,6 +128,97 @@ def test_the_explorer_follows_a_slider_on_the_device(net, content, style) -> Non
         print(f"explorer latency on {DEVICE}: {explorer.latency:.3f} s")  # recorded, not asserted
     finally:
         explorer.close()
+
+
+ON_CUDA = pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA graphs and CUDA's sync check need a GPU")
+
+
+def _step_runner(step: graphs.GraphedStep) -> Callable[[], dict[str, torch.Tensor]]:
+    """One step of `step`: captured and replayed on CUDA, its eager body on a CPU (the dry run)."""
+    return step if DEVICE.type == "cuda" else step.step
+
+
+def _graphed(objective, image: torch.Tensor, optimizer: str):
+    settings = Settings(optimizer=optimizer)
+    return graphs.graphed_step(objective, image, settings, lambda x: make_optimizer(x, settings, capturable=True))
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_a_captured_step_gives_the_eager_steps_iterates(net, images, optimizer: str) -> None:
+    """10 steps (3 eager warm-up, 1 capture, replays) against the same optimiser run eagerly, both bf16
+    mixed precision on CUDA: the replayed kernels are the same, so the images agree to bf16 rounding."""
+    content, style, start = images
+    graphs.release_graphs()
+    objective = make_objective(Runtime.create(DEVICE).features(net), content, [style], **WEIGHTS)
+    with _graphed(objective, start, optimizer) as step:
+        run = _step_runner(step)
+        totals = [run()["total"].clone() for _ in range(10)]
+        graphed = step.image.detach().clone()
+    eager = start.clone().requires_grad_(True)
+    opt = make_optimizer(eager, Settings(optimizer=optimizer), capturable=True)
+    for i in range(10):
+        opt.zero_grad()
+        terms = objective(eager)
+        terms["total"].sum().backward()
+        opt.step()
+        with torch.no_grad():
+            eager.clamp_(0, 1)
+        assert totals[i].item() == pytest.approx(terms["total"].item(), rel=2e-2), i
+    assert (graphed - eager.detach()).abs().mean() < 2e-3 and (graphed - start).abs().max() > 0.05
+
+
+def test_a_cached_step_is_reused_and_never_replays_a_stale_weight(net, images) -> None:
+    """The second run of the same kind borrows the first one's step (no new capture) with its own
+    loss weights, targets and start copied in: it equals a run on a fresh step."""
+    content, style, start = images
+    graphs.release_graphs()
+    features = Runtime.create(DEVICE).features(net)
+    light, heavy = (make_objective(features, content, [style], **{**WEIGHTS, "style_weight": w}) for w in (10.0, 1e4))
+    with _graphed(light, start, "adam") as first:
+        for _ in range(6):
+            _step_runner(first)()
+    with _graphed(heavy, start, "adam") as again:
+        assert again is first and torch.equal(again.objective.style_weight, torch.full((1,), 1e4, device=DEVICE))
+        reused = [_step_runner(again)()["total"].item() for _ in range(6)]
+    graphs.release_graphs()
+    with _graphed(heavy, start, "adam") as fresh:
+        assert fresh is not first
+        expected = [_step_runner(fresh)()["total"].item() for _ in range(6)]
+    assert reused == pytest.approx(expected, rel=1e-3)
+    assert reused[0] == pytest.approx(heavy(start)["total"].item(), rel=1e-2)  # the heavy weight, from step 0
+
+
+@ON_CUDA
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_the_optimisers_of_the_graph_path_never_sync(images, optimizer: str) -> None:
+    _, _, start = images
+    image = start.clone().requires_grad_(True)
+    opt = make_optimizer(image, Settings(optimizer=optimizer), capturable=True)
+    assert isinstance(opt, SyncFreeLBFGS) == (optimizer == "lbfgs")
+    image.grad = torch.rand_like(image) - 0.5
+    opt.step()  # Adam makes its state here (copying a 0 to the device: a sync, once)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            image.grad = torch.rand_like(image) - 0.5
+            opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@ON_CUDA
+def test_the_graph_path_keeps_callbacks_frames_and_the_nan_rollback(net, content, style) -> None:
+    """Default CUDA runtime (bf16 + CUDA graphs): the callback sees every step and can stop the run,
+    frames are kept, a NaN stops with the last finite image."""
+    assert Runtime.create(DEVICE).cuda_graph
+    seen = []
+    result = stylize(content, style, steps=20, frame_every=4, extractor=net,
+                     callback=lambda s: seen.append(s.step) or s.step == 12, **RUN)
+    assert seen == list(range(1, 13)) and result.interrupted and len(result.frames) == 4
+    with pytest.raises(NonFiniteLossError) as info:
+        stylize(content, style, steps=30, style_weight=1e38, extractor=net, **RUN)
+    assert torch.isfinite(info.value.result.image).all()
 
 
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="a real out-of-memory error needs a GPU (a CPU would swap)")
