@@ -32,15 +32,17 @@ Callback = Callable[[Step], "bool | None"]
 
 
 def make_optimizer(image: torch.Tensor, settings: Settings, capturable: bool = False) -> torch.optim.Optimizer:
-    """L-BFGS (one quasi-Newton update per step; more evaluations only with a line search) or Adam.
+    """L-BFGS (one quasi-Newton update per step, no pixel moving more than `settings.max_step`) or Adam.
 
-    `capturable`: the versions a CUDA graph can hold (no host sync in a step): `SyncFreeLBFGS`
-    (no line search; it keeps the pixels in [0,1] itself) and fused Adam with its step count on the device."""
-    if settings.optimizer == "lbfgs" and capturable:
-        return SyncFreeLBFGS([image], lr=settings.lr or 1.0, history_size=settings.history_size, bounds=(0.0, 1.0))
-    if settings.optimizer == "lbfgs":
+    L-BFGS is nstlib's `SyncFreeLBFGS`, which keeps the pixels in [0,1] itself; with `line_search`
+    it is torch's, with a strong-Wolfe line search (several evaluations per step, host syncs).
+    `capturable`: the Adam a CUDA graph can hold (fused, its step count on the device)."""
+    if settings.optimizer == "lbfgs" and settings.line_search:
         return torch.optim.LBFGS([image], lr=settings.lr or 1.0, max_iter=1, history_size=settings.history_size,
-                                 line_search_fn="strong_wolfe" if settings.line_search else None)
+                                 line_search_fn="strong_wolfe")
+    if settings.optimizer == "lbfgs":
+        return SyncFreeLBFGS([image], lr=settings.lr or 1.0, history_size=settings.history_size, bounds=(0.0, 1.0),
+                             max_step=settings.max_step)
     return torch.optim.Adam([image], lr=settings.lr or 0.02, fused=capturable or None, capturable=capturable)
 
 

@@ -55,6 +55,9 @@ DEFAULT_STYLE_LAYERS: dict[str, float] = {
 DEFAULT_CONTENT_WEIGHT = 1.0
 DEFAULT_STYLE_WEIGHT = 3.0  # tuned on the pretrained VGG16; see the module docstring
 DEFAULT_TV_WEIGHT = 1e-2
+#: L-BFGS's trust region: without it the first quasi-Newton steps on real features throw the pixels to 0 and 1
+#: (the objective rises 30-fold) and short runs never recover; see `nstlib.lbfgs`.
+DEFAULT_MAX_STEP = 0.5
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
@@ -116,6 +119,7 @@ class Settings:
     lr: float | None = knob(None, "learning rate (Adam default 0.02, L-BFGS 1)", type=float)
     history_size: int = knob(50, "L-BFGS history length m (2m image-sized buffers)", type=positive_int)
     line_search: bool = knob(False, "L-BFGS with a strong-Wolfe line search", cli=False)
+    max_step: float = knob(DEFAULT_MAX_STEP, "L-BFGS: the most any pixel (0-1) may change in one step", type=float)
     init: str = knob("content", "the starting image", choices=INITS)
     seed: int = knob(0, "seed of the noise init (init='noise')", type=int)
     coarse_to_fine: bool | str = knob("auto", "stylize on a pyramid from small to size (auto: from 512 px on a "
@@ -142,13 +146,15 @@ class Settings:
         check_whole("pyramid_start", self.pyramid_start, 1, allow_none=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed not in SEEDS:
             raise ParameterError(f"seed={self.seed!r}: give a whole number from 0 to {SEEDS.stop - 1}")
-        for name in ("lr", "style_scale", "pyramid_ratio"):
+        for name in ("lr", "style_scale", "pyramid_ratio", "max_step"):
             if getattr(self, name) is not None:
                 check_number(name, getattr(self, name))
         self._check_choices()
         if self.lr is not None and not 0 < self.lr <= MAX_LR:
             raise ParameterError(f"lr={self.lr}: the learning rate must be > 0 and at most {MAX_LR:g} (pixels live "
                                  "in [0,1]; try 0.02 for Adam or 1 for L-BFGS)")
+        if not self.max_step > 0:
+            raise ParameterError(f"max_step={self.max_step}: must be > 0 (pixels live in [0,1]; 1 or more: no limit)")
         if not 0 < self.style_scale <= MAX_STYLE_SCALE:
             raise ParameterError(f"style_scale={self.style_scale}: must be > 0 and at most {MAX_STYLE_SCALE:g} "
                                  "(1 = same size as the content)")

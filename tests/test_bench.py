@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from nstlib.errors import MemoryLimitError
+from nstlib.features import layer_channels
 from nstlib.optimize import make_objective
 
 spec = importlib.util.spec_from_file_location("bench", Path(__file__).parents[1] / "bench" / "bench.py")
@@ -31,8 +32,10 @@ def test_naive_tutorial_objective_equals_nstlib_without_tv(vgg, content, style) 
     with torch.no_grad():
         model(image)
         naive = 1e6 * sum(s.loss for s in style_losses) + sum(c.loss for c in content_losses)
+        # The tutorial weighs its layers equally with Gram/(C*H*W); with our Gram/(H*W) that is (64/C)^2 per layer.
+        tutorial_layers = {name: (64 / layer_channels(name)) ** 2 for name in bench.DEFAULT_STYLE_LAYERS}
         ours = make_objective(vgg, content, [style], content_layers=bench.DEFAULT_CONTENT_LAYERS,
-                              style_layers=bench.DEFAULT_STYLE_LAYERS, content_weight=1.0,
+                              style_layers=tutorial_layers, content_weight=1.0,
                               style_weight=1e6 / 64**2, tv_weight=0.0)(image)["total"]  # 1e6 in Gram/(C*H*W) units
     assert naive.item() == pytest.approx(ours.item(), rel=1e-4)
 

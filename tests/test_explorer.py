@@ -9,7 +9,7 @@ import pytest
 
 from nstlib.explorer import ExplorerWorker
 from nstlib.runtime import Runtime
-from nstlib.settings import Settings
+from nstlib.settings import DEFAULT_STYLE_WEIGHT, Settings
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_a_weight_change_is_a_new_run_from_the_current_image_on_the_same_targets
     targets = next(iter(w.targets.values()))
     w.update(w.settings.replace(style_weight=500.0))
     assert w.wait()
-    assert [r["style_weight"] for r in w.runs] == [5.0, 500.0]
+    assert [r["style_weight"] for r in w.runs] == [DEFAULT_STYLE_WEIGHT, 500.0]
     assert next(iter(w.targets.values())) is targets and len(w.targets) == 1  # nothing recomputed
     second = [h for h in w.history if h["run"] == 1]
     assert second[0]["content"] > 0 and all(h["style_weight"] == 500.0 for h in second)

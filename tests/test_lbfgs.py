@@ -108,6 +108,19 @@ def test_the_box_does_not_poison_the_history() -> None:
     assert ours.min() >= 0 and ours.max() <= 1
 
 
+def test_max_step_bounds_every_change_and_still_reaches_the_minimum() -> None:
+    """The trust region: no value moves more than max_step in one step, and since it only shortens
+    steps (the pairs remember the shortened step), the iterates still converge to the minimum of
+    0.5 (x - c)ᵀA(x - c), c = 0.5 everywhere, from x = 0, where uncapped steps are longer than 0.1."""
+    f = quadratic(3, 30, centre=0.0)
+    start = torch.zeros(30, dtype=torch.float64)
+    x = start.clone().requires_grad_(True)
+    path = torch.cat([start[None], iterates(SyncFreeLBFGS([x], history_size=10, max_step=0.1), x, f, 60)])
+    assert (path.diff(dim=0).abs().max(dim=1).values <= 0.1 + 1e-12).all()
+    assert path.diff(dim=0).abs().max() == pytest.approx(0.1)  # the cap was active
+    assert f(path[-1]).item() < 1e-9
+
+
 def test_a_step_never_reads_a_value_on_the_host() -> None:
     """On the meta device every tensor has a shape and no values: .item(), bool(tensor) and any
     Python branch on a value raise. SyncFreeLBFGS steps there; torch's L-BFGS cannot."""
@@ -136,7 +149,7 @@ def test_zeroed_state_is_a_fresh_optimiser() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"lr": 0.0}, "lr=0.0"), ({"history_size": 0}, "history_size=0"),
-                                               ({"bounds": (1.0, 0.0)}, "bounds")])
+                                               ({"bounds": (1.0, 0.0)}, "bounds"), ({"max_step": 0.0}, "max_step")])
 def test_bad_arguments_name_the_parameter(kwargs: dict, match: str) -> None:
     with pytest.raises(ParameterError, match=match):
         SyncFreeLBFGS([torch.zeros(3, requires_grad=True)], **kwargs)

@@ -51,7 +51,7 @@ def test_stylising_moves_the_style_statistics_and_keeps_the_content(net) -> None
 
 def test_texture_synthesis_reproduces_gram_statistics_and_mean_colour(net) -> None:
     style = sample("immunohistochemistry", 64)  # a palette far from uniform noise's: mostly white, brown, blue
-    out = stylize(style, style, steps=40, init="noise", content_weight=0.0, extractor=net, progress=False).image
+    out = stylize(style, style, steps=80, init="noise", content_weight=0.0, extractor=net, progress=False).image
     noise = torch.rand(out.shape, generator=torch.Generator().manual_seed(0))
     # From noise with only the style term: the Gram distance falls by over 10x.
     assert style_distance(net, out, style) < 0.1 * style_distance(net, noise, style)
@@ -61,7 +61,7 @@ def test_texture_synthesis_reproduces_gram_statistics_and_mean_colour(net) -> No
 
     # The colours are never optimised directly; real Gram matrices carry them (the first layers' Grams are
     # colour correlations), so the synthesised texture's mean colour moves most of the way from grey to the style's
-    # (measured: 0.06 against noise's 0.24).
+    # (measured after 80 steps: 0.016 against noise's 0.24; after 40 it is still 0.10).
     assert colour_error(out) < 0.4 * colour_error(noise)
 
 def _gradient_magnitude(img: torch.Tensor) -> torch.Tensor:
@@ -109,3 +109,23 @@ def test_colour_preservation_keeps_the_contents_chroma(net) -> None:
     assert (color.rgb_to_yuv(kept)[:, 1:] - uv).abs().mean() < 0.01
     assert (color.rgb_to_yuv(plain)[:, 1:] - uv).abs().mean() > 0.05  # while the plain run takes the style's colours
 
+
+
+def test_coarse_to_fine_beats_single_scale_at_an_equal_step_budget(net) -> None:
+    content, style = sample("chelsea", 256), sample("stained_glass", 256)
+    common = dict(steps=20, extractor=net, progress=False)
+    single = stylize(content, style, coarse_to_fine=False, **common).image
+    pyramid = stylize(content, style, coarse_to_fine=True, **common).image  # 128, 181, 256 px: 20 steps each
+    scores = [evaluate(img, content, style, extractor=net)["total"] for img in (single, pyramid)]
+    # Both scored by the same full-size objective. At 256 px 20 steps leave the single-scale run far from
+    # converged, while the pyramid arrives at 256 px already stylised (measured: 828 against 1651), so the
+    # pyramid's objective is lower, although its steps at 256 px are the same number and the smaller ones cost less.
+    assert scores[1] < scores[0]
+
+
+def test_default_lbfgs_descends_from_the_first_step(net) -> None:
+    content, style = sample("chelsea", 96), sample("stained_glass", 96)
+    totals = [h["total"] for h in stylize(content, style, steps=10, extractor=net, progress=False).history]
+    # Real features make the first quasi-Newton step overshoot: without the trust region (max_step) the objective
+    # rose 30-fold at step 2 and took many steps to recover (nstlib.lbfgs). With it every step of 10 goes down.
+    assert all(b < a for a, b in zip(totals, totals[1:])), totals

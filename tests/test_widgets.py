@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -87,7 +88,7 @@ def test_a_value_echoed_back_rounded_is_not_a_change(make) -> None:
     explorer = make()
     assert explorer.wait()
     explorer.style_weight.value = explorer.style_weight.value * (1 + 1e-15)  # what 10**log10(x) gives back
-    explorer.layer_weights["relu2_1"].value = 0.24999999999999994
+    explorer.layer_weights["relu2_1"].value = math.nextafter(explorer.layer_weights["relu2_1"].value, 0)
     assert explorer.wait()
     assert len(explorer.runs) == 1
 
