@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
+from nstlib.errors import ParameterError
 from nstlib.images import to_pil
 
 
@@ -33,6 +34,27 @@ def show_images(
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def show_grid(
+    images: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str], *, size: float = 2.2,
+) -> Figure:
+    """A (R*C,3,H,W) batch in [0,1], row-major (as `stylize_grid` returns it), as R rows x C columns."""
+    rows, cols = len(row_labels), len(col_labels)
+    if images.shape[0] != rows * cols:
+        raise ParameterError(f"images: {images.shape[0]} images do not fill {rows} rows x {cols} columns; give one "
+                             "label per row and per column")
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.8, size * rows + 0.4), squeeze=False,
+                             layout="constrained")
+    for i, ax in enumerate(axes.flat):
+        ax.imshow(to_pil(images[i]))
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax, label in zip(axes[-1], col_labels):
+        ax.set_xlabel(label, fontsize=9)
+    for ax, label in zip(axes[:, 0], row_labels):
+        ax.set_ylabel(label, fontsize=9)
     return fig
 
 

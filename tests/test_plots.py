@@ -10,8 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from nstlib.errors import ParameterError  # noqa: E402
 from nstlib.losses import gram_matrix  # noqa: E402
-from nstlib.plots import show_grams, show_receptive_fields  # noqa: E402
+from nstlib.plots import show_grams, show_grid, show_receptive_fields  # noqa: E402
 
 
 def test_show_grams_crops_and_shares_one_colour_scale() -> None:
@@ -37,3 +38,17 @@ def test_show_receptive_fields_draws_centred_squares_of_the_given_sides() -> Non
         assert p.get_y() + p.get_height() / 2 == pytest.approx(20)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][0] == "conv1_1: 3px"
     plt.close(fig)
+
+
+def test_show_grid_puts_a_row_major_batch_in_rows_and_columns() -> None:
+    batch = torch.zeros(6, 3, 4, 5)
+    batch[4] = 1.0  # row 1, column 1 (row-major, 3 columns)
+    fig = show_grid(batch, ["a", "b"], ["x", "y", "z"])
+    axes = fig.axes
+    assert len(axes) == 6
+    assert [ax.get_ylabel() for ax in axes[::3]] == ["a", "b"]
+    assert [ax.get_xlabel() for ax in axes[3:]] == ["x", "y", "z"]
+    assert [float(ax.get_images()[0].get_array().mean()) for ax in axes] == [0, 0, 0, 0, 255, 0]
+    plt.close(fig)
+    with pytest.raises(ParameterError, match="images: 5 images do not fill 2 rows x 3 columns"):
+        show_grid(batch[:5], ["a", "b"], ["x", "y", "z"])
