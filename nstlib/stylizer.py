@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,8 @@ def export_onnx(model: Stylizer, path: str | os.PathLike, size: int = 256) -> Pa
     example = torch.rand(1, 3, size, size, device=next(model.parameters()).device)
     buffer = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"}
-    torch.onnx.export(model, (example,), buffer, input_names=["image"], output_names=["stylized"],
-                      dynamic_axes={"image": axes, "stylized": axes}, dynamo=False)
+    with warnings.catch_warnings():  # instance norm exports "with train=True": right, it uses each image's statistics
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(model, (example,), buffer, input_names=["image"], output_names=["stylized"],
+                          dynamic_axes={"image": axes, "stylized": axes}, dynamo=False)
     return atomic_write(path, lambda f: f.write(buffer.getvalue()))
