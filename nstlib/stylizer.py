@@ -1,0 +1,235 @@
+"""Train your own fast stylizer: one small network per style (Johnson et al. 2016; Ulyanov et al. 2016).
+
+Instead of optimising the pixels of one picture (`nstlib.optimize`), optimise the weights of an
+image-to-image network once, over many random crops of photos, so that its output has a low value
+of the very objective `stylize` minimises (the same content, style and TV terms, built by
+`nstlib.targets`): each crop is its own content target, the style is fixed. Afterwards a new
+photo costs one forward pass.
+
+- `Stylizer`: the transformation network. Downsampling convolutions, residual blocks, upsampling
+  by nearest-neighbour resize + convolution (no checkerboard artefacts, Odena et al. 2016), with
+  instance normalisation (Ulyanov et al.) after every convolution but the last, and a sigmoid
+  output so that pixels stay in [0,1];
+- `random_crops`: a batch of square crops from a list of photos;
+- `train_stylizer`: Adam on the network's weights, the perceptual loss averaged over each batch;
+- `save` / `load` (a torch checkpoint) and `export_onnx` (needs the `onnx` package), written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nstlib.data import CONTENT_SAMPLES, sample_path
+from nstlib.errors import NstlibError, ParameterError, WeightsError
+from nstlib.files import atomic_write, check_input_file, open_input
+from nstlib.images import ImageLike, load_image
+from nstlib.runtime import pick_device
+from nstlib.settings import Settings, check_whole, resolve
+from nstlib.targets import Targets, make_extractor
+from nstlib.weights import Weights
+
+#: Adam's learning rate on the network's weights (Johnson et al. used 1e-3).
+DEFAULT_LR = 1e-3
+#: The training size (long side of the crops) when the settings give none.
+DEFAULT_SIZE = 256
+
+
+class MissingOnnxError(NstlibError, ImportError):
+    """ONNX export was asked for, but the `onnx` package is not installed."""
+
+
+def conv(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Conv2d:
+    """A convolution with reflection padding that keeps the size (stride 1) or halves it (stride 2)."""
+    return nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, padding_mode="reflect")
+
+
+def conv_norm_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    """conv -> instance norm (a learned scale and shift per channel) -> ReLU."""
+    return nn.Sequential(conv(c_in, c_out, kernel, stride), nn.InstanceNorm2d(c_out, affine=True), nn.ReLU())
+
+
+class ResidualBlock(nn.Module):
+    """x + body(x), body = conv-norm-ReLU-conv-norm; (B,C,H,W) -> (B,C,H,W)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv_norm_relu(channels, channels, 3), conv(channels, channels, 3),
+                                  nn.InstanceNorm2d(channels, affine=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour resize x2, then conv-norm-ReLU: (B,C_in,H,W) -> (B,C_out,2H,2W)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.layer = conv_norm_relu(c_in, c_out, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Stylizer(nn.Module):
+    """Johnson et al.'s image transformation network, small: (B,3,H,W) in [0,1] -> (B,3,H,W) in [0,1].
+
+    Args:
+        width: channels of the first layer (then 2x and 4x after the two downsamplings; Johnson: 32).
+        blocks: residual blocks at 1/4 resolution (Johnson: 5).
+
+    H and W need not be multiples of 4: the output is resized back to the input's size if they are not.
+    """
+
+    def __init__(self, width: int = 16, blocks: int = 3) -> None:
+        super().__init__()
+        check_whole("width", width, 1)
+        check_whole("blocks", blocks, 0)
+        self.width, self.blocks = width, blocks
+        self.net = nn.Sequential(
+            conv_norm_relu(3, width, 9), conv_norm_relu(width, 2 * width, 3, 2),
+            conv_norm_relu(2 * width, 4 * width, 3, 2),
+            *[ResidualBlock(4 * width) for _ in range(blocks)],
+            Upsample(4 * width, 2 * width), Upsample(2 * width, width), conv(width, 3, 9),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out = self.net(image)
+        if out.shape[-2:] != image.shape[-2:]:
+            out = nn.functional.interpolate(out, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.sigmoid(out)
+
+    @property
+    def config(self) -> dict[str, int]:
+        """What rebuilds this architecture: {"width", "blocks"}."""
+        return {"width": self.width, "blocks": self.blocks}
+
+
+def random_crops(images: Sequence[torch.Tensor], size: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    """`n` random `size` x `size` crops from (1,3,H,W) `images` (a random image each): (n,3,size,size)."""
+    check_whole("size", size, 1)
+    check_whole("n", n, 1)
+    if not images:
+        raise ParameterError("images=[]: give at least one photo to crop from")
+    small = [tuple(img.shape[-2:]) for img in images if min(img.shape[-2:]) < size]
+    if small:
+        raise ParameterError(f"size={size}: larger than a photo to crop from ({small[0][0]}x{small[0][1]})")
+    crops = []
+    for _ in range(n):
+        img = images[int(torch.randint(len(images), (1,), generator=generator))]
+        h, w = img.shape[-2:]
+        top = int(torch.randint(h - size + 1, (1,), generator=generator))
+        left = int(torch.randint(w - size + 1, (1,), generator=generator))
+        crops.append(img[0, :, top:top + size, left:left + size])
+    return torch.stack(crops)
+
+
+def train_stylizer(
+    style: ImageLike,
+    photos: Sequence[ImageLike] | None = None,
+    settings: Settings | None = None,
+    *,
+    batch: int = 4,
+    width: int = 16,
+    blocks: int = 3,
+    photo_scale: float = 2.0,
+    network_weights: str | Weights = "imagenet",
+    extractor: nn.Module | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    **overrides: Any,
+) -> tuple[Stylizer, list[dict[str, float]]]:
+    """Train a `Stylizer` for one `style` on random crops of `photos`: (the network, its loss history).
+
+    The objective is the one `stylize` minimises, from `settings` and keyword `overrides` (its
+    layers and the content, style and TV weights), with each crop as its own content target: the
+    mean over the batch is minimised with Adam for `steps` steps at learning rate `lr` (default
+    1e-3), on crops of `size` x `size` pixels (default 256) cut from the photos loaded at long side
+    `photo_scale` x `size` (the style at that size too, times `style_scale`). `seed` makes the crops
+    and the network's initial weights repeatable. `photos` default to the bundled `CONTENT_SAMPLES`.
+    The history holds one {"content", "style", "tv", "total"} per step (batch means, before the step).
+    """
+    settings = resolve(settings, overrides)
+    check_whole("batch", batch, 1)
+    if not isinstance(photo_scale, (int, float)) or not photo_scale >= 1:
+        raise ParameterError(f"photo_scale={photo_scale!r}: give a number >= 1 (photos at least as big as a crop)")
+    size, lr = settings.size or DEFAULT_SIZE, settings.lr or DEFAULT_LR
+    dev = pick_device(device)
+    generator = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)  # the network's initial weights
+    model = Stylizer(width, blocks).to(dev)
+    images = [load_image(p, round(size * photo_scale)) for p in
+              (photos if photos is not None else [sample_path(n) for n in CONTENT_SAMPLES])]
+    features = make_extractor(settings.layers, network_weights, "max", extractor).to(dev)
+    # the style at the photos' scale, as `stylize` loads it at the content's (times style_scale)
+    style_img = load_image(style, round(size * photo_scale * settings.style_scale)).to(dev)
+    targets = Targets.build(features, style_img, [style_img], settings)  # the style's Gram targets, once
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history: list[dict[str, float]] = []
+    from tqdm.auto import trange
+
+    for _ in trange(settings.steps, desc="training", disable=not progress):
+        crops = random_crops(images, size, batch, generator).to(dev)
+        with torch.no_grad():
+            content = {k: v for k, v in features(crops).items() if k in settings.content_layers}
+        terms = dataclasses.replace(targets, content=content).objective(settings)(model(crops))
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].mean().backward()
+        optimizer.step()
+        history.append({k: float(v.detach().mean()) for k, v in terms.items()})
+    return model.eval(), history
+
+
+@torch.no_grad()
+def apply(model: Stylizer, image: ImageLike, size: int | None = None) -> torch.Tensor:
+    """Stylise one picture (long side `size`, None keeps it) with a trained network: (1,3,H,W) in [0,1]."""
+    param = next(model.parameters())
+    return model.eval()(load_image(image, size).to(param.device)).cpu()
+
+
+def save(model: Stylizer, path: str | os.PathLike) -> Path:
+    """Write the network's architecture and weights with torch.save, atomically (see `nstlib.files`)."""
+    state = {"config": model.config, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load(path: str | os.PathLike) -> Stylizer:
+    """A `Stylizer` written by `save` (on the CPU, in eval mode)."""
+    with open_input(check_input_file(path, WeightsError, "a stylizer checkpoint"), WeightsError) as f:
+        try:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+            model = Stylizer(**state["config"])
+            model.load_state_dict(state["state_dict"])
+        except Exception as e:  # not a checkpoint of `save`: a one-line reason
+            raise WeightsError(f"{path}: not a stylizer checkpoint written by nstlib.stylizer.save ({e})") from None
+    return model.eval()
+
+
+def export_onnx(model: Stylizer, path: str | os.PathLike, size: int = 256) -> Path:
+    """Export the network to ONNX (input "image" (B,3,H,W) in [0,1], any B, H and W multiples of 4), atomically.
+
+    Needs the `onnx` package (installed with nstlib's `offline` extra); onnxruntime runs the file.
+    """
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        raise MissingOnnxError("ONNX export needs the onnx package: pip install onnx "
+                             "(or pip install -e '.[offline]')") from None
+    model = model.eval()
+    example = torch.rand(1, 3, size, size, device=next(model.parameters()).device)
+    buffer = io.BytesIO()
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():  # instance norm exports "with train=True": right, it uses each image's statistics
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(model, (example,), buffer, input_names=["image"], output_names=["stylized"],
+                          dynamic_axes={"image": axes, "stylized": axes}, dynamo=False)
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
