@@ -330,6 +330,16 @@ def nstlib_runner(net, content, style, device, optimizer: str, mixed_precision: 
     return run
 
 
+def grid_runner(net, content, style, device, n: int):
+    """One batched `stylize_grid` run of n images (n content weights), Adam on the default path."""
+    def run(total: int, on_step: Callable[[int], None]) -> None:
+        nstlib.stylize_grid(content, style, content_weights=[1.0 + k / n for k in range(n)], steps=total,
+                            extractor=net, device=device, coarse_to_fine=False, progress=False,
+                            callback=lambda s: on_step(s.step))
+
+    return run
+
+
 # ---------------------------------------------------------------- the device
 
 
@@ -415,6 +425,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target-size", type=int, default=512, help="size of the time-to-objective row")
     parser.add_argument("--target-steps", type=int, default=50, help="single-scale steps that define the target")
     parser.add_argument("--peak-tflops", type=float, help="override the device's peak TFLOP/s")
+    parser.add_argument("--grid", type=int, default=8, help="images in the batched stylize_grid row")
+    parser.add_argument("--grid-size", type=int, help="image side of the grid row (default 512 on CUDA; none on a CPU)")
     parser.add_argument("--quick", action="store_true", help="64 and 128 px, 3 steps, 1 warm-up: a smoke test")
     args = parser.parse_args(argv)
     if args.threads:
@@ -423,6 +435,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.sizes, args.steps, args.warmup = args.sizes or [64, 128], 3, 1
         args.target_size, args.target_steps = min(args.sizes), 5
+        args.grid_size = args.grid_size or min(args.sizes)
     sizes = args.sizes or ([256, 512, 1024, 2048] if device.type == "cuda" else [256, 512, 1024])
     compile_adam = device.type == "cuda" if args.compile is None else args.compile
     peak, peak_source = (args.peak_tflops, "given") if args.peak_tflops else peak_tflops(device)
@@ -473,6 +486,14 @@ def main(argv: list[str] | None = None) -> None:
                 shown = fmt(r["ms"], ".1f") if r["ms"] else r.get("note", "–")
                 print(f"| {size}² | {optimizer} | {label} | {shown} | {' | '.join(ratios)} | {fmt(tflops, '.3g')} | "
                       f"{fmt(share, '.2g')} | {fmt(r['mem'], '.0f')} |", flush=True)
+
+    grid_size = args.grid_size or (512 if device.type == "cuda" else None)
+    if grid_size:
+        content, style = images(grid_size)
+        r = timed(device, args.warmup, args.steps, grid_runner(net, content, style, device, args.grid))
+        per_image = fmt(r["ms"] / args.grid, ".2f") if r["ms"] else r.get("note", "–")
+        print(f"\nBatched grid ({args.grid} × {grid_size}², one `stylize_grid` run, Adam, default path): "
+              f"{per_image} ms per image per iteration")
 
     cold_size, cold_steps = (64, 3) if args.quick else (512, 300 if device.type == "cuda" else 10)
     print(f"\nCold start (a fresh process: Python, import nstlib, the first stylize result of {cold_size}² × "
