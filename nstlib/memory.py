@@ -32,9 +32,9 @@ DECODE_BYTES_PER_PIXEL = 40
 
 
 def optimizer_buffers(optimizer: str, history_size: int) -> int:
-    """Image-sized buffers an optimiser keeps: L-BFGS 2*m history pairs plus its direction and
-    previous gradient; Adam its two moment estimates."""
-    return 2 * history_size + 2 if optimizer == "lbfgs" else 2
+    """Image-sized buffers an optimiser keeps: `SyncFreeLBFGS` a ring of m+1 (s, y) pairs plus its last
+    step and previous gradient; Adam its two moment estimates."""
+    return 2 * (history_size + 1) + 2 if optimizer == "lbfgs" else 2
 
 
 def network_cost(height: int, width: int, deepest: str) -> tuple[int, int, int]:
