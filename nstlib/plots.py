@@ -45,7 +45,8 @@ def show_grid(
     if images.shape[0] != rows * cols:
         raise ParameterError(f"images: {images.shape[0]} images do not fill {rows} rows x {cols} columns; give one "
                              "label per row and per column")
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.8, size * rows + 0.4), squeeze=False,
+    aspect = images.shape[-2] / images.shape[-1]  # each cell `size` wide, as tall as the pictures are
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.8, size * aspect * rows + 0.4), squeeze=False,
                              layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.imshow(to_pil(images[i]))
