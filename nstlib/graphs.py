@@ -61,7 +61,7 @@ def _kind(objective: Objective, image: torch.Tensor, settings: Settings, compile
     return (id(objective.extractor), tuple(image.shape), str(image.device), tuple(objective.content_layers.items()),
             tuple(objective.style_layers.items()), tuple(alpha for alpha, _ in objective.style_targets),
             objective.style_masks is None, tuple(tuple(t.shape) for t in _targets(objective)),
-            settings.optimizer, settings.lr, settings.history_size, compile_model)
+            settings.optimizer, settings.lr, settings.history_size, settings.max_step, compile_model)
 
 
 def _static_copy(objective: Objective, batch: int) -> Objective:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from nstlib.errors import ParameterError
+from nstlib.graphs import _kind
 from nstlib.losses import gram_matrix
 from nstlib.optimize import stylize
 from nstlib.pyramid import PyramidPlan
@@ -24,7 +25,7 @@ from nstlib.runtime import (
     cuda_graph_for,
     precision_for,
 )
-from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, Settings
 from nstlib.targets import make_objective
 
 WEIGHTS = dict(content_layers=DEFAULT_CONTENT_LAYERS, style_layers=DEFAULT_STYLE_LAYERS, content_weight=1.0,
@@ -155,3 +156,13 @@ def test_compile_traces_the_fast_objective_and_matches_eager(vgg, content, style
     for a, b in zip(eager.history, traced.history, strict=True):
         assert b["total"] == pytest.approx(a["total"], rel=1e-4)
     torch.testing.assert_close(traced.image, eager.image, atol=1e-3, rtol=0)
+
+
+def test_a_captured_step_is_reused_only_for_the_same_optimiser_settings(vgg, content, style) -> None:
+    """What a CUDA graph bakes in is part of its cache key: the optimiser's settings, max_step included
+    (a replayed step with another trust region would silently keep the old one)."""
+    objective = make_objective(vgg, content, [style])
+    key = _kind(objective, content, Settings(), compile_model=False)
+    assert key == _kind(objective, content, Settings(style_weight=9.0), compile_model=False)  # copied in, not baked
+    for changed in (Settings(max_step=1.0), Settings(history_size=7), Settings(lr=0.5)):
+        assert _kind(objective, content, changed, compile_model=False) != key
