@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import trange
 
 from nstlib.data import CONTENT_SAMPLES, sample_path
 from nstlib.errors import NstlibError, ParameterError, WeightsError
@@ -175,8 +176,6 @@ def train_stylizer(
     targets = Targets.build(features, style_img, [style_img], settings)  # the style's Gram targets, once
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history: list[dict[str, float]] = []
-    from tqdm.auto import trange
-
     for _ in trange(settings.steps, desc="training", disable=not progress):
         crops = random_crops(images, size, batch, generator).to(dev)
         with torch.no_grad():
