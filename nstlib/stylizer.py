@@ -229,6 +229,8 @@ def export_onnx(model: Stylizer, path: str | os.PathLike, size: int = 256) -> Pa
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():  # instance norm exports "with train=True": right, it uses each image's statistics
         warnings.simplefilter("ignore", UserWarning)
+        # the resize-back test in `forward` is traced as a constant: hence "H and W multiples of 4" above
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(model, (example,), buffer, input_names=["image"], output_names=["stylized"],
                           dynamic_axes={"image": axes, "stylized": axes}, dynamo=False)
     return atomic_write(path, lambda f: f.write(buffer.getvalue()))
