@@ -18,8 +18,8 @@ def worker(vgg, content, style):
 
     def build(styles=style, autostart=True, **changes) -> ExplorerWorker:
         w = ExplorerWorker(content, styles, Settings(steps=3, **changes).validate(), network_weights="random",
-                           runtime=Runtime.create("cpu"), extractor=vgg, preview_size=32, frame_every=1,
-                           debounce=0.0, autostart=autostart)
+                           runtime=Runtime.create("cpu"), extractor=vgg, preview_size=32, render_steps=4,
+                           frame_every=1, debounce=0.0, autostart=autostart)
         made.append(w)
         w.start()
         return w
@@ -60,6 +60,7 @@ def test_pause_stops_and_render_runs_full_size(worker) -> None:
     w.update(render=True)
     assert w.wait()
     assert w.runs == [] and w.result is not None and w.result.image.shape == (1, 3, 64, 64)
+    assert w.result.history[-1]["step"] == 4  # render_steps, at the full size
     w.set_active(True)
     assert w.wait() and len(w.runs) == 1
     w.update(w.settings.replace(blend_weights=[0.0]))  # sums to 0: reported, the worker survives
