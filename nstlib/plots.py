@@ -144,13 +144,14 @@ def show_receptive_fields(image: torch.Tensor, fields: Mapping[str, int], *, siz
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, overwrite: bool = False, dpi: int = 80) -> Path:
-    """Write `fig` to `path`, cropped to what is drawn, in the format its suffix names (.jpg gets quality 85).
+    """Write `fig` to `path`, cropped to what is drawn, in the format its suffix names (.png, .jpg at quality 85, ...).
 
     The whole file appears or nothing does (`nstlib.files.atomic_write`); an existing file is replaced
     only with overwrite=True.
     """
-    check_output_path(path, overwrite=overwrite)  # the clear error (exists, a folder, unwritable) before drawing
-    options: dict[str, Any] = {"pil_kwargs": {"quality": 85}} if Path(path).suffix.lower() in {".jpg", ".jpeg"} else {}
-    file_format = Path(path).suffix.lstrip(".").lower() or "png"
+    formats = {f".{name}" for name in fig.canvas.get_supported_filetypes()}  # .png, .jpg, .pdf, .svg, ...
+    out = check_output_path(path, overwrite=overwrite, extensions=formats)  # a clear error before any drawing
+    file_format = out.suffix.lower().lstrip(".")
+    options: dict[str, Any] = {"pil_kwargs": {"quality": 85}} if file_format in {"jpg", "jpeg"} else {}
     return atomic_write(path, lambda f: fig.savefig(f, format=file_format, dpi=dpi, bbox_inches="tight", **options),
                         overwrite=overwrite)

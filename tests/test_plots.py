@@ -62,6 +62,8 @@ def test_save_figure_writes_the_suffix_format_atomically_and_never_over_a_file(t
     with pytest.raises(OutputError, match="a.png.*exists"):
         save_figure(show_images([torch.zeros(1, 3, 8, 8)]), png)
     assert png.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "a.png"]
+    with pytest.raises(OutputError, match="a.txt.*unknown image extension"):
+        save_figure(fig, tmp_path / "a.txt")
     save_figure(show_images([torch.zeros(1, 3, 8, 8)]), png, overwrite=True)
     assert png.read_bytes() != before
     plt.close("all")
