@@ -19,7 +19,8 @@ import torch
 
 from nstlib.data import sample
 from nstlib.optimize import pick_device
-from nstlib.widgets import PREVIEW_SIZE, StyleExplorer
+from nstlib.runtime import Runtime
+from nstlib.widgets import StyleExplorer
 
 STEPS = 3
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| preview | latency median (min–max) | seconds per step |\n|---|---|---|")
     for size in sizes:
         latencies, per_step = measure(device, size, args.changes)
-        default = " (the default)" if PREVIEW_SIZE.get(device.type) == size else ""
+        default = " (the default)" if Runtime.create(device).sizes.preview == size else ""
         spread = f"{min(latencies):.2f}–{max(latencies):.2f}"
         print(f"| {size} px{default} | {statistics.median(latencies):.2f} s ({spread}) | {per_step:.3f} |", flush=True)
 

@@ -21,9 +21,9 @@ import torch
 
 import nstlib
 from nstlib.features import VGGFeatures
-from nstlib.loop import make_optimizer
 from nstlib.runtime import Runtime
 from nstlib.settings import Settings
+from nstlib.step import make_optimizer
 from nstlib.targets import make_objective
 
 #: label -> the optimiser of an image

@@ -1,7 +1,7 @@
 """nstlib: neural style transfer, taught.
 
 Modules, in the order the course meets them:
-images -> features -> losses -> blend -> settings -> runtime -> targets -> loop -> optimize -> plots /
+images -> features -> losses -> blend -> settings -> runtime -> targets -> step -> loop -> optimize -> plots /
 explorer / widgets -> cli; then the perceptual controls color, pyramid and masks, and compare (optional extra).
 Each imports only modules before it.
 """
@@ -35,6 +35,7 @@ _LAZY = {
     **dict.fromkeys(["Runtime", "pick_device"], "runtime"),
     **dict.fromkeys(["Step", "StylizeResult"], "result"),
     **dict.fromkeys(["Targets", "make_objective"], "targets"),
+    **dict.fromkeys(["make_optimizer", "take_step"], "step"),
     **dict.fromkeys(["optimization_loop", "optimize_image"], "loop"),
     **dict.fromkeys(["evaluate", "stylize", "stylize_grid"], "optimize"),
 }
@@ -61,8 +62,8 @@ __all__ = [
     "MemoryLimitError", "NonFiniteLossError", "NstlibError", "Objective", "OutputError", "ParameterError", "SAMPLES",
     "Step", "StylizeResult", "VGG19Features", "VGGFeatures", "Weights", "WeightsError", "content_loss", "evaluate",
     "gram_matrix", "load_image",
-    "normalize_blend_weights", "pick_device", "Settings", "Runtime", "Targets", "make_objective", "optimization_loop",
-    "optimize_image", "resize", "sample", "sample_path", "save_gif", "save_image",
+    "normalize_blend_weights", "pick_device", "Settings", "Runtime", "Targets", "make_objective", "make_optimizer",
+    "take_step", "optimization_loop", "optimize_image", "resize", "sample", "sample_path", "save_gif", "save_image",
     "style_loss", "style_targets", "stylize", "stylize_grid", "to_pil", "tv_loss", "resolve_weights",
 ]
 __all__ += ["color", "masks", "pyramid"]  # the perceptual controls (nstlib.compare needs the optional extra)

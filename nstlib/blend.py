@@ -66,13 +66,13 @@ def style_targets(
     if method == "features":
         size = tuple(styles[0].shape[-2:])
         feats = [extractor(resize(s, size)) for s in styles]
-        mixed = {layer: sum(a * f[layer].float() for a, f in zip(alphas, feats)) for layer in layers}
+        mixed = {layer: sum(a * f[layer] for a, f in zip(alphas, feats)) for layer in layers}
         return [(1.0, {layer: gram_matrix(mixed[layer]) for layer in layers})]
 
     grams = []
     for style in styles:
         feats = extractor(style)
-        grams.append({layer: gram_matrix(feats[layer].float()) for layer in layers})
+        grams.append({layer: gram_matrix(feats[layer]) for layer in layers})
     if method == "loss":
         return list(zip(alphas, grams))
     return [(1.0, {layer: sum(a * g[layer] for a, g in zip(alphas, grams)) for layer in layers})]

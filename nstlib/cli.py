@@ -215,8 +215,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from nstlib.optimize import stylize
     from nstlib.runtime import Runtime
 
-    on_cpu = Runtime.create(args.device).on_cpu
-    settings = _settings(args, size=192 if on_cpu else 512, steps=60 if on_cpu else 300)
+    sizes = Runtime.create(args.device).sizes
+    settings = _settings(args, size=sizes.demo, steps=sizes.demo_steps)
     out_dir = _demo_folder(args.out)
     out, gif = _check_outputs(out_dir / "astronaut_stained_glass.png", out_dir / "astronaut_stained_glass.gif", [],
                               args.force)

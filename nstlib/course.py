@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from nstlib.runtime import pick_device
+from nstlib.runtime import Runtime
 from nstlib.weights import Weights, resolve_weights
 
 #: The install line of every notebook's Colab cell (the README names it too).
@@ -71,9 +71,10 @@ def setup(size: int = 384, steps: int = 200, fast_size: int = 64, fast_steps: in
     when random weights are in use, a visible warning that pictures are only weak stylisations.
     """
     fast = os.environ.get("NSTLIB_FAST", "0") == "1"
-    device = pick_device("auto")
-    print(f"device: {device}" + ("" if device.type != "cpu" else
-          "  (no GPU: on Colab use Runtime > Change runtime type > GPU for full-size runs)"))
+    runtime = Runtime.create("auto")
+    device = runtime.device
+    print(f"device: {device}" + ("  (no GPU: on Colab use Runtime > Change runtime type > GPU for full-size runs)"
+                                 if runtime.on_cpu else ""))
     weights = resolve_weights(os.environ.get("NSTLIB_WEIGHTS", "imagenet"))
     print(f"network: {weights.describe()}")
     if not weights.trained:

@@ -30,15 +30,11 @@ from nstlib.errors import NonFiniteLossError, ParameterError
 from nstlib.images import ImageLike, resize
 from nstlib.loop import optimize_image
 from nstlib.losses import Objective
-from nstlib.result import Step, StylizeResult
+from nstlib.result import TERMS, Step, StylizeResult
 from nstlib.runtime import Runtime
 from nstlib.settings import Settings, check_whole
 from nstlib.targets import Targets, initial_image, make_extractor, prepare_images
 from nstlib.weights import Weights
-
-#: Default preview long side in pixels: 256 on a GPU; 128 on a CPU, where one VGG19 step at
-#: 256 px takes seconds and the picture would lag behind the slider.
-PREVIEW_SIZE = {"cuda": 256, "mps": 256, "cpu": 128}
 
 #: Targets kept for this many recent (image size, blend method, blend weights): at a 1024 px render
 #: one entry is tens of MB on the GPU, and every position of a blend slider is a new entry.
@@ -76,7 +72,7 @@ class ExplorerWorker:
         self.runtime, self.settings = runtime, settings
         self.render_steps, self.frame_every, self.debounce = render_steps, frame_every, debounce
         full, full_styles = prepare_images(content, styles, settings.size, settings.style_scale)
-        side = min(preview_size or PREVIEW_SIZE.get(runtime.device.type, 128), max(full.shape[-2:]))
+        side = min(preview_size or runtime.sizes.preview, max(full.shape[-2:]))
         small, small_styles = prepare_images(full, full_styles, side, settings.style_scale)
         self.full = (full.to(runtime.device), [s.to(runtime.device) for s in full_styles])
         self.preview = (small.to(runtime.device), [s.to(runtime.device) for s in small_styles])
@@ -216,19 +212,23 @@ class ExplorerWorker:
         started = time.perf_counter()
         self.on_status(f"run {run}: optimising at {self.preview[0].shape[-1]}x{self.preview[0].shape[-2]} px", False)
 
+        pending: list[tuple[int, torch.Tensor]] = []  # (step, its (4,) terms on the device) not yet in history
+
         def callback(step: Step) -> bool:
-            terms = {k: float(v[0]) for k, v in step.terms.items()}
-            self.history.append({"run": run, "step": step.step, **terms, **weights})
-            if step.step == 1 or step.step % self.frame_every == 0:
+            pending.append((step.step, torch.stack([step.terms[t][0] for t in TERMS])))
+            if step.step == 1 or step.step % self.frame_every == 0:  # the picture goes to the host: the terms too
+                self._record(run, pending, weights)
                 self.image = step.image.clamp(0, 1).cpu()
                 self.on_image(self.image)
                 if step.step == 1:
                     self.latency = time.perf_counter() - changed_at
+                terms = {t: self.history[-1][t] for t in TERMS}
                 self.on_terms(run, step.step, terms, settings, (time.perf_counter() - started) / step.step)
             return self._stale(version)
 
         result = optimize_image(objective, self.image.to(self.runtime.device), settings, runtime=self.runtime,
                                 callback=callback, progress=False)
+        self._record(run, pending, weights)
         self.image = result.image
         self.on_image(self.image)
         with self._cond:
@@ -237,6 +237,14 @@ class ExplorerWorker:
                 self.on_status(f"run {run}: done ({settings.steps} steps); move a slider or press Run to go on", False)
             elif not self.active:
                 self.on_status(f"paused after {len(result.history) - 1} steps of run {run}", False)
+
+    def _record(self, run: int, pending: list[tuple[int, torch.Tensor]], weights: dict[str, Any]) -> None:
+        """Move the pending steps' loss terms to `history`: one host copy for them all (none per step)."""
+        if pending:
+            values = torch.stack([v for _, v in pending]).cpu().tolist()
+            self.history += [{"run": run, "step": step, **dict(zip(TERMS, row)), **weights}
+                             for (step, _), row in zip(pending, values)]
+            pending.clear()
 
     def _render_full(self, settings: Settings, version: int) -> None:
         content = self.full[0]

@@ -180,9 +180,10 @@ def resize(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     size = target_size((h, w), size)
     if size == (h, w):
         return img
-    if img.device.type == "mps":  # antialiased bicubic exists on MPS only from torch 2.8: use the CPU
+    try:
+        return F.interpolate(img, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    except NotImplementedError:  # a device without the antialiased kernel (MPS before torch 2.8): on the CPU
         return resize(img.cpu(), size).to(img.device)
-    return F.interpolate(img, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
 
 
 def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_SIDE) -> torch.Tensor:

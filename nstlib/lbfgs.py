@@ -75,7 +75,7 @@ class SyncFreeLBFGS(torch.optim.Optimizer):
     """L-BFGS for one tensor (the image), with no host sync in `step` (see the module docstring).
 
     Args:
-        params: one contiguous float tensor, e.g. ``[image]`` with image (B,3,H,W) in [0,1].
+        params: one contiguous float32 (or float64) tensor, e.g. ``[image]`` with image (B,3,H,W) in [0,1].
         lr: step length after the first step (1 is the quasi-Newton step).
         history_size: m, the number of (s, y) pairs kept: 2(m+1) buffers the size of the image.
         bounds: (low, high) to keep every value in (the pixels: (0, 1)), or None for no bounds.
@@ -87,6 +87,9 @@ class SyncFreeLBFGS(torch.optim.Optimizer):
         params = list(params)
         if len(params) != 1 or not params[0].is_contiguous() or not params[0].is_floating_point():
             raise ParameterError("params: SyncFreeLBFGS optimises one contiguous float tensor (the image)")
+        if params[0].dtype not in (torch.float32, torch.float64):  # its triangular solves have no half kernels
+            raise ParameterError(f"params: SyncFreeLBFGS needs a float32 or float64 image, not {params[0].dtype}; "
+                                 "keep the image in float32 (mixed precision is for the network, see nstlib.runtime)")
         if not lr > 0:
             raise ParameterError(f"lr={lr}: must be > 0")
         if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:

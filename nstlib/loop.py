@@ -1,11 +1,12 @@
 """The optimisation loop, and the monitor that watches it.
 
-`optimization_loop` is the whole algorithm: evaluate the objective, back-propagate to the *pixels*,
-take an L-BFGS or Adam step, clamp the pixels to [0,1], report. `Monitor` does the bookkeeping
-around it (history, deferred NaN checks with a rollback to the last finite image, animation frames,
-the progress bar, the user's callback, Ctrl-C), and `optimize_image` puts the two together.
-`graphed_loop` is the same loop with each step replayed from a CUDA graph (`nstlib.graphs`), which
-`optimize_image` runs instead where the runtime says so (`Runtime.cuda_graph`).
+`optimization_loop` is the whole algorithm: `settings.steps` times `nstlib.step.take_step` (evaluate
+the objective, back-propagate to the *pixels*, take an L-BFGS or Adam step, clamp the pixels to
+[0,1]), then report. The runtime decides how each step runs: eagerly, or recorded once in a CUDA
+graph and replayed (`nstlib.graphs`, where `Runtime.graphed`); it is the same `take_step` either way.
+`Monitor` does the bookkeeping around it (history, deferred NaN checks with a rollback to the last
+finite image, animation frames, the progress bar, the user's callback, Ctrl-C), and
+`optimize_image` puts the two together.
 """
 
 from __future__ import annotations
@@ -21,75 +22,44 @@ from tqdm.auto import tqdm
 
 from nstlib.errors import MemoryLimitError, NonFiniteLossError, ParameterError
 from nstlib.graphs import graphed_step, release_graphs
-from nstlib.lbfgs import SyncFreeLBFGS
 from nstlib.losses import Objective
-from nstlib.memory import is_out_of_memory, oom_guard, out_of_memory_error
+from nstlib.memory import oom_guard, out_of_memory_error
 from nstlib.result import TERMS, Step, StylizeResult, history_entry
-from nstlib.runtime import Backward, Runtime, plain_backward
+from nstlib.runtime import Runtime
 from nstlib.settings import Settings, check_whole, resolve
+from nstlib.step import Terms, make_optimizer, take_step
 
 Callback = Callable[[Step], "bool | None"]
 
 
-def make_optimizer(image: torch.Tensor, settings: Settings, capturable: bool = False) -> torch.optim.Optimizer:
-    """L-BFGS (one quasi-Newton update per step, no pixel moving more than `settings.max_step`) or Adam.
+def optimization_loop(objective: Objective, image: torch.Tensor, settings: Settings, monitor: Monitor,
+                      runtime: Runtime) -> None:
+    """Optimise the pixels of `image` (B,3,H,W) in [0,1], in place, for `settings.steps` steps of `take_step`.
 
-    L-BFGS is nstlib's `SyncFreeLBFGS`, which keeps the pixels in [0,1] itself; with `line_search`
-    it is torch's, with a strong-Wolfe line search (several evaluations per step, host syncs).
-    `capturable`: the Adam a CUDA graph can hold (fused, its step count on the device)."""
-    if settings.optimizer == "lbfgs" and settings.line_search:
-        return torch.optim.LBFGS([image], lr=settings.lr or 1.0, max_iter=1, history_size=settings.history_size,
-                                 line_search_fn="strong_wolfe")
-    if settings.optimizer == "lbfgs":
-        return SyncFreeLBFGS([image], lr=settings.lr or 1.0, history_size=settings.history_size, bounds=(0.0, 1.0),
-                             max_step=settings.max_step)
-    return torch.optim.Adam([image], lr=settings.lr or 0.02, fused=capturable or None, capturable=capturable)
-
-
-def optimization_loop(objective: Callable[[torch.Tensor], dict[str, torch.Tensor]], image: torch.Tensor,
-                      settings: Settings, monitor: Monitor, backward: Backward = plain_backward) -> None:
-    """Optimise the pixels of `image` (B,3,H,W) in [0,1], in place, for `settings.steps` steps."""
-    opt = make_optimizer(image, settings)
-
-    def closure() -> torch.Tensor:
-        """One evaluation: the loss of the current pixels, and its gradient in image.grad."""
-        opt.zero_grad(set_to_none=True)
-        terms = objective(image)
-        loss = terms["total"].sum()  # batch items are independent: each gets its own gradient
-        backward(loss, image)
-        monitor.evaluated(terms)
-        return loss
-
-    for step in range(settings.steps):
-        monitor.step_starts(step, image)
-        opt.step(closure)  # Adam calls the closure once; L-BFGS once per line-search trial
-        with torch.no_grad():
-            image.clamp_(0, 1)  # projected descent: the pixels stay valid
-        if monitor.step_done(step + 1, image):  # history, progress bar, callback; True: stop
-            break
-
-
-def graphed_loop(objective: Objective, image: torch.Tensor, settings: Settings, monitor: Monitor,
-                 runtime: Runtime) -> None:
-    """`optimization_loop` with each step replayed from a CUDA graph (`nstlib.graphs`; CUDA only).
-
-    The step works on the graph's own copy of `image`, copied back at the end (also on Ctrl-C)."""
-    optimizer = partial(make_optimizer, settings=settings, capturable=True)
-    try:
-        with graphed_step(objective, image, settings, optimizer, runtime.compile_model) as step:
+    With CUDA graphs the steps work on the graph's own copy of `image`, copied back at the end (also
+    on Ctrl-C); otherwise on `image` itself, with this runtime's objective (compiled or not) and
+    backward pass (with float16's loss scale or not)."""
+    if runtime.graphed and not settings.line_search:
+        with graphed_step(objective, image, settings, runtime) as step:
             try:
-                for i in range(settings.steps):
-                    monitor.step_starts(i, step.image)
-                    monitor.evaluated(step())
-                    if monitor.step_done(i + 1, step.image):
-                        break
+                _run_steps(step, step.image, settings, monitor)
             finally:
                 with torch.no_grad():
                     image.copy_(step.image)
-    except RuntimeError as e:
-        if is_out_of_memory(e):
-            release_graphs()  # the cached graphs of other sizes hold memory too
-        raise
+    else:
+        optimizer = make_optimizer(image, settings)
+        _run_steps(partial(take_step, runtime.compiled(objective), image, optimizer, runtime.backward()), image,
+                   settings, monitor)
+
+
+def _run_steps(step: Callable[[], tuple[Terms, int]], image: torch.Tensor, settings: Settings,
+               monitor: Monitor) -> None:
+    """Call `step()` `settings.steps` times, with the monitor's bookkeeping around each; stop early if it says so."""
+    for i in range(settings.steps):
+        monitor.step_starts(i, image)
+        monitor.evaluated(*step())
+        if monitor.step_done(i + 1, image):  # history, progress bar, callback; True: stop
+            break
 
 
 class Monitor:
@@ -124,10 +94,10 @@ class Monitor:
             return True
         return False
 
-    def evaluated(self, terms: dict[str, torch.Tensor]) -> None:
-        self.evaluations += 1
-        if self.first_terms is None:
-            self.first_terms = {k: v.detach() for k, v in terms.items()}
+    def evaluated(self, terms: Terms, evaluations: int = 1) -> None:
+        """Record a step's loss terms (at the image before it) and how many evaluations it took."""
+        self.evaluations += evaluations
+        self.first_terms = terms
 
     def step_starts(self, step: int, image: torch.Tensor) -> None:
         if self.frame_every and step % self.frame_every == 0:
@@ -232,9 +202,10 @@ def optimize_image(
     image = start.detach().contiguous().clone().requires_grad_(True)
     monitor = Monitor(start, settings, log_every=runtime.log_every, frame_every=frame_every, callback=callback,
                       progress=progress)
-    with oom_guard(image.device, lambda: monitor.out_of_memory(image)), monitor:
-        if runtime.cuda_graph and not settings.line_search:
-            graphed_loop(objective, image, settings, monitor, runtime)
-        else:
-            optimization_loop(runtime.compiled(objective), image, settings, monitor, runtime.backward())
+    try:
+        with oom_guard(image.device, lambda: monitor.out_of_memory(image)), monitor:
+            optimization_loop(objective, image, settings, monitor, runtime)
+    except MemoryLimitError:
+        release_graphs()  # the cached graphs of other sizes hold memory too
+        raise
     return monitor.finish(objective, image)

@@ -7,7 +7,6 @@ together (see `optimize.stylize_grid`).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -115,11 +114,12 @@ class Objective(nn.Module):
     "content", "style", "tv" (unweighted terms) and "total" (the weighted sum).
 
     Args:
-        extractor: a `VGG19Features` that returns every layer named in the two layer dicts.
+        extractor: a `VGGFeatures` (or the runtime's `PrecisionFeatures`) that returns every layer named in
+            the two layer dicts, as float32 maps.
         content_targets: {layer: (1,C,H,W)} feature maps of the content image.
         style_targets: blended Gram targets (see `blend.style_targets`).
         content_layers, style_layers: {layer: per-layer weight}.
-        content_weight, style_weight, tv_weight: global weights, floats or (B,) tensors.
+        content_weight, style_weight, tv_weight: global weights, floats or (B,) tensors on the image's device.
         style_masks: optional spatial control, one {layer: (1,1,h,w) mask} per style target
             (see `nstlib.masks`); None matches every target over the whole image.
     """
@@ -149,21 +149,15 @@ class Objective(nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.extractor(image)
-        # Gram matrices and losses in float32 even when the network ran in bf16/fp16. (Only CUDA and
-        # the CPU ever run autocast here; torch < 2.5 refuses even a disabled autocast on e.g. MPS.)
-        autocast_off = (torch.autocast(device_type=image.device.type, enabled=False)
-                        if image.device.type in ("cuda", "cpu") else contextlib.nullcontext())
-        with autocast_off:
-            feats = {k: v.float() for k, v in feats.items()}
-            zero = image.new_zeros(image.shape[0], dtype=torch.float32)  # keeps (B,) when a term has no layers
-            terms = {
-                "content": zero + content_loss(feats, self.content_targets, self.content_layers),
-                "style": zero + blended_style_loss(feats, self.style_targets, self.style_layers, self.style_masks),
-                "tv": tv_loss(image.float()),
-            }
-            terms["total"] = (
-                self.content_weight * terms["content"]
-                + self.style_weight * terms["style"]
-                + self.tv_weight * terms["tv"]
-            )
+        zero = image.new_zeros(image.shape[0])  # keeps (B,) when a term has no layers
+        terms = {
+            "content": zero + content_loss(feats, self.content_targets, self.content_layers),
+            "style": zero + blended_style_loss(feats, self.style_targets, self.style_layers, self.style_masks),
+            "tv": tv_loss(image),
+        }
+        terms["total"] = (
+            self.content_weight * terms["content"]
+            + self.style_weight * terms["style"]
+            + self.tv_weight * terms["tv"]
+        )
         return terms

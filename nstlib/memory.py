@@ -20,7 +20,7 @@ import torch
 
 from nstlib.errors import MemoryLimitError
 from nstlib.features import LAYER_NAMES, check_layers, layer_channels
-from nstlib.runtime import empty_cache
+from nstlib.runtime import empty_cache, is_out_of_memory
 
 BYTES_PER_FLOAT = 4
 #: Refuse only when the estimate exceeds the free RAM by this factor: the estimate is an upper
@@ -162,15 +162,6 @@ def check_memory(
         if need > MARGIN * free:
             raise MemoryLimitError(f"{what} needs about {need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB of "
                                    f"RAM is free; {advice}")
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """True for torch's CUDA out-of-memory error (a RuntimeError subclass since torch 1.13; a plain
-    RuntimeError saying 'out of memory' before that)."""
-    oom = getattr(torch.cuda, "OutOfMemoryError", None)
-    return (oom is not None and isinstance(error, oom)) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error)
-    )
 
 
 def release_memory(error: BaseException, device: torch.device) -> None:

@@ -13,17 +13,24 @@ depends on it; the rest of the library asks the runtime and never looks at the d
    - VGG under autocast: bfloat16 where the device computes it natively, else float16 with a
      dynamic loss scale (`LossScale`), because small float16 gradients underflow to zero. The
      weights are stored once in that dtype, so autocast does not re-cast them every iteration;
-   - the Gram matrices and the losses stay in float32: `losses.Objective` upcasts the features and
-     switches autocast off (a float16 Gram matrix overflows 65504 at ordinary image sizes).
+   - the Gram matrices and the losses stay in float32: `PrecisionFeatures` hands the losses float32
+     maps and autocast ends with the network (a float16 Gram matrix overflows 65504 at ordinary
+     image sizes), so the losses are the same plain maths on every path. Autocast's weight cache
+     is off: the weights are already in the autocast dtype, and torch asks for it off in a CUDA graph.
    On a CPU it keeps only channels_last (float32), and bfloat16 only where the CPU has it natively.
 3. `torch.compile` of the objective (`compile_model`): faster steps on a GPU, after a slow first one;
 4. how often the losses are copied to the host (`log_every`): every step on the plain path, every
    `LOG_EVERY` steps with mixed precision, since each copy waits for the GPU to finish;
 5. CUDA graphs (`cuda_graph`, on by default on CUDA with bfloat16 mixed precision): each step is
-   captured once per image size and replayed (`nstlib.graphs`; `loop.graphed_loop` instead of
-   `loop.optimization_loop`), with fused Adam or the sync-free L-BFGS (`nstlib.lbfgs`). Not with
+   captured once per image size and replayed (`nstlib.graphs`: the same `step.take_step` as the
+   eager loop), with fused Adam or the sync-free L-BFGS (`nstlib.lbfgs`). Not with
    float16's loss scale, whose bookkeeping a graph cannot hold;
-6. coarse-to-fine per device (`pyramid`, a `PyramidPlan`): see `PYRAMID_PLANS`.
+6. coarse-to-fine per device (`pyramid`, a `PyramidPlan`): see `PYRAMID_PLANS`;
+7. what sizes suit the device where nstlib picks one (`sizes`, `DeviceSizes`): the explorer's preview
+   and the demo's picture;
+8. the fallback: if a CUDA graph capture (or its first replay) or `torch.compile` fails, `fall_back`
+   warns once, naming the cause, and turns that acceleration off for the rest of the process; the
+   run that met it goes on eagerly without losing a step (`nstlib.graphs`, `Runtime.compiled`).
 
 The loop gets its backward pass (`backward`) and the objective it calls (`compiled`) from here.
 `features` keeps one mixed-precision copy of a network per device and precision for the process,
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -56,6 +64,27 @@ LOG_EVERY = 10
 #: --device cuda measures time to a fixed objective, to set these from.
 PYRAMID_PLANS = {"cuda": PyramidPlan(auto_from=None, start=256)}
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class DeviceSizes:
+    """Sizes that suit one kind of device where nstlib picks them (long sides in pixels).
+
+    Attributes:
+        preview: the style explorer's preview: small enough that the picture follows the slider
+            (one VGG step at 256 px takes seconds on a CPU).
+        demo, demo_steps: the picture `nstlib demo` makes, and its step count (a minute on a CPU).
+    """
+
+    preview: int = 128
+    demo: int = 192
+    demo_steps: int = 60
+
+
+DEVICE_SIZES = {"cuda": DeviceSizes(256, 512, 300), "mps": DeviceSizes(256, 512, 300)}
+#: Accelerations that failed in this process ({"cuda_graph" or "compile": the cause}); see `fall_back`.
+FAILED: dict[str, str] = {}
+_FALLBACK_WHAT = {"cuda_graph": "CUDA graph capture", "compile": "torch.compile"}
 _DEVICE_NAME = re.compile(r"(auto|cpu|cuda|mps)(?::(\d{1,4}))?")
 
 
@@ -83,6 +112,24 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     if name == "mps" and not _mps_available():
         raise ParameterError("device='mps': MPS is not available here; use device='cpu' or 'auto'")
     return torch.device(name)
+
+
+def fall_back(kind: str, error: BaseException) -> None:
+    """`kind` ("cuda_graph" or "compile") failed with `error`: warn once, naming the cause, and leave it
+    off for the rest of the process (the caller goes on eagerly)."""
+    if kind not in FAILED:
+        FAILED[kind] = f"{type(error).__name__}: {error}".splitlines()[0]
+        warnings.warn(f"{_FALLBACK_WHAT[kind]} failed ({FAILED[kind]}); this run goes on eagerly from where it was, "
+                      "and so does every later run in this process", RuntimeWarning, stacklevel=3)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for torch's out-of-memory errors (CUDA's is a RuntimeError subclass since torch 1.13; a plain
+    RuntimeError saying 'out of memory' before that, and on other devices)."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(error, oom)) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error)
+    )
 
 
 def empty_cache(device: torch.device) -> None:
@@ -157,7 +204,7 @@ class PrecisionFeatures(nn.Module):
 
     The copy holds the weights in `precision.dtype` and channels_last memory, so the extractor passed
     in is left as it was (it can still serve the plain path). Call it like the extractor: (B,3,H,W)
-    in [0,1] -> {layer: (B,C,h,w)}, the maps in `precision.dtype`; `Objective` upcasts them.
+    in [0,1] -> {layer: (B,C,h,w)}, computed in `precision.dtype` and returned in float32.
     """
 
     def __init__(self, extractor: nn.Module, precision: Precision) -> None:
@@ -173,18 +220,20 @@ class PrecisionFeatures(nn.Module):
             image = image.contiguous(memory_format=torch.channels_last)
         if self.precision.dtype is None:
             return self.extractor(image)
-        with torch.autocast(image.device.type, dtype=self.precision.dtype):
-            return self.extractor(image)
+        with torch.autocast(image.device.type, dtype=self.precision.dtype, cache_enabled=False):
+            maps = self.extractor(image)
+        return {layer: m.float() for layer, m in maps.items()}  # the losses compute in float32
 
 
 class LossScale:
     """Dynamic loss scaling for float16, like `torch.amp.GradScaler` but without host syncs.
 
-    `backward(loss, image)` back-propagates loss * scale, so that small gradients survive float16,
-    then divides `image.grad` by the scale. If the gradient overflowed (inf/NaN) it is set to zero
-    and the scale halved: Adam then coasts on its momentum for that step and L-BFGS stays where it
-    is. After `growth_interval` finite gradients in a row the scale doubles. The bookkeeping is
-    done with tensors on the device, so it never waits for the GPU.
+    `backward(loss, *leaves)` back-propagates loss * scale, so that small gradients survive float16,
+    then divides each leaf's `.grad` (the image's, or a network's weights') by the scale. If a
+    gradient overflowed (inf/NaN) they are all set to zero and the scale halved: Adam then coasts on
+    its momentum for that step and L-BFGS stays where it is. After `growth_interval` finite
+    gradients in a row the scale doubles. The bookkeeping is done with tensors on the device, so it
+    never waits for the GPU.
     """
 
     def __init__(self, init_scale: float = 2.0**16, growth_interval: int = 100) -> None:
@@ -192,26 +241,47 @@ class LossScale:
         self.good_steps = torch.tensor(0)
         self.growth_interval = growth_interval
 
-    def backward(self, loss: torch.Tensor, image: torch.Tensor) -> None:
-        """Set image.grad to d(loss)/d(image) (zero if it overflowed) and update the scale."""
+    def backward(self, loss: torch.Tensor, *leaves: torch.Tensor) -> None:
+        """Set each leaf's .grad to d(loss)/d(leaf) (all zero if one overflowed) and update the scale."""
         self.scale = self.scale.to(loss.device)
         self.good_steps = self.good_steps.to(loss.device)
         (loss * self.scale).backward()
-        grad = image.grad
-        finite = torch.isfinite(grad).all()
-        grad.copy_(torch.where(finite, grad / self.scale, torch.zeros_like(grad)))
+        grads = [leaf.grad for leaf in leaves if leaf.grad is not None]
+        finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
+        for grad in grads:
+            grad.copy_(torch.where(finite, grad / self.scale, torch.zeros_like(grad)))
         self.good_steps = torch.where(finite, self.good_steps + 1, torch.zeros_like(self.good_steps))
         grow = self.good_steps >= self.growth_interval
         self.scale = torch.where(finite, torch.where(grow, self.scale * 2, self.scale), self.scale / 2)
         self.good_steps = torch.where(grow, torch.zeros_like(self.good_steps), self.good_steps)
 
 
-def plain_backward(loss: torch.Tensor, image: torch.Tensor) -> None:
-    """loss.backward(): sets image.grad (the image is the only tensor that requires grad)."""
+def plain_backward(loss: torch.Tensor, *leaves: torch.Tensor) -> None:
+    """loss.backward(): sets the leaves' .grad (the image's, or a network's weights')."""
     loss.backward()
 
 
-Backward = Callable[[torch.Tensor, torch.Tensor], None]
+#: backward(loss, *leaves): set each leaf's .grad to d(loss)/d(leaf).
+Backward = Callable[..., None]
+
+
+class CompiledObjective:
+    """`torch.compile` of an objective for one image size; if compiling fails (no triton, say) it
+    falls back to the objective itself (`fall_back`), in the same call: no step is lost."""
+
+    def __init__(self, objective: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> None:
+        self.objective = objective
+        self.compiled = torch.compile(objective, dynamic=False)
+
+    def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        if "compile" not in FAILED:
+            try:
+                return self.compiled(image)
+            except Exception as e:
+                if is_out_of_memory(e):
+                    raise
+                fall_back("compile", e)
+        return self.objective(image)
 
 
 @dataclass(frozen=True)
@@ -223,8 +293,10 @@ class Runtime:
         precision: mixed-precision settings, or None for plain float32.
         compile_model: run the objective through `torch.compile`.
         log_every: steps between host copies of the losses (and NaN checks).
-        cuda_graph: capture each step in a CUDA graph and replay it (`loop.graphed_loop`).
+        cuda_graph: capture each step in a CUDA graph and replay it (`nstlib.graphs`), as asked;
+            `graphed` says whether it still does (not after a failed capture in this process).
         pyramid: how coarse-to-fine runs on this device (`PYRAMID_PLANS`).
+        sizes: the preview and demo sizes that suit this device (`DEVICE_SIZES`).
     """
 
     device: torch.device
@@ -233,6 +305,7 @@ class Runtime:
     log_every: int = 1
     cuda_graph: bool = False
     pyramid: PyramidPlan = PyramidPlan()
+    sizes: DeviceSizes = DeviceSizes()
 
     @classmethod
     def create(cls, device: str | torch.device = "auto", mixed_precision: bool | None = None,
@@ -246,7 +319,13 @@ class Runtime:
         dev = pick_device(device)
         precision = precision_for(mixed_precision, dev)
         return cls(dev, precision, bool(compile_model), log_every or (LOG_EVERY if precision else 1),
-                   cuda_graph_for(cuda_graph, dev, precision), PYRAMID_PLANS.get(dev.type, PyramidPlan()))
+                   cuda_graph_for(cuda_graph, dev, precision), PYRAMID_PLANS.get(dev.type, PyramidPlan()),
+                   DEVICE_SIZES.get(dev.type, DeviceSizes()))
+
+    @property
+    def graphed(self) -> bool:
+        """Whether steps are captured in CUDA graphs now: asked for, and no capture failed in this process."""
+        return self.cuda_graph and "cuda_graph" not in FAILED
 
     @property
     def on_cpu(self) -> bool:
@@ -269,8 +348,9 @@ class Runtime:
         return cached[1]
 
     def compiled(self, objective: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> Callable:
-        """The objective to call in the loop: through `torch.compile` (for one image size) if asked."""
-        return torch.compile(objective, dynamic=False) if self.compile_model else objective
+        """The objective to call in the loop: through `torch.compile` (for one image size) if asked and
+        it has not failed in this process (`CompiledObjective`)."""
+        return CompiledObjective(objective) if self.compile_model and "compile" not in FAILED else objective
 
     def backward(self) -> Backward:
         """The backward pass of one run: a fresh `LossScale` for float16, else plain `loss.backward()`."""

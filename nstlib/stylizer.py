@@ -33,7 +33,8 @@ from nstlib.data import CONTENT_SAMPLES, sample_path
 from nstlib.errors import NstlibError, ParameterError, WeightsError
 from nstlib.files import atomic_write, check_input_file, open_input
 from nstlib.images import ImageLike, load_image
-from nstlib.runtime import pick_device
+from nstlib.result import TERMS
+from nstlib.runtime import Runtime
 from nstlib.settings import Settings, check_whole, resolve
 from nstlib.targets import Targets, make_extractor
 from nstlib.weights import Weights
@@ -146,6 +147,7 @@ def train_stylizer(
     network_weights: str | Weights = "imagenet",
     extractor: nn.Module | None = None,
     device: str | torch.device = "auto",
+    mixed_precision: bool | None = None,
     progress: bool = True,
     **overrides: Any,
 ) -> tuple[Stylizer, list[dict[str, float]]]:
@@ -157,6 +159,8 @@ def train_stylizer(
     1e-3), on crops of `size` x `size` pixels (default 256) cut from the photos loaded at long side
     `photo_scale` x `size` (the style at that size too, times `style_scale`). `seed` makes the crops
     and the network's initial weights repeatable. `photos` default to the bundled `CONTENT_SAMPLES`.
+    `device` and `mixed_precision` as for `stylize` (`nstlib.runtime`): on CUDA the loss network runs
+    in bf16, or in fp16 with a loss scale on the network's gradients; the network itself trains in float32.
     The history holds one {"content", "style", "tv", "total"} per step (batch means, before the step).
     """
     settings = resolve(settings, overrides)
@@ -164,13 +168,14 @@ def train_stylizer(
     if not isinstance(photo_scale, (int, float)) or not photo_scale >= 1:
         raise ParameterError(f"photo_scale={photo_scale!r}: give a number >= 1 (photos at least as big as a crop)")
     size, lr = settings.size or DEFAULT_SIZE, settings.lr or DEFAULT_LR
-    dev = pick_device(device)
+    runtime = Runtime.create(device, mixed_precision)
+    dev, backward = runtime.device, runtime.backward()
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)  # the network's initial weights
     model = Stylizer(width, blocks).to(dev)
     images = [load_image(p, round(size * photo_scale)) for p in
               (photos if photos is not None else [sample_path(n) for n in CONTENT_SAMPLES])]
-    features = make_extractor(settings.layers, network_weights, "max", extractor).to(dev)
+    features = runtime.features(make_extractor(settings.layers, network_weights, "max", extractor))
     # the style at the photos' scale, as `stylize` loads it at the content's (times style_scale)
     style_img = load_image(style, round(size * photo_scale * settings.style_scale)).to(dev)
     targets = Targets.build(features, style_img, [style_img], settings)  # the style's Gram targets, once
@@ -182,9 +187,10 @@ def train_stylizer(
             content = {k: v for k, v in features(crops).items() if k in settings.content_layers}
         terms = dataclasses.replace(targets, content=content).objective(settings)(model(crops))
         optimizer.zero_grad(set_to_none=True)
-        terms["total"].mean().backward()
+        backward(terms["total"].mean(), *model.parameters())
         optimizer.step()
-        history.append({k: float(v.detach().mean()) for k, v in terms.items()})
+        means = torch.stack([terms[t].detach().mean() for t in TERMS]).tolist()  # one host copy per step
+        history.append(dict(zip(TERMS, means)))
     return model.eval(), history
 
 

@@ -102,9 +102,12 @@ class Targets:
         return cls(features, content_features, style, style_masks)
 
     def objective(self, settings: Settings) -> Objective:
-        """These targets with the loss weights of `settings` (global and per layer)."""
+        """These targets with the loss weights of `settings` (global and per layer); weights given as (B,)
+        tensors (one per batch item, `stylize_grid`) are moved to the targets' device."""
+        device = next(iter(self.style[0][1].values())).device
+        weights = {k: w.to(device) if isinstance(w, torch.Tensor) else w for k, w in settings.loss_weights.items()}
         return Objective(self.features, self.content, self.style, settings.content_layers, settings.style_layers,
-                         **settings.loss_weights, style_masks=self.masks)
+                         **weights, style_masks=self.masks)
 
 
 def make_objective(

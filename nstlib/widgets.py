@@ -28,7 +28,7 @@ import torch
 
 from nstlib.blend import BLEND_METHODS
 from nstlib.errors import NstlibError, ParameterError
-from nstlib.explorer import PREVIEW_SIZE, TARGET_CACHE, ExplorerWorker  # noqa: F401  (re-exported)
+from nstlib.explorer import TARGET_CACHE, ExplorerWorker  # noqa: F401  (re-exported)
 from nstlib.images import ImageLike, save_image, to_pil
 from nstlib.result import StylizeResult
 from nstlib.runtime import Runtime
@@ -69,7 +69,7 @@ class StyleExplorer(widgets.VBox):
             steps per run; the explorer idles after that until a setting changes or Run is pressed.
             `size` is the long side of the full-size render.
         network_weights, device, extractor: as for `stylize` (one network, built once).
-        preview_size: long side while exploring (default `PREVIEW_SIZE[device type]`, at most `size`).
+        preview_size: long side while exploring (default: the runtime's `sizes.preview`, at most `size`).
         render_steps: steps of the full-size render.
         frame_every: show a new picture every this many steps (and after each run's first step).
         debounce: seconds the sliders must be still before a new run starts.

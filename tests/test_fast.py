@@ -63,7 +63,12 @@ def test_fast_loss_terms_match_float32(vgg, content, style, image, dtype, rel: f
     plain = make_objective(vgg, content, [style], **WEIGHTS)
     fast_features = PrecisionFeatures(vgg, Precision(dtype=dtype))
     fast = make_objective(fast_features, content, [style], **WEIGHTS)
-    assert fast_features(image)["relu1_1"].dtype == dtype  # the network really ran in low precision
+    ran_in = []
+    hook = fast_features.extractor.net[0].register_forward_hook(lambda module, args, out: ran_in.append(out.dtype))
+    maps = fast_features(image)
+    hook.remove()
+    assert ran_in == [dtype]  # the network really ran in low precision
+    assert all(m.dtype == torch.float32 for m in maps.values())  # and hands the losses float32 maps
     want, want_grad = terms_and_grad(plain, image)
     got, got_grad = terms_and_grad(fast, image)
     for term in ("content", "style", "tv", "total"):
@@ -80,9 +85,10 @@ def test_fast_gram_does_not_overflow_where_fp16_gram_would(vgg) -> None:
     fast.extractor.net[0].weight.data *= 50  # make relu1_1 large
     with torch.no_grad():
         feats = fast(bright)["relu1_1"]
-    assert feats.dtype == torch.float16 and torch.isfinite(feats).all()
-    assert not torch.isfinite(feats.flatten(2) @ feats.flatten(2).transpose(1, 2)).all()  # fp16 Gram: inf
-    assert torch.isfinite(gram_matrix(feats.float())).all()  # what Objective does
+    assert feats.dtype == torch.float32 and torch.isfinite(feats).all()  # fp16 maps, handed over in float32
+    half = feats.half().flatten(2)
+    assert not torch.isfinite(half @ half.transpose(1, 2)).all()  # an fp16 Gram: inf
+    assert torch.isfinite(gram_matrix(feats)).all()  # what Objective computes
 
 
 def test_policy_on_for_cuda_only_by_default(monkeypatch) -> None:
@@ -162,7 +168,9 @@ def test_a_captured_step_is_reused_only_for_the_same_optimiser_settings(vgg, con
     """What a CUDA graph bakes in is part of its cache key: the optimiser's settings, max_step included
     (a replayed step with another trust region would silently keep the old one)."""
     objective = make_objective(vgg, content, [style])
-    key = _kind(objective, content, Settings(), compile_model=False)
-    assert key == _kind(objective, content, Settings(style_weight=9.0), compile_model=False)  # copied in, not baked
+    runtime = Runtime(torch.device("cpu"))
+    key = _kind(objective, content, Settings(), runtime)
+    assert key == _kind(objective, content, Settings(style_weight=9.0), runtime)  # copied in, not baked
     for changed in (Settings(max_step=1.0), Settings(history_size=7), Settings(lr=0.5)):
-        assert _kind(objective, content, changed, compile_model=False) != key
+        assert _kind(objective, content, changed, runtime) != key
+    assert _kind(objective, content, Settings(), Runtime(torch.device("cpu"), compile_model=True)) != key
