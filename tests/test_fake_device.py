@@ -1,0 +1,291 @@
+"""Every GPU path of nstlib on a CPU, with tensors that claim a GPU (tests/fake_gpu.py).
+
+Each public entry point runs end to end under every plan `Runtime` can choose: bf16 with CUDA graphs
+(an A100/L4), fp16 with a loss scale (a T4), plain float32 (`mixed_precision=False`) and the MPS
+plan. A tensor left on the CPU among device tensors fails as on a GPU, autocast produces the dtypes
+the GPU would, and a host read inside a captured step fails. The fallbacks of the GPU path (a capture,
+a first replay or `torch.compile` that fails; running out of memory while other graphs are cached)
+are shown by fault injection.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from unittest import mock
+
+import pytest
+import torch
+from fake_gpu import Claimed, HostSync, fake_gpu
+
+from nstlib import graphs, runtime
+from nstlib.explorer import ExplorerWorker
+from nstlib.features import VGGFeatures
+from nstlib.lbfgs import SyncFreeLBFGS
+from nstlib.optimize import evaluate, stylize, stylize_grid
+from nstlib.runtime import Runtime
+from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, Settings
+from nstlib.stylizer import train_stylizer
+
+#: name -> (fake_gpu arguments, stylize's mixed_precision, what the plan is)
+PLANS = {
+    "bf16-graph": (dict(kind="cuda", capability=(8, 0)), None),
+    "fp16-loss-scale": (dict(kind="cuda", capability=(7, 5)), None),
+    "fp32": (dict(kind="cuda", capability=(8, 0)), False),
+    "mps": (dict(kind="mps"), None),
+}
+RUN = dict(steps=6, size=32, network_weights="random", progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts in a process where no acceleration has failed yet."""
+    monkeypatch.setattr(runtime, "FAILED", {})
+
+
+@pytest.fixture
+def net() -> VGGFeatures:
+    """A fresh random network per test: moving it to the claimed GPU replaces its parameters."""
+    return VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights="random")
+
+
+def _plan(name: str) -> tuple[dict, bool | None]:
+    return PLANS[name]
+
+
+def _device(name: str) -> str:
+    return _plan(name)[0]["kind"]
+
+
+# ---------------------------------------------------------------- the layer itself can fail
+
+
+def test_the_fake_gpu_fails_where_a_gpu_fails() -> None:
+    with fake_gpu() as mode:
+        x = torch.rand(2, 3, device="cuda")
+        assert isinstance(x, Claimed) and x.device == torch.device("cuda", 0)
+        assert isinstance(x * torch.tensor(2.0), Claimed)  # a 0-dim CPU tensor mixes, as on a GPU
+        with pytest.raises(RuntimeError, match="same device, but found at least two devices, cuda:0 and cpu"):
+            _ = x * torch.ones(3)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = x @ x.T
+        assert y.dtype == torch.bfloat16
+        with pytest.raises(RuntimeError, match="expected|same dtype|dtype"):
+            _ = y @ x
+        reads = mode.host_reads
+        assert float(x.sum()) > 0 and mode.host_reads == reads + 1
+        with mode.capturing(), pytest.raises(HostSync, match="__bool__ reads a GPU tensor on the host"):
+            bool(x.sum() > 0)
+        assert not isinstance(x.cpu(), Claimed)
+
+
+def test_a_host_read_in_a_captured_step_fails_the_run(net, content, style) -> None:
+    """A step that reads a loss on the host cannot be captured: the emulated capture refuses it."""
+    from nstlib import step as step_module
+
+    real = step_module.take_step
+
+    def syncing_step(*args, **kwargs):
+        terms, evaluations = real(*args, **kwargs)
+        float(terms["total"][0])
+        return terms, evaluations
+
+    with fake_gpu() as mode, mock.patch.object(graphs, "take_step", syncing_step), \
+            mock.patch.object(graphs, "fall_back", side_effect=lambda kind, error: (_ for _ in ()).throw(error)):
+        with pytest.raises(HostSync):
+            stylize(content, style, extractor=net, device="cuda", **RUN)
+    assert mode.captures == 1
+
+
+# ---------------------------------------------------------------- every entry point under every plan
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_stylize_runs_each_plan_on_the_gpu(plan: str, net, content, style) -> None:
+    gpu, mixed_precision = _plan(plan)
+    with fake_gpu(**gpu) as mode:
+        result = stylize(content, style, extractor=net, device=_device(plan), mixed_precision=mixed_precision, **RUN)
+        chosen = Runtime.create(_device(plan), mixed_precision)
+    assert not isinstance(result.image, Claimed) and result.image.shape == (1, 3, 32, 32)
+    assert [h["step"] for h in result.history] == list(range(RUN["steps"] + 1))
+    assert result.final["total"] < result.history[0]["total"]  # real values: the objective fell
+    dtypes = {a["dtype"] for a in mode.autocasts}
+    if plan == "bf16-graph":
+        assert chosen.graphed and dtypes == {torch.bfloat16}
+        assert mode.captures == 1 and mode.replays == RUN["steps"] - graphs.WARMUP
+    elif plan == "fp16-loss-scale":
+        assert chosen.precision.loss_scaling and not chosen.graphed and dtypes == {torch.float16}
+    else:
+        assert chosen.precision is None and not mode.autocasts
+    assert all(a["cache_enabled"] is False for a in mode.autocasts)  # what torch asks for in a CUDA graph
+    assert mode.captures == (1 if plan == "bf16-graph" else 0)
+    # Losses reach the host every `log_every` steps (10 with mixed precision, so once here, at the end),
+    # besides the start image, the final image's finite check, its score and its copy: 5 reads in all.
+    assert mode.host_reads <= (5 if chosen.precision else RUN["steps"] + 5)
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_stylize_grid_runs_each_plan_on_the_gpu(plan: str, net, content, style) -> None:
+    """The grid's (N,) loss weights used to stay on the CPU: a device mismatch at the first step."""
+    gpu, mixed_precision = _plan(plan)
+    with fake_gpu(**gpu):
+        grid = stylize_grid(content, style, style_weights=[1.0, 100.0], extractor=net, device=_device(plan),
+                            mixed_precision=mixed_precision, **RUN)
+    assert grid.image.shape == (2, 3, 32, 32)
+    first, last = grid.history[0]["total"], grid.final["total"]
+    assert all(b < a for a, b in zip(first, last))
+
+
+@pytest.mark.parametrize("plan", ["fp32", "mps"])
+def test_evaluate_on_the_gpu_matches_the_cpu(plan: str, net, content, style) -> None:
+    cpu = evaluate(content, content, style, extractor=net, device="cpu")
+    with fake_gpu(**_plan(plan)[0]):
+        gpu = evaluate(content, content, style, extractor=net, device=_device(plan))
+    assert gpu == pytest.approx(cpu, rel=1e-5)
+
+
+@pytest.mark.parametrize("plan", ["bf16-graph", "fp16-loss-scale"])
+def test_the_explorer_worker_follows_a_slider_on_the_gpu(plan: str, net, content, style) -> None:
+    gpu, _ = _plan(plan)
+    with fake_gpu(**gpu) as mode:
+        work = ExplorerWorker._work
+        with mock.patch.object(ExplorerWorker, "_work", lambda self: _in_mode(mode, work, self)):
+            worker = ExplorerWorker(content, style, Settings(steps=6).validate(), network_weights="random",
+                                    runtime=Runtime.create("cuda"), extractor=net, preview_size=32, render_steps=4,
+                                    frame_every=3, debounce=0.0)
+            worker.start()
+            try:
+                assert worker.wait(120)
+                reads = mode.host_reads
+                worker.update(worker.settings.replace(style_weight=1234.0))
+                assert worker.wait(120)
+            finally:
+                worker.close()
+    assert [h["step"] for h in worker.history if h["run"] == 1] == [1, 2, 3, 4, 5, 6]
+    assert worker.runs[-1]["style_weight"] == 1234.0 and not isinstance(worker.image, Claimed)
+    # The terms reach the host with the pictures of the frames (steps 1, 3, 6: 2 reads each), besides the
+    # run's own 5 (see the stylize test); 4 floats at every step would add 24.
+    assert mode.host_reads - reads <= 11
+
+
+def _in_mode(mode, work, worker) -> None:
+    """The worker's thread body inside the fake GPU's function mode (modes are per thread)."""
+    with mode:
+        work(worker)
+
+
+@pytest.mark.parametrize("plan", ["bf16-graph", "fp16-loss-scale"])
+def test_train_stylizer_trains_on_the_gpu_with_mixed_precision(plan: str, net, content, style) -> None:
+    with fake_gpu(**_plan(plan)[0]) as mode:
+        model, history = train_stylizer(style, [content], steps=2, size=32, batch=2, width=4, blocks=1,
+                                        extractor=net, device="cuda", progress=False)
+    assert next(model.parameters()).device.type == "cuda" and len(history) == 2
+    assert {a["dtype"] for a in mode.autocasts} == {torch.bfloat16 if plan == "bf16-graph" else torch.float16}
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_the_compare_scoring_runs_on_the_gpu(net, content, style) -> None:
+    compare = pytest.importorskip("nstlib.compare")
+    if not compare.available():
+        pytest.skip('needs the compare extra: pip install -e ".[compare]"')
+    with fake_gpu():
+        images, rows = compare.compare(content, style, size=64, steps=2, extractor=net, device="cuda",
+                                       network_weights="random", progress=False)
+    assert [r["method"] for r in rows][0] == "content (unchanged)" and all(r["total"] > 0 for r in rows)
+
+
+def test_sync_free_lbfgs_refuses_a_half_precision_image() -> None:
+    for dtype in (torch.bfloat16, torch.float16):
+        with pytest.raises(runtime.ParameterError, match="needs a float32 or float64 image"):
+            SyncFreeLBFGS([torch.rand(1, 3, 8, 8, dtype=dtype)])
+
+
+# ---------------------------------------------------------------- fallbacks, by fault injection
+
+
+def _totals(result) -> list[float]:
+    return [h["total"] for h in result.history]
+
+
+def _eager_totals(net, content, style) -> list[float]:
+    """The same run with CUDA graphs off: the totals a fallback must reproduce, step for step."""
+    with fake_gpu():
+        return _totals(stylize(content, style, extractor=net, device="cuda", cuda_graph=False, **RUN))
+
+
+@contextmanager
+def _warnings() -> Iterator[list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        messages: list[str] = []
+        yield messages
+    messages += [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def _capture_fails(step) -> None:
+    raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+
+class _GraphThatFailsToLaunch:
+    def replay(self) -> None:
+        raise RuntimeError("CUDA error: invalid device function")
+
+
+def _capture_then_launch_fails(step):
+    """A capture that records (runs nothing, as on a GPU) and a graph whose first launch fails."""
+    return _GraphThatFailsToLaunch(), ({}, 1)
+
+
+@pytest.mark.parametrize(("fault", "cause"), [(_capture_fails, "operation not permitted when stream is capturing"),
+                                              (_capture_then_launch_fails, "invalid device function")])
+def test_a_failed_capture_or_first_replay_warns_once_and_loses_no_step(fault, cause: str, net, content,
+                                                                      style) -> None:
+    expected = _eager_totals(net, content, style)
+    with fake_gpu() as mode, mock.patch.object(graphs, "capture", fault), _warnings() as messages:
+        first = stylize(content, style, extractor=net, device="cuda", **RUN)
+        again = stylize(content, style, extractor=net, device="cuda", **RUN)
+        graphed_later = Runtime.create("cuda").graphed
+    assert _totals(first) == pytest.approx(expected, rel=1e-6)  # every step, taken eagerly from where it was
+    assert _totals(again) == pytest.approx(expected, rel=1e-6)
+    assert len(messages) == 1 and f"CUDA graph capture failed (RuntimeError: CUDA error: {cause})" in messages[0]
+    assert "eagerly" in messages[0] and not graphed_later and mode.captures == 0
+    assert not graphs._cache  # an eager step is not kept for replays
+
+
+def test_a_failed_compile_warns_once_and_loses_no_step(vgg, content, style) -> None:
+    expected = _totals(stylize(content, style, extractor=vgg, device="cpu", **RUN))
+    failing = mock.Mock(side_effect=RuntimeError("Cannot find a working triton installation"))
+    with mock.patch("torch.compile", return_value=failing) as compile_, _warnings() as messages:
+        first = stylize(content, style, extractor=vgg, device="cpu", compile_model=True, **RUN)
+        again = stylize(content, style, extractor=vgg, device="cpu", compile_model=True, **RUN)
+    assert _totals(first) == expected and _totals(again) == expected
+    assert len(messages) == 1 and "torch.compile failed (RuntimeError: Cannot find a working triton" in messages[0]
+    assert compile_.call_count == 1 and failing.call_count == 1  # the later run does not try again
+
+
+def test_a_failed_compile_on_the_graph_path_still_captures_the_eager_objective(net, content, style) -> None:
+    failing = mock.Mock(side_effect=RuntimeError("Cannot find a working triton installation"))
+    with fake_gpu() as mode, mock.patch("torch.compile", return_value=failing), _warnings() as messages:
+        result = stylize(content, style, extractor=net, device="cuda", compile_model=True, **RUN)
+    assert len(messages) == 1 and "torch.compile failed" in messages[0]
+    assert mode.captures == 1 and len(result.history) == RUN["steps"] + 1
+
+
+def test_running_out_of_memory_beside_cached_graphs_frees_them_and_retries_the_step(net, content, style) -> None:
+    real, failures = graphs.take_step, []
+
+    def out_of_memory_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    with fake_gpu():
+        stylize(content, style, extractor=net, device="cuda", **RUN)
+        assert len(graphs._cache) == 1  # the 32 px graph, kept for a later run
+        with mock.patch.object(graphs, "take_step", out_of_memory_once):
+            result = stylize(content, style, extractor=net, device="cuda", **{**RUN, "size": 48})
+        kept = [kind[1] for kind in graphs._cache]
+    assert failures and [h["step"] for h in result.history] == list(range(RUN["steps"] + 1))
+    assert kept == [(1, 3, 48, 48)]  # the 32 px graph was freed for the 48 px run, which is kept
