@@ -20,7 +20,6 @@ from torch import nn
 
 from nstlib.errors import ParameterError
 from nstlib.vgg import (  # noqa: F401  (re-exported: the notebooks import them from here)
-    BLOCKS,
     CHANNELS,
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -25,8 +25,6 @@ from nstlib.errors import ParameterError
 
 #: Convolutions per block of each network.
 NETWORKS: dict[str, tuple[int, ...]] = {"vgg19": (2, 2, 4, 4, 4), "vgg16": (2, 2, 3, 3, 3)}
-#: Convolutions per block in VGG19 (kept for the notebooks; see NETWORKS).
-BLOCKS = NETWORKS["vgg19"]
 #: Output channels of each block (both networks).
 CHANNELS = (64, 128, 256, 512, 512)
 

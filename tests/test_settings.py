@@ -55,9 +55,6 @@ def test_old_keyword_names_still_work_with_a_deprecation_warning(vgg, content, s
     with pytest.raises(ParameterError, match="give only network_weights"):
         stylize(content, style, weights="random", network_weights="random")
     assert old.image.shape == (1, 3, 64, 64)
-    with pytest.warns(DeprecationWarning, match="nstlib.runtime.PrecisionFeatures"):
-        from nstlib.fast import FastFeatures
-    assert FastFeatures is nstlib.runtime.PrecisionFeatures
 
 
 def test_a_weight_change_reuses_the_targets(vgg, content, style) -> None:
