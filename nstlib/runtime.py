@@ -7,7 +7,7 @@ depends on it; the rest of the library asks the runtime and never looks at the d
 2. mixed precision (on by default on CUDA only; `mixed_precision=False` gives the plain float32
    path the notebooks explain, True asks for it on any device), a `Precision`:
    - channels_last (NHWC) memory for the network's weights and its input, what tensor-core
-     convolutions want. Not `torch.backends.cudnn.benchmark`: issue #13 measured it on an H100 as
+     convolutions want. Not `torch.backends.cudnn.benchmark`: measured on an H100 it was
      pure cost, 1.4-6 s on the first float32 step of every new image size (0.7-4 s for bf16, and a
      pyramid has about 6 sizes) for the same 4 ms steady-state step as without it;
    - VGG under autocast: bfloat16 where the device computes it natively, else float16 with a
@@ -58,7 +58,7 @@ LOG_EVERY = 10
 #: Coarse-to-fine per device type (others: `PyramidPlan()`, the CPU's). On a CPU a step costs in
 #: proportion to the pixels, and the √2 pyramid from 128 px reached single-scale's objective 2.3x
 #: faster at 512² (docs/benchmarks.md). On CUDA a step below about 512² is launch-bound (no cheaper
-#: than a larger one), and issue #13 measured the pyramid slower than single-scale at 512² on an
+#: than a larger one), and the pyramid was measured slower than single-scale at 512² on an
 #: H100 (1.47 s against 0.77 s to the same objective): "auto" stays single-scale there, and an
 #: explicit pyramid starts at 256 px. Not yet measured at 1024² and 2048²: bench/coarse_to_fine.py
 #: --device cuda measures time to a fixed objective, to set these from.

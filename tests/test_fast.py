@@ -114,7 +114,7 @@ def test_policy_on_for_cuda_only_by_default(monkeypatch) -> None:
 
 
 def test_mixed_precision_leaves_cudnn_benchmark_alone_and_keeps_one_copy_per_network(vgg) -> None:
-    """cudnn.benchmark cost seconds per new image size on a GPU for no steady-state gain (issue #13)."""
+    """cudnn.benchmark cost seconds per new image size on an H100 for no steady-state gain (nstlib.runtime)."""
     torch.backends.cudnn.benchmark = False
     runtime = Runtime.create("cpu", mixed_precision=True)
     first = runtime.features(vgg)
