@@ -1,7 +1,7 @@
 """Benchmark nstlib against a naive implementation and against the compute floor; print a Markdown table.
 
     python bench/bench.py                   # 256, 512, 1024 px (and 2048 on CUDA), 20 timed steps
-    python bench/bench.py --quick           # 64 and 128 px, 3 steps: proves the script works
+    python bench/bench.py --quick           # 64 and 128 px, 3 steps (1 warm-up on a CPU): proves the script works
     python bench/bench.py --device cpu --sizes 256 512 --steps 10 --threads 2
 
 For every size and optimizer (L-BFGS, Adam) it times, in one process, with the same layers and
@@ -23,9 +23,13 @@ run (below 1: faster). A cold-start row times a fresh process: `import nstlib` a
 
 One iteration = one objective evaluation and its gradient (L-BFGS without line search makes one
 per step). ms/iter is timed between the end of the warm-up steps and the last step, with the
-device synchronised at both ends. FLOPs are counted from the truncated network (convolutions and
-Gram matrices, forward + input gradient = 2 x forward, 2 FLOP per multiply-add), so TFLOP/s is
-the useful work per second and "% of peak" compares it to the device's dense bf16/fp16 peak.
+device synchronised at both ends. On CUDA the warm-up must hold the `graphs.WARMUP` eager steps
+and step `WARMUP` + 1, which captures the graph and replays it the first time, or the one-off
+capture is timed as if it were a step: a shorter `--warmup` is refused there, and the default,
+`WARMUP` + 2, leaves one replay of margin. FLOPs are counted from the truncated network
+(convolutions and Gram matrices, forward + input gradient = 2 x forward, 2 FLOP per multiply-add),
+so TFLOP/s is the useful work per second and "% of peak" compares it to the device's dense
+bf16/fp16 peak.
 Peak memory: CUDA max allocated, CPU peak resident set of the process (VmHWM, reset per run).
 """
 
@@ -51,10 +55,11 @@ import nstlib
 from nstlib.data import sample
 from nstlib.errors import MemoryLimitError
 from nstlib.features import LAYER_NAMES, VGG19Features
+from nstlib.graphs import WARMUP
 from nstlib.images import resize
 from nstlib.lbfgs import SyncFreeLBFGS
-from nstlib.memory import is_out_of_memory, release_memory
-from nstlib.runtime import autocast_dtype, pick_device
+from nstlib.memory import release_memory
+from nstlib.runtime import autocast_dtype, is_out_of_memory, pick_device
 from nstlib.settings import (
     DEFAULT_CONTENT_LAYERS,
     DEFAULT_CONTENT_WEIGHT,
@@ -236,7 +241,7 @@ def run_compact(net, content, style, device: torch.device, optimizer: str, steps
         return
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    warm = min(3, steps)
+    warm = min(WARMUP, steps)  # as nstlib's own graphs: step WARMUP + 1 is the first replay
     for i in range(1, warm + 1):  # warm-up (and compile) on a side stream, as torch's CUDA-graph docs do
         with torch.cuda.stream(side):
             step()
@@ -387,7 +392,7 @@ def time_to_target(net, content, style, device, steps: int, *, coarse_to_fine: b
     becomes the target for the other method.
     """
     if device.type == "cuda":  # each new size is warmed up and captured once per process: not part of the time
-        nstlib.stylize(content, style, steps=4, extractor=net, device=device, progress=False,
+        nstlib.stylize(content, style, steps=WARMUP + 1, extractor=net, device=device, progress=False,
                        coarse_to_fine=coarse_to_fine)
     start = time.perf_counter()
     seen: dict = {"total": None, "seconds": None, "steps": 0}
@@ -412,12 +417,18 @@ def fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, torch.device]:
+    """The options and the device, with the defaults that depend on them filled in.
+
+    On CUDA the timed window must begin after a graph's capture and first replay (step `WARMUP` + 1
+    of nstlib's graphs and of the compact reference), so a `--warmup` of `WARMUP` or less is refused
+    there; on a CPU there are no graphs and `--quick` keeps its single warm-up step."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", help="image sides in px (default 256 512 1024, +2048 on CUDA)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement (after --warmup)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (graph capture, compile)")
+    parser.add_argument("--warmup", type=int, help=f"untimed steps first (default {WARMUP + 2}: {WARMUP} eager steps, "
+                        "the step that captures the CUDA graph, one replay; 1 with --quick off CUDA)")
     parser.add_argument("--optimizers", nargs="+", default=["lbfgs", "adam"], choices=["lbfgs", "adam"])
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -427,15 +438,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peak-tflops", type=float, help="override the device's peak TFLOP/s")
     parser.add_argument("--grid", type=int, default=8, help="images in the batched stylize_grid row")
     parser.add_argument("--grid-size", type=int, help="image side of the grid row (default 512 on CUDA; none on a CPU)")
-    parser.add_argument("--quick", action="store_true", help="64 and 128 px, 3 steps, 1 warm-up: a smoke test")
+    parser.add_argument("--quick", action="store_true", help="64 and 128 px, 3 steps: a smoke test")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    graphs_timed = device.type == "cuda"
+    if args.warmup is None:
+        args.warmup = 1 if args.quick and not graphs_timed else WARMUP + 2
+    elif graphs_timed and args.warmup <= WARMUP:
+        parser.error(f"--warmup {args.warmup} would time the CUDA graph capture: on CUDA give at least {WARMUP + 1} "
+                     f"({WARMUP} eager steps, then the step that captures the graph; default {WARMUP + 2})")
     if args.quick:
-        args.sizes, args.steps, args.warmup = args.sizes or [64, 128], 3, 1
+        args.sizes, args.steps = args.sizes or [64, 128], 3
         args.target_size, args.target_steps = min(args.sizes), 5
         args.grid_size = args.grid_size or min(args.sizes)
+    return args, device
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, device = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sizes = args.sizes or ([256, 512, 1024, 2048] if device.type == "cuda" else [256, 512, 1024])
     compile_adam = device.type == "cuda" if args.compile is None else args.compile
     peak, peak_source = (args.peak_tflops, "given") if args.peak_tflops else peak_tflops(device)

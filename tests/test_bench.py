@@ -1,4 +1,4 @@
-"""The benchmark's FLOP counter and naive reference, checked by hand (the timings themselves are not tested)."""
+"""The benchmark's FLOP counter, naive reference and warm-up, checked by hand (its timings are not tested)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from nstlib.errors import MemoryLimitError
 from nstlib.features import layer_channels
+from nstlib.graphs import WARMUP
 from nstlib.optimize import make_objective
 
 spec = importlib.util.spec_from_file_location("bench", Path(__file__).parents[1] / "bench" / "bench.py")
@@ -56,3 +57,31 @@ def test_other_errors_stop_the_benchmark() -> None:
 
     with pytest.raises(RuntimeError, match="a bug"):
         bench.timed(torch.device("cpu"), 0, 3, run)
+
+
+@pytest.fixture
+def on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's device is CUDA (its options are checked before anything touches the device)."""
+    monkeypatch.setattr(bench, "pick_device", lambda name: torch.device("cuda"))
+
+
+def test_the_default_warm_up_ends_after_the_graph_capture(on_cuda: None) -> None:
+    """Step WARMUP + 1 captures the graph and replays it once: the timed steps begin after it."""
+    for argv in ([], ["--quick"]):
+        args, device = bench.parse_args(argv)
+        assert device.type == "cuda" and args.warmup == WARMUP + 2 > WARMUP + 1
+
+
+def test_a_warm_up_that_would_time_the_capture_is_refused_on_cuda(on_cuda: None,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        bench.parse_args(["--warmup", str(WARMUP)])
+    assert stopped.value.code == 2  # argparse's usage error, before any work
+    assert f"error: --warmup {WARMUP} would time the CUDA graph capture" in capsys.readouterr().err
+    assert bench.parse_args(["--warmup", str(WARMUP + 1)])[0].warmup == WARMUP + 1
+
+
+def test_a_cpu_has_no_graphs_to_wait_for() -> None:
+    assert bench.parse_args(["--device", "cpu", "--quick"])[0].warmup == 1
+    assert bench.parse_args(["--device", "cpu", "--warmup", "0"])[0].warmup == 0
+    assert bench.parse_args(["--device", "cpu"])[0].warmup == WARMUP + 2

