@@ -54,7 +54,7 @@ from torch import nn
 import nstlib
 from nstlib.data import sample
 from nstlib.errors import MemoryLimitError
-from nstlib.features import LAYER_NAMES, VGG19Features
+from nstlib.features import LAYER_NAMES, VGGFeatures
 from nstlib.graphs import WARMUP
 from nstlib.images import resize
 from nstlib.lbfgs import SyncFreeLBFGS
@@ -77,7 +77,7 @@ GPU_PEAK_TFLOPS = {"H100 PCIe": 756, "H100": 989, "H200": 989, "A100": 312, "L4"
 # ---------------------------------------------------------------- FLOPs of the network actually used
 
 
-def iteration_flops(net: VGG19Features, size: int) -> tuple[float, float]:
+def iteration_flops(net: VGGFeatures, size: int) -> tuple[float, float]:
     """(conv FLOPs, Gram FLOPs) of one iteration on a (1,3,size,size) image: forward + input gradient."""
     channels, h, w = 3, size, size
     conv_macs = gram_macs = 0
@@ -135,7 +135,7 @@ class Normalization(nn.Module):
         return (img - self.mean) / self.std
 
 
-def naive_model(net: VGG19Features, content: torch.Tensor, style: torch.Tensor):
+def naive_model(net: VGGFeatures, content: torch.Tensor, style: torch.Tensor):
     """The tutorial's model: VGG layers with loss modules inserted, cut after the last loss."""
     model = nn.Sequential(Normalization(net.mean, net.std))
     content_losses, style_losses = [], []
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     compile_adam = device.type == "cuda" if args.compile is None else args.compile
     peak, peak_source = (args.peak_tflops, "given") if args.peak_tflops else peak_tflops(device)
 
-    net = VGG19Features(LAYERS, weights="random").to(device)  # one network, shared by all implementations
+    net = VGGFeatures(LAYERS, weights="random").to(device)  # one network, shared by all implementations
     content_full, style_full = sample("astronaut"), sample("stained_glass")
 
     def images(size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ import torch
 
 import nstlib
 from bench import print_time_to_target
-from nstlib.features import VGG19Features
+from nstlib.features import VGGFeatures
 from nstlib.images import resize
 from nstlib.optimize import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from nstlib.pyramid import schedule
@@ -45,7 +45,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     runtime = Runtime.create(args.device)
-    net = VGG19Features([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights=args.weights).to(runtime.device)
+    net = VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights=args.weights).to(runtime.device)
     content, style = nstlib.sample_path(args.content), nstlib.sample_path(args.style)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads, "
           f"{runtime.device}, pyramid plan {runtime.pyramid}")

@@ -107,7 +107,3 @@ class VGGFeatures(nn.Module):
     def extra_repr(self) -> str:
         return (f"network={self.network!r}, weights={self.weights!r}, preprocessing={self.preprocessing.name!r}, "
                 f"layers={self.layers}, pooling={self.pooling!r}\nsource: {self.source}")
-
-
-#: The old name, from when VGG19 was the only network; `VGGFeatures` is the same class.
-VGG19Features = VGGFeatures

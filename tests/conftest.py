@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nstlib.data import sample
-from nstlib.features import VGG19Features
+from nstlib.features import VGGFeatures
 from nstlib.optimize import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from nstlib.weights import Weights, packaged_vgg16, packaged_vgg16_available
 
@@ -36,8 +36,8 @@ def style2() -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
-def vgg() -> VGG19Features:
-    return VGG19Features([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights="random")
+def vgg() -> VGGFeatures:
+    return VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights="random")
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +58,7 @@ def _no_work(*args: object, **kwargs: object) -> None:
 def refuse_work(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """Call it to make building a network fail the test: what the test checks must be refused before
     that work. (The public seam: every run builds its `VGGFeatures`, unless it is given an extractor.)"""
-    return lambda: monkeypatch.setattr(VGG19Features, "__init__", _no_work)
+    return lambda: monkeypatch.setattr(VGGFeatures, "__init__", _no_work)
 
 
 @pytest.fixture
@@ -66,22 +66,22 @@ def fail_on_gradient_call(monkeypatch: pytest.MonkeyPatch) -> Callable[[int, Bas
     """Call it with (number, error) to make the `number`-th objective evaluation with gradients (one
     per L-BFGS step) raise `error`."""
     def arm(number: int, error: BaseException) -> None:
-        forward, calls = VGG19Features.forward, [0]
+        forward, calls = VGGFeatures.forward, [0]
 
-        def failing(self: VGG19Features, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        def failing(self: VGGFeatures, image: torch.Tensor) -> dict[str, torch.Tensor]:
             if image.requires_grad:
                 calls[0] += 1
                 if calls[0] == number:
                     raise error
             return forward(self, image)
 
-        monkeypatch.setattr(VGG19Features, "forward", failing)
+        monkeypatch.setattr(VGGFeatures, "forward", failing)
 
     return arm
 
 
 @pytest.fixture
-def three_steps(vgg: VGG19Features, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+def three_steps(vgg: VGGFeatures, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
     """The image after 3 L-BFGS steps of the 64 px samples (what an interrupted run must keep)."""
     from nstlib.optimize import stylize
 

@@ -28,7 +28,7 @@ import nstlib.download
 from nstlib.data import sample_path
 from nstlib.download import download, fetch_image
 from nstlib.errors import DownloadError, WeightsError
-from nstlib.features import VGG19Features, hub_cache_file
+from nstlib.features import VGGFeatures, hub_cache_file
 from nstlib.images import load_image
 
 _buf = io.BytesIO()
@@ -150,7 +150,7 @@ def test_a_killed_download_is_not_trusted_later(server, tmp_path) -> None:
 def test_interrupted_weights_download_leaves_the_hub_cache_empty(server, monkeypatch) -> None:
     monkeypatch.setattr("nstlib.weights.IMAGENET_URL", f"{server}/cut.png")
     with pytest.raises(WeightsError, match="weights='random'"):
-        VGG19Features(["relu1_1"], weights="vgg19-imagenet")
+        VGGFeatures(["relu1_1"], weights="vgg19-imagenet")
     assert not hub_cache_file().exists() and list(hub_cache_file().parent.iterdir()) == []
 
 

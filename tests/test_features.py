@@ -13,7 +13,7 @@ from nstlib.features import (
     IMAGENET_URL,
     LAYER_INDEX,
     LAYER_NAMES,
-    VGG19Features,
+    VGGFeatures,
     hub_cache_file,
     layer_channels,
     layer_receptive_field,
@@ -25,7 +25,7 @@ from nstlib.features import (
 def test_layer_names_map_to_torchvision_indices() -> None:
     net = vgg19(weights=None).features
     assert len(LAYER_NAMES) == len(net) == 37
-    ours = VGG19Features(["pool5"], weights="random").net
+    ours = VGGFeatures(["pool5"], weights="random").net
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
     for name, module in zip(LAYER_NAMES, net):
         kind = {"conv": nn.Conv2d, "relu": nn.ReLU, "pool": nn.MaxPool2d}[name[:4]]
@@ -47,7 +47,7 @@ def test_returns_requested_layers_with_the_right_shapes(vgg, content) -> None:
 
 
 def test_truncated_after_deepest_layer_and_frozen() -> None:
-    net = VGG19Features(["conv3_1", "relu1_2"], weights="random")
+    net = VGGFeatures(["conv3_1", "relu1_2"], weights="random")
     assert len(net.net) == LAYER_INDEX["conv3_1"] + 1
     assert net.layers == ["relu1_2", "conv3_1"]
     assert all(not p.requires_grad for p in net.parameters())
@@ -67,11 +67,11 @@ def test_random_weights_are_deterministic_per_seed() -> None:
 
 
 def test_avg_pooling_replaces_max_pooling(content) -> None:
-    net = VGG19Features(["relu2_1"], weights="random", pooling="avg")
+    net = VGGFeatures(["relu2_1"], weights="random", pooling="avg")
     assert any(isinstance(m, nn.AvgPool2d) for m in net.net)
     assert not any(isinstance(m, nn.MaxPool2d) for m in net.net)
     with pytest.raises(ParameterError, match="'max' or 'avg'"):
-        VGG19Features(["relu2_1"], weights="random", pooling="min")
+        VGGFeatures(["relu2_1"], weights="random", pooling="min")
 
 
 @pytest.mark.parametrize("form", ["full", "features"])
@@ -85,8 +85,8 @@ def test_weights_file_round_trips(tmp_path, content, form: str) -> None:
         to_save = state
     path = tmp_path / "w.pth"
     torch.save(to_save, path)
-    loaded = VGG19Features(["relu3_1"], weights=str(path))
-    direct = VGG19Features(["relu3_1"], weights="random")
+    loaded = VGGFeatures(["relu3_1"], weights=str(path))
+    direct = VGGFeatures(["relu3_1"], weights="random")
     direct.net.load_state_dict({k: v for k, v in state.items() if int(k.split(".")[0]) < len(direct.net)})
     assert torch.equal(loaded(content)["relu3_1"], direct(content)["relu3_1"])
 
@@ -96,11 +96,11 @@ def test_imagenet_resolution_order_env_then_hub_cache(tmp_path, monkeypatch, con
     torch.save(random_state_dict(1), env_file)
     hub_file.parent.mkdir(parents=True, exist_ok=True)
     torch.save(random_state_dict(2), hub_file)
-    by_seed = {s: VGG19Features(["relu1_1"], weights="random", seed=s)(content)["relu1_1"] for s in (1, 2)}
+    by_seed = {s: VGGFeatures(["relu1_1"], weights="random", seed=s)(content)["relu1_1"] for s in (1, 2)}
     monkeypatch.setenv("NSTLIB_VGG19_WEIGHTS", str(env_file))
-    assert torch.equal(VGG19Features(["relu1_1"])(content)["relu1_1"], by_seed[1])
+    assert torch.equal(VGGFeatures(["relu1_1"])(content)["relu1_1"], by_seed[1])
     monkeypatch.delenv("NSTLIB_VGG19_WEIGHTS")
-    assert torch.equal(VGG19Features(["relu1_1"])(content)["relu1_1"], by_seed[2])
+    assert torch.equal(VGGFeatures(["relu1_1"])(content)["relu1_1"], by_seed[2])
 
 
 def test_missing_imagenet_weights_say_how_to_supply_them(monkeypatch) -> None:
@@ -114,7 +114,7 @@ def test_missing_imagenet_weights_say_how_to_supply_them(monkeypatch) -> None:
 
     monkeypatch.setattr("nstlib.weights.download", offline)
     with pytest.raises(WeightsError) as info:
-        VGG19Features(["relu1_1"], weights="vgg19-imagenet")
+        VGGFeatures(["relu1_1"], weights="vgg19-imagenet")
     message = str(info.value)
     assert calls == [IMAGENET_URL]
     for hint in ("NSTLIB_VGG19_WEIGHTS", "weights='random'", str(hub_cache_file()), "vgg19-dcbb9e9d.pth"):
@@ -123,28 +123,28 @@ def test_missing_imagenet_weights_say_how_to_supply_them(monkeypatch) -> None:
 
 def test_bad_weight_files_are_explained(tmp_path) -> None:
     with pytest.raises(WeightsError, match="not found"):
-        VGG19Features(["relu1_1"], weights=str(tmp_path / "nope.pth"))
+        VGGFeatures(["relu1_1"], weights=str(tmp_path / "nope.pth"))
     truncated = tmp_path / "truncated.pth"
     torch.save(random_state_dict(0), truncated)
     truncated.write_bytes(truncated.read_bytes()[:1000])
     with pytest.raises(WeightsError, match="truncated"):
-        VGG19Features(["relu1_1"], weights=str(truncated))
+        VGGFeatures(["relu1_1"], weights=str(truncated))
     other = tmp_path / "resnet.pth"
     torch.save(nn.Conv2d(3, 8, 3).state_dict(), other)
     with pytest.raises(WeightsError, match="not a torchvision VGG19 state_dict"):
-        VGG19Features(["relu1_1"], weights=str(other))
+        VGGFeatures(["relu1_1"], weights=str(other))
 
 
 def test_unknown_layer_lists_valid_names() -> None:
     with pytest.raises(ParameterError, match="relu4_2"):
-        VGG19Features(["relu6_1"], weights="random")
+        VGGFeatures(["relu6_1"], weights="random")
 
 
 def test_receptive_field_matches_the_gradient_support() -> None:
     """Independent check: with positive weights and average pooling every ReLU passes everything, so the
     input pixels that a centre output depends on (non-zero gradient) form exactly the receptive field."""
     names = ["conv1_1", "relu1_2", "pool1", "conv2_2", "conv3_1", "pool3", "conv4_1"]
-    net = VGG19Features(names, weights="random", pooling="avg")
+    net = VGGFeatures(names, weights="random", pooling="avg")
     for module in net.net:
         if isinstance(module, nn.Conv2d):
             module.weight.data.abs_()

@@ -25,7 +25,7 @@ from nbclient import NotebookClient
 
 from nstlib import graphs
 from nstlib.errors import MemoryLimitError, NonFiniteLossError
-from nstlib.features import VGG19Features
+from nstlib.features import VGGFeatures
 from nstlib.lbfgs import SyncFreeLBFGS
 from nstlib.loop import optimize_image
 from nstlib.optimize import stylize, stylize_grid
@@ -45,8 +45,8 @@ WEIGHTS = dict(content_layers=DEFAULT_CONTENT_LAYERS, style_layers=DEFAULT_STYLE
 
 
 @pytest.fixture(scope="module")
-def net() -> VGG19Features:
-    return VGG19Features([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights="random").to(DEVICE)
+def net() -> VGGFeatures:
+    return VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights="random").to(DEVICE)
 
 
 @pytest.fixture(scope="module")

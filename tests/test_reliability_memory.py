@@ -15,7 +15,7 @@ import nstlib.optimize
 from nstlib.cli import main
 from nstlib.data import sample_path
 from nstlib.errors import MemoryLimitError
-from nstlib.features import VGG19Features
+from nstlib.features import VGGFeatures
 from nstlib.losses import Objective
 from nstlib.memory import available_bytes, estimate_bytes, network_cost
 from nstlib.optimize import stylize
@@ -40,14 +40,14 @@ def test_gpu_out_of_memory_keeps_the_last_good_image(fail_on_gradient_call, thre
 
 
 def test_out_of_memory_while_computing_targets_keeps_the_coarser_scale(vgg, content, style, monkeypatch) -> None:
-    forward = VGG19Features.forward
+    forward = VGGFeatures.forward
 
     def failing(self, image):  # the targets (no gradients) of the last, 64 px scale do not fit
         if not image.requires_grad and image.shape[-1] == 64:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4 GiB")
         return forward(self, image)
 
-    monkeypatch.setattr(VGG19Features, "forward", failing)
+    monkeypatch.setattr(VGGFeatures, "forward", failing)
     with pytest.raises(MemoryLimitError, match=r"out of GPU memory at 64x64 \(step 0\)") as info:
         stylize(content, style, steps=4, coarse_to_fine=True, pyramid_start=32, extractor=vgg, **RUN)
     result = info.value.result
@@ -89,7 +89,7 @@ def _raise(error: BaseException) -> None:
     raise error
 
 
-class _NoRoomForTheNetwork(VGG19Features):
+class _NoRoomForTheNetwork(VGGFeatures):
     """An extractor that runs out of device memory when moved there."""
 
     def to(self, *args, **kwargs):

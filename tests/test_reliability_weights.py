@@ -7,7 +7,7 @@ import torch
 
 from nstlib.data import sample_path
 from nstlib.errors import WeightsError
-from nstlib.features import VGG19Features, random_state_dict
+from nstlib.features import VGGFeatures, random_state_dict
 
 CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
 FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]
@@ -41,5 +41,5 @@ def test_wrong_weight_files_say_what_was_expected(tmp_path, case: str, expected:
         state["28.weight"][0, 0, 0, 0] = float("nan")
         torch.save(state, path)
     with pytest.raises(WeightsError) as info:
-        VGG19Features(["relu1_1"], weights=str(path))
+        VGGFeatures(["relu1_1"], weights=str(path))
     assert str(path) in str(info.value) and expected in str(info.value)

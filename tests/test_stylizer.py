@@ -10,7 +10,7 @@ import torch
 
 from nstlib.data import sample
 from nstlib.errors import ParameterError, WeightsError
-from nstlib.features import VGG19Features
+from nstlib.features import VGGFeatures
 from nstlib.stylizer import Stylizer, export_onnx, load, random_crops, save, train_stylizer
 
 
@@ -44,7 +44,7 @@ def test_random_crops_are_crops_of_the_photos() -> None:
         assert (windows - crop[:, None, None]).abs().amax(dim=(0, 3, 4)).min() == 0
 
 
-def test_training_lowers_the_objective(vgg: VGG19Features, style: torch.Tensor) -> None:
+def test_training_lowers_the_objective(vgg: VGGFeatures, style: torch.Tensor) -> None:
     _, history = train_stylizer(style, [sample("astronaut", 64), sample("chelsea", 64)], extractor=vgg,
                                 network_weights="random", device="cpu", size=32, steps=12, batch=2, width=8,
                                 blocks=1, photo_scale=1.5, progress=False)
