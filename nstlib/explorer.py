@@ -30,9 +30,10 @@ from nstlib.errors import NonFiniteLossError, ParameterError
 from nstlib.images import ImageLike, resize
 from nstlib.loop import optimize_image
 from nstlib.losses import Objective
+from nstlib.pyramid import smallest_size
 from nstlib.result import TERMS, Step, StylizeResult
 from nstlib.runtime import Runtime
-from nstlib.settings import Settings, check_whole
+from nstlib.settings import Settings, check_number, check_whole
 from nstlib.targets import Targets, initial_image, make_extractor, prepare_images
 from nstlib.weights import Weights
 
@@ -65,14 +66,24 @@ class ExplorerWorker:
                  network_weights: str | Weights = "imagenet", runtime: Runtime, extractor: nn.Module | None = None,
                  preview_size: int | None = None, render_steps: int = 300, frame_every: int = 3,
                  debounce: float = 0.2, autostart: bool = True) -> None:
-        Settings.replace(settings, steps=render_steps).validate()
+        if not isinstance(settings, Settings):
+            raise ParameterError(f"settings={type(settings).__name__}: give a nstlib.Settings, e.g. "
+                                 "Settings(style_weight=10.0)")
+        if not isinstance(runtime, Runtime):
+            raise ParameterError(f"runtime={runtime!r}: give a nstlib Runtime, e.g. Runtime.create('cpu')")
+        settings.replace(steps=render_steps).validate()
         check_whole("frame_every", frame_every, 1)
-        if not debounce >= 0:
+        check_whole("preview_size", preview_size, 1, allow_none=True)
+        check_number("debounce", debounce)
+        if debounce < 0:
             raise ParameterError(f"debounce={debounce}: give a number of seconds >= 0")
         self.runtime, self.settings = runtime, settings
         self.render_steps, self.frame_every, self.debounce = render_steps, frame_every, debounce
         full, full_styles = prepare_images(content, styles, settings.size, settings.style_scale)
-        side = min(preview_size or runtime.sizes.preview, max(full.shape[-2:]))
+        # The preview is one more scale of the picture: never so small that the content or a style loses the network.
+        smallest = smallest_size(tuple(full.shape[-2:]), [tuple(s.shape[-2:]) for s in full_styles],
+                                 settings.style_scale)
+        side = min(max(preview_size or runtime.sizes.preview, smallest), max(full.shape[-2:]))
         small, small_styles = prepare_images(full, full_styles, side, settings.style_scale)
         self.full = (full.to(runtime.device), [s.to(runtime.device) for s in full_styles])
         self.preview = (small.to(runtime.device), [s.to(runtime.device) for s in small_styles])
@@ -103,8 +114,9 @@ class ExplorerWorker:
         self._thread = threading.Thread(target=self._work, name="StyleExplorer", daemon=True)
 
     def start(self) -> None:
-        """Start the thread (after the view has set its hooks)."""
-        self._thread.start()
+        """Start the thread (after the view has set its hooks); it runs once: a second call does nothing."""
+        if self._thread.ident is None:
+            self._thread.start()
 
     # --- the caller's side: record and wake ---------------------------------------------------------
     def update(self, settings: Settings | None = None, *, restart: bool = False, render: bool = False) -> None:

@@ -23,26 +23,45 @@ import torch.nn.functional as F
 from nstlib.blend import style_targets
 from nstlib.errors import ParameterError
 from nstlib.features import layer_stride
+from nstlib.files import show
 from nstlib.images import ImageLike, load_image
 from nstlib.losses import Features, StyleTargets
 
 
-def load_mask(src: ImageLike, shape: tuple[int, int]) -> torch.Tensor:
+def source_name(src: ImageLike, fallback: str) -> str:
+    """How a message names an input picture: its file, else `fallback` (e.g. "masks[1]")."""
+    return show(src) if isinstance(src, (str, os.PathLike)) else fallback
+
+
+def same_aspect(mask: tuple[int, int], content: tuple[int, int]) -> bool:
+    """Whether a mask of (H,W) `mask` fits a content of (H,W) `content`: their aspect ratios agree within 2% (a
+    mask drawn at another resolution), or within one pixel of rounding of a side of either."""
+    (h, w), (th, tw) = mask, content
+    # |w*th - h*tw| over h*tw is the ratios' relative difference; over w, how many pixels the content's height is
+    # off the height the mask's ratio gives it (over h, th, tw: the content's width, the mask's width, height).
+    return abs(w * th - h * tw) <= max(0.02 * h * tw, h, w, th, tw)
+
+
+def resize_mask(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A (1,1,h,w) mask resized to `shape` = (H,W) (bilinear, antialiased), in [0,1]."""
+    if tuple(mask.shape[-2:]) != tuple(shape):
+        mask = F.interpolate(mask, size=shape, mode="bilinear", align_corners=False, antialias=True)
+    return mask.clamp(0, 1)
+
+
+def load_mask(src: ImageLike, shape: tuple[int, int], name: str = "mask") -> torch.Tensor:
     """A mask picture (path, PIL, array or tensor) as (1,1,H,W) in [0,1], resized to `shape` = (H,W).
 
     Colour masks are turned grey by averaging the channels. A mask may be at any resolution, but
-    its aspect ratio must match the content's (within 2%): a stretched mask would put the styles
-    in the wrong places.
+    its aspect ratio must match the content's (`same_aspect`): a stretched mask would put the styles
+    in the wrong places. Messages name the file, else `name`.
     """
     img = load_image(src, min_side=1).mean(dim=1, keepdim=True)
     (h, w), (th, tw) = img.shape[-2:], shape
-    if abs((w / h) / (tw / th) - 1) > 0.02:
-        name = src if isinstance(src, (str, os.PathLike)) else "mask"
-        raise ParameterError(f"{name}: mask is {w}x{h} but the content is {tw}x{th}; give a mask with the "
-                             "content's aspect ratio (e.g. drawn over the content image)")
-    if tuple(img.shape[-2:]) != tuple(shape):
-        img = F.interpolate(img, size=shape, mode="bilinear", align_corners=False, antialias=True)
-    return img.clamp(0, 1)
+    if not same_aspect((h, w), (th, tw)):
+        raise ParameterError(f"{source_name(src, name)}: the mask is {w}x{h} but the content is {tw}x{th}; give a "
+                             "mask with the content's aspect ratio (e.g. drawn over the content image)")
+    return resize_mask(img, shape)
 
 
 def layer_masks(mask: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:

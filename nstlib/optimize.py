@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,11 +29,11 @@ from torch import nn
 from nstlib import color
 from nstlib.blend import normalize_blend_weights
 from nstlib.errors import MemoryLimitError, ParameterError
-from nstlib.images import ImageLike, load_image, peek_shape, resize, target_size
+from nstlib.images import MIN_SIDE, ImageLike, load_image, peek_shape, resize, target_size
 from nstlib.loop import Callback, check_loop_options, optimize_image
-from nstlib.masks import load_mask
+from nstlib.masks import load_mask, resize_mask, source_name
 from nstlib.memory import check_memory, oom_guard, out_of_memory_error
-from nstlib.pyramid import PyramidPlan, Scale, run_pyramid, schedule
+from nstlib.pyramid import PyramidPlan, Scale, min_long_side, one_interrupt, run_pyramid, schedule, smallest_size
 from nstlib.result import TERMS, Step, StylizeResult  # noqa: F401  (Step: re-exported for the notebooks)
 from nstlib.runtime import DEVICES, Runtime, pick_device  # noqa: F401  (re-exported)
 from nstlib.settings import (  # noqa: F401  (the defaults are re-exported: notebooks import them from here)
@@ -48,7 +49,15 @@ from nstlib.settings import (  # noqa: F401  (the defaults are re-exported: note
     renamed,
     resolve,
 )
-from nstlib.targets import Targets, as_list, initial_image, make_extractor, make_objective, prepare_images  # noqa: F401
+from nstlib.targets import (  # noqa: F401  (make_objective: re-exported)
+    Targets,
+    as_list,
+    check_source,
+    initial_image,
+    make_extractor,
+    make_objective,
+    prepare_images,
+)
 from nstlib.weights import Weights
 
 #: Old spellings of `stylize`'s and `evaluate`'s keywords (DeprecationWarning), see `settings.renamed`.
@@ -73,12 +82,12 @@ class Problem:
     @classmethod
     def prepare(cls, content: torch.Tensor, styles: list[torch.Tensor], masks: list[ImageLike] | None,
                 settings: Settings, runtime: Runtime, network: Callable[[], nn.Module]) -> Problem:
-        """Colour pre-step, masks, then the images and `network()` onto the device (one clear error if
-        that already runs out of memory)."""
+        """Colour pre-step, masks (their aspect ratio checked here, at full size), then the images and `network()`
+        onto the device (one clear error if that already runs out of memory)."""
         content, styles = color.preserve_colors_before(content, styles, settings.preserve_color,
                                                        settings.color_match)
         shape = tuple(content.shape[-2:])
-        mask_imgs = None if masks is None else [load_mask(m, shape) for m in masks]
+        mask_imgs = None if masks is None else [load_mask(m, shape, f"masks[{i}]") for i, m in enumerate(masks)]
         dev = runtime.device
         with oom_guard(dev, lambda: MemoryLimitError(
                 f"out of {dev.type} memory already while moving the network and the images to it: something else "
@@ -90,7 +99,7 @@ class Problem:
     def targets(self, shape: tuple[int, int]) -> Targets:
         """The targets at image size `shape` (H,W); the styles keep their size relative to the content."""
         style_side = round(max(shape) * self.settings.style_scale)
-        masks = None if self.masks is None else [load_mask(m, shape).to(self.runtime.device) for m in self.masks]
+        masks = None if self.masks is None else [resize_mask(m, shape).to(self.runtime.device) for m in self.masks]
         return Targets.build(self.features, resize(self.content, shape), [resize(s, style_side) for s in self.styles],
                              self.settings, masks)
 
@@ -106,24 +115,57 @@ class Problem:
                               runtime=runtime, **loop)
 
 
-def _check_memory(content: ImageLike, styles: list[ImageLike], masks: list[ImageLike], settings: Settings,
+def _check_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLike], settings: Settings,
                   runtime: Runtime) -> None:
-    """Refuse, before loading anything, a run that needs clearly more memory than is free (`check_memory`)."""
-    shape = target_size(peek_shape(content), settings.size)
+    """Refuse, before loading anything: an array or tensor without pixels (`check_source`), a `size` or
+    `style_scale` that makes the content or a style smaller than the network's minimum side, and a run that needs
+    clearly more memory than is free (`check_memory`)."""
+    for src, name in zip([content, *styles, *masks], ["content", *(f"styles[{i}]" for i in range(len(styles))),
+                                                      *(f"masks[{i}]" for i in range(len(masks)))]):
+        check_source(src, name)
+    source, style_sources = peek_shape(content), [peek_shape(s) for s in styles]
+    shape = target_size(source, settings.size)
     style_side = round(max(shape) * settings.style_scale)
-    style_shapes = [target_size(peek_shape(s), style_side) for s in styles]
+    style_shapes = [target_size(s, style_side) for s in style_sources]
+    if min(source) >= MIN_SIDE:  # else `load_image` says that the content itself is too small
+        _check_sides(settings, (content, source, shape), list(zip(styles, style_sources, style_shapes)))
     check_memory(*shape, settings.layers, optimizer=settings.optimizer, history_size=settings.history_size,
                  batch=settings.batch, styles=style_shapes, on_cpu=runtime.on_cpu,
-                 sources=[*(peek_shape(x) for x in (content, *styles, *masks)), shape, *style_shapes])
+                 sources=[source, *style_sources, *(peek_shape(m) for m in masks), shape, *style_shapes])
 
 
-def _pyramid(shape: tuple[int, int], settings: Settings, plan: PyramidPlan) -> list[Scale]:
-    """The scales to run: a coarse-to-fine schedule (the device's `plan`), or the one full-size scale."""
+Picture = tuple[ImageLike, tuple[int, int], tuple[int, int]]  # (the input, its (H,W) as given, (H,W) in the run)
+
+
+def _check_sides(settings: Settings, content: Picture, styles: list[Picture]) -> None:
+    """Refuse a `size` that makes the content, or a `style_scale` that makes a style, smaller than `MIN_SIDE` on a
+    side, naming the input and the value that would do. Styles too small already as given are left to `load_image`."""
+    def too_small(name: str, shape: tuple[int, int], cause: str, fix: str) -> ParameterError:
+        return ParameterError(f"{name}: {cause} makes it {shape[1]}x{shape[0]}, below the network's minimum side "
+                              f"of {MIN_SIDE} px; {fix}")
+
+    picture, source, shape = content
+    if min(shape) < MIN_SIDE:
+        raise too_small(source_name(picture, "content"), shape, f"size={settings.size}",
+                        f"give size >= {min_long_side(source)}")
+    for i, (style, source, style_shape) in enumerate(styles):
+        if min(source) >= MIN_SIDE > min(style_shape):
+            least = math.ceil(min_long_side(source) / max(shape) * 100) / 100
+            raise too_small(source_name(style, f"styles[{i}]"), style_shape,
+                            f"style_scale={settings.style_scale} (x the content's {max(shape)} px)",
+                            f"give style_scale >= {least}, or a larger size")
+
+
+def _pyramid(content: torch.Tensor, styles: list[torch.Tensor], settings: Settings, plan: PyramidPlan) -> list[Scale]:
+    """The scales to run: a coarse-to-fine schedule (the device's `plan`; no scale makes the content or a style
+    smaller than the network's minimum side), or the one full-size scale."""
+    shape = tuple(content.shape[-2:])
     long_side = max(shape)
     auto = settings.coarse_to_fine == "auto" and plan.auto_from is not None and long_side >= plan.auto_from
     if settings.coarse_to_fine is True or auto:
+        smallest = smallest_size(shape, [tuple(s.shape[-2:]) for s in styles], settings.style_scale)
         return schedule(long_side, settings.steps, start=settings.pyramid_start, ratio=settings.pyramid_ratio,
-                        share=plan.share, default_start=plan.start)
+                        share=plan.share, default_start=plan.start, smallest=smallest)
     return [Scale(long_side, settings.steps)]
 
 
@@ -172,18 +214,19 @@ def stylize(
     style_list, mask_list = as_list(styles), [] if masks is None else as_list(masks)
     if settings.blend_weights is not None:
         normalize_blend_weights(settings.blend_weights, len(style_list))
-    _check_memory(content, style_list, mask_list, settings, runtime)
+    _check_inputs(content, style_list, mask_list, settings, runtime)
 
     content_img, style_imgs = prepare_images(content, style_list, settings.size, settings.style_scale)
+    scales = _pyramid(content_img, style_imgs, settings, runtime.pyramid)
     problem = Problem.prepare(content_img, style_imgs, mask_list if masks is not None else None, settings, runtime,
                               partial(make_extractor, settings.layers, network_weights, pooling, extractor))
     start = initial_image(settings.init, problem.content, problem.styles, settings.seed).repeat(settings.batch, 1, 1, 1)
     shape = tuple(problem.content.shape[-2:])
-    result = run_pyramid(_pyramid(shape, settings, runtime.pyramid), shape, start, partial(
-        problem.run, callback=callback, progress=progress, frame_every=frame_every))
-
-    result.image = color.preserve_colors_after(result.image, content_img, settings.preserve_color)
-    result.frames = [color.preserve_colors_after(f, content_img, settings.preserve_color) for f in result.frames]
+    with one_interrupt():  # a double Ctrl-C does not discard what the first one kept
+        result = run_pyramid(scales, shape, start, partial(
+            problem.run, callback=callback, progress=progress, frame_every=frame_every))
+        result.image = color.preserve_colors_after(result.image, content_img, settings.preserve_color)
+        result.frames = [color.preserve_colors_after(f, content_img, settings.preserve_color) for f in result.frames]
     result.network = getattr(problem.features, "source", "")
     result.inputs = [x for x in (content, *style_list, *mask_list) if isinstance(x, (str, os.PathLike))]
     return result
@@ -214,6 +257,9 @@ def stylize_grid(
         raise ParameterError("stylize_grid uses optimizer='adam' (L-BFGS would couple the batch items)")
     lists = {"content_weight": content_weights, "style_weight": style_weights, "tv_weight": tv_weights}
     for name, values in lists.items():
+        if name in kwargs:  # it would be overridden by the grid's column
+            raise ParameterError(f"stylize_grid({name}=...): the grid's weights are lists; give {name}s=[...] "
+                                 f"(e.g. {name}s=[{kwargs[name]!r}] for one value)")
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
             raise ParameterError(f"{name}s={values!r}: give a list of numbers")
         for value in values:
@@ -249,6 +295,7 @@ def evaluate(
     """
     settings = resolve(settings, overrides).replace(preserve_color=None)
     runtime = Runtime.create(device, mixed_precision=False)
+    check_source(image, "image")
     img = load_image(image).to(runtime.device)
     shape = tuple(img.shape[-2:])
     content_img, style_imgs = prepare_images(content, styles, max(shape), settings.style_scale)

@@ -8,16 +8,20 @@ are left to sharpen the details.
 The automatic schedule (`schedule`), for a target long side `size` and a budget of `steps`:
 
 - sizes: size / r^k for k = n..0 (r = √2 by default), the smallest not below `start`
-  (default 128 px, or size / 2 for small targets; the device's `PyramidPlan` may say otherwise);
-  the last is exactly `size`;
+  (default 128 px, or size / 2 for small targets; the device's `PyramidPlan` may say otherwise)
+  nor below `smallest_size`, where a thin content or style would drop under VGG's 32 px minimum
+  side (a thin picture gets fewer, larger scales); the last is exactly `size`; at most `MAX_SCALES`
+  of them (a ratio just above 1 would plan millions);
 - steps: each scale gets `ceil(steps * share)` steps (share = 1/4 by default). A step at scale k
   below the top costs about 1/r^(2k) of a full-size step, so the whole run costs about
   steps * share / (1 - 1/r^2) = steps / 2 full-size steps for r = √2: half the time of a
   single-scale run of `steps`, spent mostly where it is cheap.
 
 `run_pyramid` is the outer loop around the optimisation loop: it runs each scale from the last
-one's result and joins their histories. `coarse_to_fine="auto"` in `stylize` uses the pyramid
-when the target is at least the device plan's `auto_from` (`AUTO_MIN_SIZE` on a CPU).
+one's result and joins their histories. Ctrl-C stops it at any moment with the newest finished
+image (`one_interrupt` keeps a second Ctrl-C right after the first from discarding it).
+`coarse_to_fine="auto"` in `stylize` uses the pyramid when the target is at least the device
+plan's `auto_from` (`AUTO_MIN_SIZE` on a CPU).
 Whether the pyramid pays depends on the device: on a CPU a step costs in proportion to the pixels,
 on a GPU a small step costs about as much as a large one (it is launch-bound), so the plan (start
 size, share of steps, when "auto" uses it) is a decision of `nstlib.runtime.Runtime`.
@@ -27,13 +31,18 @@ docs/coarse_to_fine.md records a measurement of time and objective against singl
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 
 import torch
 
 from nstlib.errors import ParameterError
-from nstlib.images import resize
+from nstlib.images import MIN_SIDE, resize
 from nstlib.result import StylizeResult
 
 SQRT2 = math.sqrt(2.0)
@@ -41,7 +50,13 @@ DEFAULT_START = 128
 DEFAULT_SHARE = 0.25
 #: `coarse_to_fine="auto"` switches the pyramid on from this long side (pixels) upwards.
 AUTO_MIN_SIZE = 512
-MIN_START = 32
+#: Smallest `pyramid_start`: VGG19's minimum side.
+MIN_START = MIN_SIDE
+#: Most scales a schedule may have (a √2 pyramid from 32 px to 16384 px has 19): a `pyramid_ratio` just above 1
+#: would plan millions of them and never finish.
+MAX_SCALES = 64
+#: Seconds within which a Ctrl-C repeats the one before it: the same request pressed twice (see `one_interrupt`).
+REPEAT_WINDOW = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,12 +84,13 @@ class Scale:
 
 def schedule(
     size: int, steps: int, *, start: int | None = None, ratio: float = SQRT2, share: float = DEFAULT_SHARE,
-    default_start: int = DEFAULT_START,
+    default_start: int = DEFAULT_START, smallest: int = MIN_START,
 ) -> list[Scale]:
     """The coarse-to-fine schedule for a target long side `size` and a budget of `steps`.
 
     Returns the scales from the smallest to `size` (see the module docstring for the rule);
-    `default_start` is the start when `start` is None (a `PyramidPlan`'s).
+    `default_start` is the start when `start` is None (a `PyramidPlan`'s). A start below `smallest`
+    (`smallest_size` of the images) is raised to it: smaller scales would not fit the network.
     """
     if not ratio > 1:
         raise ParameterError(f"pyramid_ratio={ratio}: must be > 1 (e.g. 1.414 for a √2 pyramid)")
@@ -83,9 +99,25 @@ def schedule(
     start = min(default_start, max(MIN_START, size // 2)) if start is None else start
     if start < MIN_START:
         raise ParameterError(f"pyramid_start={start}: must be >= {MIN_START} px (VGG19's minimum)")
+    start = max(start, smallest)
     levels = math.floor(math.log(size / start) / math.log(ratio) + 1e-9) if size > start else 0
+    if levels >= MAX_SCALES:
+        least = math.ceil((size / start) ** (1 / (MAX_SCALES - 1)) * 1000) / 1000
+        raise ParameterError(f"pyramid_ratio={ratio}: gives {levels + 1:,} scales from {start} to {size} px, more "
+                             f"than {MAX_SCALES}; use a ratio of at least {least} (1.414 for a √2 pyramid)")
     per_scale = math.ceil(steps * share)
     return [Scale(round(size / ratio**k), per_scale) for k in range(levels, -1, -1)]
+
+
+def min_long_side(shape: tuple[int, int]) -> int:
+    """The smallest long side at which a picture of `shape` (H,W) keeps its short side >= `MIN_SIDE`."""
+    return math.ceil(MIN_SIDE * max(shape) / min(shape))
+
+
+def smallest_size(content: tuple[int, int], styles: Sequence[tuple[int, int]], style_scale: float) -> int:
+    """The smallest long side of the content (H,W) at which it and every style (H,W), resized to `style_scale` x
+    the content's long side, keep both sides >= `MIN_SIDE`: smaller, VGG's pooling leaves a feature map empty."""
+    return max([min_long_side(content), *(math.ceil(min_long_side(s) / style_scale) for s in styles)])
 
 
 def scale_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
@@ -108,18 +140,60 @@ def run_pyramid(
     the last one: unchanged for a single scale, else with the histories of all scales joined (steps
     and seconds counted on from scale to scale, each entry tagged with its "size") and the frames
     resized to the target.
-    A run stopped early (Ctrl-C, callback) ends the pyramid, upsampled to `target_shape`.
+    A run stopped early (Ctrl-C, callback) ends the pyramid, upsampled to `target_shape`. So does Ctrl-C
+    outside a scale's optimisation loop (between scales, or while the next scale's targets are built):
+    the last finished scale's result, marked "interrupted at step N" (N counted over all scales).
+    Before any scale has finished, Ctrl-C propagates: there is nothing to keep.
     """
-    results = []
+    results: list[StylizeResult] = []
     image = start
-    for i, scale in enumerate(scales):
-        shape = target_shape if i == len(scales) - 1 else scale_shape(target_shape, scale.size)
-        result = run_scale(shape, resize(image, shape), scale.steps)
-        results.append(result)
-        image = result.image
-        if result.interrupted:
-            break
-    return join(results, target_shape)
+    stopped = False
+    try:
+        for i, scale in enumerate(scales):
+            shape = target_shape if i == len(scales) - 1 else scale_shape(target_shape, scale.size)
+            result = run_scale(shape, resize(image, shape), scale.steps)
+            results.append(result)
+            image = result.image
+            if result.interrupted:
+                break
+    except KeyboardInterrupt:
+        if not results:
+            raise
+        stopped = True
+    result = join(results, target_shape)
+    if stopped:
+        result.interrupted, result.status = True, f"interrupted at step {result.history[-1]['step'] + 1}"
+    return result
+
+
+@contextmanager
+def one_interrupt() -> Iterator[None]:
+    """Within: the first Ctrl-C raises KeyboardInterrupt as usual (a run stops and keeps its image so far),
+    but a repeat within `REPEAT_WINDOW` seconds of the last press is the same request pressed twice and is
+    ignored, so it cannot abort the wrap-up that keeps that image. A press after a quiet `REPEAT_WINDOW`
+    interrupts again (a wrap-up that hangs can still be stopped).
+
+    Only in the main thread, and only over Python's default handler (another, such as a debugger's, is
+    left alone); the handler there before is put back on the way out.
+    """
+    if threading.current_thread() is not threading.main_thread() or (
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    last = -math.inf
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal last
+        now, previous = time.monotonic(), last
+        last = now
+        if now - previous >= REPEAT_WINDOW:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def join(results: list[StylizeResult], target_shape: tuple[int, int]) -> StylizeResult:

@@ -52,6 +52,7 @@ from torch import nn
 
 from nstlib.errors import ParameterError
 from nstlib.pyramid import PyramidPlan
+from nstlib.settings import check_flag
 
 #: Steps between host copies of the losses with mixed precision.
 LOG_EVERY = 10
@@ -314,11 +315,12 @@ class Runtime:
         """Decide everything for `device` ("auto": cuda > mps > cpu); see the module docstring."""
         if log_every is not None and (isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1):
             raise ParameterError(f"log_every={log_every!r}: give a whole number >= 1 or None")
-        if cuda_graph not in (None, True, False):
-            raise ParameterError(f"cuda_graph={cuda_graph!r}: use True, False or None (None: decided by the device)")
+        check_flag("mixed_precision", mixed_precision, None)  # None: decided by the device
+        check_flag("cuda_graph", cuda_graph, None)
+        check_flag("compile_model", compile_model)
         dev = pick_device(device)
         precision = precision_for(mixed_precision, dev)
-        return cls(dev, precision, bool(compile_model), log_every or (LOG_EVERY if precision else 1),
+        return cls(dev, precision, compile_model, log_every or (LOG_EVERY if precision else 1),
                    cuda_graph_for(cuda_graph, dev, precision), PYRAMID_PLANS.get(dev.type, PyramidPlan()),
                    DEVICE_SIZES.get(dev.type, DeviceSizes()))
 

@@ -28,10 +28,12 @@ Treat them as a starting point and use the weight sliders of notebook 05 to expl
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
+import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -95,6 +97,7 @@ class Settings:
 
     Weights may be floats, or (N,) tensors to optimise a batch of N images with their own weights
     (see `stylize_grid`). `replace(**changes)` returns a copy; `validate()` checks every field.
+    An unknown field name, here or in `replace`, is a `ParameterError` naming the closest ones.
     """
 
     # --- the objective
@@ -129,12 +132,13 @@ class Settings:
                                       type=positive_int)
     pyramid_ratio: float = knob(SQRT2, "size ratio between pyramid scales (√2)", type=float)
 
+    def __new__(cls, *args: Any, **fields: Any) -> Settings:
+        """Refuse unknown field names before the generated __init__ would (with a bare TypeError)."""
+        check_field_names(fields)
+        return super().__new__(cls)
+
     def replace(self, **changes: Any) -> Settings:
-        """A copy with `changes`; an unknown name is a `ParameterError` listing the close ones."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ParameterError(f"unknown setting(s) {', '.join(sorted(unknown))}; the settings are "
-                                 f"{', '.join(f.name for f in dataclasses.fields(self))}")
+        """A copy with `changes`; an unknown name is a `ParameterError` naming the closest ones."""
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> Settings:
@@ -146,6 +150,7 @@ class Settings:
         check_whole("pyramid_start", self.pyramid_start, 1, allow_none=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed not in SEEDS:
             raise ParameterError(f"seed={self.seed!r}: give a whole number from 0 to {SEEDS.stop - 1}")
+        check_flag("line_search", self.line_search)
         for name in ("lr", "style_scale", "pyramid_ratio", "max_step"):
             if getattr(self, name) is not None:
                 check_number(name, getattr(self, name))
@@ -165,6 +170,7 @@ class Settings:
                 check_number("blend_weights", weight)
         for name in ("content_weight", "style_weight", "tv_weight"):
             check_weight(name, getattr(self, name))
+        self._check_batch()
         return dataclasses.replace(  # None or {} means the default layers
             self, content_layers=check_layer_weights("content_layers", self.content_layers or DEFAULT_CONTENT_LAYERS),
             style_layers=check_layer_weights("style_layers", self.style_layers or DEFAULT_STYLE_LAYERS))
@@ -177,8 +183,15 @@ class Settings:
         if self.preserve_color is not None and self.preserve_color not in color.PRESERVE_COLOR:
             choices = ", ".join(color.PRESERVE_COLOR)
             raise ParameterError(f"preserve_color={self.preserve_color!r}: choose one of {choices} or None")
-        if self.coarse_to_fine not in (True, False, "auto"):
-            raise ParameterError(f"coarse_to_fine={self.coarse_to_fine!r}: use True, False or 'auto'")
+        check_flag("coarse_to_fine", self.coarse_to_fine, "auto")
+
+    def _check_batch(self) -> None:
+        """Tensor loss weights give one value per batch image: those with more than one value agree on how many."""
+        lengths = {name: w.numel() for name, w in self.loss_weights.items() if isinstance(w, torch.Tensor)}
+        if len(set(lengths.values()) - {1}) > 1:
+            given = ", ".join(f"{name} has {n}" for name, n in lengths.items())
+            raise ParameterError(f"tensor loss weights of different lengths ({given}): each gives one weight per "
+                                 "batch image, so give them the same length (or one value, or a float)")
 
     @property
     def layers(self) -> list[str]:
@@ -219,8 +232,12 @@ def check_layer_weights(name: str, layers: Mapping[str, float]) -> dict[str, flo
 
 
 def check_weight(name: str, value: Weight) -> None:
-    """A loss weight: a finite number >= 0, or a float tensor of them."""
+    """A loss weight: a finite number >= 0, or a float tensor of them, one per batch image: 0-d or (N,), N >= 1."""
     if isinstance(value, torch.Tensor):
+        if value.is_meta or value.layout != torch.strided or value.ndim > 1 or value.numel() == 0:
+            kind = "meta " if value.is_meta else "sparse " if value.layout != torch.strided else ""
+            raise ParameterError(f"{name}: a {kind}tensor of shape {tuple(value.shape)}; give a float or a (N,) tensor "
+                                 "with one weight per batch image, e.g. torch.tensor([1.0, 10.0])")
         if not value.is_floating_point() or not torch.isfinite(value).all() or (value < 0).any():
             raise ParameterError(f"{name}={value}: weights must be finite floats >= 0")
         return
@@ -230,9 +247,30 @@ def check_weight(name: str, value: Weight) -> None:
 
 
 def check_number(name: str, value: object) -> None:
-    """A finite real number (not a bool, not a string)."""
+    """A finite real number (not a bool, not a string, not a whole number beyond a float's range)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > sys.float_info.max:
+        raise ParameterError(f"{name}: a whole number of {value.bit_length()} bits is beyond a float's range "
+                             f"(about {sys.float_info.max:.1e}); give a finite number")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ParameterError(f"{name}={value!r}: give a finite number")
+
+
+def check_flag(name: str, value: object, *others: str | None) -> None:
+    """A real bool, or one of `others` (None, or a word such as "auto"): a truthy "no" or 1 is refused."""
+    if isinstance(value, bool) or (value is None and None in others) or (isinstance(value, str) and value in others):
+        return
+    *choices, last = ["True", "False", *map(repr, others)]
+    raise ParameterError(f"{name}={value!r}: use {', '.join(choices)} or {last}")
+
+
+def check_field_names(names: Iterable[str]) -> None:
+    """Every name is a `Settings` field; else a `ParameterError` naming each unknown one's closest fields."""
+    fields = [f.name for f in dataclasses.fields(Settings)]
+    unknown = sorted(set(names) - set(fields))
+    if unknown:
+        hints = [name + (f" (did you mean {' or '.join(close)}?)" if (close := difflib.get_close_matches(
+            name, fields, n=2)) else "") for name in unknown]
+        raise ParameterError(f"unknown setting(s) {', '.join(hints)}; the settings are {', '.join(fields)}")
 
 
 def check_whole(name: str, value: object, low: int, allow_none: bool = False) -> None:

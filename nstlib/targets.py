@@ -15,11 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
 from nstlib.blend import style_targets
-from nstlib.errors import ParameterError
+from nstlib.errors import ImageLoadError, ParameterError
 from nstlib.features import VGGFeatures
 from nstlib.images import ImageLike, load_image, resize
 from nstlib.losses import Features, Objective, StyleTargets
@@ -37,6 +38,17 @@ def as_list(items: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
     return list(items)
 
 
+def check_source(src: ImageLike, name: str) -> None:
+    """Refuse an array or tensor with no pixels to read, before anything looks at its shape: an empty one, a meta
+    tensor (a shape without data) or a sparse one. `load_image` checks everything else."""
+    if isinstance(src, torch.Tensor) and (src.is_meta or src.layout != torch.strided):
+        kind = "meta" if src.is_meta else str(src.layout).removeprefix("torch.")
+        raise ImageLoadError(f"{name}: a {kind} tensor has no pixels to read; pass an ordinary tensor with its "
+                             "data (e.g. x.to_dense() for a sparse one)")
+    if isinstance(src, (torch.Tensor, np.ndarray)) and 0 in src.shape:
+        raise ImageLoadError(f"{name}: an empty {type(src).__name__} of shape {tuple(src.shape)}; pass a picture")
+
+
 def prepare_images(
     content: ImageLike,
     styles: ImageLike | Sequence[ImageLike],
@@ -44,9 +56,13 @@ def prepare_images(
     style_scale: float = 1.0,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Load the content (1,3,H,W), long side `size`, and the styles, long side `style_scale` x the content's."""
+    style_list = as_list(styles)
+    check_source(content, "content")
+    for i, style in enumerate(style_list):
+        check_source(style, f"styles[{i}]")
     content = load_image(content, size)
     style_side = round(max(content.shape[-2:]) * style_scale)
-    return content, [load_image(s, style_side) for s in as_list(styles)]
+    return content, [load_image(s, style_side) for s in style_list]
 
 
 def make_extractor(
@@ -54,12 +70,15 @@ def make_extractor(
     extractor: VGGFeatures | None = None,
 ) -> VGGFeatures:
     """Reuse `extractor` if it returns every layer needed, else build a new `VGGFeatures`."""
-    if extractor is not None:
-        missing = set(layers) - set(extractor.layers)
-        if missing:
-            raise ParameterError(f"the given extractor lacks layers {sorted(missing)}; build it with them")
-        return extractor
-    return VGGFeatures(layers, weights=network_weights, pooling=pooling)
+    if extractor is None:
+        return VGGFeatures(layers, weights=network_weights, pooling=pooling)
+    if not isinstance(extractor, VGGFeatures):
+        raise ParameterError(f"extractor={type(extractor).__name__}: give a nstlib VGGFeatures (e.g. "
+                             "VGGFeatures(layers)) to reuse, or None to build one")
+    missing = set(layers) - set(extractor.layers)
+    if missing:
+        raise ParameterError(f"the given extractor lacks layers {sorted(missing)}; build it with them")
+    return extractor
 
 
 @dataclass
