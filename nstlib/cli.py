@@ -1,8 +1,10 @@
 """The `nstlib` command line: `nstlib stylize ...` and `nstlib demo`.
 
 User errors (bad files, bad options) print one line on stderr and exit with code 2, never a
-traceback. Outputs are checked before the first step, written atomically and never over an input;
-an existing output (also one that appears during the run) is replaced only with --force.
+traceback. Inputs and outputs are checked before the weights are looked for and before the first
+step; outputs are written atomically and never over an input; an existing output (also one that
+appears during the run) is replaced only with --force. A stdout or stderr that cannot be written
+(a closed pipe, a full disk, a closed descriptor) costs only the messages, never the result.
 This module imports torch only inside `main`, so Ctrl-C while it loads still exits with code 130.
 """
 
@@ -15,9 +17,9 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from nstlib.errors import MemoryLimitError, NonFiniteLossError, NstlibError, OutputError
 from nstlib.files import check_output_path, same_file, show
@@ -108,13 +110,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _say(text: str) -> None:
-    """Print a report line on stdout; if the reader has gone (a closed pipe), carry on without it."""
+class _Forgiving:
+    """A text stream (stdout or stderr) whose writes never raise. The first failure (a closed pipe, a full
+    disk, a closed descriptor) drops this and all later output and points the descriptor at /dev/null, so
+    that the exit-time flush of what is still buffered succeeds too: a line nobody can read never stops a
+    run (the progress bar writes to stderr at every step) nor turns a success into a traceback."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+        self.broken = stream is None  # started with the descriptor closed (`2>&-`): Python gives None
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self.stream.write(text)
+            except (OSError, ValueError):  # ValueError: a closed file
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._drop()
+
+    def _drop(self) -> None:
+        self.broken = True
+        with contextlib.suppress(OSError, ValueError):  # not a real file (no descriptor): nothing to redirect
+            _point_at_devnull(self.stream.fileno())
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ... of the real stream
+        return getattr(self.stream, name)
+
+
+def _point_at_devnull(fd: int) -> None:
+    """Make descriptor `fd` refer to /dev/null: what is written there vanishes."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
+
+
+def _is_open(fd: int) -> bool:
+    """True if descriptor `fd` refers to something (a file, a pipe, a terminal)."""
     try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        with contextlib.suppress(OSError, ValueError):  # send the rest (and the exit-time flush) nowhere
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _forgiving_output() -> Iterator[None]:
+    """For the duration of the command, stdout and stderr are `_Forgiving`. A descriptor closed at the start
+    (`>&-`, `2>&-`) is first pointed at /dev/null, so that no file opened later (an output being written) gets
+    its number and receives what libraries write there."""
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        if stream is None and not _is_open(fd):
+            _point_at_devnull(fd)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Forgiving(sys.stdout), _Forgiving(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _say(text: str) -> None:
+    """Print a report line on stdout at once (flushed), so that a reader sees each as it happens."""
+    print(text, flush=True)
 
 
 def _report(result: StylizeResult, out: Path, gif: Path | None) -> None:
@@ -166,7 +231,10 @@ def _run_and_save(
         return EXIT_INTERRUPTED
     result.save(out, overwrite=args.force)
     if gif is not None:
-        result.save_gif(gif, overwrite=args.force)
+        try:
+            result.save_gif(gif, overwrite=args.force)
+        except OutputError as e:  # the image is safe: say so, or the user would think the run was lost
+            raise OutputError(f"{e}; the image {show(out)} was written") from None
     _report(result, out, gif)
     return 0
 
@@ -184,12 +252,25 @@ def _weights(args: argparse.Namespace) -> Weights:
     return weights
 
 
+def _check_inputs(args: argparse.Namespace, settings: Settings, out: Path) -> None:
+    """Before the weights are looked for (on a first run that takes seconds): every input file is there and is
+    a picture (`peek_shape` reads its header: missing, a FIFO, not an image), and the output fits its format at
+    the planned size (WebP: 16383 px a side)."""
+    from nstlib.images import check_fits, peek_shape, target_size
+
+    h, w = target_size(peek_shape(args.content), settings.size)
+    for path in [*args.styles, *(args.mask or [])]:
+        peek_shape(path)
+    check_fits(out, w, h)
+
+
 def run_stylize(args: argparse.Namespace) -> int:
     from nstlib.optimize import stylize
 
     settings = _settings(args)
     inputs = [args.content, *args.styles, *(args.mask or [])]
     out, gif = _check_outputs(args.output, args.gif, inputs, args.force)
+    _check_inputs(args, settings, out)
     weights = _weights(args)
     return _run_and_save(args, out, gif, lambda: stylize(
         args.content, args.styles, settings, masks=args.mask, network_weights=weights, device=args.device,
@@ -197,9 +278,17 @@ def run_stylize(args: argparse.Namespace) -> int:
     ))
 
 
-def _demo_folder(path: str) -> Path:
-    """The demo's output folder, created if missing; a file or an impossible place is `OutputError`."""
+def _demo_folder(path: str) -> tuple[Path, list[Path]]:
+    """The demo's output folder, created if missing, and the folders this made (deepest first), for
+    `_remove_if_empty` when the run writes nothing. An empty name, a file or an impossible place is `OutputError`."""
+    if not path:
+        raise OutputError("--out '': give a folder name, such as nstlib-demo (. for the current folder)")
     folder = Path(path)
+    made = []
+    for parent in (folder, *folder.parents):
+        if os.path.lexists(parent):
+            break
+        made.append(parent)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -207,7 +296,16 @@ def _demo_folder(path: str) -> Path:
     except OSError as e:
         raise OutputError(f"--out {show(folder)}: cannot create this folder ({e.strerror or e}); choose another "
                           "place") from None
-    return folder
+    return folder, made
+
+
+def _remove_if_empty(folders: Sequence[Path]) -> None:
+    """Remove these folders, deepest first, as far as they are empty: a refused or unfinished run leaves none."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # holds a result (or something else): keep it and the folders above
+            return
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -217,15 +315,18 @@ def run_demo(args: argparse.Namespace) -> int:
 
     sizes = Runtime.create(args.device).sizes
     settings = _settings(args, size=sizes.demo, steps=sizes.demo_steps)
-    out_dir = _demo_folder(args.out)
-    out, gif = _check_outputs(out_dir / "astronaut_stained_glass.png", out_dir / "astronaut_stained_glass.gif", [],
-                              args.force)
-    weights = _weights(args)
-    _say(f"stylizing the bundled astronaut at {settings.size}px, {settings.steps} {settings.optimizer} steps")
-    return _run_and_save(args, out, gif, lambda: stylize(
-        sample_path("astronaut"), sample_path("stained_glass"), settings, network_weights=weights,
-        device=args.device, progress=not args.quiet, frame_every=max(1, settings.steps // 30),
-    ))
+    out_dir, made = _demo_folder(args.out)
+    try:
+        out, gif = _check_outputs(out_dir / "astronaut_stained_glass.png", out_dir / "astronaut_stained_glass.gif",
+                                  [], args.force)
+        weights = _weights(args)
+        _say(f"stylizing the bundled astronaut at {settings.size}px, {settings.steps} {settings.optimizer} steps")
+        return _run_and_save(args, out, gif, lambda: stylize(
+            sample_path("astronaut"), sample_path("stained_glass"), settings, network_weights=weights,
+            device=args.device, progress=not args.quiet, frame_every=max(1, settings.steps // 30),
+        ))
+    finally:
+        _remove_if_empty(made)
 
 
 def _one_line(text: str) -> str:
@@ -235,9 +336,16 @@ def _one_line(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `nstlib` command. Ctrl-C at any moment, even while torch is still loading, exits with 130
-    and one line; a stdout that cannot encode a file name or has been closed causes no traceback."""
+    and one line; a stdout that cannot encode a file name, or a stdout or stderr that cannot be written
+    at all (`_Forgiving`), causes no traceback: the run's own outcome decides the exit code."""
     with contextlib.suppress(AttributeError, ValueError):  # not a text stream: leave it alone
         sys.stdout.reconfigure(errors="backslashreplace")
+    with _forgiving_output():
+        return _command(argv)
+
+
+def _command(argv: Sequence[str] | None) -> int:
+    """Parse and run one command; a user error is one stderr line and exit code 2."""
     start = time.perf_counter()
     try:
         args = build_parser().parse_args(argv)

@@ -100,14 +100,19 @@ def check_output_path(
 ) -> Path:
     """Validate an output path before any work.
 
-    Refuses an output that is one of `inputs` (also via a link or another spelling), a folder, a
-    broken link or link loop, that exists unless `overwrite`, whose extension (lower case, with the
-    dot) is not in `extensions`, whose folder is missing or cannot be written, or whose file system
-    is full. Writability is checked by creating and removing a temporary file, because permission
-    bits say nothing to root (who may still be refused by a read-only file system).
+    Refuses an output that is one of `inputs` (also via a link or another spelling), a folder (also a
+    path that names one by its form, ending in '/', '.' or '..': `Path` would drop a trailing '/' and
+    write a file of that name), a broken link or link loop, that exists unless `overwrite`, whose
+    extension (lower case, with the dot) is not in `extensions`, whose folder is missing or cannot be
+    written, or whose file system is full. Writability is checked by creating and removing a temporary
+    file, because permission bits say nothing to root (who may still be refused by a read-only file system).
     """
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise OutputError(f"output path {path!r}: give a file name such as 'result.png'")
+    text = os.fsdecode(os.fspath(path))
+    if os.path.basename(text) in ("", ".", ".."):
+        raise OutputError(f"{show(text)}: names a folder, not a file; give a file name (no trailing {os.sep!r}), "
+                          "such as 'result.png'")
     out = Path(path)
     if len(os.fsencode(out.name)) > NAME_MAX:
         raise OutputError(f"{show(out)}: {_CAUSES[errno.ENAMETOOLONG]}")

