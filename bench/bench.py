@@ -54,7 +54,7 @@ from torch import nn
 import nstlib
 from nstlib.data import sample
 from nstlib.errors import MemoryLimitError
-from nstlib.features import LAYER_NAMES, VGGFeatures
+from nstlib.features import VGGFeatures
 from nstlib.graphs import WARMUP
 from nstlib.images import resize
 from nstlib.lbfgs import SyncFreeLBFGS
@@ -67,6 +67,7 @@ from nstlib.settings import (
     DEFAULT_STYLE_WEIGHT,
     DEFAULT_TV_WEIGHT,
 )
+from nstlib.vgg import LAYER_NAMES
 
 LAYERS = [*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS]
 #: Dense bf16/fp16 tensor-core peaks in TFLOP/s (vendor data sheets), matched against the device name.

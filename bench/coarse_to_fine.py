@@ -26,9 +26,9 @@ import nstlib
 from bench import print_time_to_target
 from nstlib.features import VGGFeatures
 from nstlib.images import resize
-from nstlib.optimize import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from nstlib.pyramid import schedule
 from nstlib.runtime import Runtime
+from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 
 
 def main() -> None:

@@ -18,8 +18,7 @@ import time
 import torch
 
 from nstlib.data import sample
-from nstlib.optimize import pick_device
-from nstlib.runtime import Runtime
+from nstlib.runtime import Runtime, pick_device
 from nstlib.widgets import StyleExplorer
 
 STEPS = 3

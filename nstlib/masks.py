@@ -22,10 +22,10 @@ import torch.nn.functional as F
 
 from nstlib.blend import style_targets
 from nstlib.errors import ParameterError
-from nstlib.features import layer_stride
 from nstlib.files import show
 from nstlib.images import ImageLike, load_image
 from nstlib.losses import Features, StyleTargets
+from nstlib.vgg import layer_stride
 
 
 def source_name(src: ImageLike, fallback: str) -> str:

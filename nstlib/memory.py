@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from nstlib.errors import MemoryLimitError
-from nstlib.features import LAYER_NAMES, check_layers, layer_channels
 from nstlib.runtime import empty_cache, is_out_of_memory
+from nstlib.vgg import LAYER_NAMES, check_layers, layer_channels
 
 BYTES_PER_FLOAT = 4
 #: Refuse only when the estimate exceeds the free RAM by this factor: the estimate is an upper

@@ -34,34 +34,25 @@ from nstlib.loop import Callback, check_loop_options, optimize_image
 from nstlib.masks import load_mask, resize_mask, source_name
 from nstlib.memory import check_memory, oom_guard, out_of_memory_error
 from nstlib.pyramid import PyramidPlan, Scale, min_long_side, one_interrupt, run_pyramid, schedule, smallest_size
-from nstlib.result import TERMS, Step, StylizeResult  # noqa: F401  (Step: re-exported for the notebooks)
-from nstlib.runtime import DEVICES, Runtime, pick_device  # noqa: F401  (re-exported)
-from nstlib.settings import (  # noqa: F401  (the defaults are re-exported: notebooks import them from here)
-    DEFAULT_CONTENT_LAYERS,
+from nstlib.result import TERMS, StylizeResult
+from nstlib.runtime import Runtime
+from nstlib.settings import (
     DEFAULT_CONTENT_WEIGHT,
-    DEFAULT_STYLE_LAYERS,
     DEFAULT_STYLE_WEIGHT,
     DEFAULT_TV_WEIGHT,
-    INITS,
-    OPTIMIZERS,
     Settings,
     check_weight,
-    renamed,
     resolve,
 )
-from nstlib.targets import (  # noqa: F401  (make_objective: re-exported)
+from nstlib.targets import (
     Targets,
     as_list,
     check_source,
     initial_image,
     make_extractor,
-    make_objective,
     prepare_images,
 )
 from nstlib.weights import Weights
-
-#: Old spellings of `stylize`'s and `evaluate`'s keywords (DeprecationWarning), see `settings.renamed`.
-RENAMED = {"weights": "network_weights", "fast": "mixed_precision", "compile": "compile_model"}
 
 
 @dataclass
@@ -169,7 +160,6 @@ def _pyramid(content: torch.Tensor, styles: list[torch.Tensor], settings: Settin
     return [Scale(long_side, settings.steps)]
 
 
-@renamed(**RENAMED)
 def stylize(
     content: ImageLike,
     styles: ImageLike | Sequence[ImageLike],
@@ -273,7 +263,6 @@ def stylize_grid(
     return result
 
 
-@renamed(**RENAMED)
 def evaluate(
     image: ImageLike,
     content: ImageLike,

@@ -29,22 +29,20 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import math
 import sys
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
 from nstlib import color
 from nstlib.blend import BLEND_METHODS
 from nstlib.errors import ParameterError
-from nstlib.features import check_layers
 from nstlib.losses import Weight
 from nstlib.pyramid import SQRT2
+from nstlib.vgg import check_layers
 
 DEFAULT_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
 DEFAULT_STYLE_LAYERS: dict[str, float] = {
@@ -279,26 +277,3 @@ def check_whole(name: str, value: object, low: int, allow_none: bool = False) ->
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ParameterError(f"{name}={value!r}: give a whole number >= {low}" + (" or None" if allow_none else ""))
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def renamed(**old_to_new: str) -> Callable[[F], F]:
-    """Keep old keyword names working: `@renamed(fast="mixed_precision")` passes fast=... on as
-    mixed_precision=..., with a DeprecationWarning that names the new keyword."""
-    def decorate(function: F) -> F:
-        @functools.wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            for old, new in old_to_new.items():
-                if old in kwargs:
-                    if new in kwargs:
-                        raise ParameterError(f"{old}= is the old name of {new}=; give only {new}=")
-                    name = function.__qualname__.removesuffix(".__init__")
-                    warnings.warn(f"{name}({old}=...) is now {new}=...", DeprecationWarning, stacklevel=2)
-                    kwargs[new] = kwargs.pop(old)
-            return function(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate

@@ -3,7 +3,7 @@
 `StyleExplorer(content, style)` is an ipywidgets box; show it in a notebook cell:
 
     from nstlib.widgets import StyleExplorer
-    explorer = StyleExplorer(content, style, weights=C.weights, device=C.device)
+    explorer = StyleExplorer(content, style, network_weights=C.weights, device=C.device)
     explorer
 
 This module is the view: the controls (log-scale sliders for the content, style and TV weights
@@ -28,11 +28,11 @@ import torch
 
 from nstlib.blend import BLEND_METHODS
 from nstlib.errors import NstlibError, ParameterError
-from nstlib.explorer import TARGET_CACHE, ExplorerWorker  # noqa: F401  (re-exported)
+from nstlib.explorer import ExplorerWorker
 from nstlib.images import ImageLike, save_image, to_pil
 from nstlib.result import StylizeResult
 from nstlib.runtime import Runtime
-from nstlib.settings import INITS, Settings, renamed, resolve
+from nstlib.settings import INITS, Settings, resolve
 from nstlib.weights import Weights
 
 #: Log-scale sliders span this many decades either side of the starting weight.
@@ -81,7 +81,6 @@ class StyleExplorer(widgets.VBox):
             `latency` are its attributes (see there).
     """
 
-    @renamed(weights="network_weights", fast="mixed_precision")
     def __init__(
         self,
         content: ImageLike,

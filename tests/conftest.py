@@ -9,7 +9,7 @@ import torch
 
 from nstlib.data import sample
 from nstlib.features import VGGFeatures
-from nstlib.optimize import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from nstlib.weights import Weights, packaged_vgg16, packaged_vgg16_available
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from nstlib.errors import MemoryLimitError
-from nstlib.features import layer_channels
 from nstlib.graphs import WARMUP
-from nstlib.optimize import make_objective
+from nstlib.targets import make_objective
+from nstlib.vgg import layer_channels
 
 spec = importlib.util.spec_from_file_location("bench", Path(__file__).parents[1] / "bench" / "bench.py")
 bench = importlib.util.module_from_spec(spec)

@@ -8,7 +8,7 @@ import torch
 from nstlib.blend import BLEND_METHODS, normalize_blend_weights, style_targets
 from nstlib.errors import ParameterError
 from nstlib.losses import blended_style_loss, gram_matrix
-from nstlib.optimize import DEFAULT_STYLE_LAYERS
+from nstlib.settings import DEFAULT_STYLE_LAYERS
 
 LAYERS = list(DEFAULT_STYLE_LAYERS)
 

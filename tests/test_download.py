@@ -28,8 +28,9 @@ import nstlib.download
 from nstlib.data import sample_path
 from nstlib.download import download, fetch_image
 from nstlib.errors import DownloadError, WeightsError
-from nstlib.features import VGGFeatures, hub_cache_file
+from nstlib.features import VGGFeatures
 from nstlib.images import load_image
+from nstlib.weights import hub_cache_file
 
 _buf = io.BytesIO()
 Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(_buf, format="PNG")

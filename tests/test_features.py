@@ -8,18 +8,9 @@ from torch import nn
 from torchvision.models import vgg19
 
 from nstlib.errors import ParameterError, WeightsError
-from nstlib.features import (
-    CHANNELS,
-    IMAGENET_URL,
-    LAYER_INDEX,
-    LAYER_NAMES,
-    VGGFeatures,
-    hub_cache_file,
-    layer_channels,
-    layer_receptive_field,
-    layer_stride,
-    random_state_dict,
-)
+from nstlib.features import VGGFeatures
+from nstlib.vgg import CHANNELS, LAYER_INDEX, LAYER_NAMES, layer_channels, layer_receptive_field, layer_stride
+from nstlib.weights import IMAGENET_URL, hub_cache_file, random_state_dict
 
 
 def test_layer_names_map_to_torchvision_indices() -> None:

@@ -33,7 +33,8 @@ from nstlib.data import sample_path
 from nstlib.errors import ImageLoadError, MemoryLimitError, NstlibError, OutputError, ParameterError, WeightsError
 from nstlib.files import atomic_write
 from nstlib.images import load_image, save_gif, save_image
-from nstlib.optimize import StylizeResult, evaluate, stylize, stylize_grid
+from nstlib.optimize import evaluate, stylize, stylize_grid
+from nstlib.result import StylizeResult
 from nstlib.weights import random_state_dict, resolve_weights
 
 C, S = str(sample_path("astronaut")), str(sample_path("stained_glass"))

@@ -19,8 +19,9 @@ from nstlib.data import sample_path
 from nstlib.errors import ImageLoadError, NstlibError, ParameterError
 from nstlib.explorer import ExplorerWorker
 from nstlib.images import MIN_SIDE
-from nstlib.optimize import StylizeResult, stylize, stylize_grid
+from nstlib.optimize import stylize, stylize_grid
 from nstlib.pyramid import MAX_SCALES, one_interrupt, scale_shape, schedule, smallest_size
+from nstlib.result import StylizeResult
 from nstlib.runtime import Runtime
 from nstlib.settings import Settings
 

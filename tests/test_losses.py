@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nstlib.losses import Objective, content_loss, gram_matrix, style_loss, tv_loss
-from nstlib.optimize import TERMS
+from nstlib.result import TERMS
 
 
 def test_gram_of_a_tiny_tensor_by_hand() -> None:

@@ -9,7 +9,8 @@ from nstlib.data import sample, sample_path
 from nstlib.errors import ParameterError
 from nstlib.losses import gram_matrix, guided_gram_matrix
 from nstlib.masks import layer_masks, load_mask
-from nstlib.optimize import DEFAULT_STYLE_LAYERS, evaluate, stylize
+from nstlib.optimize import evaluate, stylize
+from nstlib.settings import DEFAULT_STYLE_LAYERS
 
 FAST = dict(network_weights="random", progress=False)
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from nstlib.errors import ParameterError
-from nstlib.optimize import StylizeResult, stylize
+from nstlib.optimize import stylize
 from nstlib.pyramid import Scale, run_pyramid, schedule
+from nstlib.result import StylizeResult
 
 
 def test_schedule_for_1024_is_a_sqrt2_pyramid_from_128() -> None:

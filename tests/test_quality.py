@@ -13,7 +13,8 @@ import torch
 
 from nstlib import color, gram_matrix, resize, sample
 from nstlib.features import VGGFeatures
-from nstlib.optimize import DEFAULT_STYLE_LAYERS, evaluate, stylize
+from nstlib.optimize import evaluate, stylize
+from nstlib.settings import DEFAULT_STYLE_LAYERS
 
 STYLE_LAYERS = list(DEFAULT_STYLE_LAYERS)
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import nstlib.memory
-import nstlib.optimize
+import nstlib.settings
 from nstlib.cli import main
 from nstlib.data import sample_path
 from nstlib.errors import MemoryLimitError
@@ -97,7 +97,7 @@ class _NoRoomForTheNetwork(VGGFeatures):
 
 
 def test_out_of_memory_while_moving_to_the_device_is_one_clear_error(content, style) -> None:
-    extractor = _NoRoomForTheNetwork([*nstlib.optimize.DEFAULT_CONTENT_LAYERS, *nstlib.optimize.DEFAULT_STYLE_LAYERS],
+    extractor = _NoRoomForTheNetwork([*nstlib.settings.DEFAULT_CONTENT_LAYERS, *nstlib.settings.DEFAULT_STYLE_LAYERS],
                                      weights="random")
     with pytest.raises(MemoryLimitError, match="already while moving the network.*restart the runtime") as info:
         stylize(content, style, steps=2, extractor=extractor, **RUN)
@@ -151,7 +151,7 @@ def test_huge_size_is_refused_before_allocating(refuse_work, capsys) -> None:
 def test_refusal_threshold_follows_free_ram(refuse_work, monkeypatch) -> None:
     monkeypatch.setattr(nstlib.memory, "available_bytes", lambda: 2**30)  # pretend 1 GiB is free
     refuse_work()
-    need = estimate_bytes(1024, 1024, nstlib.optimize.DEFAULT_STYLE_LAYERS, optimizer="lbfgs", history_size=50)
+    need = estimate_bytes(1024, 1024, nstlib.settings.DEFAULT_STYLE_LAYERS, optimizer="lbfgs", history_size=50)
     assert need > nstlib.memory.MARGIN * 2**30
     with pytest.raises(MemoryLimitError, match="1024x1024"):
         stylize(np.zeros((1024, 1024, 3), dtype=np.uint8), STYLE, **{**RUN, "size": None})

@@ -7,7 +7,8 @@ import torch
 
 from nstlib.data import sample_path
 from nstlib.errors import WeightsError
-from nstlib.features import VGGFeatures, random_state_dict
+from nstlib.features import VGGFeatures
+from nstlib.weights import random_state_dict
 
 CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
 FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]

@@ -47,16 +47,6 @@ def test_cli_has_one_option_per_setting_field() -> None:
         assert (f"--{f.name.replace('_', '-')}" in options) == (f.metadata.get("cli") is not False), f.name
 
 
-def test_old_keyword_names_still_work_with_a_deprecation_warning(vgg, content, style) -> None:
-    with pytest.warns(DeprecationWarning, match=r"stylize\(weights=\.\.\.\) is now network_weights"):
-        old = stylize(content, style, steps=1, weights="random", extractor=vgg, size=64, progress=False)
-    with pytest.warns(DeprecationWarning, match="mixed_precision"):
-        stylize(content, style, steps=1, fast=False, extractor=vgg, **FAST)
-    with pytest.raises(ParameterError, match="give only network_weights"):
-        stylize(content, style, weights="random", network_weights="random")
-    assert old.image.shape == (1, 3, 64, 64)
-
-
 def test_a_weight_change_reuses_the_targets(vgg, content, style) -> None:
     settings = Settings().validate()
     targets = Targets.build(vgg, content, [style], settings)
@@ -80,7 +70,7 @@ FAST_EVAL = dict(network_weights="random", device="cpu")
 
 
 def test_compare_scores_with_the_settings_it_optimised_with(vgg, monkeypatch) -> None:
-    """Issue #12: a style_weight given to compare was used for optimising but not for scoring."""
+    """A style_weight given to compare is used for optimising and for scoring alike."""
     from nstlib import compare
 
     # the feed-forward network (the optional extra) is not what is tested here

@@ -16,9 +16,10 @@ import torch
 from PIL import Image
 
 from nstlib.errors import ParameterError
+from nstlib.explorer import TARGET_CACHE
 from nstlib.runtime import PrecisionFeatures
 from nstlib.settings import DEFAULT_STYLE_WEIGHT
-from nstlib.widgets import TARGET_CACHE, StyleExplorer
+from nstlib.widgets import StyleExplorer
 
 
 @pytest.fixture
