@@ -132,13 +132,14 @@ class GraphedStep:
         return take_step(self.evaluate, self.image, self.optimizer)
 
     def __call__(self) -> tuple[Terms, int]:
-        try:
-            return self._next()
-        except RuntimeError as e:
-            if not is_out_of_memory(e) or not release_graphs():
-                raise
-            release_memory(e, self.image.device)  # the other sizes' graphs are gone: try this step once more
-            return self._next()
+        with torch.cuda.device(self.image.device):  # the image's GPU is current for capture and streams (cuda:1)
+            try:
+                return self._next()
+            except RuntimeError as e:
+                if not is_out_of_memory(e) or not release_graphs():
+                    raise
+                release_memory(e, self.image.device)  # the other sizes' graphs are gone: try this step once more
+                return self._next()
 
     def _next(self) -> tuple[Terms, int]:
         if self.graph is None and not self.eager and self.eager_steps >= WARMUP:
