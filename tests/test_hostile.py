@@ -67,15 +67,18 @@ def demo_done(tmp: Path, mp: pytest.MonkeyPatch) -> None:
         (tmp / name).write_bytes(b"keep me")
 
 
-def appears_during_run(tmp: Path, mp: pytest.MonkeyPatch) -> None:
-    """Another program creates the output while the run is going on."""
-    real = nstlib.optimize.stylize
+def appears_during_run(name: str) -> Setup:
+    """Another program creates the file `name` (in the test's folder) while the run is going on."""
+    def setup(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+        real = nstlib.optimize.stylize
 
-    def racing(*args, **kwargs):
-        (tmp / "o.png").write_bytes(b"keep me")
-        return real(*args, **kwargs)
+        def racing(*args, **kwargs):
+            (tmp / name).write_bytes(b"keep me")
+            return real(*args, **kwargs)
 
-    mp.setattr(nstlib.optimize, "stylize", racing)
+        mp.setattr(nstlib.optimize, "stylize", racing)
+
+    return setup
 
 
 def interrupted(tmp: Path, mp: pytest.MonkeyPatch) -> None:
@@ -113,17 +116,6 @@ def disk_full(tmp: Path, mp: pytest.MonkeyPatch) -> None:
 def in_folder(tmp: Path, mp: pytest.MonkeyPatch) -> None:
     """Run from inside the test's folder (a relative or empty path lands there)."""
     mp.chdir(tmp)
-
-
-def gif_appears_during_run(tmp: Path, mp: pytest.MonkeyPatch) -> None:
-    """Another program creates the --gif file while the run is going on."""
-    real = nstlib.optimize.stylize
-
-    def racing(*args, **kwargs):
-        (tmp / "o.gif").write_bytes(b"keep me")
-        return real(*args, **kwargs)
-
-    mp.setattr(nstlib.optimize, "stylize", racing)
 
 
 def pickled_model(tmp: Path, mp: pytest.MonkeyPatch) -> None:
@@ -197,7 +189,7 @@ LONG = "x" * 300 + ".png"
 CLI = {
     # 1. an existing file is never replaced without --force, also if it appears during the run
     "output appears during the run": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST], 2, "already exists",
-                                         {"o.png"}, appears_during_run, runs=True),
+                                         {"o.png"}, appears_during_run("o.png"), runs=True),
     # 2. --gif
     "--gif equals -o": Cli(["stylize", C, S, "-o", "{t}/o.png", "--gif", "{t}/o.png", *FAST], 2, "same file", set()),
     "--gif not .gif": Cli(["stylize", C, S, "-o", "{t}/o.png", "--gif", "{t}/o.png2", *FAST], 2, ".gif", set()),
@@ -289,7 +281,7 @@ CLI = {
                               "style_scale=0.01", set()),
     "-o o.png/": Cli(["stylize", C, S, "-o", "{t}/o.png/", *FAST], 2, "names a folder", set()),
     "--gif appears during the run": Cli(["stylize", C, S, "-o", "{t}/o.png", "--gif", "{t}/o.gif", *FAST], 2,
-                                        "o.png was written", {"o.png", "o.gif"}, gif_appears_during_run,
+                                        "o.png was written", {"o.png", "o.gif"}, appears_during_run("o.gif"),
                                         runs=True),
 }
 
