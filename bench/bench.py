@@ -7,10 +7,11 @@
 For every size and optimizer (L-BFGS, Adam) it times, in one process, with the same layers and
 the same seeded random VGG19 weights:
 
-- fast:   `nstlib.stylize(mixed_precision=True)` (channels_last, bf16/fp16 autocast on CUDA, fp32 losses,
-  on CUDA each step captured in a CUDA graph with fused Adam or the sync-free L-BFGS);
+- fast:   `stylize(runtime=Runtime.create(device, mixed_precision=True))` (channels_last, bf16/fp16
+  autocast on CUDA, fp32 losses, on CUDA each step captured in a CUDA graph with fused Adam or the sync-free L-BFGS);
 - fast + compile (Adam; CUDA, or with --compile): the same through `torch.compile`;
-- plain:  `nstlib.stylize(mixed_precision=False)`, the float32 path that the notebooks explain;
+- plain:  `stylize(runtime=Runtime.create(device, mixed_precision=False))`, the float32 path that the
+  notebooks explain;
 - naive:  the PyTorch tutorial's design, written out below: a copy of VGG19 with loss modules
   inserted after the chosen layers (cut after the last one, as the tutorial does), and a `.item()`
   on the losses after every step;
@@ -262,7 +263,7 @@ def run_compact(net, content, style, device: torch.device, optimizer: str, steps
 COLD_START = """
 import time, nstlib, sys
 result = nstlib.stylize(nstlib.sample_path("astronaut"), nstlib.sample_path("stained_glass"), size={size},
-                        steps={steps}, network_weights="random", device="{device}", progress=False)
+                        steps={steps}, network="random", runtime="{device}", progress=False)
 print(result.final["total"])
 """
 
@@ -329,9 +330,9 @@ def timed(device: torch.device, warmup: int, steps: int, run: Callable[[int, Cal
 
 def nstlib_runner(net, content, style, device, optimizer: str, mixed_precision: bool, compile_model: bool):
     def run(total: int, on_step: Callable[[int], None]) -> None:
-        nstlib.stylize(content, style, steps=total, optimizer=optimizer, extractor=net, device=device,
-                       mixed_precision=mixed_precision, compile_model=compile_model, coarse_to_fine=False,
-                       progress=False, callback=lambda s: on_step(s.step))
+        runtime = nstlib.Runtime.create(device, mixed_precision=mixed_precision, compile_model=compile_model)
+        nstlib.stylize(content, style, steps=total, optimizer=optimizer, network=net, runtime=runtime,
+                       coarse_to_fine=False, progress=False, callback=lambda s: on_step(s.step))
 
     return run
 
@@ -340,7 +341,7 @@ def grid_runner(net, content, style, device, n: int):
     """One batched `stylize_grid` run of n images (n content weights), Adam on the default path."""
     def run(total: int, on_step: Callable[[int], None]) -> None:
         nstlib.stylize_grid(content, style, content_weights=[1.0 + k / n for k in range(n)], steps=total,
-                            extractor=net, device=device, coarse_to_fine=False, progress=False,
+                            network=net, runtime=device, coarse_to_fine=False, progress=False,
                             callback=lambda s: on_step(s.step))
 
     return run
@@ -393,7 +394,7 @@ def time_to_target(net, content, style, device, steps: int, *, coarse_to_fine: b
     becomes the target for the other method.
     """
     if device.type == "cuda":  # each new size is warmed up and captured once per process: not part of the time
-        nstlib.stylize(content, style, steps=WARMUP + 1, extractor=net, device=device, progress=False,
+        nstlib.stylize(content, style, steps=WARMUP + 1, network=net, runtime=device, progress=False,
                        coarse_to_fine=coarse_to_fine)
     start = time.perf_counter()
     seen: dict = {"total": None, "seconds": None, "steps": 0}
@@ -405,7 +406,7 @@ def time_to_target(net, content, style, device, steps: int, *, coarse_to_fine: b
         seen["total"], seen["seconds"] = float(step.terms["total"].sum()), time.perf_counter() - start
         return target is not None and seen["total"] <= target
 
-    nstlib.stylize(content, style, steps=steps, extractor=net, device=device, progress=False, callback=record,
+    nstlib.stylize(content, style, steps=steps, network=net, runtime=device, progress=False, callback=record,
                    coarse_to_fine=coarse_to_fine)
     seen["reached"] = target is None or seen["total"] <= target
     return seen

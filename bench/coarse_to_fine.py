@@ -28,7 +28,7 @@ from nstlib.features import VGGFeatures
 from nstlib.images import resize
 from nstlib.pyramid import schedule
 from nstlib.runtime import Runtime
-from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, Settings
 
 
 def main() -> None:
@@ -54,17 +54,15 @@ def main() -> None:
             images = [resize(nstlib.load_image(x), (size, size)).to(runtime.device) for x in (content, style)]
             print_time_to_target(net, *images, runtime.device, args.steps)
         return
-    common = dict(size=args.size, steps=args.steps, extractor=net, network_weights=args.weights,
-                  device=runtime.device, progress=False)
+    common = dict(size=args.size, steps=args.steps, network=net, runtime=runtime, progress=False)
     plan = runtime.pyramid
-    print("schedule:", [(s.size, s.steps) for s in schedule(args.size, args.steps, share=plan.share,
-                                                            default_start=plan.start)])
+    print("schedule:", [(s.size, s.steps) for s in schedule(args.size, Settings(steps=args.steps), plan)])
     rows = {}
     for name, c2f in (("single-scale", False), ("coarse-to-fine", True)):
         cpu = time.process_time()
         result = nstlib.stylize(content, style, coarse_to_fine=c2f, **common)
         cpu = time.process_time() - cpu
-        scored = nstlib.evaluate(result.image, content, style, extractor=net, device=runtime.device)
+        scored = nstlib.evaluate(result.image, content, style, network=net, runtime=runtime.device)
         rows[name] = (result, scored, cpu)
         print(f"{name:15s} wall {result.seconds:7.1f} s  cpu {cpu:7.1f} s  total {scored['total']:.4g}  "
               f"content {scored['content']:.4g}  style {scored['style']:.4g}  tv {scored['tv']:.4g}  "

@@ -27,8 +27,8 @@ STEPS = 3
 def measure(device: torch.device, size: int, changes: int) -> tuple[list[float], float]:
     """Latencies (s) of `changes` style-weight changes at a `size` px preview, and the median seconds
     per step after the first (a run's time from the change to its end, less the latency, over STEPS - 1)."""
-    explorer = StyleExplorer(sample("astronaut", size), sample("stained_glass", size), network_weights="random",
-                             device=device, preview_size=size, steps=STEPS)
+    explorer = StyleExplorer(sample("astronaut", size), sample("stained_glass", size), network="random",
+                             runtime=device, preview_size=size, steps=STEPS)
     try:
         explorer.wait()
         latencies, per_step = [], []

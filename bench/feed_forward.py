@@ -46,8 +46,8 @@ def main() -> None:
     pictures, titles = [], []
     for content, style in PAIRS:
         images, rows = compare.compare(nstlib.sample_path(content), nstlib.sample_path(style), size=args.size,
-                                       steps=args.steps, threads=args.threads, network_weights=weights,
-                                       device="cpu", extractor=net, progress=False)
+                                       steps=args.steps, threads=args.threads, network=net,
+                                       runtime="cpu", progress=False)
         print(f"\n| {content} + {style} | seconds | content | style | tv | total |\n|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['method']} | {r['seconds']:.3f} | {r['content']:.4g} | {r['style']:.4g} | {r['tv']:.4g} "

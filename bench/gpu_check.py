@@ -57,8 +57,7 @@ from nstlib.data import sample
 from nstlib.errors import ParameterError
 from nstlib.features import VGGFeatures
 from nstlib.graphs import WARMUP
-from nstlib.loop import optimize_image
-from nstlib.optimize import stylize, stylize_grid
+from nstlib.optimize import optimize_image, stylize, stylize_grid
 from nstlib.result import Step
 from nstlib.runtime import FAILED, LOG_EVERY, Precision, Runtime, autocast_dtype, pick_device
 from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT, Settings
@@ -120,9 +119,10 @@ class Context:
         content, style = self.images(size)
         return content.to(self.device), style.to(self.device)
 
-    def run(self, size: int, steps: int, **kwargs: Any) -> dict[str, Any]:
-        """`stylize` keywords for a quiet run of this network at `size` for `steps` steps."""
-        return dict(size=size, steps=steps, extractor=self.net, network_weights=self.weights, device=self.device,
+    def run(self, size: int, steps: int, runtime: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """`stylize` keywords for a quiet run of this network at `size` for `steps` steps, on a runtime made with
+        `runtime` (keywords of `Runtime.create`), with the settings and callback in `kwargs`."""
+        return dict(size=size, steps=steps, network=self.net, runtime=Runtime.create(self.device, **(runtime or {})),
                     progress=False, **kwargs)
 
 
@@ -184,7 +184,7 @@ def check_capture(ctx: Context) -> Outcome:
     content, style = ctx.images(size)
     with warnings.catch_warnings(record=True) as caught, counting_graphs() as counts:
         warnings.simplefilter("always")
-        result = stylize(content, style, **ctx.run(size, steps, **options))
+        result = stylize(content, style, **ctx.run(size, steps, options))
     fallbacks = [str(w.message) for w in caught if "goes on eagerly" in str(w.message)]
     ensure(not fallbacks, f"fallback warning: {fallbacks[0] if fallbacks else ''}")
     ensure(not FAILED, f"runtime.FAILED = {FAILED}")
@@ -206,7 +206,7 @@ def check_no_sync(ctx: Context, optimizer: str) -> Outcome:
     ensure(runtime.graphed, f"graphs are off in this process: {FAILED}")
     graphs.release_graphs()  # a capture of its own
     content, style = ctx.on_device(ctx.pick(256, 128))
-    objective = make_objective(runtime.features(ctx.net), content, [style])
+    objective = make_objective(runtime.prepare(ctx.net), content, [style])
     with graphs.graphed_step(objective, content, Settings(optimizer=optimizer), runtime) as step:
         for _ in range(WARMUP + 1):  # the eager warm-up, then the step that captures the graph
             step()
@@ -229,7 +229,7 @@ def check_float16(ctx: Context, optimizer: str) -> Outcome:
     needs_cuda(ctx)
     runtime = Runtime(ctx.device, Precision(dtype=torch.float16), log_every=LOG_EVERY)
     content, style = ctx.on_device(ctx.pick(256, 128))
-    objective = make_objective(runtime.features(ctx.net), content, [style])
+    objective = make_objective(runtime.prepare(ctx.net), content, [style])
     steps = 30
     result = optimize_image(objective, content, steps=steps, optimizer=optimizer, runtime=runtime, progress=False)
     first, last = result.history[0]["total"], result.final["total"]
@@ -258,7 +258,7 @@ def check_grid(ctx: Context) -> Outcome:
 def check_explorer(ctx: Context) -> Outcome:
     """~10 s / 15 s. The second run (a slider change) reuses the first run's cached graph."""
     content, style = ctx.images(ctx.pick(512, 64))
-    explorer = StyleExplorer(content, style, network_weights=ctx.weights, device=ctx.device, extractor=ctx.net,
+    explorer = StyleExplorer(content, style, runtime=ctx.device, network=ctx.net,
                              steps=WARMUP + 2, frame_every=1, preview_size=ctx.pick(None, 64))
     try:
         ensure(explorer.wait(120), "the first run did not finish within 120 s")
@@ -269,7 +269,7 @@ def check_explorer(ctx: Context) -> Outcome:
         ensure(explorer.latency is not None, f"no frame; the explorer says: {status}")
         ensure(math.isclose(explorer.runs[-1]["style_weight"], wanted), f"last run: {explorer.runs[-1]}")
         runtime = explorer.worker.runtime
-        preview = explorer.worker.preview[0].shape[-1]
+        preview = explorer.worker.preview_shape[1]
         return (f"{explorer.latency:.2f} s",
                 f"change -> first frame, incl. the {explorer.worker.debounce} s debounce; {preview}² preview, "
                 f"{describe(runtime)}, {'graphed' if runtime.graphed else 'eager'}")
@@ -277,9 +277,10 @@ def check_explorer(ctx: Context) -> Outcome:
         explorer.close()
 
 
-def ms_per_iteration(ctx: Context, size: int, warmup: int, timed: int, **options: Any) -> float:
+def ms_per_iteration(ctx: Context, size: int, warmup: int, timed: int, optimizer: str, **options: Any) -> float:
     """ms per step of `stylize` over `timed` steps after `warmup` untimed ones, the GPU synchronised at both ends;
-    the losses reach the host every `LOG_EVERY` steps, as on the default mixed-precision path."""
+    the losses reach the host every `LOG_EVERY` steps, as on the default mixed-precision path. `options` are
+    `Runtime.create`'s."""
     marks: dict[int, float] = {}
 
     def on_step(step: Step) -> None:
@@ -287,8 +288,8 @@ def ms_per_iteration(ctx: Context, size: int, warmup: int, timed: int, **options
             torch.cuda.synchronize(ctx.device)
             marks[step.step] = time.perf_counter()
 
-    stylize(*ctx.images(size), **ctx.run(size, warmup + timed, coarse_to_fine=False, log_every=LOG_EVERY,
-                                         callback=on_step, **options))
+    stylize(*ctx.images(size), **ctx.run(size, warmup + timed, {"log_every": LOG_EVERY, **options},
+                                         coarse_to_fine=False, optimizer=optimizer, callback=on_step))
     return (marks[warmup + timed] - marks[warmup]) * 1000 / timed
 
 
@@ -318,7 +319,7 @@ def check_peak_memory(ctx: Context) -> Outcome:
     before = torch.cuda.memory_allocated(ctx.device)
     torch.cuda.reset_peak_memory_stats(ctx.device)
     content, style = ctx.on_device(size)
-    objective = make_objective(runtime.features(ctx.net), content, [style])
+    objective = make_objective(runtime.prepare(ctx.net), content, [style])
     result = optimize_image(objective, content, steps=steps, runtime=runtime, progress=False)
     peak = torch.cuda.max_memory_allocated(ctx.device)
     ensure(bool(torch.isfinite(result.image).all()), "non-finite pixels")

@@ -70,7 +70,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     runtime = Runtime.create(args.device)
     settings = Settings()
-    net = runtime.features(VGGFeatures(settings.layers, weights=args.weights))
+    net = runtime.prepare(VGGFeatures(settings.layers, weights=args.weights))
     content = nstlib.sample("astronaut", args.size).to(runtime.device)
     style = nstlib.sample("stained_glass", args.size).to(runtime.device)
     objective = make_objective(net, content, [style], settings)

@@ -65,7 +65,7 @@ def main() -> None:
     photos = [nstlib.sample_path(n) for n in CONTENT_SAMPLES if n != args.held_out]
     (model, history), train_seconds = timed(lambda: stylizer.train_stylizer(
         nstlib.sample_path(args.style), photos, settings, size=args.crop, steps=args.steps, batch=args.batch,
-        lr=args.lr, photo_scale=args.size / args.crop, network_weights=weights, extractor=net, device=device))
+        lr=args.lr, photo_scale=args.size / args.crop, network=net, runtime=device))
     window = max(1, args.steps // 20)
     first, last = (sum(h["total"] for h in part) / len(part) for part in (history[:window], history[-window:]))
     print(f"\ntrained {args.steps} steps ({args.batch} x {args.crop} px crops of {[q.stem for q in photos]}) in "
@@ -75,8 +75,8 @@ def main() -> None:
     content, style = nstlib.sample(args.held_out, args.size), nstlib.sample(args.style, args.size)
     stylizer.apply(model, content)  # warm-up
     ours, ours_seconds = timed(lambda: stylizer.apply(model, content))  # returns on the CPU: the time is real
-    optimised = nstlib.stylize(content, style, settings, steps=OPTIMISATION_STEPS, network_weights=weights,
-                               extractor=net, device=device, progress=False)
+    optimised = nstlib.stylize(content, style, settings, steps=OPTIMISATION_STEPS, network=net,
+                               runtime=device, progress=False)
     rows = [("content (unchanged)", 0.0, content), (f"our network ({args.steps} training steps)", ours_seconds, ours),
             (f"optimisation ({OPTIMISATION_STEPS} L-BFGS steps)", optimised.seconds, optimised.image)]
     if compare.available():
@@ -90,7 +90,7 @@ def main() -> None:
           "|---|---|---|---|---|---|")
     titles = []
     for name, seconds, image in rows:
-        terms = nstlib.evaluate(image, content, style, settings, network_weights=weights, device=device, extractor=net)
+        terms = nstlib.evaluate(image, content, style, settings, runtime=device, network=net)
         print(f"| {name} | {seconds:.3f} | {terms['content']:.4g} | {terms['style']:.4g} | {terms['tv']:.4g} "
               f"| {terms['total']:.4g} |")
         titles.append(f"{name}\n{seconds:.2f} s · objective {terms['total']:.3g}")

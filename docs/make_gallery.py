@@ -75,7 +75,7 @@ class Gallery:
     def stylize(self, styles: str | Sequence[str], **kwargs: Any) -> nstlib.StylizeResult:
         names = [styles] if isinstance(styles, str) else list(styles)
         result = nstlib.stylize(self.sample(CONTENT), [self.sample(n) for n in names], size=self.size, steps=STEPS,
-                                network_weights=self.weights, coarse_to_fine=False, progress=False, **kwargs)
+                                network=self.weights, coarse_to_fine=False, progress=False, **kwargs)
         self.check(result)
         return result
 
@@ -139,7 +139,7 @@ def blends(g: Gallery) -> None:
 def weight_grid(g: Gallery) -> None:
     result = nstlib.stylize_grid(g.sample(CONTENT), g.sample(GRID_STYLE), content_weights=list(GRID_CONTENT_WEIGHTS),
                                  style_weights=list(GRID_STYLE_WEIGHTS), size=g.size, steps=GRID_STEPS,
-                                 network_weights=g.weights, coarse_to_fine=False, progress=False)
+                                 network=g.weights, coarse_to_fine=False, progress=False)
     g.check(result)
     rows, cols = len(GRID_CONTENT_WEIGHTS), len(GRID_STYLE_WEIGHTS)
     fig = Figure(figsize=(1.75 * cols + 1.6, 1.75 * rows + 0.8), layout="constrained")

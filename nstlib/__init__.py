@@ -2,7 +2,7 @@
 
 Modules, in the order the course meets them:
 images -> features -> losses -> blend -> settings -> runtime -> targets -> step -> loop -> optimize -> plots /
-explorer / widgets -> cli; then the perceptual controls color, pyramid and masks, and compare (optional extra).
+worker / widgets -> cli; then the perceptual controls color, pyramid and masks, and compare (optional extra).
 Each imports only modules before it.
 """
 
@@ -27,7 +27,7 @@ _LAZY = {
     **dict.fromkeys(["BLEND_METHODS", "normalize_blend_weights", "style_targets"], "blend"),
     **dict.fromkeys(["SAMPLES", "sample", "sample_path"], "data"),
     **dict.fromkeys(["LAYER_INDEX", "LAYER_NAMES"], "vgg"),
-    **dict.fromkeys(["VGGFeatures"], "features"),
+    **dict.fromkeys(["Network", "VGGFeatures"], "features"),
     **dict.fromkeys(["Weights", "resolve_weights"], "weights"),
     **dict.fromkeys(["load_image", "resize", "save_gif", "save_image", "to_pil"], "images"),
     **dict.fromkeys(["Objective", "content_loss", "gram_matrix", "style_loss", "tv_loss"], "losses"),
@@ -37,8 +37,8 @@ _LAZY = {
     **dict.fromkeys(["Step", "StylizeResult"], "result"),
     **dict.fromkeys(["Targets", "make_objective"], "targets"),
     **dict.fromkeys(["make_optimizer", "take_step"], "step"),
-    **dict.fromkeys(["optimization_loop", "optimize_image"], "loop"),
-    **dict.fromkeys(["evaluate", "stylize", "stylize_grid"], "optimize"),
+    **dict.fromkeys(["Watch", "optimization_loop"], "loop"),
+    **dict.fromkeys(["evaluate", "optimize_image", "stylize", "stylize_grid"], "optimize"),
 }
 
 
@@ -61,7 +61,7 @@ __all__ = [
     "plots", "BLEND_METHODS", "DEFAULT_CONTENT_LAYERS", "DEFAULT_CONTENT_WEIGHT", "DEFAULT_STYLE_LAYERS",
     "DEFAULT_STYLE_WEIGHT", "DEFAULT_TV_WEIGHT", "DownloadError", "ImageLoadError", "LAYER_INDEX", "LAYER_NAMES",
     "MemoryLimitError", "NonFiniteLossError", "NstlibError", "Objective", "OutputError", "ParameterError", "SAMPLES",
-    "Step", "StylizeResult", "VGGFeatures", "Weights", "WeightsError", "content_loss", "evaluate",
+    "Network", "Step", "StylizeResult", "VGGFeatures", "Watch", "Weights", "WeightsError", "content_loss", "evaluate",
     "gram_matrix", "load_image",
     "normalize_blend_weights", "pick_device", "Settings", "Runtime", "Targets", "make_objective", "make_optimizer",
     "take_step", "optimization_loop", "optimize_image", "resize", "sample", "sample_path", "save_gif", "save_image",

@@ -56,29 +56,44 @@ def _add_common(p: argparse.ArgumentParser, settings: Sequence[str] | None = Non
 
 def _add_settings(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
     """One option per `nstlib.Settings` field (--style-weight for style_weight), with the field's help,
-    choices and default: the dataclass is the one list of settings. Options not given keep the default."""
+    choices and default: the dataclass is the one list of settings. The option's type follows the field's
+    (a number, a list of numbers, a choice; True and False are spelled on and off); {layer: weight} fields and
+    plain flags are for Python. Options not given keep the default, and `Settings.validate` checks the values."""
     from nstlib.settings import Settings
 
     for f in dataclasses.fields(Settings):
-        if f.metadata.get("cli") is False or (only is not None and f.name not in only):
+        options = _option(f)
+        if options is None or (only is not None and f.name not in only):
             continue
-        options = {key: f.metadata[key] for key in ("type", "choices", "nargs") if key in f.metadata}
         default = f.default if f.default is not dataclasses.MISSING else None
         shown = f" (default {default:.4g})" if isinstance(default, float) else "" if default is None else \
-            f" (default {default})"
+            f" (default {_ON_OFF.get(default, default)})"
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
                        help=f.metadata["help"] + shown, **options)
+
+
+#: How the command line spells the values True and False of a choice (--coarse-to-fine on|off|auto).
+_ON_OFF: dict[object, str] = {True: "on", False: "off"}
+
+
+def _option(f: dataclasses.Field) -> dict[str, Any] | None:
+    """argparse's keywords for a `Settings` field (its annotation is a string here), or None: not an option."""
+    choices = f.metadata.get("choices")
+    if choices is not None:
+        return {"choices": [_ON_OFF.get(c, c) for c in choices if c is not None]}
+    if "Mapping" in f.type or f.type == "bool":
+        return None
+    number = int if f.type.startswith("int") else float  # int, int | None; float, Weight, Sequence[float]
+    return {"type": number, "nargs": "+"} if f.type.startswith("Sequence") else {"type": number}
 
 
 def _settings(args: argparse.Namespace, **defaults: object) -> Settings:
     """The validated `Settings` of the options given (over `defaults`): a mistake exits 2 before any work."""
     from nstlib.settings import Settings, resolve
 
-    given = {}
-    for f in dataclasses.fields(Settings):
-        if hasattr(args, f.name):
-            value = getattr(args, f.name)
-            given[f.name] = f.metadata["cli_map"].get(value, value) if "cli_map" in f.metadata else value
+    spelled = {word: value for value, word in _ON_OFF.items()}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if hasattr(args, f.name)}
+    given = {name: spelled.get(value, value) if isinstance(value, str) else value for name, value in given.items()}
     return resolve(None, {**defaults, **given})
 
 
@@ -266,14 +281,16 @@ def _check_inputs(args: argparse.Namespace, settings: Settings, out: Path) -> No
 
 def run_stylize(args: argparse.Namespace) -> int:
     from nstlib.optimize import stylize
+    from nstlib.runtime import Runtime
 
     settings = _settings(args)
     inputs = [args.content, *args.styles, *(args.mask or [])]
     out, gif = _check_outputs(args.output, args.gif, inputs, args.force)
     _check_inputs(args, settings, out)
+    runtime = Runtime.create(args.device)
     weights = _weights(args)
     return _run_and_save(args, out, gif, lambda: stylize(
-        args.content, args.styles, settings, masks=args.mask, network_weights=weights, device=args.device,
+        args.content, args.styles, settings, masks=args.mask, network=weights, runtime=runtime,
         progress=not args.quiet, frame_every=max(1, settings.steps // 30) if gif else 0,
     ))
 
@@ -313,8 +330,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from nstlib.optimize import stylize
     from nstlib.runtime import Runtime
 
-    sizes = Runtime.create(args.device).sizes
-    settings = _settings(args, size=sizes.demo, steps=sizes.demo_steps)
+    runtime = Runtime.create(args.device)
+    settings = _settings(args, size=runtime.sizes.demo, steps=runtime.sizes.demo_steps)
     out_dir, made = _demo_folder(args.out)
     try:
         out, gif = _check_outputs(out_dir / "astronaut_stained_glass.png", out_dir / "astronaut_stained_glass.gif",
@@ -322,8 +339,8 @@ def run_demo(args: argparse.Namespace) -> int:
         weights = _weights(args)
         _say(f"stylizing the bundled astronaut at {settings.size}px, {settings.steps} {settings.optimizer} steps")
         return _run_and_save(args, out, gif, lambda: stylize(
-            sample_path("astronaut"), sample_path("stained_glass"), settings, network_weights=weights,
-            device=args.device, progress=not args.quiet, frame_every=max(1, settings.steps // 30),
+            sample_path("astronaut"), sample_path("stained_glass"), settings, network=weights, runtime=runtime,
+            progress=not args.quiet, frame_every=max(1, settings.steps // 30),
         ))
     finally:
         _remove_if_empty(made)

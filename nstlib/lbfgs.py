@@ -21,11 +21,11 @@ for a batch, since the loop sums the batch's losses):
 3. the step x_{k+1} = x_k + t·d, t = lr·min(1, 1/|g|₁) on the first step (the gradient's scale is
    not known yet) and lr after it; no step where d is not a descent direction.
 
-The box [0,1] (`bounds=(0, 1)`). The loop clamps the pixels after each step; torch's L-BFGS
-knows nothing of it, and at the walls its directions keep pushing pixels out, the clamp cancels
-that part of every step, and it stalls (tests/test_lbfgs.py has a quadratic whose optimum lies
-outside the box: torch's stops 8.4 above the constrained minimum). With `bounds` this optimiser
-clamps itself and takes its direction from the projected gradient, zero where a value sits on
+The box [0,1] (`bounds=(0, 1)`). The loop clamps the pixels after each step (`nstlib.step.take_step`,
+for every optimiser); torch's L-BFGS knows nothing of the box, and at the walls its directions keep
+pushing pixels out, the clamp cancels that part of every step, and it stalls (tests/test_lbfgs.py has
+a quadratic whose optimum lies outside the box: torch's stops 8.4 above the constrained minimum).
+With `bounds` this optimiser takes its direction from the projected gradient, zero where a value sits on
 a bound and the gradient pushes it out, with d zero there too (projected quasi-Newton, as in
 Kim, Sra & Dhillon 2010): it reaches that minimum. The pairs keep torch's s = t·d, the step
 asked for, and the full gradient's y. Storing instead the displacement after the clamp, which
@@ -78,7 +78,8 @@ class SyncFreeLBFGS(torch.optim.Optimizer):
         params: one contiguous float32 (or float64) tensor, e.g. ``[image]`` with image (B,3,H,W) in [0,1].
         lr: step length after the first step (1 is the quasi-Newton step).
         history_size: m, the number of (s, y) pairs kept: 2(m+1) buffers the size of the image.
-        bounds: (low, high) to keep every value in (the pixels: (0, 1)), or None for no bounds.
+        bounds: the box (low, high) the caller clamps every value to after a step (the pixels: (0, 1)),
+            or None for no box; with it, values on a wall with the gradient pushing out stay put.
         max_step: the most any value may change in one step (a trust region), or None for no limit.
     """
 
@@ -136,9 +137,7 @@ class SyncFreeLBFGS(torch.optim.Optimizer):
             step = step * torch.clamp(group["max_step"] / step.abs().max().clamp_min(1e-30), max=1.0)
         state["last_step"].copy_(torch.where(live, step, state["last_step"]))
         state["prev_g"].copy_(torch.where(live, grad, state["prev_g"]))
-        x.add_(step)
-        if group["bounds"] is not None:
-            x.clamp_(*group["bounds"])
+        x.add_(step)  # the caller clamps x to the box (`take_step`)
         state["steps"].add_(live.long())
         return loss
 

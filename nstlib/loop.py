@@ -5,17 +5,17 @@ the objective, back-propagate to the *pixels*, take an L-BFGS or Adam step, clam
 [0,1]), then report. The runtime decides how each step runs: eagerly, or recorded once in a CUDA
 graph and replayed (`nstlib.graphs`, where `Runtime.graphed`); it is the same `take_step` either way.
 `Monitor` does the bookkeeping around it (history, deferred NaN checks with a rollback to the last
-finite image, animation frames, the progress bar, the user's callback, Ctrl-C), and
-`optimize_image` puts the two together.
+finite image, animation frames, the progress bar, the user's callback (`Watch`), Ctrl-C), and
+`optimize` puts the two together (`nstlib.optimize.optimize_image` is its checked public form).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -26,10 +26,28 @@ from nstlib.losses import Objective
 from nstlib.memory import oom_guard, out_of_memory_error
 from nstlib.result import TERMS, Step, StylizeResult, history_entry
 from nstlib.runtime import Runtime
-from nstlib.settings import Settings, check_whole, resolve
+from nstlib.settings import Settings, check_whole
 from nstlib.step import Terms, make_optimizer, take_step
 
 Callback = Callable[[Step], "bool | None"]
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What a run reports while it works: `callback(Step)` after every step (numbers restart at each
+    pyramid scale; returning True stops the run), a tqdm progress bar with the loss terms (`progress`),
+    and a snapshot every `frame_every` steps for an animation (0: none)."""
+
+    callback: Callback | None = None
+    progress: bool = True
+    frame_every: int = 0
+
+    def check(self) -> Watch:
+        """Refuse a callback that is not callable and a frame interval that is not a whole number >= 0."""
+        if self.callback is not None and not callable(self.callback):
+            raise ParameterError(f"callback={self.callback!r}: give a function of a Step, or None")
+        check_whole("frame_every", self.frame_every, 0)
+        return self
 
 
 def optimization_loop(objective: Objective, image: torch.Tensor, settings: Settings, monitor: Monitor,
@@ -71,9 +89,9 @@ class Monitor:
     (marked interrupted) with the image so far.
     """
 
-    def __init__(self, start: torch.Tensor, settings: Settings, *, log_every: int = 1, frame_every: int = 0,
-                 callback: Callback | None = None, progress: bool = True) -> None:
-        self.settings, self.log_every, self.frame_every, self.callback = settings, log_every, frame_every, callback
+    def __init__(self, start: torch.Tensor, settings: Settings, watch: Watch, log_every: int = 1) -> None:
+        self.settings, self.log_every = settings, log_every
+        self.frame_every, self.callback = watch.frame_every, watch.callback
         self.result = StylizeResult(image=start.detach().cpu())
         self.checked = start.detach().clone()  # the newest image whose objective is known to be finite
         self.pending: list[tuple[int, torch.Tensor]] = []  # (step, (4,B) terms) not yet on the host
@@ -81,7 +99,7 @@ class Monitor:
         self.before: torch.Tensor | None = None
         self.done = 0  # completed steps
         self.evaluations = 0
-        self.bar = tqdm(total=settings.steps, disable=not progress, desc="stylize", leave=False)
+        self.bar = tqdm(total=settings.steps, disable=not watch.progress, desc="stylize", leave=False)
         self.start_time = time.perf_counter()
 
     def __enter__(self) -> Monitor:
@@ -135,7 +153,7 @@ class Monitor:
             cause = (
                 "already at the start: the loss weights (style_weight, content_weight) or the network weights "
                 "overflow; lower the loss weights or check the weights file" if step == 0 else
-                f"at step {step}: the learning rate (lr={self.settings.lr or 'default'}) or the loss weights are "
+                f"at step {step}: the learning rate (lr={self.settings.optimizer_lr:g}) or the loss weights are "
                 "probably too large; lower lr or style_weight, or try optimizer='adam'"
             )
             raise NonFiniteLossError(f"the objective became NaN/inf {cause}", self.result)
@@ -169,39 +187,13 @@ class Monitor:
         return result
 
 
-def check_loop_options(callback: Callback | None, frame_every: int) -> None:
-    """Reject a callback that is not callable and a frame interval that is not a whole number >= 0."""
-    if callback is not None and not callable(callback):
-        raise ParameterError(f"callback={callback!r}: give a function of a Step, or None")
-    check_whole("frame_every", frame_every, 0)
-
-
-def optimize_image(
-    objective: Objective,
-    start: torch.Tensor,
-    settings: Settings | None = None,
-    *,
-    runtime: Runtime | None = None,
-    callback: Callback | None = None,
-    progress: bool = True,
-    frame_every: int = 0,
-    **overrides: Any,
-) -> StylizeResult:
-    """Optimise the pixels of `start` (B,3,H,W) in [0,1] to minimise `objective`.
-
-    `settings` (or keyword overrides: steps, optimizer, lr, history_size, line_search) choose the
-    optimiser; `runtime` the backward pass, `torch.compile`, CUDA graphs (not with a line search)
-    and how often losses reach the host (default: plain float32, every step). A `callback(Step)`
-    runs after every step; returning True stops the run (marked interrupted), and so does Ctrl-C.
-    `frame_every` > 0 keeps a snapshot every this many steps. Running out of device memory raises
-    `MemoryLimitError` with the last good image.
-    """
-    settings = resolve(settings, overrides)
-    check_loop_options(callback, frame_every)
-    runtime = runtime or Runtime(start.device)
+def optimize(objective: Objective, start: torch.Tensor, settings: Settings, runtime: Runtime,
+             watch: Watch) -> StylizeResult:
+    """Optimise the pixels of `start` (B,3,H,W) in [0,1] to minimise `objective`, with checked `settings` and
+    `watch` (see `nstlib.optimize.optimize_image`): the loop with its monitor, Ctrl-C and out-of-memory
+    handling around it."""
     image = start.detach().contiguous().clone().requires_grad_(True)
-    monitor = Monitor(start, settings, log_every=runtime.log_every, frame_every=frame_every, callback=callback,
-                      progress=progress)
+    monitor = Monitor(start, settings, watch, runtime.log_every)
     try:
         with oom_guard(image.device, lambda: monitor.out_of_memory(image)), monitor:
             optimization_loop(objective, image, settings, monitor, runtime)

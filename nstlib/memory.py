@@ -15,12 +15,16 @@ import os
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from nstlib.errors import MemoryLimitError
 from nstlib.runtime import empty_cache, is_out_of_memory
 from nstlib.vgg import LAYER_NAMES, check_layers, layer_channels
+
+if TYPE_CHECKING:
+    from nstlib.settings import Settings
 
 BYTES_PER_FLOAT = 4
 #: Refuse only when the estimate exceeds the free RAM by this factor: the estimate is an upper
@@ -39,6 +43,9 @@ def optimizer_buffers(optimizer: str, history_size: int) -> int:
 
 def network_cost(height: int, width: int, deepest: str) -> tuple[int, int, int]:
     """(kept elements, largest map, parameter count) per image for VGG19 truncated after `deepest`.
+
+    VGG19, whichever network the run uses: the estimate is made before the weights are resolved, and
+    VGG16 (without conv3_4, conv4_4 and conv5_4) needs less, so for it this is an upper bound.
 
     Autograd keeps what the backward pass needs: every ReLU output (also the next conv's input)
     and every pooling output, plus max pooling's int64 indices (2 floats' worth per output
@@ -129,30 +136,28 @@ def forward_bytes(height: int, width: int, layers: Iterable[str]) -> int:
 
 
 def check_memory(
-    height: int,
-    width: int,
-    layers: Iterable[str],
+    shape: tuple[int, int],
+    settings: Settings,
     *,
-    optimizer: str,
-    history_size: int,
-    batch: int = 1,
     styles: Iterable[tuple[int, int]] = (),
     sources: Iterable[tuple[int, int]] = (),
     on_cpu: bool = True,
 ) -> None:
-    """Raise `MemoryLimitError` if a step of a run needs more than MARGIN x the free RAM.
+    """Raise `MemoryLimitError` if a step of a run of `settings` at (H,W) `shape` needs more than MARGIN x the
+    free RAM.
 
     Checked, each on its own (they happen one after another): decoding or resizing a picture to
     each (H,W) in `sources` (in RAM on any device); on the CPU also the style targets, one pass per
     style image at its working (H,W) in `styles` (`style_scale` makes them large), and optimising
-    the `batch` of `height` x `width` images (`estimate_bytes`).
+    the batch of images (`estimate_bytes` with the settings' layers, optimiser and batch).
     """
     free = available_bytes()
     if free is None:
         return
-    layers, parts = list(layers), []
+    (height, width), layers, optimizer, parts = shape, settings.layers, settings.optimizer, []
     if on_cpu:
-        need = estimate_bytes(height, width, layers, optimizer=optimizer, history_size=history_size, batch=batch)
+        need = estimate_bytes(height, width, layers, optimizer=optimizer, history_size=settings.history_size,
+                              batch=settings.batch)
         parts.append((need, f"{width}x{height}", _advice(height, width, optimizer, free / need)))
         parts += [(forward_bytes(h, w, layers), f"the {w}x{h} style image (style_scale x the content size)",
                    "try a smaller style_scale or size") for h, w in styles]

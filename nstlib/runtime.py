@@ -33,7 +33,7 @@ depends on it; the rest of the library asks the runtime and never looks at the d
    run that met it goes on eagerly without losing a step (`nstlib.graphs`, `Runtime.compiled`).
 
 The loop gets its backward pass (`backward`) and the objective it calls (`compiled`) from here.
-`features` keeps one mixed-precision copy of a network per device and precision for the process,
+`prepare` keeps one mixed-precision copy of a network per device and precision for the process,
 so later runs with the same extractor find it (and their captured steps) ready.
 `docs/benchmarks.md` has the numbers.
 """
@@ -51,11 +51,27 @@ import torch
 from torch import nn
 
 from nstlib.errors import ParameterError
-from nstlib.pyramid import PyramidPlan
 from nstlib.settings import check_flag
 
 #: Steps between host copies of the losses with mixed precision.
 LOG_EVERY = 10
+
+
+@dataclass(frozen=True)
+class PyramidPlan:
+    """How one kind of device runs coarse-to-fine (`nstlib.pyramid`).
+
+    Attributes:
+        auto_from: `coarse_to_fine="auto"` uses the pyramid from this long side (px) up; None: never.
+        start: the smallest scale when `pyramid_start` is None (size // 2 for small targets).
+        share: the fraction of the step budget that each scale gets.
+    """
+
+    auto_from: int | None = 512
+    start: int = 128
+    share: float = 0.25
+
+
 #: Coarse-to-fine per device type (others: `PyramidPlan()`, the CPU's). On a CPU a step costs in
 #: proportion to the pixels, and the √2 pyramid from 128 px reached single-scale's objective 2.3x
 #: faster at 512² (docs/benchmarks.md). On CUDA a step below about 512² is launch-bound (no cheaper
@@ -324,6 +340,21 @@ class Runtime:
                    cuda_graph_for(cuda_graph, dev, precision), PYRAMID_PLANS.get(dev.type, PyramidPlan()),
                    DEVICE_SIZES.get(dev.type, DeviceSizes()))
 
+    @classmethod
+    def of(cls, value: Runtime | str | torch.device) -> Runtime:
+        """What the `runtime=` argument of `stylize` and friends takes: a `Runtime`, or a device name for
+        `Runtime.create(value)` with everything else decided by the device."""
+        if isinstance(value, Runtime):
+            return value
+        if isinstance(value, (str, torch.device)):
+            return cls.create(value)
+        raise ParameterError(f"runtime={value!r}: give a device name ('auto', 'cpu', 'cuda', 'mps') or a "
+                             "nstlib Runtime, e.g. Runtime.create('cuda', mixed_precision=False)")
+
+    def for_scoring(self) -> Runtime:
+        """The same device in plain float32, eager: scores that compare images of different methods exactly."""
+        return replace(self, precision=None, compile_model=False, cuda_graph=False, log_every=1)
+
     @property
     def graphed(self) -> bool:
         """Whether steps are captured in CUDA graphs now: asked for, and no capture failed in this process."""
@@ -334,7 +365,7 @@ class Runtime:
         """True when the run computes in the host's RAM (what the memory check guards)."""
         return self.device.type == "cpu"
 
-    def features(self, extractor: nn.Module) -> nn.Module:
+    def prepare(self, extractor: nn.Module) -> nn.Module:
         """The extractor as this runtime runs it: moved to the device, with mixed precision if on.
 
         The mixed-precision copy is made once per extractor and kept while the extractor lives

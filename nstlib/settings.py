@@ -21,7 +21,10 @@ Defaults (layers and weights), and where they come from:
   `nstlib.vgg.Preprocessing.feature_scale`), but the value is not measured on ImageNet VGG19 here.
 - tv_weight: small enough to damp speckle without blurring; set to 0 to switch TV off.
 - Adam lr 0.02 on [0,1] pixels (crowsonkb's style-transfer-pytorch); L-BFGS with step size 1
-  (jcjohnson's neural-style).
+  (jcjohnson's neural-style): `DEFAULT_LR`, used where `lr` is None (`Settings.optimizer_lr`).
+- the pyramid: a √2 ratio (Gatys et al. 2017); its start size and when "auto" uses it depend on the
+  device, so they are the runtime's (`nstlib.runtime.PYRAMID_PLANS`).
+- training a feed-forward stylizer (`nstlib.stylizer`): Adam at `TRAIN_LR` on `TRAIN_SIZE` px crops.
 Treat them as a starting point and use the weight sliders of notebook 05 to explore.
 """
 
@@ -41,7 +44,6 @@ from nstlib import color
 from nstlib.blend import BLEND_METHODS
 from nstlib.errors import ParameterError
 from nstlib.losses import Weight
-from nstlib.pyramid import SQRT2
 from nstlib.vgg import check_layers
 
 DEFAULT_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
@@ -60,6 +62,14 @@ DEFAULT_TV_WEIGHT = 1e-2
 DEFAULT_MAX_STEP = 0.5
 
 OPTIMIZERS = ("lbfgs", "adam")
+#: The learning rate of each optimiser when `lr` is None.
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+#: Size ratio between the scales of the coarse-to-fine pyramid.
+DEFAULT_PYRAMID_RATIO = math.sqrt(2.0)
+#: Training a feed-forward stylizer (`nstlib.stylizer.train_stylizer`): Adam's learning rate for the network's
+#: weights (Johnson et al. 2016) and the crop size in pixels, where `lr` and `size` are None.
+TRAIN_LR = 1e-3
+TRAIN_SIZE = 256
 INITS = ("content", "noise", "style")
 #: Largest learning rate accepted: pixels are clamped to [0,1], so larger steps only saturate them.
 MAX_LR = 1e3
@@ -71,22 +81,13 @@ SEEDS = range(0, 2**64)
 MAX_STEPS = 10_000_000
 
 
-def positive_int(text: str) -> int:
-    """A command-line whole number >= 1 (argparse then names the option in its one-line error)."""
-    import argparse
-
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
-
-
-def knob(default: Any, help: str, **cli: Any) -> Any:
-    """A `Settings` field: its default, a help line, and how the command line reads it (argparse
-    keywords type, choices, nargs; cli_map turns a choice into the value; cli=False: not an option)."""
+def knob(default: Any, help: str, choices: Sequence[Any] | None = None) -> Any:
+    """A `Settings` field: its default, a help line and, for a choice, the values allowed. The command line
+    builds its options from these (`nstlib.cli`), and `Settings.validate` checks the choices."""
+    metadata = {"help": help} if choices is None else {"help": help, "choices": tuple(choices)}
     if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata={"help": help, **cli})
-    return field(default=default, metadata={"help": help, **cli})
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -99,36 +100,31 @@ class Settings:
     """
 
     # --- the objective
-    content_weight: Weight = knob(DEFAULT_CONTENT_WEIGHT, "weight of the content term", type=float)
-    style_weight: Weight = knob(DEFAULT_STYLE_WEIGHT, "weight of the style term", type=float)
-    tv_weight: Weight = knob(DEFAULT_TV_WEIGHT, "weight of the total-variation term (0: off)", type=float)
-    content_layers: Mapping[str, float] = knob(DEFAULT_CONTENT_LAYERS, "{layer: weight} of the content term",
-                                               cli=False)
-    style_layers: Mapping[str, float] = knob(DEFAULT_STYLE_LAYERS, "{layer: weight} of the style term", cli=False)
-    blend: str = knob("gram", "how to combine several styles", choices=BLEND_METHODS)
-    blend_weights: Sequence[float] | None = knob(None, "one weight per style image", type=float, nargs="+")
-    style_scale: float = knob(1.0, "style image size relative to the content (bigger: larger brush strokes)",
-                              type=float)
+    content_weight: Weight = knob(DEFAULT_CONTENT_WEIGHT, "weight of the content term")
+    style_weight: Weight = knob(DEFAULT_STYLE_WEIGHT, "weight of the style term")
+    tv_weight: Weight = knob(DEFAULT_TV_WEIGHT, "weight of the total-variation term (0: off)")
+    content_layers: Mapping[str, float] = knob(DEFAULT_CONTENT_LAYERS, "{layer: weight} of the content term")
+    style_layers: Mapping[str, float] = knob(DEFAULT_STYLE_LAYERS, "{layer: weight} of the style term")
+    blend: str = knob("gram", "how to combine several styles", BLEND_METHODS)
+    blend_weights: Sequence[float] | None = knob(None, "one weight per style image")
+    style_scale: float = knob(1.0, "style image size relative to the content (bigger: larger brush strokes)")
     preserve_color: str | None = knob(None, "keep the content's colours: transfer luminance only, or match the "
-                                            "style's colours first", choices=color.PRESERVE_COLOR)
-    color_match: str = knob("pca", "how preserve_color='match' recolours the style",
-                            choices=color.COLOR_MATCH_METHODS)
+                                            "style's colours first", (*color.PRESERVE_COLOR, None))
+    color_match: str = knob("pca", "how preserve_color='match' recolours the style", color.COLOR_MATCH_METHODS)
     # --- the optimisation
-    size: int | None = knob(None, "long side of the output in pixels (None: the content's)", type=positive_int)
-    steps: int = knob(300, "optimiser iterations", type=positive_int)
-    optimizer: str = knob("lbfgs", "the optimiser", choices=OPTIMIZERS)
-    lr: float | None = knob(None, "learning rate (Adam default 0.02, L-BFGS 1)", type=float)
-    history_size: int = knob(50, "L-BFGS history length m (2m image-sized buffers)", type=positive_int)
-    line_search: bool = knob(False, "L-BFGS with a strong-Wolfe line search", cli=False)
-    max_step: float = knob(DEFAULT_MAX_STEP, "L-BFGS: the most any pixel (0-1) may change in one step", type=float)
-    init: str = knob("content", "the starting image", choices=INITS)
-    seed: int = knob(0, "seed of the noise init (init='noise')", type=int)
+    size: int | None = knob(None, "long side of the output in pixels (None: the content's)")
+    steps: int = knob(300, "optimiser iterations")
+    optimizer: str = knob("lbfgs", "the optimiser", OPTIMIZERS)
+    lr: float | None = knob(None, "learning rate (None: Adam 0.02, L-BFGS 1)")
+    history_size: int = knob(50, "L-BFGS history length m (2(m+1)+2 image-sized buffers)")
+    line_search: bool = knob(False, "L-BFGS with a strong-Wolfe line search")
+    max_step: float = knob(DEFAULT_MAX_STEP, "L-BFGS: the most any pixel (0-1) may change in one step")
+    init: str = knob("content", "the starting image", INITS)
+    seed: int = knob(0, "seed of the noise init (init='noise')")
     coarse_to_fine: bool | str = knob("auto", "stylize on a pyramid from small to size (auto: from 512 px on a "
-                                              "CPU, off on CUDA)", choices=("auto", "on", "off"),
-                                      cli_map={"on": True, "off": False})
-    pyramid_start: int | None = knob(None, "smallest pyramid size in pixels (default 128; 256 on CUDA)",
-                                      type=positive_int)
-    pyramid_ratio: float = knob(SQRT2, "size ratio between pyramid scales (√2)", type=float)
+                                              "CPU, off on CUDA)", ("auto", True, False))
+    pyramid_start: int | None = knob(None, "smallest pyramid size in pixels (None: 128; 256 on CUDA)")
+    pyramid_ratio: float = knob(DEFAULT_PYRAMID_RATIO, "size ratio between pyramid scales (√2)")
 
     def __new__(cls, *args: Any, **fields: Any) -> Settings:
         """Refuse unknown field names before the generated __init__ would (with a bare TypeError)."""
@@ -174,14 +170,14 @@ class Settings:
             style_layers=check_layer_weights("style_layers", self.style_layers or DEFAULT_STYLE_LAYERS))
 
     def _check_choices(self) -> None:
-        for name, choices in (("optimizer", OPTIMIZERS), ("init", INITS), ("blend", BLEND_METHODS),
-                              ("color_match", color.COLOR_MATCH_METHODS)):
-            if getattr(self, name) not in choices:
-                raise ParameterError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(choices)}")
-        if self.preserve_color is not None and self.preserve_color not in color.PRESERVE_COLOR:
-            choices = ", ".join(color.PRESERVE_COLOR)
-            raise ParameterError(f"preserve_color={self.preserve_color!r}: choose one of {choices} or None")
-        check_flag("coarse_to_fine", self.coarse_to_fine, "auto")
+        """The fields with a choice (`knob(..., choices)`) hold one of its values."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices is not None and not any(value is c or (type(value) is type(c) and value == c)
+                                               for c in choices):
+                shown = ", ".join(c if isinstance(c, str) else repr(c) for c in choices)
+                raise ParameterError(f"{f.name}={value!r}: choose one of {shown}")
 
     def _check_batch(self) -> None:
         """Tensor loss weights give one value per batch image: those with more than one value agree on how many."""
@@ -190,6 +186,11 @@ class Settings:
             given = ", ".join(f"{name} has {n}" for name, n in lengths.items())
             raise ParameterError(f"tensor loss weights of different lengths ({given}): each gives one weight per "
                                  "batch image, so give them the same length (or one value, or a float)")
+
+    @property
+    def optimizer_lr(self) -> float:
+        """The learning rate the optimiser uses: `lr`, or its default for `optimizer` (`DEFAULT_LR`)."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
     @property
     def layers(self) -> list[str]:

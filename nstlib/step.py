@@ -22,16 +22,16 @@ Terms = dict[str, torch.Tensor]
 def make_optimizer(image: torch.Tensor, settings: Settings, capturable: bool = False) -> torch.optim.Optimizer:
     """L-BFGS (one quasi-Newton update per step, no pixel moving more than `settings.max_step`) or Adam.
 
-    L-BFGS is nstlib's `SyncFreeLBFGS`, which keeps the pixels in [0,1] itself; with `line_search`
+    L-BFGS is nstlib's `SyncFreeLBFGS`, which knows the box [0,1] (`take_step` clamps); with `line_search`
     it is torch's, with a strong-Wolfe line search (several evaluations per step, host syncs).
     `capturable`: the Adam a CUDA graph can hold (fused, its step count on the device)."""
     if settings.optimizer == "lbfgs" and settings.line_search:
-        return torch.optim.LBFGS([image], lr=settings.lr or 1.0, max_iter=1, history_size=settings.history_size,
+        return torch.optim.LBFGS([image], lr=settings.optimizer_lr, max_iter=1, history_size=settings.history_size,
                                  line_search_fn="strong_wolfe")
     if settings.optimizer == "lbfgs":
-        return SyncFreeLBFGS([image], lr=settings.lr or 1.0, history_size=settings.history_size, bounds=(0.0, 1.0),
+        return SyncFreeLBFGS([image], lr=settings.optimizer_lr, history_size=settings.history_size, bounds=(0.0, 1.0),
                              max_step=settings.max_step)
-    return torch.optim.Adam([image], lr=settings.lr or 0.02, fused=capturable or None, capturable=capturable)
+    return torch.optim.Adam([image], lr=settings.optimizer_lr, fused=capturable or None, capturable=capturable)
 
 
 def take_step(objective: Callable[[torch.Tensor], Terms], image: torch.Tensor, optimizer: torch.optim.Optimizer,

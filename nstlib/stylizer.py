@@ -31,18 +31,14 @@ from tqdm.auto import trange
 
 from nstlib.data import CONTENT_SAMPLES, sample_path
 from nstlib.errors import NstlibError, ParameterError, WeightsError
+from nstlib.features import Network
 from nstlib.files import atomic_write, check_input_file, open_input
 from nstlib.images import ImageLike, load_image
+from nstlib.optimize import NetworkLike, RuntimeLike
 from nstlib.result import TERMS
 from nstlib.runtime import Runtime
-from nstlib.settings import Settings, check_whole, resolve
-from nstlib.targets import Targets, make_extractor
-from nstlib.weights import Weights
-
-#: Adam's learning rate on the network's weights (Johnson et al. used 1e-3).
-DEFAULT_LR = 1e-3
-#: The training size (long side of the crops) when the settings give none.
-DEFAULT_SIZE = 256
+from nstlib.settings import TRAIN_LR, TRAIN_SIZE, Settings, check_whole, resolve
+from nstlib.targets import Targets, style_side
 
 
 class MissingOnnxError(NstlibError, ImportError):
@@ -144,10 +140,8 @@ def train_stylizer(
     width: int = 16,
     blocks: int = 3,
     photo_scale: float = 2.0,
-    network_weights: str | Weights = "imagenet",
-    extractor: nn.Module | None = None,
-    device: str | torch.device = "auto",
-    mixed_precision: bool | None = None,
+    network: NetworkLike = "imagenet",
+    runtime: RuntimeLike = "auto",
     progress: bool = True,
     **overrides: Any,
 ) -> tuple[Stylizer, list[dict[str, float]]]:
@@ -156,10 +150,10 @@ def train_stylizer(
     The objective is the one `stylize` minimises, from `settings` and keyword `overrides` (its
     layers and the content, style and TV weights), with each crop as its own content target: the
     mean over the batch is minimised with Adam for `steps` steps at learning rate `lr` (default
-    1e-3), on crops of `size` x `size` pixels (default 256) cut from the photos loaded at long side
+    `TRAIN_LR`), on crops of `size` x `size` pixels (default `TRAIN_SIZE`) cut from the photos loaded at long side
     `photo_scale` x `size` (the style at that size too, times `style_scale`). `seed` makes the crops
     and the network's initial weights repeatable. `photos` default to the bundled `CONTENT_SAMPLES`.
-    `device` and `mixed_precision` as for `stylize` (`nstlib.runtime`): on CUDA the loss network runs
+    `network` and `runtime` as for `stylize` (`nstlib.runtime`): on CUDA the loss network runs
     in bf16, or in fp16 with a loss scale on the network's gradients; the network itself trains in float32.
     The history holds one {"content", "style", "tv", "total"} per step (batch means, before the step).
     """
@@ -167,24 +161,24 @@ def train_stylizer(
     check_whole("batch", batch, 1)
     if not isinstance(photo_scale, (int, float)) or not photo_scale >= 1:
         raise ParameterError(f"photo_scale={photo_scale!r}: give a number >= 1 (photos at least as big as a crop)")
-    size, lr = settings.size or DEFAULT_SIZE, settings.lr or DEFAULT_LR
-    runtime = Runtime.create(device, mixed_precision)
+    size, lr = settings.size or TRAIN_SIZE, settings.lr or TRAIN_LR
+    runtime = Runtime.of(runtime)
     dev, backward = runtime.device, runtime.backward()
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)  # the network's initial weights
     model = Stylizer(width, blocks).to(dev)
     images = [load_image(p, round(size * photo_scale)) for p in
               (photos if photos is not None else [sample_path(n) for n in CONTENT_SAMPLES])]
-    features = runtime.features(make_extractor(settings.layers, network_weights, "max", extractor))
+    extractor = runtime.prepare(Network.of(network).build(settings.layers))
     # the style at the photos' scale, as `stylize` loads it at the content's (times style_scale)
-    style_img = load_image(style, round(size * photo_scale * settings.style_scale)).to(dev)
-    targets = Targets.build(features, style_img, [style_img], settings)  # the style's Gram targets, once
+    style_img = load_image(style, style_side(round(size * photo_scale), settings.style_scale)).to(dev)
+    targets = Targets.build(extractor, style_img, [style_img], settings)  # the style's Gram targets, once
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history: list[dict[str, float]] = []
     for _ in trange(settings.steps, desc="training", disable=not progress):
         crops = random_crops(images, size, batch, generator).to(dev)
         with torch.no_grad():
-            content = {k: v for k, v in features(crops).items() if k in settings.content_layers}
+            content = {k: v for k, v in extractor(crops).items() if k in settings.content_layers}
         terms = dataclasses.replace(targets, content=content).objective(settings)(model(crops))
         optimizer.zero_grad(set_to_none=True)
         backward(terms["total"].mean(), *model.parameters())

@@ -1,12 +1,13 @@
 """From pictures to an objective: the images, the network, the targets, the weighted objective.
 
-1. `prepare_images`: load the content (long side `size`) and the styles (`style_scale` x that);
-2. `make_extractor`: the VGG network that returns every layer the objective reads;
-3. `Targets.build`: the content features and the (blended) style Gram matrices, computed once,
-   without gradients, from the images and the network;
-4. `Targets.objective(settings)`: targets + loss weights = an `Objective`, a function of the pixels
+1. `prepare_images`: load the content (long side `size`) and the styles (`style_side`: `style_scale`
+   x that);
+2. `Targets.build`: the content features and the (blended) style Gram matrices, computed once,
+   without gradients, from the images and the network (`nstlib.features.Network` builds it);
+3. `Targets.objective(settings)`: targets + loss weights = an `Objective`, a function of the pixels
    alone. Changing a weight builds a new objective from the same targets: nothing is recomputed;
-5. `initial_image`: where the optimisation starts.
+   `make_objective` does both steps in one call;
+4. `initial_image`: where the optimisation starts.
 """
 
 from __future__ import annotations
@@ -20,13 +21,11 @@ import torch
 from PIL import Image
 
 from nstlib.blend import style_targets
-from nstlib.errors import ImageLoadError, ParameterError
-from nstlib.features import VGGFeatures
+from nstlib.errors import ImageLoadError
 from nstlib.images import ImageLike, load_image, resize
 from nstlib.losses import Features, Objective, StyleTargets
 from nstlib.masks import guided_style_targets
 from nstlib.settings import Settings, resolve
-from nstlib.weights import Weights
 
 Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
@@ -49,36 +48,22 @@ def check_source(src: ImageLike, name: str) -> None:
         raise ImageLoadError(f"{name}: an empty {type(src).__name__} of shape {tuple(src.shape)}; pass a picture")
 
 
+def style_side(long_side: int, style_scale: float) -> int:
+    """The long side of the style images for a content of long side `long_side`: `style_scale` x it."""
+    return round(long_side * style_scale)
+
+
 def prepare_images(
-    content: ImageLike,
-    styles: ImageLike | Sequence[ImageLike],
-    size: int | None = None,
-    style_scale: float = 1.0,
+    content: ImageLike, styles: ImageLike | Sequence[ImageLike], settings: Settings
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Load the content (1,3,H,W), long side `size`, and the styles, long side `style_scale` x the content's."""
+    """Load the content (1,3,H,W), long side `settings.size`, and the styles at `style_side` of it."""
     style_list = as_list(styles)
     check_source(content, "content")
     for i, style in enumerate(style_list):
         check_source(style, f"styles[{i}]")
-    content = load_image(content, size)
-    style_side = round(max(content.shape[-2:]) * style_scale)
-    return content, [load_image(s, style_side) for s in style_list]
-
-
-def make_extractor(
-    layers: Sequence[str], network_weights: str | Weights = "imagenet", pooling: str = "max",
-    extractor: VGGFeatures | None = None,
-) -> VGGFeatures:
-    """Reuse `extractor` if it returns every layer needed, else build a new `VGGFeatures`."""
-    if extractor is None:
-        return VGGFeatures(layers, weights=network_weights, pooling=pooling)
-    if not isinstance(extractor, VGGFeatures):
-        raise ParameterError(f"extractor={type(extractor).__name__}: give a nstlib VGGFeatures (e.g. "
-                             "VGGFeatures(layers)) to reuse, or None to build one")
-    missing = set(layers) - set(extractor.layers)
-    if missing:
-        raise ParameterError(f"the given extractor lacks layers {sorted(missing)}; build it with them")
-    return extractor
+    content = load_image(content, settings.size)
+    side = style_side(max(content.shape[-2:]), settings.style_scale)
+    return content, [load_image(s, side) for s in style_list]
 
 
 @dataclass
@@ -86,13 +71,13 @@ class Targets:
     """What the image is pulled towards, computed once from the images and the network.
 
     Attributes:
-        features: the network, (B,3,H,W) in [0,1] -> {layer: (B,C,h,w)}.
+        extractor: the network, (B,3,H,W) in [0,1] -> {layer: (B,C,h,w)}.
         content: {layer: (1,C,H,W)} feature maps of the content image (the content layers).
         style: blended Gram targets, [(weight, {layer: (1,C,C)})] (see `blend.style_targets`).
         masks: spatial control, one {layer: (1,1,h,w)} per style target (see `nstlib.masks`), or None.
     """
 
-    features: Extractor
+    extractor: Extractor
     content: Features
     style: StyleTargets
     masks: list[Features] | None = None
@@ -101,7 +86,7 @@ class Targets:
     @torch.no_grad()
     def build(
         cls,
-        features: Extractor,
+        extractor: Extractor,
         content: torch.Tensor,
         styles: Sequence[torch.Tensor],
         settings: Settings,
@@ -112,20 +97,20 @@ class Targets:
         With `masks` (one (1,1,H,W) mask per style, at the content's size) style k is matched only
         inside mask k, and `blend_weights` become per-region weights (see `nstlib.masks`).
         """
-        content_features = {k: v for k, v in features(content).items() if k in settings.content_layers}
+        content_features = {k: v for k, v in extractor(content).items() if k in settings.content_layers}
         if masks is None:
-            return cls(features, content_features, style_targets(
-                features, styles, settings.style_layers, settings.blend_weights, settings.blend))
-        style, style_masks = guided_style_targets(features, styles, masks, settings.style_layers,
+            return cls(extractor, content_features, style_targets(
+                extractor, styles, settings.style_layers, settings.blend_weights, settings.blend))
+        style, style_masks = guided_style_targets(extractor, styles, masks, settings.style_layers,
                                                   settings.blend_weights)
-        return cls(features, content_features, style, style_masks)
+        return cls(extractor, content_features, style, style_masks)
 
     def objective(self, settings: Settings) -> Objective:
         """These targets with the loss weights of `settings` (global and per layer); weights given as (B,)
         tensors (one per batch item, `stylize_grid`) are moved to the targets' device."""
         device = next(iter(self.style[0][1].values())).device
         weights = {k: w.to(device) if isinstance(w, torch.Tensor) else w for k, w in settings.loss_weights.items()}
-        return Objective(self.features, self.content, self.style, settings.content_layers, settings.style_layers,
+        return Objective(self.extractor, self.content, self.style, settings.content_layers, settings.style_layers,
                          **weights, style_masks=self.masks)
 
 

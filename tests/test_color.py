@@ -20,9 +20,8 @@ def test_yuv_round_trip_and_known_values() -> None:
 
 
 def test_luminance_transfer_keeps_the_content_chroma(vgg, content, style) -> None:
-    result = stylize(content, style, steps=5, preserve_color="luminance", extractor=vgg, network_weights="random",
-                     progress=False)
-    plain = stylize(content, style, steps=5, extractor=vgg, network_weights="random", progress=False)
+    result = stylize(content, style, steps=5, preserve_color="luminance", network=vgg, progress=False)
+    plain = stylize(content, style, steps=5, network=vgg, progress=False)
     uv_content = color.rgb_to_yuv(content)[:, 1:]
     diff = (color.rgb_to_yuv(result.image)[:, 1:] - uv_content).abs()
     assert diff.mean() < 2e-3 and (diff < 1e-4).float().mean() > 0.9  # exact except where clamped to the gamut
@@ -85,4 +84,4 @@ def test_bad_color_options_are_rejected(content, style) -> None:
     with pytest.raises(ParameterError, match="color_match"):
         color.match_color(style, content, "lab")
     with pytest.raises(ParameterError, match="preserve_color"):
-        stylize(content, style, steps=1, preserve_color="yes", network_weights="random", progress=False)
+        stylize(content, style, steps=1, preserve_color="yes", network="random", progress=False)

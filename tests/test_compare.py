@@ -26,7 +26,7 @@ def test_feed_forward_stylizes_at_the_content_size() -> None:
 @needs_extra
 def test_compare_scores_both_outputs_with_the_same_objective(vgg) -> None:
     images, rows = compare.compare(sample_path("astronaut"), sample_path("stained_glass"), size=64, steps=3,
-                                   threads=1, network_weights="random", extractor=vgg, device="cpu", progress=False)
+                                   threads=1, network=vgg, runtime="cpu", progress=False)
     assert [r["method"] for r in rows] == ["content (unchanged)", "feed-forward", "optimisation (3 steps)"]
     assert all({"seconds", "content", "style", "tv", "total"} <= set(r) for r in rows)
     assert rows[0]["content"] == 0.0  # the content scored against itself

@@ -20,13 +20,13 @@ import torch
 from fake_gpu import Claimed, HostSync, fake_gpu
 
 from nstlib import graphs, runtime
-from nstlib.explorer import ExplorerWorker
 from nstlib.features import VGGFeatures
 from nstlib.lbfgs import SyncFreeLBFGS
 from nstlib.optimize import evaluate, stylize, stylize_grid
 from nstlib.runtime import Runtime
 from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, Settings
 from nstlib.stylizer import train_stylizer
+from nstlib.worker import ExplorerWorker
 
 #: name -> (fake_gpu arguments, stylize's mixed_precision, what the plan is)
 PLANS = {
@@ -35,7 +35,7 @@ PLANS = {
     "fp32": (dict(kind="cuda", capability=(8, 0)), False),
     "mps": (dict(kind="mps"), None),
 }
-RUN = dict(steps=6, size=32, network_weights="random", progress=False)
+RUN = dict(steps=6, size=32, progress=False)
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +94,7 @@ def test_a_host_read_in_a_captured_step_fails_the_run(net, content, style) -> No
     with fake_gpu() as mode, mock.patch.object(graphs, "take_step", syncing_step), \
             mock.patch.object(graphs, "fall_back", side_effect=lambda kind, error: (_ for _ in ()).throw(error)):
         with pytest.raises(HostSync):
-            stylize(content, style, extractor=net, device="cuda", **RUN)
+            stylize(content, style, network=net, runtime="cuda", **RUN)
     assert mode.captures == 1
 
 
@@ -105,7 +105,7 @@ def test_a_host_read_in_a_captured_step_fails_the_run(net, content, style) -> No
 def test_stylize_runs_each_plan_on_the_gpu(plan: str, net, content, style) -> None:
     gpu, mixed_precision = _plan(plan)
     with fake_gpu(**gpu) as mode:
-        result = stylize(content, style, extractor=net, device=_device(plan), mixed_precision=mixed_precision, **RUN)
+        result = stylize(content, style, network=net, runtime=Runtime.create(_device(plan), mixed_precision), **RUN)
         chosen = Runtime.create(_device(plan), mixed_precision)
     assert not isinstance(result.image, Claimed) and result.image.shape == (1, 3, 32, 32)
     assert [h["step"] for h in result.history] == list(range(RUN["steps"] + 1))
@@ -127,11 +127,11 @@ def test_stylize_runs_each_plan_on_the_gpu(plan: str, net, content, style) -> No
 
 @pytest.mark.parametrize("plan", PLANS)
 def test_stylize_grid_runs_each_plan_on_the_gpu(plan: str, net, content, style) -> None:
-    """The grid's (N,) loss weights used to stay on the CPU: a device mismatch at the first step."""
+    """The grid's (N,) loss weights must reach the device: left on the CPU they are a device mismatch at step 1."""
     gpu, mixed_precision = _plan(plan)
     with fake_gpu(**gpu):
-        grid = stylize_grid(content, style, style_weights=[1.0, 100.0], extractor=net, device=_device(plan),
-                            mixed_precision=mixed_precision, **RUN)
+        grid = stylize_grid(content, style, style_weights=[1.0, 100.0], network=net,
+                            runtime=Runtime.create(_device(plan), mixed_precision), **RUN)
     assert grid.image.shape == (2, 3, 32, 32)
     first, last = grid.history[0]["total"], grid.final["total"]
     assert all(b < a for a, b in zip(first, last))
@@ -139,9 +139,9 @@ def test_stylize_grid_runs_each_plan_on_the_gpu(plan: str, net, content, style) 
 
 @pytest.mark.parametrize("plan", ["fp32", "mps"])
 def test_evaluate_on_the_gpu_matches_the_cpu(plan: str, net, content, style) -> None:
-    cpu = evaluate(content, content, style, extractor=net, device="cpu")
+    cpu = evaluate(content, content, style, network=net, runtime="cpu")
     with fake_gpu(**_plan(plan)[0]):
-        gpu = evaluate(content, content, style, extractor=net, device=_device(plan))
+        gpu = evaluate(content, content, style, network=net, runtime=_device(plan))
     assert gpu == pytest.approx(cpu, rel=1e-5)
 
 
@@ -151,8 +151,8 @@ def test_the_explorer_worker_follows_a_slider_on_the_gpu(plan: str, net, content
     with fake_gpu(**gpu) as mode:
         work = ExplorerWorker._work
         with mock.patch.object(ExplorerWorker, "_work", lambda self: _in_mode(mode, work, self)):
-            worker = ExplorerWorker(content, style, Settings(steps=6).validate(), network_weights="random",
-                                    runtime=Runtime.create("cuda"), extractor=net, preview_size=32, render_steps=4,
+            worker = ExplorerWorker(content, style, Settings(steps=6).validate(), runtime="cuda",
+                                    network=net, preview_size=32, render_steps=4,
                                     frame_every=3, debounce=0.0)
             worker.start()
             try:
@@ -179,7 +179,7 @@ def _in_mode(mode, work, worker) -> None:
 def test_train_stylizer_trains_on_the_gpu_with_mixed_precision(plan: str, net, content, style) -> None:
     with fake_gpu(**_plan(plan)[0]) as mode:
         model, history = train_stylizer(style, [content], steps=2, size=32, batch=2, width=4, blocks=1,
-                                        extractor=net, device="cuda", progress=False)
+                                        network=net, runtime="cuda", progress=False)
     assert next(model.parameters()).device.type == "cuda" and len(history) == 2
     assert {a["dtype"] for a in mode.autocasts} == {torch.bfloat16 if plan == "bf16-graph" else torch.float16}
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -190,8 +190,8 @@ def test_the_compare_scoring_runs_on_the_gpu(net, content, style) -> None:
     if not compare.available():
         pytest.skip('needs the compare extra: pip install -e ".[compare]"')
     with fake_gpu():
-        images, rows = compare.compare(content, style, size=64, steps=2, extractor=net, device="cuda",
-                                       network_weights="random", progress=False)
+        images, rows = compare.compare(content, style, size=64, steps=2, network=net, runtime="cuda",
+                                       progress=False)
     assert [r["method"] for r in rows][0] == "content (unchanged)" and all(r["total"] > 0 for r in rows)
 
 
@@ -211,7 +211,7 @@ def _totals(result) -> list[float]:
 def _eager_totals(net, content, style) -> list[float]:
     """The same run with CUDA graphs off: the totals a fallback must reproduce, step for step."""
     with fake_gpu():
-        return _totals(stylize(content, style, extractor=net, device="cuda", cuda_graph=False, **RUN))
+        return _totals(stylize(content, style, network=net, runtime=Runtime.create("cuda", cuda_graph=False), **RUN))
 
 
 @contextmanager
@@ -243,8 +243,8 @@ def test_a_failed_capture_or_first_replay_warns_once_and_loses_no_step(fault, ca
                                                                       style) -> None:
     expected = _eager_totals(net, content, style)
     with fake_gpu() as mode, mock.patch.object(graphs, "capture", fault), _warnings() as messages:
-        first = stylize(content, style, extractor=net, device="cuda", **RUN)
-        again = stylize(content, style, extractor=net, device="cuda", **RUN)
+        first = stylize(content, style, network=net, runtime="cuda", **RUN)
+        again = stylize(content, style, network=net, runtime="cuda", **RUN)
         graphed_later = Runtime.create("cuda").graphed
     assert _totals(first) == pytest.approx(expected, rel=1e-6)  # every step, taken eagerly from where it was
     assert _totals(again) == pytest.approx(expected, rel=1e-6)
@@ -254,11 +254,11 @@ def test_a_failed_capture_or_first_replay_warns_once_and_loses_no_step(fault, ca
 
 
 def test_a_failed_compile_warns_once_and_loses_no_step(vgg, content, style) -> None:
-    expected = _totals(stylize(content, style, extractor=vgg, device="cpu", **RUN))
+    expected = _totals(stylize(content, style, network=vgg, runtime="cpu", **RUN))
     failing = mock.Mock(side_effect=RuntimeError("Cannot find a working triton installation"))
     with mock.patch("torch.compile", return_value=failing) as compile_, _warnings() as messages:
-        first = stylize(content, style, extractor=vgg, device="cpu", compile_model=True, **RUN)
-        again = stylize(content, style, extractor=vgg, device="cpu", compile_model=True, **RUN)
+        first = stylize(content, style, network=vgg, runtime=Runtime.create("cpu", compile_model=True), **RUN)
+        again = stylize(content, style, network=vgg, runtime=Runtime.create("cpu", compile_model=True), **RUN)
     assert _totals(first) == expected and _totals(again) == expected
     assert len(messages) == 1 and "torch.compile failed (RuntimeError: Cannot find a working triton" in messages[0]
     assert compile_.call_count == 1 and failing.call_count == 1  # the later run does not try again
@@ -267,7 +267,7 @@ def test_a_failed_compile_warns_once_and_loses_no_step(vgg, content, style) -> N
 def test_a_failed_compile_on_the_graph_path_still_captures_the_eager_objective(net, content, style) -> None:
     failing = mock.Mock(side_effect=RuntimeError("Cannot find a working triton installation"))
     with fake_gpu() as mode, mock.patch("torch.compile", return_value=failing), _warnings() as messages:
-        result = stylize(content, style, extractor=net, device="cuda", compile_model=True, **RUN)
+        result = stylize(content, style, network=net, runtime=Runtime.create("cuda", compile_model=True), **RUN)
     assert len(messages) == 1 and "torch.compile failed" in messages[0]
     assert mode.captures == 1 and len(result.history) == RUN["steps"] + 1
 
@@ -282,10 +282,10 @@ def test_running_out_of_memory_beside_cached_graphs_frees_them_and_retries_the_s
         return real(*args, **kwargs)
 
     with fake_gpu():
-        stylize(content, style, extractor=net, device="cuda", **RUN)
+        stylize(content, style, network=net, runtime="cuda", **RUN)
         assert len(graphs._cache) == 1  # the 32 px graph, kept for a later run
         with mock.patch.object(graphs, "take_step", out_of_memory_once):
-            result = stylize(content, style, extractor=net, device="cuda", **{**RUN, "size": 48})
+            result = stylize(content, style, network=net, runtime="cuda", **{**RUN, "size": 48})
         kept = [kind[1] for kind in graphs._cache]
     assert failures and [h["step"] for h in result.history] == list(range(RUN["steps"] + 1))
     assert kept == [(1, 3, 48, 48)]  # the 32 px graph was freed for the 48 px run, which is kept

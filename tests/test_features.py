@@ -88,9 +88,9 @@ def test_imagenet_resolution_order_env_then_hub_cache(tmp_path, monkeypatch, con
     hub_file.parent.mkdir(parents=True, exist_ok=True)
     torch.save(random_state_dict(2), hub_file)
     by_seed = {s: VGGFeatures(["relu1_1"], weights="random", seed=s)(content)["relu1_1"] for s in (1, 2)}
-    monkeypatch.setenv("NSTLIB_VGG19_WEIGHTS", str(env_file))
+    monkeypatch.setenv("NSTLIB_WEIGHTS", str(env_file))
     assert torch.equal(VGGFeatures(["relu1_1"])(content)["relu1_1"], by_seed[1])
-    monkeypatch.delenv("NSTLIB_VGG19_WEIGHTS")
+    monkeypatch.delenv("NSTLIB_WEIGHTS")
     assert torch.equal(VGGFeatures(["relu1_1"])(content)["relu1_1"], by_seed[2])
 
 
@@ -108,7 +108,7 @@ def test_missing_imagenet_weights_say_how_to_supply_them(monkeypatch) -> None:
         VGGFeatures(["relu1_1"], weights="vgg19-imagenet")
     message = str(info.value)
     assert calls == [IMAGENET_URL]
-    for hint in ("NSTLIB_VGG19_WEIGHTS", "weights='random'", str(hub_cache_file()), "vgg19-dcbb9e9d.pth"):
+    for hint in ("NSTLIB_WEIGHTS", "weights='random'", str(hub_cache_file()), "vgg19-dcbb9e9d.pth"):
         assert hint in message
 
 

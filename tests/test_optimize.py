@@ -8,12 +8,12 @@ import torch
 from nstlib.errors import NonFiniteLossError, ParameterError
 from nstlib.optimize import evaluate, stylize, stylize_grid
 
-FAST = dict(size=64, network_weights="random", progress=False)
+FAST = dict(size=64, progress=False)
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_stylize_lowers_the_objective_tenfold(vgg, content, style, optimizer: str) -> None:
-    result = stylize(content, style, steps=40, optimizer=optimizer, extractor=vgg, **FAST)
+    result = stylize(content, style, steps=40, optimizer=optimizer, network=vgg, **FAST)
     first, last = result.history[0], result.history[-1]
     assert last["total"] < first["total"] / 10
     assert last["style"] < first["style"] / 10
@@ -24,21 +24,21 @@ def test_stylize_lowers_the_objective_tenfold(vgg, content, style, optimizer: st
 
 
 def test_history_total_is_the_weighted_sum(vgg, content, style) -> None:
-    r = stylize(content, style, steps=3, content_weight=2.0, style_weight=5.0, tv_weight=7.0, extractor=vgg, **FAST)
+    r = stylize(content, style, steps=3, content_weight=2.0, style_weight=5.0, tv_weight=7.0, network=vgg, **FAST)
     for h in r.history:
         assert h["total"] == pytest.approx(2 * h["content"] + 5 * h["style"] + 7 * h["tv"], rel=1e-5)
 
 
 def test_final_entry_scores_the_returned_image(vgg, content, style) -> None:
-    result = stylize(content, style, steps=5, extractor=vgg, **FAST)
-    scored = evaluate(result.image, content, style, extractor=vgg, device="cpu")
+    result = stylize(content, style, steps=5, network=vgg, **FAST)
+    scored = evaluate(result.image, content, style, network=vgg, runtime="cpu")
     for term in ("content", "style", "tv", "total"):
         assert scored[term] == pytest.approx(result.final[term], rel=1e-4)
 
 
 @pytest.mark.parametrize("init", ["content", "noise", "style"])
 def test_every_init_works(vgg, content, style, init: str) -> None:
-    result = stylize(content, style, steps=15, init=init, extractor=vgg, **FAST)
+    result = stylize(content, style, steps=15, init=init, network=vgg, **FAST)
     first = result.history[0]
     assert result.final["total"] < first["total"]
     assert (first["content"] == 0.0) == (init == "content")
@@ -46,9 +46,9 @@ def test_every_init_works(vgg, content, style, init: str) -> None:
 
 
 def test_same_seed_is_bit_identical_on_cpu(content, style) -> None:
-    a = stylize(content, style, steps=4, init="noise", seed=3, **FAST)
-    b = stylize(content, style, steps=4, init="noise", seed=3, **FAST)
-    c = stylize(content, style, steps=4, init="noise", seed=4, **FAST)
+    a = stylize(content, style, steps=4, init="noise", seed=3, network="random", **FAST)
+    b = stylize(content, style, steps=4, init="noise", seed=3, network="random", **FAST)
+    c = stylize(content, style, steps=4, init="noise", seed=4, network="random", **FAST)
     assert torch.equal(a.image, b.image)
     assert not torch.equal(a.image, c.image)
 
@@ -57,12 +57,12 @@ def test_seed_leaves_the_global_random_state_alone(vgg, content, style) -> None:
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    stylize(content, style, steps=1, init="noise", seed=7, extractor=vgg, **FAST)
+    stylize(content, style, steps=1, init="noise", seed=7, network=vgg, **FAST)
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_frames_and_gif(vgg, content, style, tmp_path) -> None:
-    result = stylize(content, style, steps=6, frame_every=2, extractor=vgg, **FAST)
+    result = stylize(content, style, steps=6, frame_every=2, network=vgg, **FAST)
     assert len(result.frames) == 4  # steps 0, 2, 4 and the final image
     assert torch.equal(result.frames[-1], result.image)
     path = result.save_gif(str(tmp_path / "progress.gif"))
@@ -76,7 +76,7 @@ def test_callback_sees_every_step_and_can_stop(vgg, content, style) -> None:
         seen.append(step.step)
         return step.step == 3
 
-    result = stylize(content, style, steps=10, callback=callback, extractor=vgg, **FAST)
+    result = stylize(content, style, steps=10, callback=callback, network=vgg, **FAST)
     assert seen == [1, 2, 3]
     assert result.interrupted
     assert result.final["step"] == 3
@@ -87,7 +87,7 @@ def test_keyboard_interrupt_returns_the_image_so_far(vgg, content, style) -> Non
         if step.step == 2:
             raise KeyboardInterrupt
 
-    result = stylize(content, style, steps=10, callback=ctrl_c, extractor=vgg, **FAST)
+    result = stylize(content, style, steps=10, callback=ctrl_c, network=vgg, **FAST)
     assert result.interrupted
     assert torch.isfinite(result.image).all()
     assert result.final["total"] < result.history[0]["total"]
@@ -95,7 +95,7 @@ def test_keyboard_interrupt_returns_the_image_so_far(vgg, content, style) -> Non
 
 def test_nan_stops_with_a_clear_error_and_keeps_the_last_finite_image(vgg, content, style) -> None:
     with pytest.raises(NonFiniteLossError, match="learning rate") as info:
-        stylize(content, style, steps=5, optimizer="lbfgs", style_weight=1e38, extractor=vgg, **FAST)
+        stylize(content, style, steps=5, optimizer="lbfgs", style_weight=1e38, network=vgg, **FAST)
     image = info.value.result.image
     assert image.shape == (1, 3, 64, 64) and torch.isfinite(image).all()
 
@@ -107,7 +107,7 @@ def test_nan_stops_with_a_clear_error_and_keeps_the_last_finite_image(vgg, conte
         ({"optimizer": "sgd"}, "lbfgs, adam"),
         ({"init": "zeros"}, "content, noise, style"),
         ({"style_weight": -1.0}, "style_weight"),
-        ({"device": "tpu"}, "auto, cpu, cuda, mps"),
+        ({"runtime": "tpu"}, "auto, cpu, cuda, mps"),
         ({"style_layers": {"relu1_1": 0.0}}, "sum to 0"),
         ({"style_layers": {"relu9_9": 1.0}}, "valid names"),
         ({"blend": "mix"}, "gram, features, loss"),
@@ -116,24 +116,24 @@ def test_nan_stops_with_a_clear_error_and_keeps_the_last_finite_image(vgg, conte
 )
 def test_bad_parameters_are_rejected_before_work(content, style, kwargs, match: str) -> None:
     with pytest.raises(ParameterError, match=match):
-        stylize(content, style, **{**FAST, **kwargs})
+        stylize(content, style, network="random", **{**FAST, **kwargs})
 
 
 def test_several_styles_and_blend_weights(vgg, content, style, style2) -> None:
-    result = stylize(content, [style, style2], steps=5, blend="features", blend_weights=[1, 3], extractor=vgg,
+    result = stylize(content, [style, style2], steps=5, blend="features", blend_weights=[1, 3], network=vgg,
                      **FAST)
     assert result.final["total"] < result.history[0]["total"]
     with pytest.raises(ParameterError, match="2 style images"):
-        stylize(content, [style, style2], steps=1, blend_weights=[1], extractor=vgg, **FAST)
+        stylize(content, [style, style2], steps=1, blend_weights=[1], network=vgg, **FAST)
 
 
 def test_grid_equals_separate_adam_runs(vgg, content, style) -> None:
-    grid = stylize_grid(content, style, style_weights=[10.0, 1000.0], tv_weights=[0.0, 1.0], steps=4, extractor=vgg,
+    grid = stylize_grid(content, style, style_weights=[10.0, 1000.0], tv_weights=[0.0, 1.0], steps=4, network=vgg,
                         **FAST)
     assert grid.image.shape == (4, 3, 64, 64)
     assert [(s["style_weight"], s["tv_weight"]) for s in grid.settings] == [(10, 0), (10, 1), (1000, 0), (1000, 1)]
     for i, setting in enumerate(grid.settings):
-        alone = stylize(content, style, steps=4, optimizer="adam", extractor=vgg, **setting, **FAST)
+        alone = stylize(content, style, steps=4, optimizer="adam", network=vgg, **setting, **FAST)
         # Equal up to float rounding: a batched convolution sums in another order, and Adam's
         # g/sqrt(v) turns a rounding-level gradient into a full lr-sized step on the odd pixel
         # (measured: about 1 % of the values move by more than 1e-3, mean difference 1e-4).
@@ -146,4 +146,4 @@ def test_grid_equals_separate_adam_runs(vgg, content, style) -> None:
 
 def test_grid_refuses_lbfgs(content, style) -> None:
     with pytest.raises(ParameterError, match="adam"):
-        stylize_grid(content, style, style_weights=[1, 2], optimizer="lbfgs", **FAST)
+        stylize_grid(content, style, style_weights=[1, 2], optimizer="lbfgs", network="random", **FAST)

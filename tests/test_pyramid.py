@@ -9,30 +9,38 @@ import torch
 
 from nstlib.errors import ParameterError
 from nstlib.optimize import stylize
-from nstlib.pyramid import Scale, run_pyramid, schedule
+from nstlib.pyramid import MIN_START, Pyramid, Scale, schedule
 from nstlib.result import StylizeResult
+from nstlib.runtime import PyramidPlan
+from nstlib.settings import DEFAULT_PYRAMID_RATIO, Settings
+
+
+def plan(size: int, steps: int, start: int | None = None, ratio: float = DEFAULT_PYRAMID_RATIO,
+         smallest: int = MIN_START) -> list[Scale]:
+    """The CPU's schedule for these settings."""
+    return schedule(size, Settings(steps=steps, pyramid_start=start, pyramid_ratio=ratio), PyramidPlan(), smallest)
 
 
 def test_schedule_for_1024_is_a_sqrt2_pyramid_from_128() -> None:
-    scales = schedule(1024, 200)
+    scales = plan(1024, 200)
     assert [s.size for s in scales] == [128, 181, 256, 362, 512, 724, 1024]  # 1024 / sqrt(2)^k, k = 6..0
     assert [s.steps for s in scales] == [50] * 7  # ceil(200 / 4) each
 
 
 def test_schedule_rules() -> None:
-    assert schedule(256, 100) == [Scale(128, 25), Scale(181, 25), Scale(256, 25)]
-    assert schedule(100, 10) == [Scale(50, 3), Scale(71, 3), Scale(100, 3)]  # start = size // 2 when small
-    assert schedule(500, 8, start=125, ratio=2) == [Scale(125, 2), Scale(250, 2), Scale(500, 2)]
-    assert schedule(64, 9, start=64) == [Scale(64, 3)]
+    assert plan(256, 100) == [Scale(128, 25), Scale(181, 25), Scale(256, 25)]
+    assert plan(100, 10) == [Scale(50, 3), Scale(71, 3), Scale(100, 3)]  # start = size // 2 when small
+    assert plan(500, 8, start=125, ratio=2) == [Scale(125, 2), Scale(250, 2), Scale(500, 2)]
+    assert plan(64, 9, start=64) == [Scale(64, 3)]
     for size in (97, 300, 777, 2048):
-        scales = schedule(size, 40, ratio=1.3)
+        scales = plan(size, 40, ratio=1.3)
         assert scales[-1].size == size and scales[0].size >= min(128, size // 2)
         assert all(b.size / a.size == pytest.approx(1.3, rel=0.02) for a, b in zip(scales, scales[1:]))
         assert len(scales) == 1 + math.floor(math.log(size / min(128, size // 2)) / math.log(1.3) + 1e-9)
     with pytest.raises(ParameterError, match="pyramid_ratio"):
-        schedule(256, 10, ratio=1.0)
+        plan(256, 10, ratio=1.0)
     with pytest.raises(ParameterError, match="pyramid_start"):
-        schedule(256, 10, start=8)
+        plan(256, 10, start=8)
 
 
 def test_driver_runs_each_scale_from_the_last_result_and_ends_at_the_exact_shape() -> None:
@@ -45,7 +53,11 @@ def test_driver_runs_each_scale_from_the_last_result_and_ends_at_the_exact_shape
                                                    {"step": steps, "total": 0.5, "time": 1.0}])
 
     start = torch.zeros(1, 3, 60, 80)
-    result = run_pyramid(schedule(101, 8), (75, 101), start, fake_run)
+    pyramid = Pyramid(plan(101, 8), (75, 101))
+    with pyramid:
+        for shape, steps in pyramid:
+            pyramid.add(fake_run(shape, pyramid.start(start, shape), steps))
+    result = pyramid.result()
     assert calls == [((37, 50), (37, 50), 2), ((53, 71), (53, 71), 2), ((75, 101), (75, 101), 2)]
     assert result.image.shape == (1, 3, 75, 101)
     assert result.image.mean().item() == pytest.approx(0.3, abs=0.01)  # three scales, each from the last
@@ -55,13 +67,12 @@ def test_driver_runs_each_scale_from_the_last_result_and_ends_at_the_exact_shape
 
 
 def test_stylize_coarse_to_fine_reaches_the_requested_size(vgg, content, style) -> None:
-    result = stylize(content, style, size=72, steps=4, coarse_to_fine=True, pyramid_start=36, extractor=vgg,
-                     network_weights="random", progress=False)
+    result = stylize(content, style, size=72, steps=4, coarse_to_fine=True, pyramid_start=36, network=vgg,
+                     progress=False)
     assert result.image.shape == (1, 3, 72, 72)
     assert [h["size"] for h in result.history if h["step"] in (0,)] == [36]
     assert sorted({h["size"] for h in result.history}) == [36, 51, 72]
     at_target = [h for h in result.history if h["size"] == 72]
     assert result.final is at_target[-1] and result.final["total"] < at_target[0]["total"]
-    single = stylize(content, style, size=72, steps=4, coarse_to_fine="auto", extractor=vgg, network_weights="random",
-                     progress=False)
+    single = stylize(content, style, size=72, steps=4, coarse_to_fine="auto", network=vgg, progress=False)
     assert "size" not in single.final  # auto: one scale below 512 px

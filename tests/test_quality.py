@@ -41,7 +41,7 @@ def content_distance(net: VGGFeatures, image: torch.Tensor, content: torch.Tenso
 
 def test_stylising_moves_the_style_statistics_and_keeps_the_content(net) -> None:
     content, style = sample("astronaut", 96), sample("stained_glass", 96)
-    out = stylize(content, style, steps=40, extractor=net, progress=False).image
+    out = stylize(content, style, steps=40, network=net, progress=False).image
     same_shape_style = resize(style, tuple(content.shape[-2:]))
     # The photo itself is far from the style's Gram statistics; 40 steps bring the output to under a fifth of
     # that distance, the bar the course promises.
@@ -52,7 +52,7 @@ def test_stylising_moves_the_style_statistics_and_keeps_the_content(net) -> None
 
 def test_texture_synthesis_reproduces_gram_statistics_and_mean_colour(net) -> None:
     style = sample("immunohistochemistry", 64)  # a palette far from uniform noise's: mostly white, brown, blue
-    out = stylize(style, style, steps=80, init="noise", content_weight=0.0, extractor=net, progress=False).image
+    out = stylize(style, style, steps=80, init="noise", content_weight=0.0, network=net, progress=False).image
     noise = torch.rand(out.shape, generator=torch.Generator().manual_seed(0))
     # From noise with only the style term: the Gram distance falls by over 10x.
     assert style_distance(net, out, style) < 0.1 * style_distance(net, noise, style)
@@ -76,7 +76,7 @@ def test_shallow_layers_keep_edges_that_deep_layers_lose(net) -> None:
 
     def reconstruct(layer: str) -> float:
         out = stylize(content, content, steps=30, init="noise", style_weight=0.0, tv_weight=0.0,
-                      content_layers={layer: 1.0}, extractor=net, progress=False).image
+                      content_layers={layer: 1.0}, network=net, progress=False).image
         return float(torch.corrcoef(torch.stack([_gradient_magnitude(out).flatten(), edges]))[0, 1])
 
     shallow, deep = reconstruct("relu2_2"), reconstruct("relu5_1")
@@ -87,7 +87,7 @@ def test_shallow_layers_keep_edges_that_deep_layers_lose(net) -> None:
 
 def test_the_three_blends_differ_and_gram_equals_loss_up_to_a_constant(net) -> None:
     content, styles = sample("astronaut", 64), [sample("stained_glass", 64), sample("waves", 64)]
-    runs = {b: stylize(content, styles, blend=b, steps=20, extractor=net, progress=False).image
+    runs = {b: stylize(content, styles, blend=b, steps=20, network=net, progress=False).image
             for b in ("gram", "features")}
     # Averaging features (one painting mixed into the other) and averaging Grams (both textures' statistics)
     # are different targets: the pictures differ by several grey levels on average.
@@ -95,7 +95,7 @@ def test_the_three_blends_differ_and_gram_equals_loss_up_to_a_constant(net) -> N
     # Summed losses = averaged Grams + a constant (notebook 06's proof): any two images have the same difference
     # of objective under "loss" and under "gram".
     a, b = content, runs["gram"]
-    score = {m: [evaluate(x, content, styles, blend=m, extractor=net, device="cpu")["style"] for x in (a, b)]
+    score = {m: [evaluate(x, content, styles, blend=m, network=net, runtime="cpu")["style"] for x in (a, b)]
              for m in ("gram", "loss")}
     assert score["loss"][0] - score["loss"][1] == pytest.approx(score["gram"][0] - score["gram"][1], rel=1e-3)
     assert score["loss"][0] != pytest.approx(score["gram"][0], rel=1e-3)  # the constant is not zero
@@ -103,8 +103,8 @@ def test_the_three_blends_differ_and_gram_equals_loss_up_to_a_constant(net) -> N
 
 def test_colour_preservation_keeps_the_contents_chroma(net) -> None:
     content, style = sample("astronaut", 64), sample("waves", 64)
-    kept = stylize(content, style, steps=20, preserve_color="luminance", extractor=net, progress=False).image
-    plain = stylize(content, style, steps=20, extractor=net, progress=False).image
+    kept = stylize(content, style, steps=20, preserve_color="luminance", network=net, progress=False).image
+    plain = stylize(content, style, steps=20, network=net, progress=False).image
     uv = color.rgb_to_yuv(content)[:, 1:]
     # 8-bit-free comparison: luminance mode puts the content's UV back exactly, up to clamping to the RGB gamut.
     assert (color.rgb_to_yuv(kept)[:, 1:] - uv).abs().mean() < 0.01
@@ -114,10 +114,10 @@ def test_colour_preservation_keeps_the_contents_chroma(net) -> None:
 
 def test_coarse_to_fine_beats_single_scale_at_an_equal_step_budget(net) -> None:
     content, style = sample("chelsea", 256), sample("stained_glass", 256)
-    common = dict(steps=20, extractor=net, progress=False)
+    common = dict(steps=20, network=net, progress=False)
     single = stylize(content, style, coarse_to_fine=False, **common).image
     pyramid = stylize(content, style, coarse_to_fine=True, **common).image  # 128, 181, 256 px: 20 steps each
-    scores = [evaluate(img, content, style, extractor=net)["total"] for img in (single, pyramid)]
+    scores = [evaluate(img, content, style, network=net)["total"] for img in (single, pyramid)]
     # Both scored by the same full-size objective. At 256 px 20 steps leave the single-scale run far from
     # converged, while the pyramid arrives at 256 px already stylised (measured: 828 against 1651), so the
     # pyramid's objective is lower, although its steps at 256 px are the same number and the smaller ones cost less.
@@ -126,7 +126,7 @@ def test_coarse_to_fine_beats_single_scale_at_an_equal_step_budget(net) -> None:
 
 def test_default_lbfgs_descends_from_the_first_step(net) -> None:
     content, style = sample("chelsea", 96), sample("stained_glass", 96)
-    totals = [h["total"] for h in stylize(content, style, steps=10, extractor=net, progress=False).history]
+    totals = [h["total"] for h in stylize(content, style, steps=10, network=net, progress=False).history]
     # Real features make the first quasi-Newton step overshoot: without the trust region (max_step) the objective
     # rose 30-fold at step 2 and took many steps to recover (nstlib.lbfgs). With it every step of 10 goes down.
     assert all(b < a for a, b in zip(totals, totals[1:])), totals

@@ -13,18 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from common import CONTENT, FAST, STYLE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, features
 
 from nstlib.cli import main
-from nstlib.data import sample_path
 from nstlib.errors import ImageLoadError
 from nstlib.images import MIN_SIDE, load_image
-
-CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
-FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]
-RUN = {"size": 64, "network_weights": "random", "device": "cpu", "progress": False}
 
 
 def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:

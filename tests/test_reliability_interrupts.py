@@ -13,15 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from common import CONTENT, RUN, STYLE
 from PIL import Image
 
-from nstlib.data import sample_path
 from nstlib.optimize import stylize
-
-CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
-FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]
-RUN = {"size": 64, "network_weights": "random", "device": "cpu", "progress": False}
-
 
 # --- Interrupts ---------------------------------------------------------------------------------------
 
@@ -29,7 +24,7 @@ def test_ctrl_c_inside_a_step_returns_the_last_complete_image(vgg, content, styl
                                                               three_steps, tmp_path) -> None:
     expected = three_steps
     fail_on_gradient_call(4, KeyboardInterrupt())  # Ctrl-C during step 4's backward pass
-    result = stylize(content, style, steps=10, extractor=vgg, **RUN)
+    result = stylize(content, style, steps=10, network=vgg, **RUN)
     assert result.interrupted and result.status == "interrupted at step 4"
     assert torch.equal(result.image, expected)  # nothing lost: exactly the image after 3 steps
     with Image.open(result.save(str(tmp_path / "r.png"))) as img:

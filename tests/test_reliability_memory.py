@@ -8,22 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from common import CONTENT, FAST, RUN, STYLE
 from PIL import Image
 
 import nstlib.memory
 import nstlib.settings
 from nstlib.cli import main
-from nstlib.data import sample_path
 from nstlib.errors import MemoryLimitError
 from nstlib.features import VGGFeatures
 from nstlib.losses import Objective
 from nstlib.memory import available_bytes, estimate_bytes, network_cost
 from nstlib.optimize import stylize
-
-CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
-FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]
-RUN = {"size": 64, "network_weights": "random", "device": "cpu", "progress": False}
-
 
 # --- Out of memory ---------------------------------------------------------------------------------------
 
@@ -31,7 +26,7 @@ def test_gpu_out_of_memory_keeps_the_last_good_image(fail_on_gradient_call, thre
     expected = three_steps
     fail_on_gradient_call(4, torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
     with pytest.raises(MemoryLimitError) as info:
-        stylize(content, style, steps=10, extractor=vgg, **RUN)
+        stylize(content, style, steps=10, network=vgg, **RUN)
     message = str(info.value)
     for words in ("out of GPU memory at 64x64 (step 3)", "smaller size", "coarse-to-fine", "optimizer='adam'"):
         assert words in message, message
@@ -49,7 +44,7 @@ def test_out_of_memory_while_computing_targets_keeps_the_coarser_scale(vgg, cont
 
     monkeypatch.setattr(VGGFeatures, "forward", failing)
     with pytest.raises(MemoryLimitError, match=r"out of GPU memory at 64x64 \(step 0\)") as info:
-        stylize(content, style, steps=4, coarse_to_fine=True, pyramid_start=32, extractor=vgg, **RUN)
+        stylize(content, style, steps=4, coarse_to_fine=True, pyramid_start=32, network=vgg, **RUN)
     result = info.value.result
     assert result.status == "stopped: out of memory at step 0" and result.image.shape == (1, 3, 64, 64)
     assert (result.image - content).abs().mean() > 1e-3  # the 32 and 45 px scales' work is kept
@@ -81,7 +76,7 @@ def test_out_of_memory_in_backward_releases_the_failed_steps_graph(vgg, content,
 
     monkeypatch.setattr(Objective, "forward", failing)
     with pytest.raises(MemoryLimitError, match=r"\(step 2\)") as info:
-        stylize(content, style, steps=5, extractor=vgg, **RUN)
+        stylize(content, style, steps=5, network=vgg, **RUN)
     assert _graph_tensors(info.value) == []  # Jupyter keeps the last error: it must not pin the activations
 
 
@@ -100,7 +95,7 @@ def test_out_of_memory_while_moving_to_the_device_is_one_clear_error(content, st
     extractor = _NoRoomForTheNetwork([*nstlib.settings.DEFAULT_CONTENT_LAYERS, *nstlib.settings.DEFAULT_STYLE_LAYERS],
                                      weights="random")
     with pytest.raises(MemoryLimitError, match="already while moving the network.*restart the runtime") as info:
-        stylize(content, style, steps=2, extractor=extractor, **RUN)
+        stylize(content, style, steps=2, network=extractor, **RUN)
     assert info.value.result is None and info.value.__suppress_context__
 
 
@@ -108,10 +103,10 @@ def test_out_of_memory_on_old_torch_and_other_errors(fail_on_gradient_call, vgg,
     monkeypatch.delattr(torch.cuda, "OutOfMemoryError")  # torch < 1.13 raised a plain RuntimeError
     fail_on_gradient_call(2, RuntimeError("CUDA out of memory. Tried to allocate 8.00 GiB"))
     with pytest.raises(MemoryLimitError, match="step 1"):
-        stylize(content, style, steps=4, extractor=vgg, **RUN)
+        stylize(content, style, steps=4, network=vgg, **RUN)
     fail_on_gradient_call(2, RuntimeError("a bug, not memory"))
     with pytest.raises(RuntimeError, match="a bug, not memory"):  # other errors are not disguised
-        stylize(content, style, steps=4, extractor=vgg, **RUN)
+        stylize(content, style, steps=4, network=vgg, **RUN)
 
 
 def test_cli_out_of_memory_saves_the_marked_partial_result(fail_on_gradient_call, tmp_path, capsys) -> None:
@@ -141,7 +136,7 @@ def test_huge_size_is_refused_before_allocating(refuse_work, capsys) -> None:
     free = available_bytes()
     assert free is not None and free > 0
     with pytest.raises(MemoryLimitError, match=r"100000x100000 needs about [\d.]+ GiB but only") as info:
-        stylize(CONTENT, STYLE, **{**RUN, "size": 100_000})
+        stylize(CONTENT, STYLE, network="random", **{**RUN, "size": 100_000})
     assert "smaller size" in str(info.value) and info.value.result is None
     assert main(["stylize", CONTENT, STYLE, "-o", "/tmp/never.png", *FAST, "--size", "100000"]) == 2
     assert "GiB of RAM is free" in capsys.readouterr().err
@@ -154,6 +149,6 @@ def test_refusal_threshold_follows_free_ram(refuse_work, monkeypatch) -> None:
     need = estimate_bytes(1024, 1024, nstlib.settings.DEFAULT_STYLE_LAYERS, optimizer="lbfgs", history_size=50)
     assert need > nstlib.memory.MARGIN * 2**30
     with pytest.raises(MemoryLimitError, match="1024x1024"):
-        stylize(np.zeros((1024, 1024, 3), dtype=np.uint8), STYLE, **{**RUN, "size": None})
+        stylize(np.zeros((1024, 1024, 3), dtype=np.uint8), STYLE, network="random", **{**RUN, "size": None})
     with pytest.raises(AssertionError, match="work started"):  # a small size passes the check and starts work
-        stylize(np.zeros((64, 64, 3), dtype=np.uint8), STYLE, **{**RUN, "size": None})
+        stylize(np.zeros((64, 64, 3), dtype=np.uint8), STYLE, network="random", **{**RUN, "size": None})

@@ -11,17 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from common import CONTENT, FAST, RUN, STYLE
 from PIL import Image
 
 from nstlib.cli import main
-from nstlib.data import sample_path
 from nstlib.errors import NonFiniteLossError, ParameterError
 from nstlib.optimize import stylize
-
-CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
-FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]
-RUN = {"size": 64, "network_weights": "random", "device": "cpu", "progress": False}
-
 
 # --- Numerics ---------------------------------------------------------------------------------------
 
@@ -29,21 +24,22 @@ def test_mask_of_the_wrong_shape_is_refused_before_optimising(content, style, re
     wide = torch.ones(1, 3, 64, 128)  # content is 64x64: a 2:1 mask would be stretched
     refuse_work()
     with pytest.raises(ParameterError, match="mask is 128x64 but the content is 64x64"):
-        stylize(content, style, steps=5, masks=[wide], **RUN)
+        stylize(content, style, steps=5, masks=[wide], network="random", **RUN)
     monkeypatch.undo()  # any resolution with the content's aspect ratio is fine
-    assert stylize(content, style, steps=1, masks=[torch.ones(1, 3, 256, 256)], **RUN).image.shape == (1, 3, 64, 64)
+    result = stylize(content, style, steps=1, masks=[torch.ones(1, 3, 256, 256)], network="random", **RUN)
+    assert result.image.shape == (1, 3, 64, 64)
 
 
 def test_huge_learning_rate_is_refused_before_any_work(content, style) -> None:
     # pixels are clamped to [0,1] after every step, so a large lr saturates them instead of
     # overflowing; an absurd one is refused up front with the usual values
     with pytest.raises(ParameterError, match=r"lr=1e\+30: .* try 0.02 for Adam or 1 for L-BFGS"):
-        stylize(content, style, steps=5, lr=1e30, **RUN)
+        stylize(content, style, steps=5, lr=1e30, network="random", **RUN)
 
 
 def test_blow_up_during_the_run_names_the_cause_and_keeps_a_finite_image(vgg, content, style) -> None:
     with pytest.raises(NonFiniteLossError, match=r"at step [1-9]\d*: the learning rate .* or the loss weights") as info:
-        stylize(content, style, steps=5, style_weight=1e38, extractor=vgg, **RUN)
+        stylize(content, style, steps=5, style_weight=1e38, network=vgg, **RUN)
     result = info.value.result
     assert torch.isfinite(result.image).all() and result.image.shape == (1, 3, 64, 64)
     assert result.status.startswith("stopped: non-finite loss at step")
@@ -52,7 +48,7 @@ def test_blow_up_during_the_run_names_the_cause_and_keeps_a_finite_image(vgg, co
 def test_overflowing_weights_at_the_start_name_the_weights(vgg, content, style) -> None:
     # 1e300 is a valid (finite) weight that overflows float32 in the first loss (inf itself is refused up front)
     with pytest.raises(NonFiniteLossError, match="already at the start: the loss weights") as info:
-        stylize(content, style, steps=5, style_weight=1e300, extractor=vgg, **RUN)
+        stylize(content, style, steps=5, style_weight=1e300, network=vgg, **RUN)
     assert torch.equal(info.value.result.image, content)  # nothing ran: the start is the last finite image
 
 

@@ -9,17 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from common import CONTENT, FAST, STYLE
 from PIL import Image
 
 from nstlib.cli import main
-from nstlib.data import sample_path
 from nstlib.errors import OutputError
 from nstlib.images import save_image
-
-CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
-FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]
-RUN = {"size": 64, "network_weights": "random", "device": "cpu", "progress": False}
-
 
 # --- Output safety ---------------------------------------------------------------------------------------
 

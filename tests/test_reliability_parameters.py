@@ -6,15 +6,10 @@ import re
 
 import pytest
 import torch
+from common import CONTENT, RUN, STYLE
 
-from nstlib.data import sample_path
 from nstlib.errors import ParameterError
 from nstlib.optimize import stylize
-
-CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
-FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]
-RUN = {"size": 64, "network_weights": "random", "device": "cpu", "progress": False}
-
 
 # --- Parameters: rejected before any work, listing the valid choices --------------------------------------
 
@@ -31,7 +26,7 @@ RUN = {"size": 64, "network_weights": "random", "device": "cpu", "progress": Fal
         ({"steps": 2.5}, "whole number >= 1"),
         ({"style_layers": {"relu4_5": 1.0}}, "valid names are conv1_1, relu1_1"),
         ({"optimizer": "sgd"}, "choose one of lbfgs, adam"),
-        ({"device": "tpu"}, "choose one of auto, cpu, cuda, mps"),
+        ({"runtime": "tpu"}, "choose one of auto, cpu, cuda, mps"),
         ({"blend_weights": [1.0, 2.0, 3.0]}, "3 values but there are 2 style images"),
         ({"blend_weights": [1.0, -1.0]}, "negative"),
         ({"blend_weights": [0.0, 0.0]}, "sum to 0"),
@@ -42,11 +37,11 @@ RUN = {"size": 64, "network_weights": "random", "device": "cpu", "progress": Fal
 def test_bad_parameters_are_rejected_before_any_work(refuse_work, kwargs, match: str) -> None:
     refuse_work()
     with pytest.raises(ParameterError, match=re.escape(match)):
-        stylize(CONTENT, [STYLE, STYLE], **{**RUN, **kwargs})
+        stylize(CONTENT, [STYLE, STYLE], network="random", **{**RUN, **kwargs})
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_unavailable_device_is_rejected_before_any_work(refuse_work) -> None:
     refuse_work()
     with pytest.raises(ParameterError, match="CUDA is not available here; use device='cpu'"):
-        stylize(CONTENT, STYLE, **{**RUN, "device": "cuda"})
+        stylize(CONTENT, STYLE, network="random", **{**RUN, "runtime": "cuda"})

@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nstlib.data import sample_path
 from nstlib.errors import WeightsError
 from nstlib.features import VGGFeatures
 from nstlib.weights import random_state_dict
-
-CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
-FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]
-RUN = {"size": 64, "network_weights": "random", "device": "cpu", "progress": False}
-
 
 # --- Weights ---------------------------------------------------------------------------------------
 

@@ -53,8 +53,8 @@ def test_every_notebook_opens_with_its_badge_and_the_one_install_line() -> None:
 #: needs a later one. A new module takes its place here.
 MODULE_ORDER = [
     "errors", "files", "images", "data", "download", "vgg", "weights", "features", "losses", "blend", "masks",
-    "color", "result", "pyramid", "settings", "runtime", "memory", "targets", "lbfgs", "step", "graphs", "loop",
-    "optimize", "stylizer", "course", "plots", "compare", "explorer", "widgets", "cli", "__main__",
+    "color", "result", "settings", "runtime", "pyramid", "memory", "targets", "lbfgs", "step", "graphs", "loop",
+    "optimize", "stylizer", "course", "plots", "compare", "worker", "widgets", "cli", "__main__",
 ]
 
 

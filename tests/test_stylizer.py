@@ -45,8 +45,8 @@ def test_random_crops_are_crops_of_the_photos() -> None:
 
 
 def test_training_lowers_the_objective(vgg: VGGFeatures, style: torch.Tensor) -> None:
-    _, history = train_stylizer(style, [sample("astronaut", 64), sample("chelsea", 64)], extractor=vgg,
-                                network_weights="random", device="cpu", size=32, steps=12, batch=2, width=8,
+    _, history = train_stylizer(style, [sample("astronaut", 64), sample("chelsea", 64)], network=vgg,
+                                runtime="cpu", size=32, steps=12, batch=2, width=8,
                                 blocks=1, photo_scale=1.5, progress=False)
     totals = [h["total"] for h in history]
     assert len(totals) == 12 and set(history[0]) == {"content", "style", "tv", "total"}
@@ -85,7 +85,7 @@ def test_bad_arguments_are_refused_naming_them(style: torch.Tensor, kwargs: dict
                                                refuse_work: Callable[[], None]) -> None:
     refuse_work()  # refused before any network is built
     with pytest.raises(ParameterError, match=name):
-        train_stylizer(style, [style], extractor=None, network_weights="random", device="cpu", progress=False,
+        train_stylizer(style, [style], network=None, runtime="cpu", progress=False,
                        **kwargs)
 
 

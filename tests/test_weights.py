@@ -139,7 +139,7 @@ def test_odd_weight_files_get_the_right_message(tmp_path) -> None:
 def test_the_saved_png_records_network_and_weights(tmp_path, content, style) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # explicit random weights: no fallback warning
-        result = stylize(content, style, steps=1, network_weights="random", progress=False, size=32)
+        result = stylize(content, style, steps=1, network="random", progress=False, size=32)
     result.save(str(tmp_path / "out.png"))
     text = Image.open(tmp_path / "out.png").text
     assert text["nstlib:network"] == result.network

@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from nstlib.errors import ParameterError
-from nstlib.explorer import TARGET_CACHE
-from nstlib.runtime import PrecisionFeatures
+from nstlib.runtime import PrecisionFeatures, Runtime
 from nstlib.settings import DEFAULT_STYLE_WEIGHT
 from nstlib.widgets import StyleExplorer
+from nstlib.worker import TARGET_CACHE
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def make(vgg, content, style) -> Iterator[Any]:
     made: list[StyleExplorer] = []
 
     def build(styles: Any = style, **kwargs: Any) -> StyleExplorer:
-        options = dict(network_weights="random", device="cpu", preview_size=32, steps=4, frame_every=1, extractor=vgg)
+        options = dict(runtime="cpu", preview_size=32, steps=4, frame_every=1, network=vgg)
         explorer = StyleExplorer(content, styles, **{**options, **kwargs})
         made.append(explorer)
         return explorer
@@ -183,16 +183,16 @@ def test_the_target_cache_keeps_only_recent_blend_settings(make, style, style2) 
 #   (measured: within 2e-7 on torch 2.15).
 # - bfloat16 (what fast=True gives on a CPU with native bf16, and on most GPUs) rounds the features:
 #   the starting image and the first L-BFGS step (a gradient step of fixed length) match within 1%,
-#   the bf16 tolerance test_fast.py states (measured: 0.2%); then L-BFGS's curvature estimate turns
+#   the bf16 tolerance test_precision.py states (measured: 0.2%); then L-BFGS's curvature estimate turns
 #   that 0.2% into up to 30% by step 3 (measured), so later steps are only required to descend as the
 #   plain run does: both end well below where they started (measured: 27-55% of the start, both paths).
 @pytest.mark.parametrize(("dtype", "same", "rel"), [(None, 4, 1e-4), (torch.bfloat16, 2, 1e-2)])
 def test_the_fast_path_runs_previews_and_renders(make, monkeypatch, dtype: torch.dtype | None, same: int,
                                                  rel: float) -> None:
     monkeypatch.setattr("nstlib.runtime.autocast_dtype", lambda device: dtype)
-    plain, fast = make(), make(mixed_precision=True, render_steps=2)
-    assert isinstance(fast.worker.features, PrecisionFeatures) and not isinstance(plain.worker.features,
-                                                                                  PrecisionFeatures)
+    plain, fast = make(), make(runtime=Runtime.create("cpu", mixed_precision=True), render_steps=2)
+    assert isinstance(fast.worker.problem.extractor, PrecisionFeatures)
+    assert not isinstance(plain.worker.problem.extractor, PrecisionFeatures)
     assert fast.worker.runtime.precision.dtype == dtype
     assert plain.wait() and fast.wait()
     for a, b in zip(run_of(plain, 0)[:same], run_of(fast, 0)[:same], strict=True):
@@ -206,6 +206,6 @@ def test_the_fast_path_runs_previews_and_renders(make, monkeypatch, dtype: torch
 
 def test_bad_arguments_are_refused_before_any_work(content, style) -> None:
     with pytest.raises(ParameterError, match="style_weight=0"):
-        StyleExplorer(content, style, network_weights="random", device="cpu", style_weight=0)
+        StyleExplorer(content, style, network="random", runtime="cpu", style_weight=0)
     with pytest.raises(ParameterError, match="blend="):
-        StyleExplorer(content, style, network_weights="random", device="cpu", blend="mix")
+        StyleExplorer(content, style, network="random", runtime="cpu", blend="mix")

@@ -7,9 +7,8 @@ import sys
 
 import pytest
 
-from nstlib.explorer import ExplorerWorker
-from nstlib.runtime import Runtime
 from nstlib.settings import DEFAULT_STYLE_WEIGHT, Settings
+from nstlib.worker import ExplorerWorker
 
 
 @pytest.fixture
@@ -17,8 +16,8 @@ def worker(vgg, content, style):
     made = []
 
     def build(styles=style, autostart=True, **changes) -> ExplorerWorker:
-        w = ExplorerWorker(content, styles, Settings(steps=3, **changes).validate(), network_weights="random",
-                           runtime=Runtime.create("cpu"), extractor=vgg, preview_size=32, render_steps=4,
+        w = ExplorerWorker(content, styles, Settings(steps=3, **changes).validate(), runtime="cpu",
+                           network=vgg, preview_size=32, render_steps=4,
                            frame_every=1, debounce=0.0, autostart=autostart)
         made.append(w)
         w.start()
@@ -32,9 +31,9 @@ def worker(vgg, content, style):
 
 def test_the_worker_needs_no_widgets() -> None:
     assert "ipywidgets" not in sys.modules or "nstlib.widgets" in sys.modules  # nothing here imports them
-    import nstlib.explorer
+    import nstlib.worker
 
-    assert "ipywidgets" not in nstlib.explorer.__dict__
+    assert "ipywidgets" not in nstlib.worker.__dict__
 
 
 def test_a_weight_change_is_a_new_run_from_the_current_image_on_the_same_targets(worker) -> None:

@@ -1,4 +1,4 @@
-"""The fast path computes the same objective as the plain float32 path, within rounding of its dtype.
+"""The mixed-precision path computes the same objective as the plain float32 path, within rounding of its dtype.
 
 No timing here: speed is measured by bench/bench.py. The autocast code is tested on the CPU, where
 torch runs bfloat16 and float16 autocast too (slowly: it is only the default on CUDA).
@@ -13,13 +13,13 @@ from nstlib.errors import ParameterError
 from nstlib.graphs import _kind
 from nstlib.losses import gram_matrix
 from nstlib.optimize import stylize
-from nstlib.pyramid import PyramidPlan
 from nstlib.runtime import (
     LOG_EVERY,
     PYRAMID_PLANS,
     LossScale,
     Precision,
     PrecisionFeatures,
+    PyramidPlan,
     Runtime,
     autocast_dtype,
     cuda_graph_for,
@@ -59,7 +59,7 @@ def test_channels_last_gives_the_same_features(vgg, image) -> None:
 # Stated tolerance: every loss term within 1% (bf16, 8 mantissa bits) or 0.1% (fp16, 11 bits) of
 # the float32 value, and a gradient pointing the same way (cosine similarity > 0.99 / 0.999).
 @pytest.mark.parametrize(("dtype", "rel", "cosine"), [(torch.bfloat16, 1e-2, 0.99), (torch.float16, 1e-3, 0.999)])
-def test_fast_loss_terms_match_float32(vgg, content, style, image, dtype, rel: float, cosine: float) -> None:
+def test_mixed_precision_loss_terms_match_float32(vgg, content, style, image, dtype, rel: float, cosine: float) -> None:
     plain = make_objective(vgg, content, [style], **WEIGHTS)
     fast_features = PrecisionFeatures(vgg, Precision(dtype=dtype))
     fast = make_objective(fast_features, content, [style], **WEIGHTS)
@@ -78,7 +78,7 @@ def test_fast_loss_terms_match_float32(vgg, content, style, image, dtype, rel: f
     assert torch.nn.functional.cosine_similarity(got_grad.flatten(), want_grad.flatten(), dim=0) > cosine
 
 
-def test_fast_gram_does_not_overflow_where_fp16_gram_would(vgg) -> None:
+def test_mixed_precision_gram_does_not_overflow_where_fp16_gram_would(vgg) -> None:
     """Activations around 300 overflow a float16 Gram matrix (sum of 64*64 products > 65504)."""
     bright = torch.full((1, 3, 64, 64), 1.0)
     fast = PrecisionFeatures(vgg, Precision(dtype=torch.float16))
@@ -117,11 +117,11 @@ def test_mixed_precision_leaves_cudnn_benchmark_alone_and_keeps_one_copy_per_net
     """cudnn.benchmark cost seconds per new image size on an H100 for no steady-state gain (nstlib.runtime)."""
     torch.backends.cudnn.benchmark = False
     runtime = Runtime.create("cpu", mixed_precision=True)
-    first = runtime.features(vgg)
-    assert runtime.features(vgg) is first and not torch.backends.cudnn.benchmark  # reused by the next run
+    first = runtime.prepare(vgg)
+    assert runtime.prepare(vgg) is first and not torch.backends.cudnn.benchmark  # reused by the next run
     with torch.no_grad():
         vgg.net[0].bias.add_(0.0)  # an in-place change of the weights: a new copy
-    assert runtime.features(vgg) is not first
+    assert runtime.prepare(vgg) is not first
 
 
 def test_loss_scale_unscales_and_backs_off_on_overflow() -> None:
@@ -142,8 +142,8 @@ def test_loss_scale_unscales_and_backs_off_on_overflow() -> None:
 
 
 def test_stylize_fast_lowers_the_objective_and_logs_every_step(vgg, content, style) -> None:
-    result = stylize(content, style, size=64, steps=12, optimizer="adam", network_weights="random", extractor=vgg,
-                     mixed_precision=True, progress=False)
+    result = stylize(content, style, size=64, steps=12, optimizer="adam", network=vgg,
+                     runtime=Runtime.create("cpu", mixed_precision=True), progress=False)
     assert result.final["total"] < result.history[0]["total"] / 2
     assert [h["step"] for h in result.history] == list(range(13))  # synced every LOG_EVERY, logged every step
     assert LOG_EVERY > 1
@@ -155,9 +155,9 @@ def test_compile_traces_the_fast_objective_and_matches_eager(vgg, content, style
     On a pyramid only the full-size scale is compiled."""
     compiled, real_compile = [], torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or real_compile(fn, backend="aot_eager"))
-    run = dict(size=64, steps=4, optimizer="adam", network_weights="random", extractor=vgg, mixed_precision=True,
-               progress=False, coarse_to_fine=True, pyramid_start=32)
-    eager, traced = stylize(content, style, **run), stylize(content, style, compile_model=True, **run)
+    run = dict(size=64, steps=4, optimizer="adam", network=vgg, progress=False, coarse_to_fine=True, pyramid_start=32)
+    eager = stylize(content, style, runtime=Runtime.create("cpu", mixed_precision=True), **run)
+    traced = stylize(content, style, runtime=Runtime.create("cpu", mixed_precision=True, compile_model=True), **run)
     assert len(compiled) == 1 and [h["size"] for h in traced.history][-1] == 64
     for a, b in zip(eager.history, traced.history, strict=True):
         assert b["total"] == pytest.approx(a["total"], rel=1e-4)

@@ -1,12 +1,13 @@
-"""The explorer's worker: re-optimise in a background thread whenever the settings change.
+"""The style explorer's worker: re-optimise in a background thread whenever the settings change.
 
 `ExplorerWorker` knows nothing of widgets (the view, `nstlib.widgets.StyleExplorer`, draws it):
 
 1. `update(settings)` only records the new settings and wakes the thread: the caller never blocks;
 2. the thread waits until the settings have been still for `debounce` seconds (a slider drag is a
-   burst of changes; it becomes one run), builds the `Objective` from cached `Targets` and the new
-   loss weights (a weight change recomputes nothing), and runs `optimize_image`, continuing from
-   the current picture at the preview size;
+   burst of changes; it becomes one run), builds the `Objective` from cached `Targets` (those of the
+   run's `Problem`, as `stylize` builds them) and the new loss weights (a weight change recomputes
+   nothing), and runs the optimisation loop (`nstlib.loop.optimize`), continuing from the current
+   picture at the preview size;
 3. every run's per-step callback reports a frame every `frame_every` steps (and after the first
    step) through `on_image` and `on_terms`, and returns True as soon as the run is stale (a newer change, Pause, a
    render request, close), so the work stops within one optimisation step;
@@ -24,18 +25,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from nstlib.errors import NonFiniteLossError, ParameterError
-from nstlib.images import ImageLike, resize
-from nstlib.loop import optimize_image
+from nstlib.features import Network
+from nstlib.images import ImageLike, resize, target_size
+from nstlib.loop import Watch, optimize
 from nstlib.losses import Objective
+from nstlib.optimize import NetworkLike, Problem, RuntimeLike
 from nstlib.pyramid import smallest_size
 from nstlib.result import TERMS, Step, StylizeResult
 from nstlib.runtime import Runtime
 from nstlib.settings import Settings, check_number, check_whole
-from nstlib.targets import Targets, initial_image, make_extractor, prepare_images
-from nstlib.weights import Weights
+from nstlib.targets import Targets, initial_image, prepare_images
 
 #: Targets kept for this many recent (image size, blend method, blend weights): at a 1024 px render
 #: one entry is tens of MB on the GPU, and every position of a blend slider is a new entry.
@@ -54,6 +55,8 @@ class ExplorerWorker:
 
     Attributes:
         settings: the latest settings (`update` changes them).
+        problem: the full-size images and the network on the device (`nstlib.optimize.Problem`).
+        preview_shape: the (H,W) of the preview.
         history: one dict per step of every run: the loss terms, "run" (index into `runs`), "step"
             and the run's global weights.
         runs: the explored settings (`EXPLORED`) of every run, in order.
@@ -63,14 +66,13 @@ class ExplorerWorker:
     """
 
     def __init__(self, content: ImageLike, styles: ImageLike | Sequence[ImageLike], settings: Settings, *,
-                 network_weights: str | Weights = "imagenet", runtime: Runtime, extractor: nn.Module | None = None,
-                 preview_size: int | None = None, render_steps: int = 300, frame_every: int = 3,
-                 debounce: float = 0.2, autostart: bool = True) -> None:
+                 network: NetworkLike = "imagenet", runtime: RuntimeLike = "auto", preview_size: int | None = None,
+                 render_steps: int = 300, frame_every: int = 3, debounce: float = 0.2,
+                 autostart: bool = True) -> None:
         if not isinstance(settings, Settings):
             raise ParameterError(f"settings={type(settings).__name__}: give a nstlib.Settings, e.g. "
                                  "Settings(style_weight=10.0)")
-        if not isinstance(runtime, Runtime):
-            raise ParameterError(f"runtime={runtime!r}: give a nstlib Runtime, e.g. Runtime.create('cpu')")
+        runtime, network = Runtime.of(runtime), Network.of(network)
         settings.replace(steps=render_steps).validate()
         check_whole("frame_every", frame_every, 1)
         check_whole("preview_size", preview_size, 1, allow_none=True)
@@ -79,16 +81,13 @@ class ExplorerWorker:
             raise ParameterError(f"debounce={debounce}: give a number of seconds >= 0")
         self.runtime, self.settings = runtime, settings
         self.render_steps, self.frame_every, self.debounce = render_steps, frame_every, debounce
-        full, full_styles = prepare_images(content, styles, settings.size, settings.style_scale)
+        full, full_styles = prepare_images(content, styles, settings)
         # The preview is one more scale of the picture: never so small that the content or a style loses the network.
-        smallest = smallest_size(tuple(full.shape[-2:]), [tuple(s.shape[-2:]) for s in full_styles],
-                                 settings.style_scale)
-        side = min(max(preview_size or runtime.sizes.preview, smallest), max(full.shape[-2:]))
-        small, small_styles = prepare_images(full, full_styles, side, settings.style_scale)
-        self.full = (full.to(runtime.device), [s.to(runtime.device) for s in full_styles])
-        self.preview = (small.to(runtime.device), [s.to(runtime.device) for s in small_styles])
-        self.extractor = make_extractor(settings.layers, network_weights, extractor=extractor).to(runtime.device)
-        self.features = runtime.features(self.extractor)
+        shape = tuple(full.shape[-2:])
+        smallest = smallest_size(shape, [tuple(s.shape[-2:]) for s in full_styles], settings.style_scale)
+        self.preview_shape = target_size(shape, min(max(preview_size or runtime.sizes.preview, smallest), max(shape)))
+        self.problem = Problem.prepare(full, full_styles, None, settings.replace(preserve_color=None), runtime,
+                                       network)
         self.targets: OrderedDict[tuple[Any, ...], Targets] = OrderedDict()
         self.on_image: Callable[[torch.Tensor], None] = _ignore
         self.on_terms: Callable[[int, int, dict[str, float], Settings, float], None] = _ignore
@@ -98,7 +97,7 @@ class ExplorerWorker:
 
         self.history: list[dict[str, Any]] = []
         self.runs: list[dict[str, Any]] = []
-        self.image = initial_image(settings.init, *self.preview, settings.seed).cpu()
+        self.image = self._initial(settings)
         self.result: StylizeResult | None = None
         self.latency: float | None = None
         # --- the protocol with the thread, all guarded by _cond ----------------------------------
@@ -163,15 +162,20 @@ class ExplorerWorker:
     def objective(self, settings: Settings, full: bool = False) -> Objective:
         """The objective of `settings` at the preview (or full) size. The targets of the last `TARGET_CACHE`
         (size, blend, blend weights) are kept, so going back to a recent setting is instant."""
-        content, styles = self.full if full else self.preview
-        key = (tuple(content.shape), settings.blend, tuple(settings.blend_weights or ()))
+        shape = tuple(self.problem.content.shape[-2:]) if full else self.preview_shape
+        key = (shape, settings.blend, tuple(settings.blend_weights or ()))
         if key in self.targets:
             self.targets.move_to_end(key)
         else:
-            self.targets[key] = Targets.build(self.features, content, styles, settings)
+            self.targets[key] = self.problem.targets(shape, settings)
             while len(self.targets) > TARGET_CACHE:
                 self.targets.popitem(last=False)
         return self.targets[key].objective(settings)
+
+    def _initial(self, settings: Settings) -> torch.Tensor:
+        """The init image of `settings` at the preview size, on the CPU."""
+        content = resize(self.problem.content, self.preview_shape)
+        return initial_image(settings.init, content, self.problem.styles, settings.seed).cpu()
 
     # --- the worker thread ------------------------------------------------------------------------
     def _next(self) -> tuple[Settings, int, float, bool, bool] | None:
@@ -199,6 +203,7 @@ class ExplorerWorker:
         while (work := self._next()) is not None:
             settings, version, changed_at, render, restart = work
             try:
+                settings = settings.validate()
                 if render:
                     self._render_full(settings, version)
                 else:
@@ -216,13 +221,14 @@ class ExplorerWorker:
 
     def _run_preview(self, settings: Settings, version: int, changed_at: float, restart: bool) -> None:
         if restart:
-            self.image = initial_image(settings.init, *self.preview, settings.seed).cpu()
+            self.image = self._initial(settings)
         objective = self.objective(settings)
         run = len(self.runs)
         self.runs.append({name: getattr(settings, name) for name in EXPLORED})
         weights = settings.loss_weights
         started = time.perf_counter()
-        self.on_status(f"run {run}: optimising at {self.preview[0].shape[-1]}x{self.preview[0].shape[-2]} px", False)
+        height, width = self.preview_shape
+        self.on_status(f"run {run}: optimising at {width}x{height} px", False)
 
         pending: list[tuple[int, torch.Tensor]] = []  # (step, its (4,) terms on the device) not yet in history
 
@@ -238,8 +244,8 @@ class ExplorerWorker:
                 self.on_terms(run, step.step, terms, settings, (time.perf_counter() - started) / step.step)
             return self._stale(version)
 
-        result = optimize_image(objective, self.image.to(self.runtime.device), settings, runtime=self.runtime,
-                                callback=callback, progress=False)
+        result = optimize(objective, self.image.to(self.runtime.device), settings, self.runtime,
+                          Watch(callback, progress=False))
         self._record(run, pending, weights)
         self.image = result.image
         self.on_image(self.image)
@@ -259,7 +265,7 @@ class ExplorerWorker:
             pending.clear()
 
     def _render_full(self, settings: Settings, version: int) -> None:
-        content = self.full[0]
+        content = self.problem.content
         start = resize(self.image.to(self.runtime.device), tuple(content.shape[-2:]))
         self.on_progress(0, self.render_steps)
         self.on_status(f"rendering {content.shape[-1]}x{content.shape[-2]} px", False)
@@ -268,8 +274,8 @@ class ExplorerWorker:
             self.on_progress(step.step, self.render_steps)
             return self._stale(version, render=True)
 
-        result = optimize_image(self.objective(settings, full=True), start, settings.replace(steps=self.render_steps),
-                                runtime=self.runtime, callback=callback, progress=False)
+        result = optimize(self.objective(settings, full=True), start, settings.replace(steps=self.render_steps),
+                          self.runtime, Watch(callback, progress=False))
         if result.interrupted:
             self.on_status("full-size render cancelled (a setting changed or Pause)", False)
             return
