@@ -25,7 +25,7 @@ from nstlib.errors import (
 _LAZY = {
     **dict.fromkeys(["color", "masks", "plots", "pyramid"], ""),
     **dict.fromkeys(["BLEND_METHODS", "normalize_blend_weights", "style_targets"], "blend"),
-    **dict.fromkeys(["SAMPLES", "sample", "sample_path"], "data"),
+    **dict.fromkeys(["PAINTINGS", "SAMPLES", "painting", "sample", "sample_path", "style_image"], "data"),
     **dict.fromkeys(["LAYER_INDEX", "LAYER_NAMES"], "vgg"),
     **dict.fromkeys(["Network", "VGGFeatures"], "features"),
     **dict.fromkeys(["Weights", "resolve_weights"], "weights"),
@@ -60,7 +60,8 @@ __version__ = "0.1.0"
 __all__ = [
     "plots", "BLEND_METHODS", "DEFAULT_CONTENT_LAYERS", "DEFAULT_CONTENT_WEIGHT", "DEFAULT_STYLE_LAYERS",
     "DEFAULT_STYLE_WEIGHT", "DEFAULT_TV_WEIGHT", "DownloadError", "ImageLoadError", "LAYER_INDEX", "LAYER_NAMES",
-    "MemoryLimitError", "NonFiniteLossError", "NstlibError", "Objective", "OutputError", "ParameterError", "SAMPLES",
+    "MemoryLimitError", "NonFiniteLossError", "NstlibError", "Objective", "OutputError", "PAINTINGS", "ParameterError",
+    "SAMPLES", "painting", "style_image",
     "Network", "Step", "StylizeResult", "VGGFeatures", "Watch", "Weights", "WeightsError", "content_loss", "evaluate",
     "gram_matrix", "load_image",
     "normalize_blend_weights", "pick_device", "Settings", "Runtime", "Targets", "make_objective", "make_optimizer",

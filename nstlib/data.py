@@ -6,14 +6,16 @@ Bundled with the package, in `SAMPLES` (`sample(name)`, `sample_path(name)`):
 - styles: stained_glass, waves, hubble_deep_field, immunohistochemistry, brick, gravel;
 - a mask for spatial control: astronaut_mask.
 
-Not bundled, in `PAINTINGS`: public-domain paintings on Wikimedia Commons, downloaded on first use and
-cached (`nstlib.download.painting(name)`, or `nstlib.download.style_image(name, fallback)`, which falls
-back to a bundled style when offline): starry_night, great_wave, scream, composition_vii,
-fighting_temeraire. Fetching lives in `nstlib.download` because this module comes before it.
+Not bundled, in `PAINTINGS`: public-domain paintings on Wikimedia Commons, downloaded on first use through
+`nstlib.download` and cached (`painting(name)`, or `style_image(name, fallback)`, which falls back to a
+bundled style when offline, and says so): starry_night, great_wave, scream, composition_vii,
+fighting_temeraire.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,7 +23,9 @@ from urllib.parse import quote
 
 import torch
 
-from nstlib.errors import ImageLoadError
+from nstlib.download import download
+from nstlib.errors import DownloadError, ImageLoadError
+from nstlib.files import show
 from nstlib.images import load_image
 
 CONTENT_SAMPLES = ("astronaut", "chelsea", "coffee", "grace_hopper", "rocket")
@@ -85,7 +89,7 @@ def _on_commons(name: str, title: str, artist: str, year: str, folder: str, file
     )
 
 
-#: The paintings `nstlib.download.painting` can fetch, by short name.
+#: The paintings `painting` can fetch, by short name.
 PAINTINGS = {p.name: p for p in (
     _on_commons("starry_night", "The Starry Night", "Vincent van Gogh", "1889",
                 "e/ea", "Van_Gogh_-_Starry_Night_-_Google_Art_Project.jpg"),
@@ -99,3 +103,95 @@ PAINTINGS = {p.name: p for p in (
     _on_commons("fighting_temeraire", "The Fighting Temeraire", "J. M. W. Turner", "1839",
                 "3/30", "The_Fighting_Temeraire,_JMW_Turner,_National_Gallery.jpg"),
 )}
+
+
+#: Folder for downloaded paintings; without it, ~/.cache/nstlib/paintings.
+CACHE_ENV = "NSTLIB_CACHE"
+#: Replaces the https://upload.wikimedia.org origin of the painting URLs (a mirror, or a local test server).
+PAINTINGS_URL_ENV = "NSTLIB_PAINTINGS_URL"
+#: Seconds `style_image` waits for the network (connecting, then each read) before using the fallback.
+STYLE_IMAGE_TIMEOUT = 5.0
+
+
+def painting_cache_dir() -> Path:
+    """Where downloaded paintings are kept: $NSTLIB_CACHE if set, else ~/.cache/nstlib/paintings.
+
+    Nothing is created here. Like the weights cache (`nstlib.weights`), a default inside a home folder
+    that does not exist (HOME=/nonexistent) is refused rather than created from the file system's root.
+    """
+    home = Path(os.path.expanduser("~"))
+    folder = Path(os.environ.get(CACHE_ENV) or home / ".cache" / "nstlib" / "paintings")
+    if folder.is_relative_to(home) and not home.is_dir():
+        raise DownloadError(f"the painting cache {show(folder)} would be inside the home folder {show(home)} "
+                            f"(HOME), which does not exist; set {CACHE_ENV} to a writable folder")
+    return folder
+
+
+def _usable(folder: Path) -> None:
+    """Create `folder` and check it is writable (by a probe file: permission bits say nothing to root)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise DownloadError(f"cannot use the painting cache {show(folder)} ({e.strerror or e}); set {CACHE_ENV} "
+                            "or cache_dir= to a writable folder") from None
+
+
+def _entry(name: str) -> Painting:
+    """The catalogue entry of `name`; `ImageLoadError` listing the choices if there is none."""
+    if name not in PAINTINGS:
+        raise ImageLoadError(f"unknown painting '{name}'; choose one of {', '.join(PAINTINGS)}")
+    return PAINTINGS[name]
+
+
+def painting_path(
+    name: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True, timeout: float = 30.0
+) -> Path:
+    """The cached file of the painting `name` (one of `PAINTINGS`), downloaded on first use.
+
+    The file goes to `cache_dir` (default `painting_cache_dir()`) as ``<name>.jpg``, through `download`:
+    it is kept only once complete and decoded as a picture, so an error page, a 404 or a cut connection
+    leave nothing behind. Later calls read the cache without any network. A failed download raises a
+    one-line `DownloadError` that names the painting and the bundled styles to use offline.
+    """
+    entry = _entry(name)
+    folder = Path(cache_dir) if cache_dir is not None else painting_cache_dir()
+    dest = folder / f"{name}{Path(entry.url).suffix}"
+    if os.path.isfile(dest):  # only `download` writes it, and only a verified picture; False if unsearchable
+        return dest
+    _usable(folder)
+    origin = os.environ.get(PAINTINGS_URL_ENV, "").rstrip("/") or UPLOAD_ORIGIN
+    url = origin + entry.url.removeprefix(UPLOAD_ORIGIN)
+    try:
+        return download(url, dest, timeout=timeout, progress=progress, verify=load_image)
+    except DownloadError as e:
+        raise DownloadError(f"painting '{name}' ({entry.title}) could not be downloaded: {e}; offline, use a "
+                            "bundled style instead, e.g. nstlib.sample('waves')") from None
+
+
+def painting(
+    name: str, size: int | None = None, *, cache_dir: str | os.PathLike | None = None, progress: bool = True
+) -> torch.Tensor:
+    """The painting `name` (one of `PAINTINGS`) as (1,3,H,W) in [0,1], long side resized to
+    `size` if given; downloaded once into the cache (`painting_path`), then read from it."""
+    return load_image(painting_path(name, cache_dir=cache_dir, progress=progress), size)
+
+
+def style_image(name: str, fallback: str, size: int | None = None) -> tuple[torch.Tensor, str]:
+    """A style for the notebooks: the painting `name` if it can be had, else the bundled sample `fallback`.
+
+    Returns the image, (1,3,H,W) in [0,1] with its long side resized to `size` if given, and a one-line
+    caption saying which was used: the painting's `credit` ("The Starry Night, Vincent van Gogh, 1889,
+    public domain (Wikimedia Commons)"), or "offline: bundled 'waves' instead of The Starry Night".
+    A cached painting needs no network; otherwise one try, waiting at most `STYLE_IMAGE_TIMEOUT` seconds
+    for each step (name resolution excepted: the system's resolver decides that wait). Both names are
+    checked first, so a typo fails online and offline alike.
+    """
+    entry = _entry(name)
+    sample_path(fallback)
+    try:
+        path = painting_path(name, progress=False, timeout=STYLE_IMAGE_TIMEOUT)
+    except DownloadError:
+        return sample(fallback, size), f"offline: bundled '{fallback}' instead of {entry.title}"
+    return load_image(path, size), entry.credit

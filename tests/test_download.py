@@ -25,8 +25,7 @@ import pytest
 from PIL import Image
 
 import nstlib.download
-from nstlib.data import sample_path
-from nstlib.download import download, fetch_image
+from nstlib.download import download
 from nstlib.errors import DownloadError, WeightsError
 from nstlib.features import VGGFeatures
 from nstlib.images import load_image
@@ -153,17 +152,3 @@ def test_interrupted_weights_download_leaves_the_hub_cache_empty(server, monkeyp
     with pytest.raises(WeightsError, match="weights='random'"):
         VGGFeatures(["relu1_1"], weights="vgg19-imagenet")
     assert not hub_cache_file().exists() and list(hub_cache_file().parent.iterdir()) == []
-
-
-@pytest.mark.parametrize("where", ["offline", "cut.png", "page.png"])
-def test_fetch_image_falls_back_to_a_bundled_sample_with_a_warning(server, tmp_path, where: str) -> None:
-    url = _closed_port_url() if where == "offline" else f"{server}/{where}"
-    with pytest.warns(UserWarning, match="using the bundled sample 'chelsea' instead"):
-        path = fetch_image(url, tmp_path, fallback="chelsea")
-    assert path == sample_path("chelsea") and list(tmp_path.iterdir()) == []
-
-
-def test_fetch_image_caches_a_good_picture(server, tmp_path) -> None:
-    path = fetch_image(f"{server}/full.png", tmp_path, fallback="chelsea")
-    assert path == tmp_path / "full.png" and load_image(path).shape == (1, 3, 64, 64)
-    assert fetch_image(_closed_port_url().replace("full.png", "x/full.png"), tmp_path, fallback="chelsea") == path

@@ -52,7 +52,7 @@ def test_every_notebook_opens_with_its_badge_and_the_one_install_line() -> None:
 #: reading them top to bottom (image -> features -> targets -> objective -> loop -> result) never
 #: needs a later one. A new module takes its place here.
 MODULE_ORDER = [
-    "errors", "files", "images", "data", "download", "vgg", "weights", "features", "losses", "blend", "masks",
+    "errors", "files", "images", "download", "data", "vgg", "weights", "features", "losses", "blend", "masks",
     "color", "result", "settings", "runtime", "pyramid", "memory", "targets", "lbfgs", "step", "graphs", "loop",
     "optimize", "stylizer", "course", "plots", "compare", "worker", "widgets", "cli", "__main__",
 ]
