@@ -15,7 +15,6 @@ fighting_temeraire.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 
 from nstlib.download import download
 from nstlib.errors import DownloadError, ImageLoadError
-from nstlib.files import show
+from nstlib.files import usable_cache
 from nstlib.images import load_image
 
 CONTENT_SAMPLES = ("astronaut", "chelsea", "coffee", "grace_hopper", "rocket")
@@ -114,28 +113,9 @@ STYLE_IMAGE_TIMEOUT = 5.0
 
 
 def painting_cache_dir() -> Path:
-    """Where downloaded paintings are kept: $NSTLIB_CACHE if set, else ~/.cache/nstlib/paintings.
-
-    Nothing is created here. Like the weights cache (`nstlib.weights`), a default inside a home folder
-    that does not exist (HOME=/nonexistent) is refused rather than created from the file system's root.
-    """
-    home = Path(os.path.expanduser("~"))
-    folder = Path(os.environ.get(CACHE_ENV) or home / ".cache" / "nstlib" / "paintings")
-    if folder.is_relative_to(home) and not home.is_dir():
-        raise DownloadError(f"the painting cache {show(folder)} would be inside the home folder {show(home)} "
-                            f"(HOME), which does not exist; set {CACHE_ENV} to a writable folder")
-    return folder
-
-
-def _usable(folder: Path) -> None:
-    """Create `folder` and check it is writable (by a probe file: permission bits say nothing to root)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise DownloadError(f"cannot use the painting cache {show(folder)} ({e.strerror or e}); set {CACHE_ENV} "
-                            "or cache_dir= to a writable folder") from None
+    """Where downloaded paintings are kept: $NSTLIB_CACHE if set, else ~/.cache/nstlib/paintings (created only
+    when a painting is downloaded, by `usable_cache`, which also refuses a home folder that does not exist)."""
+    return Path(os.environ.get(CACHE_ENV) or Path(os.path.expanduser("~")) / ".cache" / "nstlib" / "paintings")
 
 
 def _entry(name: str) -> Painting:
@@ -160,7 +140,7 @@ def painting_path(
     dest = folder / f"{name}{Path(entry.url).suffix}"
     if os.path.isfile(dest):  # only `download` writes it, and only a verified picture; False if unsearchable
         return dest
-    _usable(folder)
+    usable_cache(folder, "the painting cache", f"set {CACHE_ENV} or cache_dir= to a writable folder", DownloadError)
     origin = os.environ.get(PAINTINGS_URL_ENV, "").rstrip("/") or UPLOAD_ORIGIN
     url = origin + entry.url.removeprefix(UPLOAD_ORIGIN)
     try:

@@ -240,3 +240,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
             raise OutputError(f"{show(out)}: write failed ({e.strerror or e}); nothing was written") from None
         raise
     return out
+
+
+def usable_cache(folder: Path, what: str, fix: str, error: type[NstlibError]) -> Path:
+    """`folder`, created if missing and checked writable (by a probe file: permission bits say nothing to root).
+
+    If it cannot be used (a file, under /proc, read-only), or it would be inside a home folder that does not
+    exist (HOME=/nonexistent: creating it would make folders at the file system's root), `error` names `what`
+    ("the weights cache"), the folder, the cause and the `fix`.
+    """
+    home = Path(os.path.expanduser("~"))
+    if folder.is_relative_to(home) and not home.is_dir():
+        raise error(f"{what} {show(folder)} would be inside the home folder {show(home)} (HOME), which does not "
+                    f"exist; {fix}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise error(f"cannot use {what} {show(folder)} ({e.strerror or e}); {fix}") from None
+    return folder

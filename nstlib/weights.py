@@ -25,7 +25,6 @@ import importlib.metadata
 import importlib.util
 import os
 import re
-import tempfile
 import textwrap
 import warnings
 from dataclasses import dataclass, field, replace
@@ -37,7 +36,7 @@ from torch import nn
 
 from nstlib.download import download
 from nstlib.errors import DownloadError, OutputError, ParameterError, WeightsError
-from nstlib.files import atomic_write, check_input_file
+from nstlib.files import atomic_write, check_input_file, usable_cache
 from nstlib.vgg import CAFFE, NETWORKS, TORCHVISION, Preprocessing, layer_index, state_dict_shapes
 
 #: torchvision's ImageNet VGG19 file; the hex part is the start of its SHA-256.
@@ -180,23 +179,8 @@ def hub_cache_file() -> Path:
 
 
 def _usable_cache() -> Path:
-    """`checkpoint_dir()`, created if missing and checked writable (by a probe file: permission bits say nothing
-    to root). `WeightsError` naming the folder, the cause and what to do if it cannot be used: TORCH_HOME is a
-    file, under /proc or read-only, or the cache would be inside a home folder that does not exist
-    (HOME=/nonexistent: creating it would make folders at the file system's root)."""
-    folder = checkpoint_dir()
-    home = Path(os.path.expanduser("~"))
-    if folder.is_relative_to(home) and not home.is_dir():
-        raise WeightsError(f"the weights cache {folder} would be inside the home folder {home} (HOME), which does not "
-                           "exist; set TORCH_HOME to a writable folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise WeightsError(f"cannot use the weights cache {folder} ({e.strerror or e}); set TORCH_HOME to a writable "
-                           "folder") from None
-    return folder
+    """`checkpoint_dir()`, created if missing and checked writable (`usable_cache`): `WeightsError` if not."""
+    return usable_cache(checkpoint_dir(), "the weights cache", "set TORCH_HOME to a writable folder", WeightsError)
 
 
 def _from_file(path: str | os.PathLike, source: str) -> Weights:
