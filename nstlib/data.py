@@ -32,7 +32,7 @@ STYLE_SAMPLES = ("stained_glass", "waves", "hubble_deep_field", "immunohistochem
 MASK_SAMPLES = ("astronaut_mask",)  # grey PNG masks for spatial control (see nstlib.masks)
 SAMPLES = CONTENT_SAMPLES + STYLE_SAMPLES + MASK_SAMPLES
 
-#: Where Wikimedia Commons serves its files; `nstlib.download` can swap it for a mirror (NSTLIB_PAINTINGS_URL).
+#: Where Wikimedia Commons serves its files; `PAINTINGS_URL_ENV` swaps it for a mirror or a local test server.
 UPLOAD_ORIGIN = "https://upload.wikimedia.org"
 #: Width of the thumbnails we fetch. Commons renders only its standard widths (20 ... 960, 1280, 1920, 3840
 #: px) and refuses others, so this is the standard width nearest 1024 px: about 150-400 kB per painting.

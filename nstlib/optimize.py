@@ -195,14 +195,15 @@ def stylize(
     _check_inputs(content, style_list, mask_list, settings, runtime)
 
     content_img, style_imgs = prepare_images(content, style_list, settings)
-    pyramid = Pyramid(_scales(content_img, style_imgs, settings, runtime.pyramid), tuple(content_img.shape[-2:]))
+    scales = _scales(content_img, style_imgs, settings, runtime.pyramid)
     problem = Problem.prepare(content_img, style_imgs, mask_list if masks is not None else None, settings, runtime,
                               network)
     start = initial_image(settings.init, problem.content, problem.styles, settings.seed).repeat(settings.batch, 1, 1, 1)
+    pyramid = Pyramid(scales, tuple(problem.content.shape[-2:]), start)
     with one_interrupt():  # a double Ctrl-C does not discard what the first one kept
         with pyramid:  # Ctrl-C between two scales keeps the last finished one
-            for shape, steps in pyramid:
-                pyramid.add(problem.run(shape, pyramid.start(start, shape), steps, watch))
+            for shape, steps, image in pyramid:
+                pyramid.add(problem.run(shape, image, steps, watch))
         result = pyramid.result()
         result.image = color.preserve_colors_after(result.image, content_img, settings.preserve_color)
         result.frames = [color.preserve_colors_after(f, content_img, settings.preserve_color) for f in result.frames]

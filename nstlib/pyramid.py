@@ -103,24 +103,25 @@ def smallest_size(content: tuple[int, int], styles: Sequence[tuple[int, int]], s
 class Pyramid:
     """The scales of one run, and their results as they finish.
 
-    Iterate over it for each scale's (H,W) and steps (the last scale at exactly `target_shape`); `add` each
+    Iterate over it for each scale's (H,W), steps and starting image (`start` resized for the first scale,
+    then the last finished scale's result resized; the last scale at exactly `target_shape`); `add` each
     scale's result; `result()` joins them. Used as a context manager around the scales, it turns Ctrl-C
     outside a scale's optimisation loop (between scales, or while the next scale's targets are built) into
     the end of the run with the last finished scale's result. Before any scale has finished, Ctrl-C
     propagates: there is nothing to keep.
     """
 
-    def __init__(self, scales: list[Scale], target_shape: tuple[int, int]) -> None:
-        self.scales, self.target_shape = scales, target_shape
+    def __init__(self, scales: list[Scale], target_shape: tuple[int, int], start: torch.Tensor) -> None:
+        self.scales, self.target_shape, self.start = scales, target_shape, start
         self.results: list[StylizeResult] = []
         self.stopped = False
 
-    def __iter__(self) -> Iterator[tuple[tuple[int, int], int]]:
+    def __iter__(self) -> Iterator[tuple[tuple[int, int], int, torch.Tensor]]:
         for i, scale in enumerate(self.scales):
             if self.results and self.results[-1].interrupted:  # Ctrl-C or the callback ended that scale
                 return
-            last = i == len(self.scales) - 1
-            yield self.target_shape if last else target_size(self.target_shape, scale.size), scale.steps
+            shape = self.target_shape if i == len(self.scales) - 1 else target_size(self.target_shape, scale.size)
+            yield shape, scale.steps, resize(self.results[-1].image if self.results else self.start, shape)
 
     def add(self, result: StylizeResult) -> None:
         self.results.append(result)
@@ -139,10 +140,6 @@ class Pyramid:
         if self.stopped:
             result.interrupted, result.status = True, f"interrupted at step {result.history[-1]['step'] + 1}"
         return result
-
-    def start(self, image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-        """Where the scale of (H,W) `shape` starts: the last finished scale's result (else `image`) resized."""
-        return resize(self.results[-1].image if self.results else image, shape)
 
 
 @contextmanager

@@ -173,7 +173,7 @@ class Settings:
         """The fields with a choice (`knob(..., choices)`) hold one of its values."""
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
+            value = getattr(self, f.name)  # matched by type too: 1 == True, but 1 is not the choice True
             if choices is not None and not any(value is c or (type(value) is type(c) and value == c)
                                                for c in choices):
                 shown = ", ".join(c if isinstance(c, str) else repr(c) for c in choices)

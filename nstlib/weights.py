@@ -280,7 +280,10 @@ def imagenet_weights(*, progress: bool = True) -> Weights:
     """The default, weights="imagenet": the first of the five sources in this module's docstring that works."""
     chosen = os.environ.get(WEIGHTS_ENV, "imagenet")
     if chosen not in ("", "imagenet"):
-        found = resolve_weights(chosen, progress=progress)
+        try:
+            found = resolve_weights(chosen, progress=progress)
+        except ParameterError as e:  # name the variable the value came from
+            raise ParameterError(f"{WEIGHTS_ENV}={chosen!r}: {e}") from None
         return replace(found, source=f"{found.source}, chosen by {WEIGHTS_ENV}={chosen}")
     found = _vgg19_local()
     if found is not None:

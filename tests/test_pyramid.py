@@ -53,10 +53,10 @@ def test_driver_runs_each_scale_from_the_last_result_and_ends_at_the_exact_shape
                                                    {"step": steps, "total": 0.5, "time": 1.0}])
 
     start = torch.zeros(1, 3, 60, 80)
-    pyramid = Pyramid(plan(101, 8), (75, 101))
+    pyramid = Pyramid(plan(101, 8), (75, 101), start)
     with pyramid:
-        for shape, steps in pyramid:
-            pyramid.add(fake_run(shape, pyramid.start(start, shape), steps))
+        for shape, steps, image in pyramid:
+            pyramid.add(fake_run(shape, image, steps))
     result = pyramid.result()
     assert calls == [((37, 50), (37, 50), 2), ((53, 71), (53, 71), 2), ((75, 101), (75, 101), 2)]
     assert result.image.shape == (1, 3, 75, 101)
