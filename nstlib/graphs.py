@@ -57,8 +57,8 @@ _lock = threading.Lock()
 
 
 def _targets(objective: Objective) -> list[torch.Tensor]:
-    """The objective's target tensors in a fixed order: content features, style Grams, masks."""
-    tensors = list(objective.content_targets.values())
+    """The objective's target tensors in a fixed order: content features and TV, style Grams, masks."""
+    tensors = [*objective.content_targets.values(), objective.content_tv]
     for _, grams in objective.style_targets:
         tensors += grams.values()
     for masks in objective.style_masks or []:
@@ -70,7 +70,7 @@ def _kind(objective: Objective, image: torch.Tensor, settings: Settings, runtime
     """What a captured step bakes in: network, shapes, layer and blend weights, optimiser settings."""
     return (id(objective.extractor), tuple(image.shape), str(image.device), tuple(objective.content_layers.items()),
             tuple(objective.style_layers.items()), tuple(alpha for alpha, _ in objective.style_targets),
-            objective.style_masks is None, tuple(tuple(t.shape) for t in _targets(objective)),
+            objective.style_masks is None, objective.loss, tuple(tuple(t.shape) for t in _targets(objective)),
             settings.optimizer, settings.lr, settings.history_size, settings.max_step, runtime.compile_model)
 
 
@@ -84,7 +84,8 @@ def _static_copy(objective: Objective, batch: int) -> Objective:
                      [(alpha, own(grams)) for alpha, grams in objective.style_targets],
                      objective.content_layers, objective.style_layers,
                      *(torch.zeros(batch, device=device) for _ in WEIGHTS),
-                     style_masks=None if objective.style_masks is None else [own(m) for m in objective.style_masks])
+                     style_masks=None if objective.style_masks is None else [own(m) for m in objective.style_masks],
+                     loss=objective.loss, content_tv=objective.content_tv.clone())
 
 
 def capture(step: Callable[[], Any]) -> tuple[torch.cuda.CUDAGraph, Any]:

@@ -1,5 +1,22 @@
 """Content, style and total-variation losses, and the weighted objective that combines them.
 
+Two forms of each term (`LOSS_FORMS`):
+
+- "absolute" (Gatys et al. 2016): squared errors, mean((F - P)^2) and mean((G - A)^2). Their size
+  follows the size of the targets, which depends on the network and its preprocessing (a Caffe VGG
+  reads pixels in 0-255, about 58 times a torchvision VGG's inputs, and its features grow with them:
+  the style term by that factor to the fourth power), on the style image (a bright busy pattern has
+  larger Gram matrices than a dark sparse one) and on the layer. One set of weights cannot mean the
+  same thing on all of them.
+- "relative" (nstlib's default): each squared error divided by its target's, mean((F - P)^2) / mean(P^2)
+  and mean((G - A)^2) / mean(A^2), and the TV term by the content image's TV. Every term is then 1
+  where the error is as large as the target itself, for any network, style image, layer and size:
+  multiplying every feature map by k leaves the objective unchanged (tests/test_losses.py).
+  crowsonkb's style-transfer-pytorch normalises every layer's term too (its ScaledMSELoss), for the
+  same reason. We divide by the target's mean square, a constant of the run: each relative term is
+  then exactly Gatys' squared error with a per-layer weight 1/mean(P^2) or 1/mean(A^2), so its
+  gradient, and everything notebooks 02-04 derive for the absolute form, carries over unchanged.
+
 Every loss is batched: it takes feature maps or images with a batch dimension B and returns a
 tensor of shape (B,), one value per image, so that B different weight settings can be optimised
 together (see `optimize.stylize_grid`).
@@ -15,6 +32,19 @@ from torch import nn
 Features = Mapping[str, torch.Tensor]
 #: A blended style target: a list of (blend weight, {layer: Gram matrix (1,C,C)}).
 StyleTargets = Sequence[tuple[float, Mapping[str, torch.Tensor]]]
+#: The forms of the objective: see the module docstring.
+LOSS_FORMS = ("relative", "absolute")
+#: A relative term divides by its target's mean square; this floor keeps an all-zero target (a dead channel map)
+#: from dividing by zero. Any target with a value on it, at any feature scale float32 holds, is far above it.
+NORM_FLOOR = 1e-30
+#: The same for the TV term: a flat content image has TV 0. A photo's TV halves with each doubling of its size
+#: (neighbours grow alike): 4e-2 to 1e-3 for the bundled photos from 64 to 512 px, ~100 times this floor at least.
+TV_FLOOR = 1e-5
+
+
+def mean_square(target: torch.Tensor) -> torch.Tensor:
+    """A relative term's divisor: the mean square of (1,...) or (B,...) targets, (1,) or (B,), floored."""
+    return target.pow(2).mean(dim=tuple(range(1, target.ndim))).clamp_min(NORM_FLOOR)
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
@@ -45,31 +75,39 @@ def guided_gram_matrix(features: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     return gram_matrix(features * mask) * (features.shape[-2] * features.shape[-1]) / area
 
 
-def content_loss(features: Features, targets: Features, layer_weights: Mapping[str, float]) -> torch.Tensor:
-    """sum_l w_l * mean((F_l - P_l)^2), one value per batch item: (B,).
+def content_loss(
+    features: Features, targets: Features, layer_weights: Mapping[str, float], relative: bool = False
+) -> torch.Tensor:
+    """sum_l w_l * mean((F_l - P_l)^2), one value per batch item: (B,). Relative: each layer / mean(P_l^2).
 
     `features[l]` is (B,C,H,W); `targets[l]` is (1,C,H,W) or (B,C,H,W).
     """
     return sum(
         weight * (features[layer] - targets[layer]).pow(2).mean(dim=(1, 2, 3))
+        / (mean_square(targets[layer]) if relative else 1)
         for layer, weight in layer_weights.items()
     )
 
 
 def style_loss(
-    features: Features, target_grams: Features, layer_weights: Mapping[str, float], masks: Features | None = None
+    features: Features,
+    target_grams: Features,
+    layer_weights: Mapping[str, float],
+    masks: Features | None = None,
+    relative: bool = False,
 ) -> torch.Tensor:
-    """sum_l w_l * mean((G(F_l) - A_l)^2), one value per batch item: (B,).
+    """sum_l w_l * mean((G(F_l) - A_l)^2), one value per batch item: (B,). Relative: each layer / mean(A_l^2).
 
     `features[l]` is (B,C,H,W); `target_grams[l]` is a Gram matrix (1,C,C) or (B,C,C).
-    Each term equals 4 * Gatys' E_l (see `gram_matrix`). With `masks` ({l: (1,1,H_l,W_l)}) only
-    the masked region is compared, through `guided_gram_matrix`.
+    Each absolute term equals 4 * Gatys' E_l (see `gram_matrix`). With `masks` ({l: (1,1,H_l,W_l)})
+    only the masked region is compared, through `guided_gram_matrix`.
     """
     def gram(layer: str) -> torch.Tensor:
         return gram_matrix(features[layer]) if masks is None else guided_gram_matrix(features[layer], masks[layer])
 
     return sum(
         weight * (gram(layer) - target_grams[layer]).pow(2).mean(dim=(1, 2))
+        / (mean_square(target_grams[layer]) if relative else 1)
         for layer, weight in layer_weights.items()
     )
 
@@ -93,12 +131,20 @@ def blended_style_loss(
     targets: StyleTargets,
     layer_weights: Mapping[str, float],
     masks: Sequence[Features] | None = None,
+    relative: bool = False,
 ) -> torch.Tensor:
     """sum_k a_k * style_loss(features, targets_k): the style loss against blended targets (B,).
 
     `masks`, if given, holds one {layer: mask} per target: target k is matched only in region k.
+    Relative: each layer is divided by the mean square of the targets' weighted average
+    sum_k a_k A_k / sum_k a_k (for one target, its own), the same for every k. The "loss" blend then
+    stays the "gram" blend plus a constant, as in the absolute form (notebook 06).
     """
     masks = masks if masks is not None else [None] * len(targets)
+    if relative:
+        total = sum(alpha for alpha, _ in targets)
+        layer_weights = {layer: weight / mean_square(sum(alpha * grams[layer] for alpha, grams in targets) / total)
+                         for layer, weight in layer_weights.items()}
     return sum(alpha * style_loss(features, grams, layer_weights, m) for (alpha, grams), m in zip(targets, masks))
 
 
@@ -110,6 +156,7 @@ class Objective(nn.Module):
 
     total = content_weight * content + style_weight * style + tv_weight * tv
 
+    with each term in the form `loss` ("relative" or "absolute", see the module docstring).
     Calling it on images (B,3,H,W) in [0,1] returns a dict of (B,) tensors with the keys
     "content", "style", "tv" (unweighted terms) and "total" (the weighted sum).
 
@@ -122,6 +169,8 @@ class Objective(nn.Module):
         content_weight, style_weight, tv_weight: global weights, floats or (B,) tensors on the image's device.
         style_masks: optional spatial control, one {layer: (1,1,h,w) mask} per style target
             (see `nstlib.masks`); None matches every target over the whole image.
+        loss: "relative" or "absolute".
+        content_tv: the content image's `tv_loss`, (1,) or (B,): the relative TV term's divisor.
     """
 
     def __init__(
@@ -135,6 +184,8 @@ class Objective(nn.Module):
         style_weight: Weight,
         tv_weight: Weight,
         style_masks: Sequence[Features] | None = None,
+        loss: str = "relative",
+        content_tv: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.extractor = extractor
@@ -146,14 +197,22 @@ class Objective(nn.Module):
         self.style_weight = style_weight
         self.tv_weight = tv_weight
         self.style_masks = None if style_masks is None else [dict(m) for m in style_masks]
+        if loss not in LOSS_FORMS:
+            raise ValueError(f"loss={loss!r}: choose one of {', '.join(LOSS_FORMS)}")
+        if loss == "relative" and content_tv is None:
+            raise ValueError("the relative objective needs content_tv, the content image's tv_loss")
+        self.loss = loss
+        self.content_tv = content_tv
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.extractor(image)
         zero = image.new_zeros(image.shape[0])  # keeps (B,) when a term has no layers
+        relative = self.loss == "relative"
         terms = {
-            "content": zero + content_loss(feats, self.content_targets, self.content_layers),
-            "style": zero + blended_style_loss(feats, self.style_targets, self.style_layers, self.style_masks),
-            "tv": tv_loss(image),
+            "content": zero + content_loss(feats, self.content_targets, self.content_layers, relative),
+            "style": zero + blended_style_loss(feats, self.style_targets, self.style_layers, self.style_masks,
+                                               relative),
+            "tv": tv_loss(image) / (self.content_tv.clamp_min(TV_FLOOR) if relative else 1),
         }
         terms["total"] = (
             self.content_weight * terms["content"]

@@ -9,17 +9,16 @@ Defaults (layers and weights), and where they come from:
 
 - content layer relu4_2 and style layers relu1_1..relu5_1: Gatys et al. (2016). In the original
   Caffe model their "conv" outputs were rectified in place, so they are our relu layers.
-- style layer weights 64/C_l: 1, 1/2, 1/4, 1/8, 1/8 for C_l = 64 ... 512 channels. Our Gram/(H*W)
-  normalisation scales a layer's style loss by C_l^2 against the PyTorch tutorial's Gram/(C*H*W);
-  weights (64/C_l)^2 would undo that exactly, but on real features they leave relu5_1 unmatched
-  (Tübingen + Starry Night, 256 px: it held 0.56 of the 0.61 of style distance left). 64/C_l
-  undoes only half of it, which gives the deep layers their say (docs/tuning.md).
-- style_weight 3, with those layer weights: tuned on the packaged pretrained VGG16 (docs/tuning.md).
-  Tübingen + Starry Night at 256 px, 300 steps: style distance 0.17 of the photo's, content
-  distance 0.40 of the painting's. The PyTorch tutorial's balance, rewritten for our normalisation,
-  is ~244; on real features that wipes out the content. VGG19 features are on the same scale (see
-  `nstlib.vgg.Preprocessing.feature_scale`), but the value is not measured on ImageNet VGG19 here.
-- tv_weight: small enough to damp speckle without blurring; set to 0 to switch TV off.
+- the relative objective (`nstlib.losses`): every term is measured against its target, so the weights
+  below mean the same on any network, style image and size. Style layers weighted equally: each
+  layer's relative Gram error counts alike.
+- content_weight 1, style_weight 0.5, tv_weight 0.05: tuned by eye and by an independent metric on a
+  panel of bundled photos, bundled textures and real paintings at 128, 256 and 512 px on the packaged
+  VGG16 (docs/tuning.md): content recognisable and style clearly transferred on every pair. Not
+  measured on ImageNet VGG19 (it cannot be downloaded here); the relative form is what lets one
+  set of weights serve both.
+- tv_weight: relative to the content photo's own TV, small enough to damp speckle without blurring;
+  0 switches TV off.
 - Adam lr 0.02 on [0,1] pixels (crowsonkb's style-transfer-pytorch); L-BFGS with step size 1
   (jcjohnson's neural-style): `DEFAULT_LR`, used where `lr` is None (`Settings.optimizer_lr`).
 - the pyramid: a √2 ratio (Gatys et al. 2017); its start size and when "auto" uses it depend on the
@@ -43,22 +42,16 @@ import torch
 from nstlib import color
 from nstlib.blend import BLEND_METHODS
 from nstlib.errors import ParameterError
-from nstlib.losses import Weight
+from nstlib.losses import LOSS_FORMS, Weight
 from nstlib.vgg import check_layers
 
 DEFAULT_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
-DEFAULT_STYLE_LAYERS: dict[str, float] = {
-    "relu1_1": 1.0,  # 64 / C_l for C_l = 64, 128, 256, 512, 512 channels
-    "relu2_1": 1 / 2,
-    "relu3_1": 1 / 4,
-    "relu4_1": 1 / 8,
-    "relu5_1": 1 / 8,
-}
+DEFAULT_STYLE_LAYERS: dict[str, float] = dict.fromkeys(("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), 1.0)
 DEFAULT_CONTENT_WEIGHT = 1.0
-DEFAULT_STYLE_WEIGHT = 3.0  # tuned on the pretrained VGG16; see the module docstring
-DEFAULT_TV_WEIGHT = 1e-2
-#: L-BFGS's trust region: without it the first quasi-Newton steps on real features throw the pixels to 0 and 1
-#: (the objective rises 30-fold) and short runs never recover; see `nstlib.lbfgs`.
+DEFAULT_STYLE_WEIGHT = 0.5  # for the relative objective; see the module docstring
+DEFAULT_TV_WEIGHT = 0.05
+#: L-BFGS's trust region: without it, on the absolute objective, the first quasi-Newton steps on real features throw
+#: the pixels to 0 and 1 (the objective rises 30-fold) and short runs never recover; see `nstlib.lbfgs`.
 DEFAULT_MAX_STEP = 0.5
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -100,6 +93,8 @@ class Settings:
     """
 
     # --- the objective
+    loss: str = knob("relative", "each term relative to its target's size (the same weights suit any network, "
+                                 "style and size) or Gatys' absolute squared errors", LOSS_FORMS)
     content_weight: Weight = knob(DEFAULT_CONTENT_WEIGHT, "weight of the content term")
     style_weight: Weight = knob(DEFAULT_STYLE_WEIGHT, "weight of the style term")
     tv_weight: Weight = knob(DEFAULT_TV_WEIGHT, "weight of the total-variation term (0: off)")

@@ -34,6 +34,7 @@ from nstlib.errors import NstlibError, ParameterError, WeightsError
 from nstlib.features import Network
 from nstlib.files import atomic_write, check_input_file, open_input
 from nstlib.images import ImageLike, load_image
+from nstlib.losses import tv_loss
 from nstlib.optimize import NetworkLike, RuntimeLike
 from nstlib.result import TERMS
 from nstlib.runtime import Runtime
@@ -179,7 +180,8 @@ def train_stylizer(
         crops = random_crops(images, size, batch, generator).to(dev)
         with torch.no_grad():
             content = {k: v for k, v in extractor(crops).items() if k in settings.content_layers}
-        terms = dataclasses.replace(targets, content=content).objective(settings)(model(crops))
+        crop_targets = dataclasses.replace(targets, content=content, content_tv=tv_loss(crops))
+        terms = crop_targets.objective(settings)(model(crops))
         optimizer.zero_grad(set_to_none=True)
         backward(terms["total"].mean(), *model.parameters())
         optimizer.step()

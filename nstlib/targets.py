@@ -23,7 +23,7 @@ from PIL import Image
 from nstlib.blend import style_targets
 from nstlib.errors import ImageLoadError
 from nstlib.images import ImageLike, load_image, resize
-from nstlib.losses import Features, Objective, StyleTargets
+from nstlib.losses import Features, Objective, StyleTargets, tv_loss
 from nstlib.masks import guided_style_targets
 from nstlib.settings import Settings, resolve
 
@@ -74,12 +74,15 @@ class Targets:
         extractor: the network, (B,3,H,W) in [0,1] -> {layer: (B,C,h,w)}.
         content: {layer: (1,C,H,W)} feature maps of the content image (the content layers).
         style: blended Gram targets, [(weight, {layer: (1,C,C)})] (see `blend.style_targets`).
+        content_tv: the content image's total variation (1,) (or (B,), one per content image): what the
+            relative TV term divides by.
         masks: spatial control, one {layer: (1,1,h,w)} per style target (see `nstlib.masks`), or None.
     """
 
     extractor: Extractor
     content: Features
     style: StyleTargets
+    content_tv: torch.Tensor
     masks: list[Features] | None = None
 
     @classmethod
@@ -100,10 +103,10 @@ class Targets:
         content_features = {k: v for k, v in extractor(content).items() if k in settings.content_layers}
         if masks is None:
             return cls(extractor, content_features, style_targets(
-                extractor, styles, settings.style_layers, settings.blend_weights, settings.blend))
+                extractor, styles, settings.style_layers, settings.blend_weights, settings.blend), tv_loss(content))
         style, style_masks = guided_style_targets(extractor, styles, masks, settings.style_layers,
                                                   settings.blend_weights)
-        return cls(extractor, content_features, style, style_masks)
+        return cls(extractor, content_features, style, tv_loss(content), style_masks)
 
     def objective(self, settings: Settings) -> Objective:
         """These targets with the loss weights of `settings` (global and per layer); weights given as (B,)
@@ -111,7 +114,7 @@ class Targets:
         device = next(iter(self.style[0][1].values())).device
         weights = {k: w.to(device) if isinstance(w, torch.Tensor) else w for k, w in settings.loss_weights.items()}
         return Objective(self.extractor, self.content, self.style, settings.content_layers, settings.style_layers,
-                         **weights, style_masks=self.masks)
+                         **weights, style_masks=self.masks, loss=settings.loss, content_tv=self.content_tv)
 
 
 def make_objective(

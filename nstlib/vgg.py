@@ -141,12 +141,6 @@ class Preprocessing:
     """How a batch of RGB images in [0,1] becomes the network's input: optionally swap to BGR,
     then subtract `mean` and divide by `std` (per channel, in the input's channel order and in
     [0,1] units: a Caffe input of 0-255 minus the mean pixel is mean = pixel/255, std = 1/255).
-
-    `feature_scale` divides the returned feature maps. A network's features grow with the size of
-    its input values: a Caffe input (0-255) is 255 x 0.226 = 57.6 times a torchvision input (about
-    +-2), so its feature maps are about 57.6 times larger, its Gram matrices 57.6^2 and its style loss
-    57.6^4 times. Dividing by 57.6 puts both on one scale, so one set of loss weights serves both
-    (a rescaling of features is the same as a rescaling of the loss weights: nothing else changes).
     """
 
     name: str
@@ -154,11 +148,9 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     description: str
-    feature_scale: float = 1.0
 
 
 TORCHVISION = Preprocessing("torchvision", False, IMAGENET_MEAN, IMAGENET_STD,
                             "RGB in [0,1], minus the ImageNet mean, divided by its std (torchvision)")
 CAFFE = Preprocessing("caffe", True, tuple(m / 255 for m in CAFFE_MEAN_BGR), (1 / 255,) * 3,
-                      "BGR in 0-255, minus the ImageNet mean pixel (Caffe/Keras)",
-                      feature_scale=255 * sum(IMAGENET_STD) / 3)
+                      "BGR in 0-255, minus the ImageNet mean pixel (Caffe/Keras)")

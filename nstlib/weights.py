@@ -69,9 +69,7 @@ class Weights:
 
     def describe(self) -> str:
         """One line naming the network, the weights and the preprocessing."""
-        scale = self.preprocessing.feature_scale
-        line = f"{self.network.upper()}, {self.source}; input: {self.preprocessing.description}"
-        return line if scale == 1 else f"{line}; features / {scale:.1f}"
+        return f"{self.network.upper()}, {self.source}; input: {self.preprocessing.description}"
 
 
 def random_state_dict(seed: int = 0, network: str = "vgg19") -> dict[str, torch.Tensor]:

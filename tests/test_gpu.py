@@ -39,10 +39,6 @@ pytestmark = pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_avai
                                 reason="needs a CUDA GPU (set NSTLIB_TEST_DEVICE=cpu to dry-run these checks)")
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 RUN = dict(size=128, runtime=DEVICE, progress=False)
-WEIGHTS = dict(content_layers=DEFAULT_CONTENT_LAYERS, style_layers=DEFAULT_STYLE_LAYERS, content_weight=1.0,
-               style_weight=244.0, tv_weight=0.01)
-
-
 @pytest.fixture(scope="module")
 def net() -> VGGFeatures:
     return VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights="random").to(DEVICE)
@@ -77,9 +73,9 @@ def test_the_default_path_lowers_the_objective(net, content, style, optimizer: s
 def test_mixed_precision_loss_terms_match_float32(net, images, dtype: torch.dtype | None) -> None:
     """Same stated tolerance as tests/test_precision.py: 1% (bf16) or 0.1% (fp16) per term; gradient cosine."""
     content, style, image = images
-    plain = make_objective(net, content, [style], **WEIGHTS)
+    plain = make_objective(net, content, [style])
     fast = make_objective(PrecisionFeatures(net, Precision(dtype=dtype)), content,
-                          [style], **WEIGHTS)
+                          [style])
     rel, cosine = {torch.bfloat16: (1e-2, 0.99), torch.float16: (1e-3, 0.999), None: (1e-4, 0.9999)}[dtype]
     grads, values = [], []
     for objective in (plain, fast):
@@ -97,7 +93,7 @@ def test_float16_with_the_loss_scale_optimises(net, images, optimizer: str) -> N
     """The T4 path (no native bf16): float16 autocast and the dynamic loss scale, forced on any GPU."""
     content, style, _ = images
     dtype = torch.float16 if DEVICE.type == "cuda" else None
-    objective = make_objective(PrecisionFeatures(net, Precision(dtype=dtype)), content, [style], **WEIGHTS)
+    objective = make_objective(PrecisionFeatures(net, Precision(dtype=dtype)), content, [style])
     runtime = Runtime(DEVICE, Precision(dtype=dtype), log_every=10)  # float16: with the loss scale
     result = optimize_image(objective, content, steps=30, optimizer=optimizer, runtime=runtime, progress=False)
     assert result.final["total"] < result.history[0]["total"] / 10
@@ -152,7 +148,7 @@ def test_a_captured_step_gives_the_eager_steps_iterates(net, images, optimizer: 
     mixed precision on CUDA: the replayed kernels are the same, so the images agree to bf16 rounding."""
     content, style, start = images
     graphs.release_graphs()
-    objective = make_objective(Runtime.create(DEVICE).prepare(net), content, [style], **WEIGHTS)
+    objective = make_objective(Runtime.create(DEVICE).prepare(net), content, [style])
     with _graphed(objective, start, optimizer) as step:
         run = _step_runner(step)
         totals = [run()["total"].clone() for _ in range(10)]
@@ -171,7 +167,7 @@ def test_a_cached_step_is_reused_and_never_replays_a_stale_weight(net, images) -
     content, style, start = images
     graphs.release_graphs()
     features = Runtime.create(DEVICE).prepare(net)
-    light, heavy = (make_objective(features, content, [style], **{**WEIGHTS, "style_weight": w}) for w in (10.0, 1e4))
+    light, heavy = (make_objective(features, content, [style], style_weight=w) for w in (10.0, 1e4))
     with _graphed(light, start, "adam") as first:
         for _ in range(6):
             _step_runner(first)()

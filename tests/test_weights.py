@@ -16,7 +16,7 @@ from nstlib import weights as nw
 from nstlib.errors import ParameterError, WeightsError
 from nstlib.features import VGGFeatures
 from nstlib.optimize import stylize
-from nstlib.vgg import CAFFE, layer_index, layer_names, layer_receptive_field
+from nstlib.vgg import layer_index, layer_names, layer_receptive_field
 
 RELUS = ["relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1", "relu3_2", "relu3_3", "relu4_1", "relu4_2",
          "relu4_3", "relu5_1", "relu5_2", "relu5_3"]
@@ -45,7 +45,7 @@ def test_vgg16_says_which_layers_it_lacks(vgg16_weights) -> None:
 
 def test_packaged_vgg16_matches_onnxruntime_on_the_original_file(vgg16_weights) -> None:
     """Independent reference: onnxruntime runs the package's own ONNX graph (NHWC input, Caffe-preprocessed)
-    and we read its 13 ReLU outputs; our converted network must give the same maps (times the feature scale)."""
+    and we read its 13 ReLU outputs; our converted network must give the same maps."""
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     import importlib.util
@@ -62,7 +62,7 @@ def test_packaged_vgg16_matches_onnxruntime_on_the_original_file(vgg16_weights) 
     reference = session.run(None, {model.graph.input[0].name: caffe.permute(0, 2, 3, 1).numpy()})
     ours = VGGFeatures(RELUS, weights=vgg16_weights)(image)
     for name, expected in zip(RELUS, reference):
-        got = ours[name] * CAFFE.feature_scale
+        got = ours[name]
         assert torch.allclose(got, torch.from_numpy(expected), rtol=1e-3, atol=1e-3 * float(got.abs().max())), name
 
 

@@ -49,14 +49,14 @@ def test_a_new_style_weight_restarts_the_run_from_the_current_image(make) -> Non
     assert [h["step"] for h in run_of(explorer, 0)] == [1, 2, 3, 4]
     assert run_of(explorer, 0)[0]["content"] == 0.0  # init="content": the first run starts at the content
 
-    explorer.style_weight.value = 1234.0
+    explorer.style_weight.value = 123.0
     assert explorer.wait()
-    assert len(explorer.runs) == 2 and explorer.runs[1]["style_weight"] == 1234.0
+    assert len(explorer.runs) == 2 and explorer.runs[1]["style_weight"] == 123.0
     new = run_of(explorer, 1)
     assert [h["step"] for h in new] == [1, 2, 3, 4]
     for h in new:
-        assert h["style_weight"] == 1234.0
-        assert h["total"] == pytest.approx(h["content"] + 1234.0 * h["style"] + explorer.tv_weight.value * h["tv"],
+        assert h["style_weight"] == 123.0
+        assert h["total"] == pytest.approx(h["content"] + 123.0 * h["style"] + explorer.tv_weight.value * h["tv"],
                                            rel=1e-5)
     assert new[0]["content"] > 0  # it went on from where run 0 stopped, not from the content image
 
@@ -77,12 +77,12 @@ def test_the_displayed_png_changes_and_shows_the_current_image(make) -> None:
 def test_a_burst_of_changes_is_one_run(make) -> None:
     explorer = make(debounce=0.5)
     assert explorer.wait()
-    for value in (300.0, 400.0, 500.0, 600.0, 700.0):
+    for value in (30.0, 40.0, 50.0, 60.0, 70.0):
         explorer.style_weight.value = value
     explorer.tv_weight.value = 0.5
     assert explorer.wait()
     assert len(explorer.runs) == 2
-    assert explorer.runs[1]["style_weight"] == 700.0 and explorer.runs[1]["tv_weight"] == 0.5
+    assert explorer.runs[1]["style_weight"] == 70.0 and explorer.runs[1]["tv_weight"] == 0.5
 
 
 def test_a_value_echoed_back_rounded_is_not_a_change(make) -> None:
