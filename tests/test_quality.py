@@ -103,20 +103,6 @@ def test_colour_preservation_keeps_the_contents_chroma(net) -> None:
 
 
 
-def test_coarse_to_fine_beats_single_scale_at_equal_work(net) -> None:
-    content, style = sample("astronaut", 256), sample("waves", 256)
-    common = dict(steps=30, network=net, progress=False)
-    single = stylize(content, style, coarse_to_fine=False, **common).history
-    pyramid = stylize(content, style, coarse_to_fine=True, **common).history  # 128, 181 and 256 px
-    # Work counts steps x pixels in full-size steps (a step at long side s costs (s / 256)^2 of one), so the check
-    # does not depend on the machine's load. Each scale's history has its steps and its end: steps = entries - 1.
-    sizes = [h["size"] for h in pyramid]
-    work = sum((s / 256) ** 2 * (sizes.count(s) - 1) for s in set(sizes))
-    # The pyramid arrives at 256 px already stylised (measured: 2.05 after 14 full-size steps of work, against 2.15
-    # for single-scale at that point; the objectives are at 256 px in both).
-    assert sorted(set(sizes)) == [128, 181, 256] and pyramid[-1]["total"] < single[int(work)]["total"]
-
-
 def test_default_lbfgs_descends_from_the_first_step(net) -> None:
     content, style = sample("chelsea", 96), sample("stained_glass", 96)
     totals = [h["total"] for h in stylize(content, style, steps=10, network=net, progress=False).history]
