@@ -57,13 +57,14 @@ _lock = threading.Lock()
 
 
 def _targets(objective: Objective) -> list[torch.Tensor]:
-    """The objective's target tensors in a fixed order: content features and TV, style Grams, masks."""
-    tensors = [*objective.content_targets.values(), objective.content_tv]
+    """The objective's target tensors in a fixed order: content features, style Grams, masks, the scales computed
+    from them."""
+    tensors = list(objective.content_targets.values())
     for _, grams in objective.style_targets:
         tensors += grams.values()
     for masks in objective.style_masks or []:
         tensors += masks.values()
-    return tensors
+    return tensors + objective.constants()
 
 
 def _kind(objective: Objective, image: torch.Tensor, settings: Settings, runtime: Runtime) -> tuple:
@@ -85,7 +86,7 @@ def _static_copy(objective: Objective, batch: int) -> Objective:
                      objective.content_layers, objective.style_layers,
                      *(torch.zeros(batch, device=device) for _ in WEIGHTS),
                      style_masks=None if objective.style_masks is None else [own(m) for m in objective.style_masks],
-                     loss=objective.loss, content_tv=objective.content_tv.clone())
+                     loss=objective.loss, content_tv=objective.content_tv)
 
 
 def capture(step: Callable[[], Any]) -> tuple[torch.cuda.CUDAGraph, Any]:

@@ -24,12 +24,13 @@ together (see `optimize.stylize_grid`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 Features = Mapping[str, torch.Tensor]
+Weight = float | torch.Tensor  # a float, or a (B,) tensor giving each batch item its own weight
 #: A blended style target: a list of (blend weight, {layer: Gram matrix (1,C,C)}).
 StyleTargets = Sequence[tuple[float, Mapping[str, torch.Tensor]]]
 #: The forms of the objective: see the module docstring.
@@ -45,6 +46,11 @@ TV_FLOOR = 1e-5
 def mean_square(target: torch.Tensor) -> torch.Tensor:
     """A relative term's divisor: the mean square of (1,...) or (B,...) targets, (1,) or (B,), floored."""
     return target.pow(2).mean(dim=tuple(range(1, target.ndim))).clamp_min(NORM_FLOOR)
+
+
+def relative_weights(layer_weights: Mapping[str, Weight], targets: Features) -> dict[str, torch.Tensor]:
+    """{layer: w_l / mean(T_l^2)}, each (1,) or (B,): the per-layer weights that make an absolute term relative."""
+    return {layer: weight / mean_square(targets[layer]) for layer, weight in layer_weights.items()}
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
@@ -76,15 +82,16 @@ def guided_gram_matrix(features: torch.Tensor, mask: torch.Tensor) -> torch.Tens
 
 
 def content_loss(
-    features: Features, targets: Features, layer_weights: Mapping[str, float], relative: bool = False
+    features: Features, targets: Features, layer_weights: Mapping[str, Weight], relative: bool = False
 ) -> torch.Tensor:
     """sum_l w_l * mean((F_l - P_l)^2), one value per batch item: (B,). Relative: each layer / mean(P_l^2).
 
     `features[l]` is (B,C,H,W); `targets[l]` is (1,C,H,W) or (B,C,H,W).
     """
+    if relative:
+        layer_weights = relative_weights(layer_weights, targets)
     return sum(
         weight * (features[layer] - targets[layer]).pow(2).mean(dim=(1, 2, 3))
-        / (mean_square(targets[layer]) if relative else 1)
         for layer, weight in layer_weights.items()
     )
 
@@ -92,7 +99,7 @@ def content_loss(
 def style_loss(
     features: Features,
     target_grams: Features,
-    layer_weights: Mapping[str, float],
+    layer_weights: Mapping[str, Weight],
     masks: Features | None = None,
     relative: bool = False,
 ) -> torch.Tensor:
@@ -105,9 +112,10 @@ def style_loss(
     def gram(layer: str) -> torch.Tensor:
         return gram_matrix(features[layer]) if masks is None else guided_gram_matrix(features[layer], masks[layer])
 
+    if relative:
+        layer_weights = relative_weights(layer_weights, target_grams)
     return sum(
         weight * (gram(layer) - target_grams[layer]).pow(2).mean(dim=(1, 2))
-        / (mean_square(target_grams[layer]) if relative else 1)
         for layer, weight in layer_weights.items()
     )
 
@@ -126,29 +134,27 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     return dx.pow(2).mean(dim=(1, 2, 3)) + dy.pow(2).mean(dim=(1, 2, 3))
 
 
+def blended_grams(targets: StyleTargets, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+    """The targets' weighted average {layer: sum_k a_k A_k / sum_k a_k}, (1,C,C): for one target, its own Grams."""
+    total = sum(alpha for alpha, _ in targets)
+    return {layer: sum(alpha * grams[layer] for alpha, grams in targets) / total for layer in layers}
+
+
 def blended_style_loss(
     features: Features,
     targets: StyleTargets,
-    layer_weights: Mapping[str, float],
+    layer_weights: Mapping[str, Weight],
     masks: Sequence[Features] | None = None,
-    relative: bool = False,
 ) -> torch.Tensor:
     """sum_k a_k * style_loss(features, targets_k): the style loss against blended targets (B,).
 
     `masks`, if given, holds one {layer: mask} per target: target k is matched only in region k.
-    Relative: each layer is divided by the mean square of the targets' weighted average
-    sum_k a_k A_k / sum_k a_k (for one target, its own), the same for every k. The "loss" blend then
+    The relative form is this with `relative_weights(layer_weights, blended_grams(targets, layer_weights))`: every k's
+    layer divided by the same constant, the blended target's mean square, so that the "loss" blend
     stays the "gram" blend plus a constant, as in the absolute form (notebook 06).
     """
     masks = masks if masks is not None else [None] * len(targets)
-    if relative:
-        total = sum(alpha for alpha, _ in targets)
-        layer_weights = {layer: weight / mean_square(sum(alpha * grams[layer] for alpha, grams in targets) / total)
-                         for layer, weight in layer_weights.items()}
     return sum(alpha * style_loss(features, grams, layer_weights, m) for (alpha, grams), m in zip(targets, masks))
-
-
-Weight = float | torch.Tensor  # a float, or a (B,) tensor giving each batch item its own weight
 
 
 class Objective(nn.Module):
@@ -203,16 +209,30 @@ class Objective(nn.Module):
             raise ValueError("the relative objective needs content_tv, the content image's tv_loss")
         self.loss = loss
         self.content_tv = content_tv
+        # The per-layer weights and the TV factor the terms are computed with. The relative form is the absolute
+        # one with each weight over its target's mean square and TV over the content's: constants of the run,
+        # computed here once rather than at every step.
+        self.content_scales: dict[str, Weight] = dict(self.content_layers)
+        self.style_scales: dict[str, Weight] = dict(self.style_layers)
+        self.tv_scale: Weight = 1.0
+        if loss == "relative":
+            self.content_scales = relative_weights(self.content_layers, self.content_targets)
+            blended = blended_grams(self.style_targets, self.style_layers)
+            self.style_scales = relative_weights(self.style_layers, blended)
+            self.tv_scale = 1 / content_tv.clamp_min(TV_FLOOR)
+
+    def constants(self) -> list[torch.Tensor]:
+        """The scales computed from the targets, in a fixed order ((1,) or (B,) tensors; none in the absolute form)."""
+        scales = [*self.content_scales.values(), *self.style_scales.values(), self.tv_scale]
+        return [s for s in scales if isinstance(s, torch.Tensor)]
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.extractor(image)
         zero = image.new_zeros(image.shape[0])  # keeps (B,) when a term has no layers
-        relative = self.loss == "relative"
         terms = {
-            "content": zero + content_loss(feats, self.content_targets, self.content_layers, relative),
-            "style": zero + blended_style_loss(feats, self.style_targets, self.style_layers, self.style_masks,
-                                               relative),
-            "tv": tv_loss(image) / (self.content_tv.clamp_min(TV_FLOOR) if relative else 1),
+            "content": zero + content_loss(feats, self.content_targets, self.content_scales),
+            "style": zero + blended_style_loss(feats, self.style_targets, self.style_scales, self.style_masks),
+            "tv": self.tv_scale * tv_loss(image),
         }
         terms["total"] = (
             self.content_weight * terms["content"]

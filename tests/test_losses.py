@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nstlib.losses import NORM_FLOOR, Objective, content_loss, gram_matrix, style_loss, tv_loss
+from nstlib import graphs
+from nstlib.losses import LOSS_FORMS, NORM_FLOOR, Objective, content_loss, gram_matrix, style_loss, tv_loss
 from nstlib.result import TERMS
 
 
@@ -187,3 +188,34 @@ def test_relative_gradcheck_float64() -> None:
     assert torch.autograd.gradcheck(lambda v: content_loss({"a": v}, {"a": target}, {"a": 0.7}, relative=True)
                                     + style_loss({"a": v}, {"a": gram_matrix(target)}, {"a": 0.3}, relative=True),
                                     (x,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", LOSS_FORMS)
+def test_a_graphed_steps_copy_loaded_with_other_targets_computes_their_objective(loss: str) -> None:
+    """A cached CUDA-graph step keeps its own objective and copies the next run's targets into it: the scales the
+    relative form computes from them must follow (an absolute objective needs no content TV at all)."""
+    gen = torch.Generator().manual_seed(13)
+    conv = torch.nn.Conv2d(3, 4, 3)
+
+    def extractor(img: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"a": conv(img).relu()}
+
+    def objective(seed: int) -> Objective:
+        content, style = (torch.rand(1, 3, 10, 10, generator=torch.Generator().manual_seed(seed + i)) for i in (0, 1))
+        with torch.no_grad():
+            return Objective(extractor, extractor(content), [(1.0, {"a": gram_matrix(extractor(style)["a"])})],
+                             {"a": 1.0}, {"a": 1.0}, 1.0, 2.0, 3.0, loss=loss,
+                             content_tv=tv_loss(content) if loss == "relative" else None)
+
+    first, second = objective(0), objective(5)
+    static = graphs._static_copy(first, 1)
+    with torch.no_grad():
+        for mine, theirs in zip(graphs._targets(static), graphs._targets(second), strict=True):
+            mine.copy_(theirs)
+        for name in graphs.WEIGHTS:
+            getattr(static, name).copy_(torch.as_tensor(getattr(second, name)))
+        image = torch.rand(1, 3, 10, 10, generator=gen)
+        ours, theirs, stale = static(image), second(image), first(image)
+    for term in TERMS:
+        assert ours[term].item() == pytest.approx(theirs[term].item(), rel=1e-6)
+    assert ours["style"].item() != pytest.approx(stale["style"].item(), rel=1e-2)  # the two runs do differ
