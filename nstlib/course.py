@@ -109,18 +109,36 @@ def show_figure(name: str, width: int = 900) -> Any:
     return Image(filename=str(local), width=width) if local.is_file() else Image(url=f"{DOCS_URL}/{name}", width=width)
 
 
-def check(name: str, yours: Any, reference: Any, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
-    """Compare a learner's result with nstlib's and say clearly whether it is right."""
+def check(name: str, yours: Any, reference: Any, rtol: float = 1e-4, atol: float = 1e-6,
+          hint: str | None = None) -> bool:
+    """Compare a learner's result with nstlib's and say clearly whether it is right, and if not, what differs.
+
+    The shapes must be equal (no broadcasting: a scalar is not a right answer for one value per image); then the
+    values, to `rtol` and `atol`. A wrong answer names the first thing that differs (the shape, a NaN, or the
+    largest difference, where and by how much), followed by `hint` if given.
+    """
     if yours is None:
         print(f"… {name}: not done yet; fill in the function above")
         return False
     try:
-        ok = torch.allclose(torch.as_tensor(yours).float(), torch.as_tensor(reference).float(), rtol=rtol, atol=atol)
-    except (RuntimeError, TypeError, ValueError) as e:  # wrong shape or type
-        print(f"✗ {name}: could not compare ({e})")
-        return False
-    if ok:
+        mine = torch.as_tensor(yours).detach().float().cpu()
+    except (RuntimeError, TypeError, ValueError) as e:
+        return _wrong(name, f"your answer is not a tensor of numbers ({e})", hint)
+    expected = torch.as_tensor(reference).detach().float().cpu()
+    if mine.shape != expected.shape:
+        return _wrong(name, f"yours has shape {tuple(mine.shape)}, nstlib's has {tuple(expected.shape)}", hint)
+    if not torch.isfinite(mine).all():
+        return _wrong(name, f"yours has {int((~torch.isfinite(mine)).sum())} NaN or infinite values", hint)
+    if torch.allclose(mine, expected, rtol=rtol, atol=atol):
         print(f"✓ {name}: correct, it matches nstlib")
-    else:
-        print(f"✗ {name}: not yet; yours differs from nstlib (see the hint below)")
-    return bool(ok)
+        return True
+    gap = (mine - expected).abs()
+    where = tuple(int(i) for i in torch.unravel_index(gap.argmax(), gap.shape))
+    at = f" at index {where}" if where else ""
+    return _wrong(name, f"values differ: largest difference {float(gap.max()):.3g}{at} (yours "
+                        f"{float(mine[where]):.5g}, nstlib's {float(expected[where]):.5g})", hint)
+
+
+def _wrong(name: str, what: str, hint: str | None) -> bool:
+    print(f"✗ {name}: not yet; {what}" + (f"\n  hint: {hint}" if hint else ""))
+    return False
