@@ -48,6 +48,19 @@ def test_every_notebook_opens_with_its_badge_and_the_one_install_line() -> None:
         assert "course.setup(" in "".join(cells[2]["source"]), path.name
 
 
+
+def test_every_solution_is_hidden_in_jupyter_and_on_colab() -> None:
+    """Jupyter and VS Code honour `source_hidden`; Colab does not, but shows a cell whose first line is a
+    `#@title ... { display-mode: "form" }` as its title alone, with the code folded away."""
+    solutions = 0
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if "solution" in cell["metadata"].get("tags", []):
+                solutions += 1
+                assert cell["metadata"].get("jupyter", {}).get("source_hidden") is True, path.name
+                assert re.fullmatch(r'#@title .+ \{ display-mode: "form" \}\n', cell["source"][0]), path.name
+    assert solutions >= 13
+
 #: nstlib's modules in the order a learner meets them: each may import only the modules before it, so
 #: reading them top to bottom (image -> features -> targets -> objective -> loop -> result) never
 #: needs a later one. A new module takes its place here.
