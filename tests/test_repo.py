@@ -10,9 +10,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_notebooks_are_committed_with_outputs_stripped() -> None:
+def test_notebooks_are_committed_with_outputs_stripped_and_cell_ids() -> None:
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         nb = json.loads(path.read_text())
+        ids = [cell.get("id") for cell in nb["cells"]]
+        assert None not in ids and len(set(ids)) == len(ids), path.name  # nbformat 4.5 requires unique ids
         for cell in nb["cells"]:
             if cell["cell_type"] == "code":
                 assert cell.get("outputs") == [] and cell.get("execution_count") is None, path.name
