@@ -7,7 +7,7 @@ others say "skipped (needs CUDA)", and a failing check must become a FAIL row an
 from __future__ import annotations
 
 import importlib.util
-import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,11 +28,10 @@ def table(stdout: str) -> dict[str, list[str]]:
 
 
 def test_the_quick_cpu_run_prints_every_check_and_passes() -> None:
-    # Tiny convolutions: one thread, so that other work on the machine does not slow them tenfold.
     run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--device", "cpu"], capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "nstlib GPU check" in run.stdout and "cpu (1 threads)" in run.stdout
+    assert "nstlib GPU check" in run.stdout and re.search(r"cpu \(\d+ threads\)", run.stdout), run.stdout
     rows = table(run.stdout)
     assert list(rows) == [name for name, _ in gpu_check.CHECKS]
     ran = {name for name, (result, _, _) in rows.items() if result == "ok"}
