@@ -10,13 +10,14 @@ Defaults (layers and weights), and where they come from:
 - content layer relu4_2 and style layers relu1_1..relu5_1: Gatys et al. (2016). In the original
   Caffe model their "conv" outputs were rectified in place, so they are our relu layers.
 - the relative objective (`nstlib.losses`): every term is measured against its target, so the weights
-  below mean the same on any network, style image and size. Style layers weighted equally: each
-  layer's relative Gram error counts alike.
+  below do not depend on how large a network's features, a style's Gram matrices or the picture are.
+  Style layers weighted equally: each layer's relative Gram error counts alike.
 - content_weight 1, style_weight 0.5, tv_weight 0.05: tuned by eye and by an independent metric on a
-  panel of bundled photos, bundled textures and real paintings at 128, 256 and 512 px on the packaged
-  VGG16 (docs/tuning.md): content recognisable and style clearly transferred on every pair. Not
-  measured on ImageNet VGG19 (it cannot be downloaded here); the relative form is what lets one
-  set of weights serve both.
+  panel of bundled photos, bundled textures and real paintings at 128 px, confirmed at 256 px and
+  checked at 512 px on the packaged VGG16 (docs/tuning.md): content recognisable on every pair, style
+  clearly transferred on all but chelsea + waves, which at 256 and 512 px is mostly a recolouring.
+  Not measured on ImageNet VGG19 (it cannot be downloaded here); the relative form removes the
+  difference in feature scale between the two networks, not any difference in what their layers see.
 - tv_weight: relative to the content photo's own TV, small enough to damp speckle without blurring;
   0 switches TV off.
 - Adam lr 0.02 on [0,1] pixels (crowsonkb's style-transfer-pytorch); L-BFGS with step size 1
