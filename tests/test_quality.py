@@ -18,16 +18,16 @@ from nstlib import color, resize, sample
 from nstlib.features import VGGFeatures
 from nstlib.optimize import stylize
 
-# The tuning panel's scale-free distances (bench/tuning.py), so that the tests and docs/tuning.md measure alike.
-spec = importlib.util.spec_from_file_location("tuning", Path(__file__).parents[1] / "bench" / "tuning.py")
-tuning = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tuning)
-style_distance, content_distance = tuning.style_distance, tuning.content_distance
+# The tuning panel's scale-free distances (bench/metric.py), so that the tests and docs/tuning.md measure alike.
+spec = importlib.util.spec_from_file_location("metric", Path(__file__).parents[1] / "bench" / "metric.py")
+metric = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(metric)
+style_distance, content_distance = metric.style_distance, metric.content_distance
 
 
 @pytest.fixture(scope="module")
 def net(vgg16_weights) -> VGGFeatures:
-    return VGGFeatures([*tuning.STYLE_LAYERS, "relu2_2", "relu4_2"], weights=vgg16_weights)
+    return VGGFeatures([*metric.STYLE_LAYERS, "relu2_2", "relu4_2"], weights=vgg16_weights)
 
 
 def test_stylising_moves_the_style_statistics_and_keeps_the_content(net) -> None:
