@@ -11,19 +11,16 @@ with matplotlib only (no images are read), written atomically; an existing file 
 from __future__ import annotations
 
 import argparse
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
-
-from nstlib.errors import OutputError  # noqa: E402
-from nstlib.files import atomic_write, check_output_path  # noqa: E402
+from nstlib.errors import OutputError
+from nstlib.files import check_output_path
+from nstlib.plots import save_figure
 
 COLOURS = {"image": "#dbe9f6", "net": "#e8e8e8", "target": "#fff2cc", "loss": "#f8d7da", "total": "#d4edda"}
 
@@ -41,8 +38,8 @@ def arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], colour
                                  connectionstyle=f"arc3,rad={rad}"))
 
 
-def draw() -> plt.Figure:
-    fig = plt.figure(figsize=(11.5, 5.8), dpi=110)
+def draw() -> Figure:
+    fig = Figure(figsize=(11.5, 5.8))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set(xlim=(0, 1.02), ylim=(-0.1, 1))
     ax.axis("off")
@@ -89,9 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         check_output_path(args.out, overwrite=args.force, extensions={".png"})
     except OutputError as e:  # the library's one-line message, exit 2
         parser.error(str(e))
-    buffer = io.BytesIO()
-    draw().savefig(buffer, format="png")
-    atomic_write(args.out, lambda f: f.write(buffer.getvalue()), overwrite=args.force)
+    save_figure(draw(), args.out, overwrite=args.force, dpi=110)
     print(f"wrote {args.out}")
 
 
