@@ -64,7 +64,7 @@ def _targets(objective: Objective) -> list[torch.Tensor]:
         tensors += grams.values()
     for masks in objective.style_masks or []:
         tensors += masks.values()
-    return tensors + objective.constants()
+    return tensors + objective.target_scales()
 
 
 def _kind(objective: Objective, image: torch.Tensor, settings: Settings, runtime: Runtime) -> tuple:

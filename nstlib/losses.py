@@ -221,7 +221,7 @@ class Objective(nn.Module):
             self.style_scales = relative_weights(self.style_layers, blended)
             self.tv_scale = 1 / content_tv.clamp_min(TV_FLOOR)
 
-    def constants(self) -> list[torch.Tensor]:
+    def target_scales(self) -> list[torch.Tensor]:
         """The scales computed from the targets, in a fixed order ((1,) or (B,) tensors; none in the absolute form)."""
         scales = [*self.content_scales.values(), *self.style_scales.values(), self.tv_scale]
         return [s for s in scales if isinstance(s, torch.Tensor)]
