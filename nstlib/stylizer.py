@@ -86,7 +86,9 @@ class Stylizer(nn.Module):
         width: channels of the first layer (then 2x and 4x after the two downsamplings; Johnson: 32).
         blocks: residual blocks at 1/4 resolution (Johnson: 5).
 
-    H and W need not be multiples of 4: the output is resized back to the input's size if they are not.
+    H and W need not be multiples of 4: the output is always resized to the input's size, which changes nothing
+    when they are (a test of the size would be traced as a constant by the ONNX export, and the file would then
+    only take sizes that agree with the example's).
     """
 
     def __init__(self, width: int = 16, blocks: int = 3) -> None:
@@ -102,9 +104,7 @@ class Stylizer(nn.Module):
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        out = self.net(image)
-        if out.shape[-2:] != image.shape[-2:]:
-            out = nn.functional.interpolate(out, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        out = nn.functional.interpolate(self.net(image), size=image.shape[-2:], mode="bilinear", align_corners=False)
         return torch.sigmoid(out)
 
     @property
@@ -216,7 +216,7 @@ def load(path: str | os.PathLike) -> Stylizer:
 
 
 def export_onnx(model: Stylizer, path: str | os.PathLike, size: int = 256) -> Path:
-    """Export the network to ONNX (input "image" (B,3,H,W) in [0,1], any B, H and W multiples of 4), atomically.
+    """Export the network to ONNX (input "image" (B,3,H,W) in [0,1], any B, H and W), atomically.
 
     Needs the `onnx` package (installed with nstlib's `offline` extra); onnxruntime runs the file.
     """
@@ -231,7 +231,6 @@ def export_onnx(model: Stylizer, path: str | os.PathLike, size: int = 256) -> Pa
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():  # instance norm exports "with train=True": right, it uses each image's statistics
         warnings.simplefilter("ignore", UserWarning)
-        # the resize-back test in `forward` is traced as a constant: hence "H and W multiples of 4" above
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(model, (example,), buffer, input_names=["image"], output_names=["stylized"],
                           dynamic_axes={"image": axes, "stylized": axes}, dynamo=False)

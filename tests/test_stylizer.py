@@ -72,10 +72,12 @@ def test_onnx_export_reproduces_the_network(net: Stylizer, tmp_path: Path) -> No
     pytest.importorskip("onnx")
     path = export_onnx(net, tmp_path / "net.onnx", size=32)
     ort = pytest.importorskip("onnxruntime")
-    x = torch.rand(2, 3, 40, 48)  # another batch size and image size than exported with
-    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
-    with torch.no_grad():
-        torch.testing.assert_close(torch.from_numpy(out), net(x), atol=1e-4, rtol=0)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # another batch size and image size than exported with, also one that is not a multiple of 4 (85: chelsea at 128)
+    for x in (torch.rand(2, 3, 40, 48), torch.rand(1, 3, 85, 128)):
+        out = session.run(None, {"image": x.numpy()})[0]
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(out), net(x), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize(("kwargs", "name"), [({"batch": 0}, "batch"), ({"width": 0}, "width"),
