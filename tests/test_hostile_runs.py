@@ -5,7 +5,7 @@ work, one of runs that must finish, and the few cases that need more (Ctrl-C, th
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +195,17 @@ def test_ctrl_c_while_building_the_next_scale_keeps_the_last_one(vgg, content, s
     check_first_scale_kept(stylize_or_fail(content, style, vgg))
 
 
-def test_a_second_ctrl_c_right_after_the_first_keeps_the_result(vgg, content, style, monkeypatch) -> None:
+@pytest.fixture
+def terminal_ctrl_c() -> Iterator[None]:
+    """Python's own SIGINT handler, as in a terminal. A suite started in the background (or under nohup) starts with
+    SIGINT ignored, and `one_interrupt` rightly leaves a handler it does not know alone."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_a_second_ctrl_c_right_after_the_first_keeps_the_result(vgg, content, style, monkeypatch,
+                                                                 terminal_ctrl_c) -> None:
     interrupt_second_targets(monkeypatch, lambda: signal.raise_signal(signal.SIGINT))
     join = nstlib.pyramid.join
 
@@ -208,7 +218,7 @@ def test_a_second_ctrl_c_right_after_the_first_keeps_the_result(vgg, content, st
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
-def test_ctrl_c_after_a_quiet_second_interrupts_again(monkeypatch) -> None:
+def test_ctrl_c_after_a_quiet_second_interrupts_again(monkeypatch, terminal_ctrl_c) -> None:
     clock = [100.0]
     monkeypatch.setattr(nstlib.pyramid.time, "monotonic", lambda: clock[0])
     with one_interrupt():
