@@ -8,7 +8,7 @@ Given styles s_1..s_n with blend weights a_1..a_n (non-negative, normalised to s
 - ``"loss"``: keep every style's Gram matrices and sum the weighted losses,
   sum_k a_k * style_loss(x, s_k).
 
-"loss" and "gram" always have the same gradient: sum_k a_k |G - A_k|^2 = |G - sum_k a_k A_k|^2 + const.
+"loss" and "gram" always have the same gradient: ``sum_k a_k |G - A_k|^2 = |G - sum_k a_k A_k|^2 + const``.
 "features" is different: the Gram matrix of an average contains cross terms between styles.
 
 All three return the same `StyleTargets` form, a list of (weight, {layer: Gram (1,C,C)}), so

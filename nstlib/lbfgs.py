@@ -18,7 +18,7 @@ for a batch, since the loop sums the batch's losses):
    H g = γg + S p - γY w with w = R⁻¹Sᵀg and p = R⁻ᵀ((D + γYᵀY) w - γYᵀg) (R the upper triangle
    of SᵀY, D its diagonal, the pairs oldest to newest), in two matrix products over the history
    and two (m+1)×(m+1) triangular solves, whatever m is. SᵀY and YᵀY gain one row and column a step;
-3. the step x_{k+1} = x_k + t·d, t = lr·min(1, 1/|g|₁) on the first step (the gradient's scale is
+3. the step x_{k+1} = x_k + t·d, t = ``lr·min(1, 1/|g|₁)`` on the first step (the gradient's scale is
    not known yet) and lr after it; no step where d is not a descent direction.
 
 The box [0,1] (`bounds=(0, 1)`). The loop clamps the pixels after each step (`nstlib.step.take_step`,
@@ -35,7 +35,7 @@ pixels a step pushes through a wall make such pairs nearly flat, and the next st
 Without bounds the iterates equal torch's up to float rounding.
 
 A trust region (`max_step`): the step is shortened so that no value changes by more than
-`max_step`. The first step is tiny (its length 1/|g|₁ knows nothing of the curvature), so the
+`max_step`. The first step is tiny (its length ``1/|g|₁`` knows nothing of the curvature), so the
 first pair sees almost no curvature, γ = s·y / y·y comes out huge, and the second step throws
 the pixels to the walls: on the packaged VGG16 and Gatys' absolute objective the objective rose
 30- to 60-fold there, and at

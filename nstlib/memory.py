@@ -80,12 +80,13 @@ def estimate_bytes(
 
         4 * (batch * (K + 3*L + (3 + k) * 3*H*W) + P)
 
-    K: elements autograd keeps for the backward pass, L: the largest feature map (`network_cost`);
-       3*L covers a conv output before its ReLU and the gradients flowing in and out of a layer;
-    3 image-sized buffers: the image, its gradient and the normalised network input;
-    k: the optimiser's image-sized buffers (`optimizer_buffers`; L-BFGS fills its history over the
-       first `history_size` steps);
-    P: the parameters of the truncated network (frozen: no gradients).
+    - K: elements autograd keeps for the backward pass, L: the largest feature map (`network_cost`);
+      3*L covers a conv output before its ReLU and the gradients flowing in and out of a layer;
+    - 3 image-sized buffers: the image, its gradient and the normalised network input;
+    - k: the optimiser's image-sized buffers (`optimizer_buffers`; L-BFGS fills its history over the
+      first `history_size` steps);
+    - P: the parameters of the truncated network (frozen: no gradients).
+
     The style and content targets are small (Gram matrices, one content layer) and left out.
     It errs on the safe side: for 3 L-BFGS steps at 512x512 with the default layers (CPU), the
     process's peak RSS grew by 272 MiB against an estimate of 654 MiB (history filled to 3).

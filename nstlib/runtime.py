@@ -6,6 +6,7 @@ depends on it; the rest of the library asks the runtime and never looks at the d
 1. the device: "auto" is cuda, else mps, else cpu (`pick_device`);
 2. mixed precision (on by default on CUDA only; `mixed_precision=False` gives the plain float32
    path the notebooks explain, True asks for it on any device), a `Precision`:
+
    - channels_last (NHWC) memory for the network's weights and its input, what tensor-core
      convolutions want. Not `torch.backends.cudnn.benchmark`: measured on an H100 it was
      pure cost, 1.4-6 s on the first float32 step of every new image size (0.7-4 s for bf16, and a
@@ -17,6 +18,7 @@ depends on it; the rest of the library asks the runtime and never looks at the d
      maps and autocast ends with the network (a float16 Gram matrix overflows 65504 at ordinary
      image sizes), so the losses are the same plain maths on every path. Autocast's weight cache
      is off: the weights are already in the autocast dtype, and torch asks for it off in a CUDA graph.
+
    On a CPU it keeps only channels_last (float32), and bfloat16 only where the CPU has it natively.
 3. `torch.compile` of the objective (`compile_model`): faster steps on a GPU, after a slow first one;
 4. how often the losses are copied to the host (`log_every`): every step on the plain path, every
@@ -278,7 +280,7 @@ def plain_backward(loss: torch.Tensor, *leaves: torch.Tensor) -> None:
     loss.backward()
 
 
-#: backward(loss, *leaves): set each leaf's .grad to d(loss)/d(leaf).
+#: ``backward(loss, *leaves)``: set each leaf's .grad to d(loss)/d(leaf).
 Backward = Callable[..., None]
 
 

@@ -25,6 +25,7 @@ Defaults (layers and weights), and where they come from:
 - the pyramid: a √2 ratio (Gatys et al. 2017); its start size and when "auto" uses it depend on the
   device, so they are the runtime's (`nstlib.runtime.PYRAMID_PLANS`).
 - training a feed-forward stylizer (`nstlib.stylizer`): Adam at `TRAIN_LR` on `TRAIN_SIZE` px crops.
+
 Treat them as a starting point and use the weight sliders of notebook 05 to explore.
 """
 

