@@ -48,14 +48,25 @@ def stale(source: Path) -> str | None:
     return None
 
 
-def shrink(notebook: nbformat.NotebookNode) -> None:
-    """Store each PNG output as a JPEG where that at least halves it (photos and feature maps do; line plots stay
-    PNG), so the executed copies stay a few hundred kB each."""
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def compact(notebook: nbformat.NotebookNode) -> None:
+    """Make an executed notebook a page: without a kernel a widget cannot respond, so the widgets' saved state goes,
+    a widget displayed along the way (a progress bar) goes, and a widget that is a cell's value (the explorer)
+    keeps its line of text. Each PNG output is stored as a JPEG where that at least halves it (photos and feature
+    maps do; line plots stay PNG), so the executed copies stay a few hundred kB each."""
     from PIL import Image
 
+    notebook.metadata.pop("widgets", None)
     for cell in notebook.cells:
-        for output in cell.get("outputs", []):
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = [output for output in cell.outputs
+                        if not (output.output_type == "display_data" and WIDGET in output.get("data", {}))]
+        for output in cell.outputs:
             data = output.get("data", {})
+            data.pop(WIDGET, None)
             if "image/png" not in data:
                 continue
             png = base64.b64decode(data["image/png"])
@@ -81,7 +92,7 @@ def execute(source: Path) -> float:
     NotebookClient(notebook, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}},
                    env=env).execute(env=env)
     seconds = time.perf_counter() - start
-    shrink(notebook)
+    compact(notebook)
     notebook.metadata["nstlib"] = {"seconds": round(seconds), "cores": os.cpu_count(), "machine": platform.machine(),
                                    "torch": version("torch"), "executed": time.strftime("%Y-%m-%d")}
     EXECUTED.mkdir(exist_ok=True)

@@ -59,8 +59,8 @@ def _course_page(app, docname: str, source: list[str]) -> None:
     """A notebook as a page of the site.
 
     Links to docs/ point into the site: notebooks/ reaches a note as ../docs/NAME.md and a figure on GitHub (so
-    that Colab shows it too); on the site both are ../NAME. Under the title, a line says how the outputs below were
-    made, from what docs/build_site.py recorded when it executed the notebook.
+    that Colab shows it too); on the site both are ../NAME. After the introduction (the first cell), a line says
+    how the outputs below were made, from what docs/build_site.py recorded when it executed the notebook.
     """
     if not docname.startswith("course/"):
         return
@@ -77,7 +77,7 @@ def _course_page(app, docname: str, source: list[str]) -> None:
             f"({mode[0] if mode else 'full size'}; device {device}, a {run['cores']}-core {run['machine']} "
             f"machine, torch {run['torch']}): {minutes} min {seconds} s.*")
     if mode:
-        note += " *On a GPU the notebook runs at full size, and its pictures are larger and cleaner.*"
+        note += " *On a GPU the notebook runs at full size: larger pictures, more steps.*"
     notebook["cells"].insert(1, {"cell_type": "markdown", "id": "site-run-note", "metadata": {}, "source": note})
     source[0] = json.dumps(notebook)
 

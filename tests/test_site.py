@@ -9,17 +9,22 @@ closed here, so the browser is answered from the npm package in NSTLIB_MATHJAX (
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import importlib.util
+import io
 import os
+import random
 import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
 from common import CHROMIUM, CHROMIUM_ARGS
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("build_site", ROOT / "docs" / "build_site.py")
@@ -52,6 +57,30 @@ def test_no_execute_refuses_a_stale_copy(tmp_path: Path, monkeypatch: pytest.Mon
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # no line per request on stderr
         pass
+
+
+def test_a_page_keeps_what_works_without_a_kernel() -> None:
+    """compact: a progress bar goes, the explorer keeps its text, a photo becomes a JPEG, a flat PNG stays."""
+
+    def png(picture: Image.Image) -> str:
+        buffer = io.BytesIO()
+        picture.save(buffer, "PNG")
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    noise = Image.frombytes("RGB", (64, 64), random.Random(0).randbytes(64 * 64 * 3))  # detail: far smaller as JPEG
+    flat = Image.new("RGB", (64, 64), "white")
+    view = {build_site.WIDGET: {"model_id": "0"}}
+    outputs = [nbformat.v4.new_output("display_data", data={**view, "text/plain": "  0%|"}),
+               nbformat.v4.new_output("execute_result", data={**view, "text/plain": "StyleExplorer(...)"},
+                                      execution_count=1),
+               nbformat.v4.new_output("display_data", data={"image/png": png(noise)}),
+               nbformat.v4.new_output("display_data", data={"image/png": png(flat)})]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=outputs)],
+                                        metadata={"widgets": {"state": {}}})
+    build_site.compact(notebook)
+    assert "widgets" not in notebook.metadata
+    kept = [sorted(output.data) for output in notebook.cells[0].outputs]
+    assert kept == [["text/plain"], ["image/jpeg"], ["image/png"]]
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +130,7 @@ def test_pages_show_their_figures_and_the_api(site: str, page: object) -> None:
         url = f"course/{notebook.stem}.html"
         assert _open(page, site, url) == [], url
         assert page.locator("div.cell_output img").count() >= 1, f"{url} shows no figure from its outputs"
+        assert page.locator("script[type*='widget']").count() == 0, f"{url} has a widget that cannot respond"
         assert "come from running the notebook top to bottom on" in page.inner_text("main"), f"{url}: how was it run?"
         solutions = page.locator("div.tag_solution div.cell_input").all()
         assert not any(solution.is_visible() for solution in solutions), f"{url} shows a solution unasked"
