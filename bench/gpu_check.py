@@ -331,7 +331,7 @@ def check_peak_memory(ctx: Context) -> Outcome:
 
 
 def check_notebook(ctx: Context) -> Outcome:
-    """Seven `stylize_grid` runs (35 images) and two `stylize` runs of 300 Adam steps at 256², the kernel's start-up
+    """Seven `stylize_grid` runs (36 images) and one `stylize` run of 300 Adam steps at 256², the kernel's start-up
     (not measured on a GPU)."""
     if not ctx.cuda:
         raise Skipped("needs CUDA: full size takes hours on a CPU")

@@ -26,11 +26,17 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+from PIL import Image
 
 DOCS = Path(__file__).resolve().parent
 NOTEBOOKS = DOCS.parent / "notebooks"
 EXECUTED = DOCS / "course"
 SITE = DOCS / "_build" / "html"
+
+
+def notebooks() -> list[Path]:
+    """The course's notebooks, in order: notebooks/NN_*.ipynb."""
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
 def cells(notebook: nbformat.NotebookNode) -> list[tuple[str, str, list[str]]]:
@@ -56,8 +62,6 @@ def compact(notebook: nbformat.NotebookNode) -> None:
     a widget displayed along the way (a progress bar) goes, and a widget that is a cell's value (the explorer)
     keeps its line of text. Each PNG output is stored as a JPEG where that at least halves it (photos and feature
     maps do; line plots stay PNG), so the executed copies stay a few hundred kB each."""
-    from PIL import Image
-
     notebook.metadata.pop("widgets", None)
     for cell in notebook.cells:
         if cell.cell_type != "code":
@@ -89,8 +93,8 @@ def execute(source: Path) -> float:
     notebook = nbformat.read(source, as_version=4)
     env = {k: v for k, v in os.environ.items() if k != "NSTLIB_FAST"}  # unset: CPU mode on a CPU, full on a GPU
     start = time.perf_counter()
-    NotebookClient(notebook, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}},
-                   env=env).execute(env=env)
+    NotebookClient(notebook, timeout=3600, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute(env=env)  # the kernel's environment
     seconds = time.perf_counter() - start
     compact(notebook)
     notebook.metadata["nstlib"] = {"seconds": round(seconds), "cores": os.cpu_count(), "machine": platform.machine(),
@@ -114,10 +118,8 @@ def build(outdir: Path = SITE) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-execute", action="store_true", help="build from docs/course/ as it is")
-    parser.add_argument("--only", nargs="*", default=None, metavar="NN", help="execute only these notebooks (e.g. 01)")
     args = parser.parse_args(argv)
-    sources = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-    reasons = {source: stale(source) for source in sources}
+    reasons = {source: stale(source) for source in notebooks()}
     if args.no_execute:
         problems = [reason for reason in reasons.values() if reason]
         if problems:
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         for source, reason in reasons.items():
-            if reason and (args.only is None or source.name[:2] in args.only):
+            if reason:
                 print(f"executing {source.name} ({reason})", flush=True)
                 try:
                     print(f"  {execute(source):.0f} s", flush=True)

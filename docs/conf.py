@@ -11,7 +11,10 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+from nstlib.course import DOCS_URL
+
 ROOT = Path(__file__).resolve().parents[1]
+REPOSITORY = "https://github.com/nstlib/nstlib"
 
 project = "nstlib"
 author = "the nstlib authors"
@@ -31,7 +34,7 @@ napoleon_google_docstring = True
 html_theme = "sphinx_book_theme"
 html_title = "nstlib: neural style transfer, taught"
 html_theme_options = {
-    "repository_url": "https://github.com/nstlib/nstlib",
+    "repository_url": REPOSITORY,
     "use_repository_button": True,
     "path_to_docs": "docs",
     "show_toc_level": 2,
@@ -52,7 +55,7 @@ def linkcode_resolve(domain: str, info: dict[str, str]) -> str | None:
         path = Path(inspect.getsourcefile(inspect.unwrap(obj))).resolve().relative_to(ROOT)
     except (TypeError, OSError, ValueError):  # a constant, a builtin, or code outside the repository
         return None
-    return f"https://github.com/nstlib/nstlib/blob/main/{path.as_posix()}#L{start}-L{start + len(lines) - 1}"
+    return f"{REPOSITORY}/blob/main/{path.as_posix()}#L{start}-L{start + len(lines) - 1}"
 
 
 def _course_page(app, docname: str, source: list[str]) -> None:
@@ -65,13 +68,13 @@ def _course_page(app, docname: str, source: list[str]) -> None:
     if not docname.startswith("course/"):
         return
     text = source[0]
-    for prefix in ("](../docs/", "](https://raw.githubusercontent.com/nstlib/nstlib/main/docs/"):
+    for prefix in ("](../docs/", f"]({DOCS_URL}/"):
         text = text.replace(prefix, "](../")
     notebook = json.loads(text)
     run = notebook["metadata"]["nstlib"]
     printed = "".join("".join(out.get("text", "")) for out in notebook["cells"][2]["outputs"])  # the setup cell's
     device = re.search(r"device: (\S+)", printed)[1]
-    mode = re.search(r"^(CPU|FAST) mode: [^,]+, \d+ steps", printed, re.MULTILINE)
+    mode = re.search(r"^CPU mode: [^,]+, \d+ steps", printed, re.MULTILINE)  # else full size: build_site unsets FAST
     minutes, seconds = divmod(run["seconds"], 60)
     note = (f"*The outputs on this page come from running the notebook top to bottom on {run['executed']} "
             f"({mode[0] if mode else 'full size'}; device {device}, a {run['cores']}-core {run['machine']} "

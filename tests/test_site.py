@@ -31,7 +31,7 @@ spec = importlib.util.spec_from_file_location("build_site", ROOT / "docs" / "bui
 build_site = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(build_site)
 
-NOTEBOOKS = sorted(build_site.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = build_site.notebooks()
 CDN = re.compile(r"https://cdn\.jsdelivr\.net/npm/((?:@[^/]+/)?[^@/]+)@[^/]+/(.*)")
 
 
@@ -52,11 +52,6 @@ def test_no_execute_refuses_a_stale_copy(tmp_path: Path, monkeypatch: pytest.Mon
     assert f"the executed copy of {NOTEBOOKS[0].name} differs from it" in error
     assert f"the executed copy of {NOTEBOOKS[1].name} is missing" in error
     assert error.count("\n") == 1 and "Run: python docs/build_site.py" in error
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # no line per request on stderr
-        pass
 
 
 def test_a_page_keeps_what_works_without_a_kernel() -> None:
@@ -81,6 +76,11 @@ def test_a_page_keeps_what_works_without_a_kernel() -> None:
     assert "widgets" not in notebook.metadata
     kept = [sorted(output.data) for output in notebook.cells[0].outputs]
     assert kept == [["text/plain"], ["image/jpeg"], ["image/png"]]
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # no line per request on stderr
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,10 @@ def test_formulas_are_typeset(site: str, page: object) -> None:
     def from_npm(route: object) -> None:  # jsDelivr's /npm/PACKAGE@VERSION/PATH is node_modules/PACKAGE/PATH
         match = CDN.match(route.request.url)
         path = packages / match[1] / match[2] if match else None
-        route.fulfill(path=str(path)) if path and path.is_file() else route.abort()
+        if path and path.is_file():
+            route.fulfill(path=str(path))
+        else:
+            route.abort()
 
     page.route("https://cdn.jsdelivr.net/**", from_npm)  # before the catch-all abort: the newest route wins
     for name in ("02_gram_matrices", "03_losses"):
