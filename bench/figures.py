@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 
 import nstlib
-from nstlib.errors import OutputError
-from nstlib.files import check_output_path
+from nstlib.core.errors import OutputError
+from nstlib.io.files import check_output_path
 
 
 def add_figure_options(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def write_figure(args: argparse.Namespace, images: Sequence[torch.Tensor], title
                  label: str) -> None:
     """The images ((1,3,H,W) in [0,1]) with their titles, `label` above them, to --figure (if given)."""
     if args.figure:
-        fig = nstlib.plots.show_images(images, titles, ncols=ncols)
+        fig = nstlib.course.plots.show_images(images, titles, ncols=ncols)
         fig.suptitle(label, y=1.0, va="bottom", fontsize=9)
-        nstlib.plots.save_figure(fig, args.figure, overwrite=args.force)
+        nstlib.course.plots.save_figure(fig, args.figure, overwrite=args.force)
         print(f"\nwrote {args.figure}")

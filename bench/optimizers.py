@@ -20,11 +20,12 @@ from collections.abc import Callable
 import torch
 
 import nstlib
-from nstlib.features import VGGFeatures
-from nstlib.runtime import Runtime
-from nstlib.settings import Settings
-from nstlib.step import make_optimizer
-from nstlib.targets import make_objective
+from nstlib.core.features import VGGFeatures
+from nstlib.core.loop import make_optimizer
+from nstlib.core.objective import Targets
+from nstlib.core.settings import Settings
+from nstlib.engine.runtime import Runtime
+from nstlib.io.weights import load_weights
 
 #: label -> the optimiser of an image
 OPTIMIZERS: dict[str, Callable[[torch.Tensor], torch.optim.Optimizer]] = {
@@ -70,10 +71,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     runtime = Runtime.create(args.device)
     settings = Settings()
-    net = runtime.prepare(VGGFeatures(settings.layers, weights=args.weights))
+    net = runtime.prepare(VGGFeatures(settings.layers, load_weights(args.weights)))
     content = nstlib.sample("astronaut", args.size).to(runtime.device)
     style = nstlib.sample("stained_glass", args.size).to(runtime.device)
-    objective = make_objective(net, content, [style], settings)
+    objective = Targets.build(net, content, [style], settings).objective(settings)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads, "
           f"{runtime.device}, {args.size} px, {args.weights}, {args.seconds:g} s each\n")
     print("| optimiser | " + " | ".join(f"after {f:g} × budget: steps, objective" for f in CHECKPOINTS) + " |")

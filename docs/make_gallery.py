@@ -27,7 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 import nstlib
-from nstlib.files import atomic_write
+from nstlib.io.files import atomic_write
 
 # The tuning panel's scale-free distances (bench/metric.py), to say how stylised each 512 px render is.
 _spec = importlib.util.spec_from_file_location("metric", Path(__file__).parents[1] / "bench" / "metric.py")
@@ -132,7 +132,7 @@ def styles_and_progress(g: Gallery) -> nstlib.StylizeResult:
     fig.suptitle(f"One content photo, {len(STYLES)} styles (top: inputs, bottom: results)\n{g.label()}",
                  fontsize=9)
     g.save_figure("styles.jpg", fig)
-    results[STYLES[0]].save_gif(g.out / "progress.gif", duration_ms=GIF_FRAME_MS, overwrite=g.force)
+    nstlib.save_gif(results[STYLES[0]], g.out / "progress.gif", duration_ms=GIF_FRAME_MS, overwrite=g.force)
     return results[STYLES[0]]
 
 
@@ -304,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.size < 64:
         fail(f"--size {args.size}: give at least 64 pixels")
     try:
-        weights = nstlib.resolve_weights(WEIGHTS)
+        weights = nstlib.load_weights(WEIGHTS)
     except nstlib.NstlibError as e:
         fail(f"the packaged VGG16 weights ({WEIGHTS}) are unavailable, so nothing is rendered: {e}")
     existing = [name for name in FILES if (args.out / name).exists()]

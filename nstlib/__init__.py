@@ -1,15 +1,24 @@
 """nstlib: neural style transfer, taught.
 
-Modules, in the order the course meets them:
-images -> features -> losses -> blend -> settings -> runtime -> targets -> step -> loop -> optimize -> plots /
-worker / widgets -> cli; then the perceptual controls color, pyramid and masks, and compare (optional extra).
-Each imports only modules before it.
+The folders are the map (docs/architecture.md):
+
+- `nstlib.core`: what the course teaches (features, losses, targets and objective, settings, the loop and its
+  optimisers, the result); it imports nothing else from nstlib;
+- `nstlib.controls`: colour preservation and coarse-to-fine;
+- `nstlib.io`: pictures in and out, bundled samples and paintings, network weights, downloads, safe file writes;
+- `nstlib.engine`: device and precision, CUDA graphs, memory; it wraps the core's step from outside;
+- `nstlib.api`: `stylize`, `stylize_grid`, `evaluate`, and the boundary every entry point goes through;
+- `nstlib.course`: the notebooks' helpers, plots and the interactive explorer; `nstlib.apps`: the command line, the
+  fast-style network and the feed-forward comparison.
+
+The public names below are imported on first use (PEP 562), so `import nstlib` is quick and `nstlib.apps.cli`
+can answer Ctrl-C while torch is still loading.
 """
 
 import importlib
 from typing import Any
 
-from nstlib.errors import (
+from nstlib.core.errors import (
     DownloadError,
     ImageLoadError,
     MemoryLimitError,
@@ -20,52 +29,37 @@ from nstlib.errors import (
     WeightsError,
 )
 
-#: Where each public name lives. They are imported on first use (PEP 562), so `import nstlib.cli`
-#: does not load torch: the command can then answer Ctrl-C during that slow import itself.
+__version__ = "0.1.0"
+
+#: Where each public name lives.
 _LAZY = {
-    **dict.fromkeys(["color", "masks", "plots", "pyramid"], ""),
-    **dict.fromkeys(["BLEND_METHODS", "normalize_blend_weights", "style_targets"], "blend"),
-    **dict.fromkeys(["PAINTINGS", "SAMPLES", "painting", "sample", "sample_path", "style_image"], "data"),
-    **dict.fromkeys(["LAYER_INDEX", "LAYER_NAMES"], "vgg"),
-    **dict.fromkeys(["Network", "VGGFeatures"], "features"),
-    **dict.fromkeys(["Weights", "resolve_weights"], "weights"),
-    **dict.fromkeys(["load_image", "resize", "save_gif", "save_image", "to_pil"], "images"),
-    **dict.fromkeys(["Objective", "content_loss", "gram_matrix", "style_loss", "tv_loss"], "losses"),
-    **dict.fromkeys(["DEFAULT_CONTENT_LAYERS", "DEFAULT_CONTENT_WEIGHT", "DEFAULT_STYLE_LAYERS", "DEFAULT_STYLE_WEIGHT",
-                     "DEFAULT_TV_WEIGHT", "Settings"], "settings"),
-    **dict.fromkeys(["Runtime", "pick_device"], "runtime"),
-    **dict.fromkeys(["Step", "StylizeResult"], "result"),
-    **dict.fromkeys(["Targets", "make_objective"], "targets"),
-    **dict.fromkeys(["make_optimizer", "take_step"], "step"),
-    **dict.fromkeys(["Watch", "optimization_loop"], "loop"),
-    **dict.fromkeys(["evaluate", "optimize_image", "stylize", "stylize_grid"], "optimize"),
+    **dict.fromkeys(["VGGFeatures", "Weights", "random_weights", "layer_names"], "core.features"),
+    **dict.fromkeys(["gram_matrix", "content_loss", "style_loss", "tv_loss"], "core.losses"),
+    **dict.fromkeys(["Targets", "Objective", "style_targets", "initial_image", "resize"], "core.objective"),
+    **dict.fromkeys(["Settings", "DEFAULT_CONTENT_LAYERS", "DEFAULT_STYLE_LAYERS", "DEFAULT_CONTENT_WEIGHT",
+                     "DEFAULT_STYLE_WEIGHT", "DEFAULT_TV_WEIGHT"], "core.settings"),
+    **dict.fromkeys(["optimize", "take_step", "make_optimizer", "Watch"], "core.loop"),
+    **dict.fromkeys(["Progress", "StylizeResult"], "core.result"),
+    **dict.fromkeys(["load_image", "load_mask", "save_image", "save_gif", "to_pil"], "io.images"),
+    **dict.fromkeys(["PAINTINGS", "SAMPLES", "painting", "sample", "sample_path", "style_image"], "io.data"),
+    **dict.fromkeys(["load_weights"], "io.weights"),
+    **dict.fromkeys(["Runtime"], "engine.runtime"),
+    **dict.fromkeys(["stylize", "stylize_grid", "evaluate"], "api"),
 }
+
+__all__ = [
+    *_LAZY, "DownloadError", "ImageLoadError", "MemoryLimitError", "NonFiniteLossError", "NstlibError", "OutputError",
+    "ParameterError", "WeightsError",
+]
 
 
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'nstlib' has no attribute {name!r}")
-    module = importlib.import_module(f"nstlib.{_LAZY[name] or name}")
-    value = module if not _LAZY[name] else getattr(module, name)
+    value = getattr(importlib.import_module(f"nstlib.{_LAZY[name]}"), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
-
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "plots", "BLEND_METHODS", "DEFAULT_CONTENT_LAYERS", "DEFAULT_CONTENT_WEIGHT", "DEFAULT_STYLE_LAYERS",
-    "DEFAULT_STYLE_WEIGHT", "DEFAULT_TV_WEIGHT", "DownloadError", "ImageLoadError", "LAYER_INDEX", "LAYER_NAMES",
-    "MemoryLimitError", "NonFiniteLossError", "NstlibError", "Objective", "OutputError", "PAINTINGS", "ParameterError",
-    "SAMPLES", "painting", "style_image",
-    "Network", "Step", "StylizeResult", "VGGFeatures", "Watch", "Weights", "WeightsError", "content_loss", "evaluate",
-    "gram_matrix", "load_image",
-    "normalize_blend_weights", "pick_device", "Settings", "Runtime", "Targets", "make_objective", "make_optimizer",
-    "take_step", "optimization_loop", "optimize_image", "resize", "sample", "sample_path", "save_gif", "save_image",
-    "style_loss", "style_targets", "stylize", "stylize_grid", "to_pil", "tv_loss", "resolve_weights",
-]
-__all__ += ["color", "masks", "pyramid"]  # the perceptual controls (nstlib.compare needs the optional extra)

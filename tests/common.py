@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nstlib.data import sample_path
+from nstlib.io.data import sample_path
 
 CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
 FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]

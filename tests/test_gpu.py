@@ -23,17 +23,21 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from nstlib import graphs
-from nstlib.errors import MemoryLimitError, NonFiniteLossError
-from nstlib.features import VGGFeatures
-from nstlib.lbfgs import SyncFreeLBFGS
-from nstlib.optimize import optimize_image, stylize, stylize_grid
-from nstlib.result import StylizeResult
-from nstlib.runtime import Precision, PrecisionFeatures, Runtime, precision_for
-from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, Settings
-from nstlib.step import make_optimizer, take_step
-from nstlib.targets import make_objective
-from nstlib.widgets import StyleExplorer
+from nstlib.api import stylize, stylize_grid
+from nstlib.core.errors import MemoryLimitError, NonFiniteLossError
+from nstlib.core.features import VGGFeatures, random_weights
+from nstlib.core.lbfgs import SyncFreeLBFGS
+from nstlib.core.loop import Watch, make_optimizer, optimize, take_step
+from nstlib.core.objective import Targets
+from nstlib.core.result import StylizeResult
+from nstlib.core.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, Settings
+from nstlib.course.widgets import StyleExplorer
+from nstlib.engine import graphs
+from nstlib.engine.runtime import (
+    Precision,
+    PrecisionFeatures,
+    Runtime,
+)
 
 DEVICE = torch.device(os.environ.get("NSTLIB_TEST_DEVICE", "cuda"))
 pytestmark = pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(),
@@ -42,9 +46,15 @@ NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 RUN = dict(size=128, runtime=DEVICE, progress=False)
 
 
+def make_objective(extractor, content: torch.Tensor, styles: list[torch.Tensor], **overrides):
+    """The default objective (with `overrides`) of `content` and `styles`, as `stylize` builds it."""
+    settings = Settings(**overrides)
+    return Targets.build(extractor, content, styles, settings).objective(settings)
+
+
 @pytest.fixture(scope="module")
 def net() -> VGGFeatures:
-    return VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], weights="random").to(DEVICE)
+    return VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], random_weights()).to(DEVICE)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +81,7 @@ def _lowered(result: StylizeResult) -> bool:
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_the_default_path_lowers_the_objective(net, content, style, optimizer: str) -> None:
-    assert (precision_for(None, DEVICE) is not None) == (DEVICE.type == "cuda")  # the fast path is the CUDA default
+    assert (Runtime.create(DEVICE).precision is not None) == (DEVICE.type == "cuda")  # fast: the CUDA default
     result = stylize(content, style, steps=30, optimizer=optimizer, network=net, **RUN)
     assert _lowered(result), (result.history[0], result.final)
     assert result.image.device.type == "cpu" and 0 <= result.image.min() and result.image.max() <= 1
@@ -84,7 +94,7 @@ def test_mixed_precision_loss_terms_match_float32(net, images, dtype: torch.dtyp
     content, style, image = images
     plain = make_objective(net, content, [style])
     fast = make_objective(PrecisionFeatures(net, Precision(dtype=dtype)), content, [style])
-    rel, cosine = {torch.bfloat16: (1e-2, 0.98), torch.float16: (1e-3, 0.998), None: (1e-4, 0.9999)}[dtype]
+    rel, cosine = {torch.bfloat16: (1e-2, 0.98), torch.float16: (1e-3, 0.995), None: (1e-4, 0.9999)}[dtype]
     grads, values = [], []
     for objective in (plain, fast):
         x = image.clone().requires_grad_(True)
@@ -103,7 +113,7 @@ def test_float16_with_the_loss_scale_optimises(net, images, optimizer: str) -> N
     dtype = torch.float16 if DEVICE.type == "cuda" else None
     objective = make_objective(PrecisionFeatures(net, Precision(dtype=dtype)), content, [style])
     runtime = Runtime(DEVICE, Precision(dtype=dtype), log_every=10)  # float16: with the loss scale
-    result = optimize_image(objective, content, steps=30, optimizer=optimizer, runtime=runtime, progress=False)
+    result = optimize(objective, content, Settings(steps=30, optimizer=optimizer), Watch(progress=False), runtime)
     assert _lowered(result), (result.history[0], result.final)
     assert torch.isfinite(result.image).all()
 
@@ -128,7 +138,7 @@ def test_the_explorer_follows_a_slider_on_the_device(net, content, style) -> Non
     explorer = StyleExplorer(content, style, runtime=DEVICE, network=net, steps=4,
                              frame_every=1)
     try:
-        assert isinstance(explorer.worker.problem.extractor, PrecisionFeatures) == (DEVICE.type == "cuda")
+        assert isinstance(explorer.worker.net, PrecisionFeatures) == (DEVICE.type == "cuda")
         assert explorer.wait()
         explorer.style_weight.value = 123.0  # inside the slider's range, as in tests/test_widgets.py
         assert explorer.wait()
@@ -147,7 +157,7 @@ def _step_runner(step: graphs.GraphedStep) -> Callable[[], dict[str, torch.Tenso
 
 
 def _graphed(objective, image: torch.Tensor, optimizer: str):
-    return graphs.graphed_step(objective, image, Settings(optimizer=optimizer), Runtime(DEVICE))
+    return graphs.graphed_step(objective, image, Settings(optimizer=optimizer))
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
@@ -180,7 +190,7 @@ def test_a_cached_step_is_reused_and_never_replays_a_stale_weight(net, images) -
         for _ in range(6):
             _step_runner(first)()
     with _graphed(heavy, start, "adam") as again:
-        assert again is first and torch.equal(again.objective.style_weight, torch.full((1,), 1e4, device=DEVICE))
+        assert again is first and again.objective.weights["style"].item() == 1e4
         reused = [_step_runner(again)()["total"].item() for _ in range(6)]
     graphs.release_graphs()
     with _graphed(heavy, start, "adam") as fresh:

@@ -13,18 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
-import nstlib.features
-import nstlib.optimize
-import nstlib.pyramid
-from nstlib.data import sample_path
-from nstlib.errors import ImageLoadError, NstlibError, ParameterError
-from nstlib.images import MIN_SIDE, target_size
-from nstlib.optimize import stylize, stylize_grid
-from nstlib.pyramid import MAX_SCALES, one_interrupt, schedule, smallest_size
-from nstlib.result import StylizeResult
-from nstlib.runtime import PyramidPlan, Runtime
-from nstlib.settings import Settings
-from nstlib.worker import ExplorerWorker
+import nstlib.api
+from nstlib.api import stylize, stylize_grid
+from nstlib.controls.pyramid import MAX_SCALES, schedule, smallest_size
+from nstlib.core.errors import ImageLoadError, NstlibError, ParameterError
+from nstlib.core.features import MIN_SIDE
+from nstlib.core.objective import Targets, target_size
+from nstlib.core.result import StylizeResult
+from nstlib.core.settings import Settings
+from nstlib.course.worker import ExplorerWorker
+from nstlib.engine.runtime import PyramidPlan, Runtime
+from nstlib.io.data import sample_path
 
 C, S = str(sample_path("astronaut")), str(sample_path("stained_glass"))
 RUN = {"steps": 1, "network": "random", "progress": False, "runtime": "cpu"}
@@ -129,7 +128,7 @@ RUNS: dict[str, tuple[Callable[[Path], StylizeResult], tuple[int, int], list[int
 @pytest.fixture
 def reuse_network(vgg, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs use the session's network instead of building one each (the table's calls name none)."""
-    monkeypatch.setattr(nstlib.features.Network, "build", lambda self, layers: vgg)
+    monkeypatch.setattr(nstlib.api.Run, "network", lambda self: vgg)
 
 
 @pytest.mark.parametrize("case", list(RUNS))
@@ -163,15 +162,15 @@ PYRAMID = {**RUN, "steps": 4, "size": 64, "coarse_to_fine": True, "pyramid_start
 
 def interrupt_second_targets(monkeypatch: pytest.MonkeyPatch, interrupt: Callable[[], None]) -> None:
     """Make `interrupt()` run when the second scale's targets are built."""
-    targets, calls = nstlib.optimize.Problem.targets, [0]
+    build, calls = Targets.build.__func__, [0]
 
-    def interrupted(self: nstlib.optimize.Problem, shape: tuple[int, int], settings: Settings | None = None) -> object:
+    def interrupted(cls: type[Targets], *args: object, **kwargs: object) -> Targets:
         calls[0] += 1
         if calls[0] == 2:
             interrupt()
-        return targets(self, shape, settings)
+        return build(cls, *args, **kwargs)
 
-    monkeypatch.setattr(nstlib.optimize.Problem, "targets", interrupted)
+    monkeypatch.setattr(Targets, "build", classmethod(interrupted))
 
 
 def stylize_or_fail(content: torch.Tensor, style: torch.Tensor, vgg: torch.nn.Module) -> StylizeResult:
@@ -182,7 +181,7 @@ def stylize_or_fail(content: torch.Tensor, style: torch.Tensor, vgg: torch.nn.Mo
 
 
 def check_first_scale_kept(result: StylizeResult) -> None:
-    assert result.interrupted and result.status == "interrupted at step 2"
+    assert result.interrupted and result.status == "interrupted after step 1"
     assert [(h["step"], h["size"]) for h in result.history] == [(0, 32), (1, 32)]  # the first scale's step
     assert result.image.shape == (1, 3, 64, 64)  # upsampled to the target
 
@@ -198,7 +197,7 @@ def test_ctrl_c_while_building_the_next_scale_keeps_the_last_one(vgg, content, s
 @pytest.fixture
 def terminal_ctrl_c() -> Iterator[None]:
     """Python's own SIGINT handler, as in a terminal. A suite started in the background (or under nohup) starts with
-    SIGINT ignored, and `one_interrupt` rightly leaves a handler it does not know alone."""
+    SIGINT ignored, and the boundary rightly leaves a handler it does not know alone."""
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, before)
@@ -207,28 +206,31 @@ def terminal_ctrl_c() -> Iterator[None]:
 def test_a_second_ctrl_c_right_after_the_first_keeps_the_result(vgg, content, style, monkeypatch,
                                                                  terminal_ctrl_c) -> None:
     interrupt_second_targets(monkeypatch, lambda: signal.raise_signal(signal.SIGINT))
-    join = nstlib.pyramid.join
+    join = nstlib.api.join_scales
 
     def join_pressed_again(*args: object) -> StylizeResult:
         signal.raise_signal(signal.SIGINT)  # while the interrupted run is wrapped up
         return join(*args)
 
-    monkeypatch.setattr(nstlib.pyramid, "join", join_pressed_again)
+    monkeypatch.setattr(nstlib.api, "join_scales", join_pressed_again)
     check_first_scale_kept(stylize_or_fail(content, style, vgg))
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
 def test_ctrl_c_after_a_quiet_second_interrupts_again(monkeypatch, terminal_ctrl_c) -> None:
     clock = [100.0]
-    monkeypatch.setattr(nstlib.pyramid.time, "monotonic", lambda: clock[0])
-    with one_interrupt():
+    monkeypatch.setattr(nstlib.api.time, "monotonic", lambda: clock[0])
+    before = nstlib.api._one_interrupt()
+    try:
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
         clock[0] += 0.05
         signal.raise_signal(signal.SIGINT)  # the same request: ignored
-        clock[0] += nstlib.pyramid.REPEAT_WINDOW
+        clock[0] += nstlib.api.REPEAT_WINDOW
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 # --- 5. the explorer ------------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from nstlib.data import SAMPLES, sample, sample_path
-from nstlib.errors import ImageLoadError, OutputError
-from nstlib.images import MAX_PIXELS, MIN_SIDE, load_image, save_gif, save_image, to_pil
+from nstlib.core.errors import ImageLoadError, OutputError
+from nstlib.core.features import MIN_SIDE
+from nstlib.io.data import SAMPLES, sample, sample_path
+from nstlib.io.images import MAX_PIXELS, load_image, save_gif, save_image, to_pil
 
 
 def _rgb(h: int = 48, w: int = 64) -> np.ndarray:

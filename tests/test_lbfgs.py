@@ -8,10 +8,10 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from nstlib.errors import ParameterError
-from nstlib.lbfgs import SyncFreeLBFGS
-from nstlib.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
-from nstlib.targets import make_objective
+from nstlib.core.errors import ParameterError
+from nstlib.core.lbfgs import SyncFreeLBFGS
+from nstlib.core.objective import Targets
+from nstlib.core.settings import Settings
 
 Function = Callable[[torch.Tensor], torch.Tensor]
 
@@ -85,8 +85,7 @@ def test_same_iterates_as_torch_on_the_style_objective(vgg, content, style) -> N
     steps and 1e-2 after eight: L-BFGS amplifies it, and so does torch's from run to run.)"""
     net = copy.deepcopy(vgg).double()
     small = [torch.nn.functional.interpolate(t, size=(32, 32), mode="area").double() for t in (content, style)]
-    objective = make_objective(net, small[0], [small[1]], content_layers=DEFAULT_CONTENT_LAYERS,
-                               style_layers=DEFAULT_STYLE_LAYERS)
+    objective = Targets.build(net, small[0], [small[1]], Settings()).objective(Settings())
     theirs, ours = both(lambda x: objective(x)["total"].sum(), (small[0] + small[1]) / 2, 8, 5)
     assert objective(theirs[-1])["total"].item() < objective(theirs[0])["total"].item() / 5  # it did optimise
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
@@ -134,7 +133,7 @@ def test_a_step_never_reads_a_value_on_the_host() -> None:
 
 
 def test_zeroed_state_is_a_fresh_optimiser() -> None:
-    """What `nstlib.graphs` relies on to reuse a captured step: zeroing every state tensor starts afresh."""
+    """What `nstlib.engine.graphs` relies on to reuse a captured step: zeroing every state tensor starts afresh."""
     f = quadratic(2, 20)
     start = torch.zeros(20, dtype=torch.float64)
     x = start.clone().requires_grad_(True)

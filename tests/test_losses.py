@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nstlib import graphs
-from nstlib.losses import LOSS_FORMS, NORM_FLOOR, Objective, content_loss, gram_matrix, style_loss, tv_loss
-from nstlib.result import TERMS
+from nstlib.core.losses import NORM_FLOOR, content_loss, gram_matrix, style_loss, tv_loss
+from nstlib.core.objective import Objective, Targets
+from nstlib.core.result import TERMS
+from nstlib.core.settings import LOSS_FORMS, Settings
+from nstlib.engine import graphs
 
 
 def test_gram_of_a_tiny_tensor_by_hand() -> None:
@@ -107,10 +109,20 @@ def test_gradcheck_float64(which: str) -> None:
     assert torch.autograd.gradcheck(fns[which], (x,), eps=1e-6, atol=1e-5)
 
 
+def objective(extractor, content: dict, grams: dict, content_layers: dict, style_layers: dict, weights=(1.0, 1.0, 1.0),
+              loss: str = "relative", content_tv: torch.Tensor | None = None) -> Objective:
+    """An `Objective` from hand-made targets: features {layer: (1,C,H,W)}, one style target's Gram matrices."""
+    settings = Settings(content_layers=content_layers, style_layers=style_layers, loss=loss,
+                        **dict(zip(("content_weight", "style_weight", "tv_weight"), weights)))
+    tv = content_tv if content_tv is not None else torch.ones(1)
+    return Targets(extractor, content, [(1.0, grams)], tv).objective(settings)
+
+
 def test_objective_runs_on_a_device_without_autocast() -> None:
     """torch < 2.5 refuses even a disabled autocast on MPS; 'meta' (shapes only) stands in for it here."""
-    objective = Objective(lambda x: {}, {}, [], {}, {}, 1.0, 1.0, 1.0, content_tv=torch.ones(1, device="meta"))
-    terms = objective(torch.zeros(2, 3, 8, 8, device="meta"))
+    target = torch.ones(1, 3, 8, 8, device="meta")
+    terms = objective(lambda x: {"a": x}, {"a": target}, {"a": gram_matrix(target)}, {"a": 1.0}, {"a": 1.0},
+                      content_tv=torch.ones(1, device="meta"))(torch.zeros(2, 3, 8, 8, device="meta"))
     assert {k: (v.shape, v.device.type) for k, v in terms.items()} == dict.fromkeys(TERMS, ((2,), "meta"))
 
 
@@ -127,24 +139,28 @@ def test_relative_terms_by_hand() -> None:
         float(f.pow(2).mean()) / NORM_FLOOR)
 
 
-def test_relative_objective_is_gatys_loss_with_weights_one_over_the_targets_mean_square() -> None:
-    """An independent reference: the absolute objective, with each layer weighted by 1/mean(target^2) by hand."""
-    gen = torch.Generator().manual_seed(9)
+def _two_layers(seed: int):
+    gen = torch.Generator().manual_seed(seed)
     maps = {"a": torch.nn.Conv2d(3, 4, 3), "b": torch.nn.Conv2d(3, 6, 5)}
 
     def extractor(img: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: conv(img).relu() for k, conv in maps.items()}
 
-    content, style, image = (torch.rand(1, 3, 12, 12, generator=gen) for _ in range(3))
+    return extractor, [torch.rand(1, 3, 12, 12, generator=gen) for _ in range(3)]
+
+
+def test_relative_objective_is_gatys_loss_with_weights_one_over_the_targets_mean_square() -> None:
+    """An independent reference: the absolute objective, with each layer weighted by 1/mean(target^2) by hand."""
+    extractor, (content, style, image) = _two_layers(9)
     fc, fs = extractor(content), extractor(style)
     grams = {k: gram_matrix(v) for k, v in fs.items()}
     content_tv = tv_loss(content)
     with torch.no_grad():
-        rel = Objective(extractor, {"a": fc["a"]}, [(1.0, grams)], {"a": 0.5}, {"a": 1.0, "b": 2.0}, 1.0, 3.0, 0.2,
+        rel = objective(extractor, {"a": fc["a"]}, grams, {"a": 0.5}, {"a": 1.0, "b": 2.0}, (1.0, 3.0, 0.2),
                         content_tv=content_tv)(image)
-        by_hand = Objective(extractor, {"a": fc["a"]}, [(1.0, grams)], {"a": 0.5 / float(fc["a"].pow(2).mean())},
+        by_hand = objective(extractor, {"a": fc["a"]}, grams, {"a": 0.5 / float(fc["a"].pow(2).mean())},
                             {k: w / float(grams[k].pow(2).mean()) for k, w in (("a", 1.0), ("b", 2.0))},
-                            1.0, 3.0, 0.2 / float(content_tv), loss="absolute")(image)
+                            (1.0, 3.0, 0.2 / float(content_tv)), loss="absolute")(image)
     for term in ("content", "style", "total"):  # the terms the weights scale
         assert rel[term].item() == pytest.approx(by_hand[term].item(), rel=1e-5)
     assert rel["tv"].item() == pytest.approx(by_hand["tv"].item() / content_tv.item(), rel=1e-5)
@@ -163,8 +179,8 @@ def test_relative_objective_ignores_the_feature_scale(k: float) -> None:
             return {"a": scale * conv(img).relu()}
         with torch.no_grad():
             grams = {"a": gram_matrix(extractor(style)["a"])}
-            return Objective(extractor, extractor(content), [(1.0, grams)], {"a": 1.0}, {"a": 1.0}, 1.0, 1.0, 1.0,
-                             loss=loss, content_tv=tv_loss(content))(image)
+            return objective(extractor, extractor(content), grams, {"a": 1.0}, {"a": 1.0}, loss=loss,
+                             content_tv=tv_loss(content))(image)
 
     one, scaled = terms(1.0, "relative"), terms(k, "relative")
     for term in TERMS:
@@ -175,10 +191,13 @@ def test_relative_objective_ignores_the_feature_scale(k: float) -> None:
 
 
 def test_relative_tv_is_the_images_tv_over_the_contents() -> None:
-    content = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(11))
+    extractor, (content, style, _) = _two_layers(11)
     image = content * 0.5  # half the differences: a quarter of the squared TV
-    terms = Objective(lambda x: {}, {}, [], {}, {}, 0.0, 0.0, 1.0, content_tv=tv_loss(content))(image)
+    with torch.no_grad():
+        terms = objective(extractor, extractor(content), {k: gram_matrix(v) for k, v in extractor(style).items()},
+                          {"a": 1.0}, {"a": 1.0}, (0.0, 0.0, 1.0), content_tv=tv_loss(content))(image)
     assert terms["tv"].item() == pytest.approx(0.25, rel=1e-5)
+    assert terms["total"].item() == pytest.approx(0.25, rel=1e-5)
 
 
 def test_relative_gradcheck_float64() -> None:
@@ -192,30 +211,27 @@ def test_relative_gradcheck_float64() -> None:
 
 @pytest.mark.parametrize("loss", LOSS_FORMS)
 def test_a_graphed_steps_copy_loaded_with_other_targets_computes_their_objective(loss: str) -> None:
-    """A cached CUDA-graph step keeps its own objective and copies the next run's targets into it: the scales the
-    relative form computes from them must follow (an absolute objective needs no content TV at all)."""
+    """A cached CUDA-graph step keeps its own copy of the objective and copies the next run's tensors into it: the
+    targets, the scales the relative form computes from them and the weights must all follow."""
     gen = torch.Generator().manual_seed(13)
     conv = torch.nn.Conv2d(3, 4, 3)
 
     def extractor(img: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"a": conv(img).relu()}
 
-    def objective(seed: int) -> Objective:
+    def make(seed: int, weights: tuple[float, float, float]) -> Objective:
         content, style = (torch.rand(1, 3, 10, 10, generator=torch.Generator().manual_seed(seed + i)) for i in (0, 1))
         with torch.no_grad():
-            return Objective(extractor, extractor(content), [(1.0, {"a": gram_matrix(extractor(style)["a"])})],
-                             {"a": 1.0}, {"a": 1.0}, 1.0, 2.0, 3.0, loss=loss,
-                             content_tv=tv_loss(content) if loss == "relative" else None)
+            return objective(extractor, extractor(content), {"a": gram_matrix(extractor(style)["a"])}, {"a": 1.0},
+                             {"a": 1.0}, weights, loss=loss, content_tv=tv_loss(content))
 
-    first, second = objective(0), objective(5)
-    static = graphs._static_copy(first, 1)
+    first, second = make(0, (1.0, 2.0, 3.0)), make(5, (0.5, 4.0, 1.0))
+    image = torch.rand(1, 3, 10, 10, generator=gen)
+    step = graphs.GraphedStep(first, image, Settings(optimizer="adam"), None)
+    step.load(second, image)
     with torch.no_grad():
-        for mine, theirs in zip(graphs._targets(static), graphs._targets(second), strict=True):
-            mine.copy_(theirs)
-        for name in graphs.WEIGHTS:
-            getattr(static, name).copy_(torch.as_tensor(getattr(second, name)))
-        image = torch.rand(1, 3, 10, 10, generator=gen)
-        ours, theirs, stale = static(image), second(image), first(image)
+        ours, theirs, stale = step.objective(image), second(image), first(image)
     for term in TERMS:
         assert ours[term].item() == pytest.approx(theirs[term].item(), rel=1e-6)
-    assert ours["style"].item() != pytest.approx(stale["style"].item(), rel=1e-2)  # the two runs do differ
+    assert ours["total"].item() != pytest.approx(stale["total"].item(), rel=1e-2)  # the two runs do differ
+    assert step.objective.extractor is first.extractor  # the copy shares the network

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nstlib.data import sample, sample_path
-from nstlib.errors import ParameterError
-from nstlib.losses import gram_matrix, guided_gram_matrix
-from nstlib.masks import layer_masks, load_mask
-from nstlib.optimize import evaluate, stylize
-from nstlib.settings import DEFAULT_STYLE_LAYERS
+from nstlib.api import evaluate, stylize
+from nstlib.core.errors import ParameterError
+from nstlib.core.losses import gram_matrix, guided_gram_matrix
+from nstlib.core.objective import layer_masks
+from nstlib.core.settings import DEFAULT_STYLE_LAYERS
+from nstlib.io.data import sample, sample_path
+from nstlib.io.images import load_mask
 
 FAST = dict(progress=False)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import traceback
+
 import pytest
 import torch
 
-from nstlib.errors import NonFiniteLossError, ParameterError
-from nstlib.optimize import evaluate, stylize, stylize_grid
+from nstlib.api import evaluate, stylize, stylize_grid
+from nstlib.core import losses
+from nstlib.core.errors import NonFiniteLossError, ParameterError
+from nstlib.io.images import save_gif
 
 FAST = dict(size=64, progress=False)
 
@@ -67,7 +71,7 @@ def test_frames_and_gif(vgg, content, style, tmp_path) -> None:
     result = stylize(content, style, steps=6, frame_every=2, network=vgg, **FAST)
     assert len(result.frames) == 4  # steps 0, 2, 4 and the final image
     assert torch.equal(result.frames[-1], result.image)
-    path = result.save_gif(str(tmp_path / "progress.gif"))
+    path = save_gif(result, str(tmp_path / "progress.gif"))
     assert path.stat().st_size > 0
 
 
@@ -113,7 +117,7 @@ def test_nan_stops_with_a_clear_error_and_keeps_the_last_finite_image(vgg, conte
         ({"style_layers": {"relu1_1": 0.0}}, "sum to 0"),
         ({"style_layers": {"relu9_9": 1.0}}, "valid names"),
         ({"blend": "mix"}, "gram, features, loss"),
-        ({"lr": -0.1}, "learning rate"),
+        ({"lr": -0.1}, "lr=-0.1"),
     ],
 )
 def test_bad_parameters_are_rejected_before_work(content, style, kwargs, match: str) -> None:
@@ -150,3 +154,19 @@ def test_grid_equals_separate_adam_runs(vgg, content, style) -> None:
 def test_grid_refuses_lbfgs(content, style) -> None:
     with pytest.raises(ParameterError, match="adam"):
         stylize_grid(content, style, style_weights=[1, 2], optimizer="lbfgs", network="random", **FAST)
+
+
+def test_from_stylize_to_the_gram_matrix_in_eight_frames(vgg, content, style, monkeypatch) -> None:
+    """What a learner follows down from `stylize` to the maths: stylize, the loop, the step, the optimiser, its
+    closure, the objective, the style loss, the Gram matrix (the default CPU path, recorded during a real run)."""
+    stacks, gram = [], losses.gram_matrix
+
+    def recording(features: torch.Tensor) -> torch.Tensor:
+        if features.requires_grad and not stacks:
+            stacks.append([f.name for f in traceback.extract_stack() if "/nstlib/" in f.filename] + ["gram_matrix"])
+        return gram(features)
+
+    monkeypatch.setattr(losses, "gram_matrix", recording)
+    stylize(content, style, steps=1, network=vgg, **FAST)
+    assert stacks == [["stylize", "optimize", "take_step", "step", "closure", "forward", "style_loss",
+                       "gram_matrix"]]

@@ -21,9 +21,9 @@ import pytest
 import torch
 from PIL import Image
 
-import nstlib.data
-from nstlib.data import PAINTINGS, UPLOAD_ORIGIN, painting, painting_path, sample, style_image
-from nstlib.errors import DownloadError, ImageLoadError
+import nstlib.io.data
+from nstlib.core.errors import DownloadError, ImageLoadError
+from nstlib.io.data import PAINTINGS, UPLOAD_ORIGIN, painting, painting_path, sample, style_image
 
 _buf = io.BytesIO()
 Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(_buf, format="JPEG")
@@ -155,14 +155,14 @@ def test_style_image_gives_the_painting_with_its_credit(server) -> None:
 def test_style_image_offline_falls_back_at_once() -> None:
     start = time.monotonic()
     image, label = style_image("starry_night", "waves", 64)
-    assert time.monotonic() - start < nstlib.data.STYLE_IMAGE_TIMEOUT
+    assert time.monotonic() - start < nstlib.io.data.STYLE_IMAGE_TIMEOUT
     assert label == "offline: bundled 'waves' instead of The Starry Night"
     assert torch.equal(image, sample("waves", 64))
 
 
 def test_style_image_does_not_wait_past_its_timeout(server, monkeypatch, tmp_path) -> None:
     server.mode = "stall"
-    monkeypatch.setattr(nstlib.data, "STYLE_IMAGE_TIMEOUT", 0.3)
+    monkeypatch.setattr(nstlib.io.data, "STYLE_IMAGE_TIMEOUT", 0.3)
     start = time.monotonic()
     _, label = style_image("composition_vii", "stained_glass")
     assert time.monotonic() - start < 3 and label == "offline: bundled 'stained_glass' instead of Composition VII"

@@ -10,9 +10,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from nstlib.errors import OutputError, ParameterError  # noqa: E402
-from nstlib.losses import gram_matrix  # noqa: E402
-from nstlib.plots import save_figure, show_grams, show_grid, show_images, show_receptive_fields  # noqa: E402
+from nstlib.core.errors import (
+    OutputError,
+    ParameterError,  # noqa: E402
+)
+from nstlib.core.losses import gram_matrix  # noqa: E402
+from nstlib.course.plots import (
+    save_figure,
+    show_grams,
+    show_grid,
+    show_images,
+    show_receptive_fields,  # noqa: E402
+)
 
 
 def test_show_grams_crops_and_shares_one_colour_scale() -> None:

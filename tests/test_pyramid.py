@@ -7,15 +7,15 @@ import math
 import pytest
 import torch
 
-from nstlib.errors import ParameterError
-from nstlib.optimize import stylize
-from nstlib.pyramid import MIN_START, Pyramid, Scale, schedule
-from nstlib.result import StylizeResult
-from nstlib.runtime import PyramidPlan
-from nstlib.settings import DEFAULT_PYRAMID_RATIO, Settings
+from nstlib.api import scales, stylize
+from nstlib.controls.pyramid import MIN_START, Scale, join, schedule
+from nstlib.core.errors import ParameterError
+from nstlib.core.result import StylizeResult
+from nstlib.core.settings import Settings
+from nstlib.engine.runtime import PyramidPlan, Runtime
 
 
-def plan(size: int, steps: int, start: int | None = None, ratio: float = DEFAULT_PYRAMID_RATIO,
+def plan(size: int, steps: int, start: int | None = None, ratio: float = math.sqrt(2),
          smallest: int = MIN_START) -> list[Scale]:
     """The CPU's schedule for these settings."""
     return schedule(size, Settings(steps=steps, pyramid_start=start, pyramid_ratio=ratio), PyramidPlan(), smallest)
@@ -43,27 +43,24 @@ def test_schedule_rules() -> None:
         plan(256, 10, start=8)
 
 
-def test_driver_runs_each_scale_from_the_last_result_and_ends_at_the_exact_shape() -> None:
-    calls = []
+def test_a_runs_scales_end_at_the_exact_shape_and_only_the_last_is_compiled() -> None:
+    runtime = Runtime.create("cpu", compile_model=True)
+    runs = scales((75, 101), [(60, 80)], Settings(steps=8, coarse_to_fine=True), runtime)
+    assert [(shape, steps) for shape, steps, _ in runs] == [((37, 50), 2), ((53, 71), 2), ((75, 101), 2)]
+    assert [r.compile_model for _, _, r in runs] == [False, False, True]
+    assert [(s, n) for s, n, _ in scales((75, 101), [], Settings(steps=8), runtime)] == [((75, 101), 8)]  # auto
 
-    def fake_run(shape, start, steps):
-        calls.append((tuple(start.shape[-2:]), shape, steps))
-        image = start + 0.1  # "optimisation" brightens the image
-        return StylizeResult(image=image, history=[{"step": 0, "total": 1.0, "time": 0.0},
-                                                   {"step": steps, "total": 0.5, "time": 1.0}])
 
-    start = torch.zeros(1, 3, 60, 80)
-    pyramid = Pyramid(plan(101, 8), (75, 101), start)
-    with pyramid:
-        for shape, steps, image in pyramid:
-            pyramid.add(fake_run(shape, image, steps))
-    result = pyramid.result()
-    assert calls == [((37, 50), (37, 50), 2), ((53, 71), (53, 71), 2), ((75, 101), (75, 101), 2)]
-    assert result.image.shape == (1, 3, 75, 101)
-    assert result.image.mean().item() == pytest.approx(0.3, abs=0.01)  # three scales, each from the last
+def test_join_chains_the_scales_into_one_result() -> None:
+    def scale(shape: tuple[int, int], value: float) -> StylizeResult:
+        return StylizeResult(image=torch.full((1, 3, *shape), value), steps=2, seconds=1.0, evaluations=2,
+                             history=[{"step": 0, "total": 1.0, "time": 0.0}, {"step": 2, "total": 0.5, "time": 1.0}])
+
+    result = join([scale((37, 50), 0.1), scale((53, 71), 0.2), scale((75, 101), 0.3)], (75, 101))
+    assert result.image.shape == (1, 3, 75, 101) and result.image.mean().item() == pytest.approx(0.3, abs=1e-6)
     assert [h["step"] for h in result.history] == [0, 2, 2, 4, 4, 6]
     assert [h["size"] for h in result.history] == [50, 50, 71, 71, 101, 101]
-    assert result.seconds == 3.0
+    assert (result.steps, result.seconds, result.evaluations) == (6, 3.0, 6)
 
 
 def test_stylize_coarse_to_fine_reaches_the_requested_size(vgg, content, style) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nstlib import color, resize, sample
-from nstlib.features import VGGFeatures
-from nstlib.optimize import stylize
+from nstlib import resize, sample
+from nstlib.api import stylize
+from nstlib.controls import color
+from nstlib.core.features import VGGFeatures
 
 # The tuning panel's scale-free distances (bench/metric.py), so that the tests and docs/tuning.md measure alike.
 spec = importlib.util.spec_from_file_location("metric", Path(__file__).parents[1] / "bench" / "metric.py")

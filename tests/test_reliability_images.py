@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, features
 
-from nstlib.cli import main
-from nstlib.errors import ImageLoadError
-from nstlib.images import MIN_SIDE, load_image
+from nstlib.apps.cli import main
+from nstlib.core.errors import ImageLoadError
+from nstlib.core.features import MIN_SIDE
+from nstlib.io.images import load_image
 
 
 def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:

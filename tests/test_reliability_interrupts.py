@@ -16,7 +16,8 @@ import torch
 from common import CONTENT, RUN, STYLE
 from PIL import Image
 
-from nstlib.optimize import stylize
+from nstlib.api import stylize
+from nstlib.io.images import save_image
 
 # --- Interrupts ---------------------------------------------------------------------------------------
 
@@ -25,10 +26,10 @@ def test_ctrl_c_inside_a_step_returns_the_last_complete_image(vgg, content, styl
     expected = three_steps
     fail_on_gradient_call(4, KeyboardInterrupt())  # Ctrl-C during step 4's backward pass
     result = stylize(content, style, steps=10, network=vgg, **RUN)
-    assert result.interrupted and result.status == "interrupted at step 4"
+    assert result.interrupted and result.status == "interrupted after step 3"
     assert torch.equal(result.image, expected)  # nothing lost: exactly the image after 3 steps
-    with Image.open(result.save(str(tmp_path / "r.png"))) as img:
-        assert img.text["nstlib:status"] == "interrupted at step 4"
+    with Image.open(save_image(result, str(tmp_path / "r.png"))) as img:
+        assert img.text["nstlib:status"] == "interrupted after step 3"
 
 
 def _default_sigint() -> None:
@@ -41,7 +42,7 @@ def _default_sigint() -> None:
 def _run_cli_and_interrupt(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, str]:
     """Start the CLI, wait until the progress bar shows a finished step, then send SIGINT.
     Returns the finished process and its one 'nstlib: ...' line on stderr."""
-    argv = [sys.executable, "-m", "nstlib.cli", "stylize", CONTENT, STYLE, "-o", str(out), "--size", "64",
+    argv = [sys.executable, "-m", "nstlib.apps.cli", "stylize", CONTENT, STYLE, "-o", str(out), "--size", "64",
             "--steps", "100000", "--weights", "random", "--device", "cpu", *extra]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
@@ -72,6 +73,6 @@ def test_cli_ctrl_c_writes_only_with_save_partial(tmp_path, save_partial: bool) 
     if save_partial:
         assert "wrote the partial result" in last_line, last_line
         with Image.open(out) as img:
-            assert img.size == (64, 64) and re.fullmatch(r"interrupted at step \d+", img.text["nstlib:status"])
+            assert img.size == (64, 64) and re.fullmatch(r"interrupted after step \d+", img.text["nstlib:status"])
     else:
         assert "nothing written (use --save-partial" in last_line, last_line

@@ -14,9 +14,9 @@ import torch
 from common import CONTENT, FAST, RUN, STYLE
 from PIL import Image
 
-from nstlib.cli import main
-from nstlib.errors import NonFiniteLossError, ParameterError
-from nstlib.optimize import stylize
+from nstlib.api import stylize
+from nstlib.apps.cli import main
+from nstlib.core.errors import NonFiniteLossError, ParameterError
 
 # --- Numerics ---------------------------------------------------------------------------------------
 
@@ -73,7 +73,7 @@ def test_cli_writes_the_last_finite_image_marked_only_with_save_partial(tmp_path
 def test_same_seed_gives_identical_pixels_in_two_processes(tmp_path) -> None:
     args = ["stylize", CONTENT, STYLE, *FAST, "--init", "noise", "--seed", "5", "--device", "cpu"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    subprocess.run([sys.executable, "-m", "nstlib.cli", *args, "-o", str(tmp_path / "a.png")], check=True, env=env,
+    subprocess.run([sys.executable, "-m", "nstlib.apps.cli", *args, "-o", str(tmp_path / "a.png")], check=True, env=env,
                    capture_output=True, timeout=300)
     assert main([*args, "-o", str(tmp_path / "b.png")]) == 0
     a, b = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))

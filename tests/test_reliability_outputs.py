@@ -12,9 +12,9 @@ import torch
 from common import CONTENT, FAST, STYLE
 from PIL import Image
 
-from nstlib.cli import main
-from nstlib.errors import OutputError
-from nstlib.images import save_image
+from nstlib.apps.cli import main
+from nstlib.core.errors import OutputError
+from nstlib.io.images import save_image
 
 # --- Output safety ---------------------------------------------------------------------------------------
 
@@ -59,7 +59,7 @@ def test_full_disk_in_the_cli_is_one_line_and_leaves_nothing(tmp_path, capsys, m
     def no_space(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("nstlib.images.os.fsync", no_space)  # fails after the bytes were "written"
+    monkeypatch.setattr("nstlib.core.result.os.fsync", no_space)  # fails after the bytes were "written"
     code = main(["stylize", CONTENT, STYLE, "-o", str(tmp_path / "out.png"), *FAST])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "No space left on device" in err and "nothing was written" in err

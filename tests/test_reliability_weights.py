@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nstlib.errors import WeightsError
-from nstlib.features import VGGFeatures
-from nstlib.weights import random_state_dict
+from nstlib.core.errors import WeightsError
+from nstlib.core.features import random_weights
+from nstlib.io.weights import load_weights
+
+
+def random_state_dict(seed: int) -> dict[str, torch.Tensor]:
+    return random_weights(seed).state_dict
 
 # --- Weights ---------------------------------------------------------------------------------------
 
@@ -16,7 +20,7 @@ from nstlib.weights import random_state_dict
     [
         ("text", "Expected torchvision's vgg19-dcbb9e9d.pth"),
         ("list", "expected a VGG state_dict (a dict of tensors), got list"),
-        ("no conv5_4", "missing ['34."),
+        ("no conv5_4", "missing 34.weight"),
         ("strings", "0.weight is a str, not a tensor"),
         ("nan", "contains NaN or infinite values"),
     ],
@@ -36,5 +40,5 @@ def test_wrong_weight_files_say_what_was_expected(tmp_path, case: str, expected:
         state["28.weight"][0, 0, 0, 0] = float("nan")
         torch.save(state, path)
     with pytest.raises(WeightsError) as info:
-        VGGFeatures(["relu1_1"], weights=str(path))
+        load_weights(str(path))
     assert str(path) in str(info.value) and expected in str(info.value)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import nstlib
-from nstlib.cli import build_parser
-from nstlib.errors import ParameterError
-from nstlib.optimize import evaluate, stylize
-from nstlib.settings import DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT, Settings, resolve
-from nstlib.targets import Targets, prepare_images
+from nstlib.api import evaluate, stylize
+from nstlib.apps.cli import build_parser
+from nstlib.core.errors import ParameterError
+from nstlib.core.objective import Targets
+from nstlib.core.settings import DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT, Settings, resolve
 
 FAST = dict(size=64, progress=False, runtime="cpu")
 
@@ -41,10 +41,10 @@ def test_settings_and_keyword_overrides_give_the_same_run(vgg, content, style) -
 
 
 def test_cli_has_one_option_per_setting_field() -> None:
-    """Every field is an option, except the {layer: weight} dicts and the plain flag (line_search): Python only."""
+    """Every field is an option, the {layer: weight} dicts too, except the plain flag (line_search): Python only."""
     stylize_parser = build_parser()._subparsers._group_actions[0].choices["stylize"]
     options = {s for action in stylize_parser._actions for s in action.option_strings}
-    python_only = {"content_layers", "style_layers", "line_search"}
+    python_only = {"line_search"}
     for f in dataclasses.fields(Settings):
         assert (f"--{f.name.replace('_', '-')}" in options) == (f.name not in python_only), f.name
 
@@ -54,14 +54,14 @@ def test_a_weight_change_reuses_the_targets(vgg, content, style) -> None:
     targets = Targets.build(vgg, content, [style], settings)
     a = targets.objective(settings)
     b = targets.objective(settings.replace(style_weight=1000.0, tv_weight=0.0))
-    assert a.content_targets["relu4_2"] is b.content_targets["relu4_2"]
+    assert a.content["relu4_2"] is b.content["relu4_2"]
     with torch.no_grad():
         ta, tb = a(content), b(content)
     assert torch.equal(ta["style"], tb["style"]) and tb["total"] == pytest.approx(1000.0 * tb["style"])
 
 
 def test_evaluate_scores_with_the_given_settings(vgg, content, style) -> None:
-    image = (prepare_images(content, style, Settings())[0] + 0.1).clamp(0, 1)
+    image = (content + 0.1).clamp(0, 1)
     low = evaluate(image, content, style, Settings(style_weight=1.0), network=vgg, **FAST_EVAL)
     high = evaluate(image, content, style, style_weight=10.0, network=vgg, **FAST_EVAL)
     assert high["style"] == pytest.approx(low["style"])
@@ -73,7 +73,7 @@ FAST_EVAL = dict(runtime="cpu")
 
 def test_compare_scores_with_the_settings_it_optimised_with(vgg, monkeypatch) -> None:
     """A style_weight given to compare is used for optimising and for scoring alike."""
-    from nstlib import compare
+    from nstlib.apps import compare
 
     # the feed-forward network (the optional extra) is not what is tested here
     monkeypatch.setattr(compare, "feed_forward", lambda c, s, **k: compare.FeedForwardResult(
@@ -85,3 +85,19 @@ def test_compare_scores_with_the_settings_it_optimised_with(vgg, monkeypatch) ->
                                   **FAST_EVAL)
     for row in rows:
         assert row["total"] == pytest.approx(row["content"] + 123.0 * row["style"] + 0.5 * row["tv"], rel=1e-5)
+
+
+def test_numbers_are_numbers_whatever_their_type() -> None:
+    """Python, NumPy and one-element tensor numbers are the same setting; a bool or a string is not a number."""
+    import numpy as np
+
+    for steps in (5, np.int64(5), torch.tensor(5)):
+        assert Settings(steps=steps).validate().steps == 5
+        assert type(Settings(steps=steps).validate().steps) is int
+    for weight in (0.5, np.float32(0.5), torch.tensor(0.5), np.int8(0)):
+        assert type(Settings(style_weight=weight).validate().style_weight) is float
+    for bad in (True, "5", 5.5, float("nan")):
+        with pytest.raises(ParameterError, match="steps="):
+            Settings(steps=bad).validate()
+    with pytest.raises(ParameterError, match="style_weight="):
+        Settings(style_weight=float("inf")).validate()

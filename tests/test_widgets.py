@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from nstlib.errors import ParameterError
-from nstlib.runtime import PrecisionFeatures, Runtime
-from nstlib.settings import DEFAULT_STYLE_WEIGHT
-from nstlib.widgets import StyleExplorer
-from nstlib.worker import TARGET_CACHE
+from nstlib.core.errors import ParameterError
+from nstlib.core.settings import DEFAULT_STYLE_WEIGHT
+from nstlib.course.widgets import StyleExplorer
+from nstlib.course.worker import TARGET_CACHE
+from nstlib.engine.runtime import PrecisionFeatures, Runtime
 
 
 @pytest.fixture
@@ -189,10 +189,10 @@ def test_the_target_cache_keeps_only_recent_blend_settings(make, style, style2) 
 @pytest.mark.parametrize(("dtype", "same", "rel"), [(None, 4, 1e-4), (torch.bfloat16, 2, 1e-2)])
 def test_the_fast_path_runs_previews_and_renders(make, monkeypatch, dtype: torch.dtype | None, same: int,
                                                  rel: float) -> None:
-    monkeypatch.setattr("nstlib.runtime.autocast_dtype", lambda device: dtype)
+    monkeypatch.setattr("nstlib.engine.runtime.autocast_dtype", lambda device: dtype)
     plain, fast = make(), make(runtime=Runtime.create("cpu", mixed_precision=True), render_steps=2)
-    assert isinstance(fast.worker.problem.extractor, PrecisionFeatures)
-    assert not isinstance(plain.worker.problem.extractor, PrecisionFeatures)
+    assert isinstance(fast.worker.net, PrecisionFeatures)
+    assert not isinstance(plain.worker.net, PrecisionFeatures)
     assert fast.worker.runtime.precision.dtype == dtype
     assert plain.wait() and fast.wait()
     for a, b in zip(run_of(plain, 0)[:same], run_of(fast, 0)[:same], strict=True):

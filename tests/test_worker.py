@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from nstlib.settings import DEFAULT_STYLE_WEIGHT, Settings
-from nstlib.worker import ExplorerWorker
+from nstlib.core.settings import DEFAULT_STYLE_WEIGHT, Settings
+from nstlib.course.worker import ExplorerWorker
 
 
 @pytest.fixture
@@ -30,10 +30,10 @@ def worker(vgg, content, style):
 
 
 def test_the_worker_needs_no_widgets() -> None:
-    assert "ipywidgets" not in sys.modules or "nstlib.widgets" in sys.modules  # nothing here imports them
-    import nstlib.worker
+    assert "ipywidgets" not in sys.modules or "nstlib.course.widgets" in sys.modules  # nothing here imports them
+    import nstlib.course.worker
 
-    assert "ipywidgets" not in nstlib.worker.__dict__
+    assert "ipywidgets" not in nstlib.course.worker.__dict__
 
 
 def test_a_weight_change_is_a_new_run_from_the_current_image_on_the_same_targets(worker) -> None:

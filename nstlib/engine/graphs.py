@@ -1,0 +1,189 @@
+"""CUDA graphs: `take_step`, captured once per kind of run and replayed.
+
+At 512² a mixed-precision step on a big GPU is launch-bound: VGG's forward and backward pass are a few milliseconds
+of work, the rest is Python and hundreds of small kernels. A CUDA graph records every kernel of one call of
+`nstlib.core.loop.take_step` (objective, backward pass, optimiser update, clamp) once; `replay()` then launches them
+all with one call. What that asks for, and how it is done:
+
+- the same memory every replay: the graph owns its image and a copy of the objective (`copy.deepcopy`, the network
+  shared), whose tensors (targets, their scales, the loss weights) a later run of the same kind overwrites (`load`);
+- no host sync inside the step: fused Adam with its step count on the device, or `SyncFreeLBFGS`; the loss terms
+  stay in the graph's outputs until the loop's `Monitor` copies them to the host every `log_every` steps;
+- warm-up: the first `WARMUP` steps of a new graph run eagerly on a side stream (they are the run's real first
+  steps), then the step is captured and replayed;
+- one graph per kind of run: a process-wide cache keeps the last `GRAPH_CACHE`, keyed by everything a capture bakes
+  in (the network, every shape, the values that are not tensors, the optimiser's settings), found by walking the
+  objective's state: a new field of `Objective` needs nothing here. A run borrows its step and returns it when it
+  ends normally, so two threads never share one; `release_graphs()` frees them all;
+- a fallback that loses nothing: if the capture or the first replay fails, `fall_back` warns once and turns graphs
+  off for the process; the run goes on eagerly from the current image with the same optimiser.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from nstlib.core.loop import Objective, Terms, make_optimizer, take_step
+from nstlib.core.settings import Settings
+from nstlib.engine.memory import is_out_of_memory
+
+#: Eager steps before a new step is captured (torch's own examples warm up with 3).
+WARMUP = 3
+#: Captured steps kept for later runs; each holds its image size's activations on the GPU.
+GRAPH_CACHE = 4
+#: Accelerations that failed in this process ({"cuda_graph" or "compile": the cause}); see `fall_back`.
+FAILED: dict[str, str] = {}
+
+_cache: OrderedDict[tuple, GraphedStep] = OrderedDict()
+_lock = threading.Lock()
+
+
+def fall_back(kind: str, error: BaseException) -> None:
+    """`kind` ("cuda_graph" or "compile") failed with `error`: warn once, naming the cause, and leave it off for the
+    rest of the process (the caller goes on eagerly)."""
+    if kind not in FAILED:
+        FAILED[kind] = f"{type(error).__name__}: {error}".splitlines()[0]
+        what = {"cuda_graph": "CUDA graph capture", "compile": "torch.compile"}[kind]
+        warnings.warn(f"{what} failed ({FAILED[kind]}); this run goes on eagerly from where it was, and so does every "
+                      "later run in this process", RuntimeWarning, stacklevel=3)
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    """Everything an objective's state holds, in a fixed order: dict keys, tensors and other values, through dicts,
+    lists and tuples (the network is a submodule, not part of it)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _leaves(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
+
+
+def _state(objective: Objective) -> list[Any]:
+    return list(_leaves({k: v for k, v in vars(objective).items() if not k.startswith("_")}))
+
+
+def _tensors(objective: Objective) -> list[torch.Tensor]:
+    return [leaf for leaf in _state(objective) if isinstance(leaf, torch.Tensor)]
+
+
+def _kind(objective: Objective, image: torch.Tensor, settings: Settings, compiled: bool) -> tuple:
+    """What a captured step bakes in: the network, every shape, the values that are not tensors, the optimiser."""
+    state = tuple((tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else x for x in _state(objective))
+    return (id(objective.extractor), tuple(image.shape), str(image.device), state, settings.optimizer, settings.lr,
+            settings.history_size, settings.max_step, compiled)
+
+
+def capture(step: Callable[[], Any]) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """Record the kernels of one call of `step` in a CUDA graph: (the graph, the call's output tensors). Nothing runs
+    yet: each `graph.replay()` runs the recorded kernels and refills those outputs."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        outputs = step()
+    return graph, outputs
+
+
+class GraphedStep:
+    """`take_step` for one kind of run: eager for `WARMUP` steps, then a replayed CUDA graph.
+
+    Calling it takes one step of `self.image` (B,3,H,W) in [0,1] and returns what `take_step` returns: the loss terms
+    {name: (B,)} at the image before the step (once captured, the graph's output tensors: copy them before the next
+    call) and the evaluation count.
+    """
+
+    def __init__(self, objective: Objective, image: torch.Tensor, settings: Settings,
+                 compiled: Callable[[Objective], Objective] | None) -> None:
+        self.objective = copy.deepcopy(objective, {id(objective.extractor): objective.extractor})
+        self.evaluate = compiled(self.objective) if compiled else self.objective
+        self.image = image.detach().clone().requires_grad_(True)
+        self.optimizer = make_optimizer(self.image, settings, capturable=True)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.terms: tuple[Terms, int] = ({}, 0)
+        self.eager_steps = self.replays = 0
+        self.eager = False  # the capture or its first replay failed: every step runs eagerly
+
+    def load(self, objective: Objective, start: torch.Tensor) -> None:
+        """Begin a run: copy in `objective`'s tensors and the `start` image; zero the optimiser (its fresh state)."""
+        with torch.no_grad():
+            for mine, theirs in zip(_tensors(self.objective), _tensors(objective), strict=True):
+                mine.copy_(theirs)
+            self.image.copy_(start)
+            for state in self.optimizer.state.values():
+                for value in state.values():
+                    value.zero_()
+
+    def step(self) -> tuple[Terms, int]:
+        """`take_step` on this step's own objective, image and optimiser."""
+        return take_step(self.evaluate, self.image, self.optimizer)
+
+    def __call__(self) -> tuple[Terms, int]:
+        with torch.cuda.device(self.image.device):  # the image's GPU is current for capture and streams (cuda:1)
+            if self.graph is None and not self.eager and self.eager_steps >= WARMUP:
+                try:
+                    self.graph, self.terms = capture(self.step)
+                except Exception as e:
+                    self._fall_back(e)
+            if self.graph is not None:
+                try:
+                    self.graph.replay()
+                except Exception as e:
+                    if self.replays:  # it has replayed before: this is not a capture problem
+                        raise
+                    self._fall_back(e)
+                else:
+                    self.replays += 1
+                    return self.terms
+            if self.eager:
+                return self.step()
+            self.eager_steps += 1
+            main, side = torch.cuda.current_stream(), torch.cuda.Stream()
+            side.wait_stream(main)  # after whatever the main stream did with the last step's terms
+            with torch.cuda.stream(side):
+                terms = self.step()
+            main.wait_stream(side)
+            return terms
+
+    def _fall_back(self, error: Exception) -> None:
+        if is_out_of_memory(error):
+            raise error
+        fall_back("cuda_graph", error)
+        self.graph, self.eager = None, True
+
+
+@contextmanager
+def graphed_step(objective: Objective, image: torch.Tensor, settings: Settings,
+                 compiled: Callable[[Objective], Objective] | None = None) -> Iterator[GraphedStep]:
+    """Borrow the cached step of this kind of run (or a new one), loaded with `objective` and the start `image`; it
+    goes back to the cache if the block ends without an error and it is still graphed. `compiled` wraps the
+    objective in `torch.compile` (see `nstlib.engine.runtime`)."""
+    kind = _kind(objective, image, settings, compiled is not None)
+    with _lock:
+        step = _cache.pop(kind, None)
+    step = step or GraphedStep(objective, image, settings, compiled)
+    step.load(objective, image)
+    yield step
+    if step.eager:
+        return
+    with _lock:
+        _cache[kind] = step
+        while len(_cache) > GRAPH_CACHE:
+            _cache.popitem(last=False)
+
+
+def release_graphs() -> int:
+    """Forget every cached step (their graphs' memory returns to the allocator once unreferenced); how many."""
+    with _lock:
+        count = len(_cache)
+        _cache.clear()
+    return count

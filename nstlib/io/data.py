@@ -1,0 +1,177 @@
+"""The pictures the course works with, by name (data/SOURCES.md says where each one comes from).
+
+Bundled with the package, in `SAMPLES` (`sample(name)`, `sample_path(name)`):
+
+- content photos: astronaut, chelsea, coffee, grace_hopper, rocket;
+- styles: stained_glass, waves, hubble_deep_field, immunohistochemistry, brick, gravel;
+- a mask for spatial control: astronaut_mask.
+
+Not bundled, in `PAINTINGS`: public-domain paintings on Wikimedia Commons, downloaded on first use through
+`nstlib.io.download` and cached (`painting(name)`, or `style_image(name, fallback)`, which falls back to a
+bundled style when offline, and says so): starry_night, great_wave, scream, composition_vii,
+fighting_temeraire.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote
+
+import torch
+
+from nstlib.core.errors import DownloadError, ImageLoadError
+from nstlib.io.download import download
+from nstlib.io.files import usable_cache
+from nstlib.io.images import load_image
+
+CONTENT_SAMPLES = ("astronaut", "chelsea", "coffee", "grace_hopper", "rocket")
+STYLE_SAMPLES = ("stained_glass", "waves", "hubble_deep_field", "immunohistochemistry", "brick", "gravel")
+MASK_SAMPLES = ("astronaut_mask",)  # grey PNG masks for spatial control (see nstlib.load_mask)
+SAMPLES = CONTENT_SAMPLES + STYLE_SAMPLES + MASK_SAMPLES
+
+#: Where Wikimedia Commons serves its files; `PAINTINGS_URL_ENV` swaps it for a mirror or a local test server.
+UPLOAD_ORIGIN = "https://upload.wikimedia.org"
+#: Width of the thumbnails we fetch. Commons renders only its standard widths (20 ... 960, 1280, 1920, 3840
+#: px) and refuses others, so this is the standard width nearest 1024 px: about 150-400 kB per painting.
+THUMB_WIDTH = 960
+
+
+def sample_path(name: str) -> Path:
+    """The file of the bundled sample `name` (one of `SAMPLES`)."""
+    if name not in SAMPLES:
+        raise ImageLoadError(f"unknown sample '{name}'; choose one of {', '.join(SAMPLES)}")
+    suffix = ".png" if name in MASK_SAMPLES else ".jpg"
+    return Path(str(resources.files("nstlib.samples") / f"{name}{suffix}"))
+
+
+def sample(name: str, size: int | None = None) -> torch.Tensor:
+    """Load the bundled sample `name` as (1,3,H,W) in [0,1], long side resized to `size` if given."""
+    return load_image(sample_path(name), size)
+
+
+@dataclass(frozen=True)
+class Painting:
+    """A public-domain painting on Wikimedia Commons, fetched on demand (never bundled).
+
+    `url` is a JPEG thumbnail `THUMB_WIDTH` px wide that Commons renders from its file; `source` is the
+    file's page on Commons, which records the author, the date and why it is in the public domain.
+    """
+
+    name: str
+    title: str
+    artist: str
+    year: str
+    url: str
+    source: str
+    licence: str = "public domain"
+
+    @property
+    def credit(self) -> str:
+        """One line for a caption: title, artist, year, licence and where the file comes from."""
+        return f"{self.title}, {self.artist}, {self.year}, {self.licence} (Wikimedia Commons)"
+
+
+def _on_commons(name: str, title: str, artist: str, year: str, folder: str, file: str) -> Painting:
+    """A `Painting` for the Commons file `file` (underscores for spaces), stored under `folder`.
+
+    `folder` is Commons' hash path "a/ab": the first one and two hex digits of the MD5 of `file`.
+    The file name is percent-encoded (commas become %2C) as in the URLs Commons itself writes.
+    """
+    quoted = quote(file)
+    return Painting(
+        name, title, artist, year,
+        url=f"{UPLOAD_ORIGIN}/wikipedia/commons/thumb/{folder}/{quoted}/{THUMB_WIDTH}px-{quoted}",
+        source=f"https://commons.wikimedia.org/wiki/File:{file}",
+    )
+
+
+#: The paintings `painting` can fetch, by short name.
+PAINTINGS = {p.name: p for p in (
+    _on_commons("starry_night", "The Starry Night", "Vincent van Gogh", "1889",
+                "e/ea", "Van_Gogh_-_Starry_Night_-_Google_Art_Project.jpg"),
+    _on_commons("great_wave", "The Great Wave off Kanagawa", "Katsushika Hokusai", "c. 1831",
+                "0/0a", "The_Great_Wave_off_Kanagawa.jpg"),
+    _on_commons("scream", "The Scream", "Edvard Munch", "1893", "c/c5",
+                "Edvard_Munch,_1893,_The_Scream,_oil,_tempera_and_pastel_on_cardboard,_91_x_73_cm,"
+                "_National_Gallery_of_Norway.jpg"),
+    _on_commons("composition_vii", "Composition VII", "Wassily Kandinsky", "1913",
+                "b/b4", "Vassily_Kandinsky,_1913_-_Composition_7.jpg"),
+    _on_commons("fighting_temeraire", "The Fighting Temeraire", "J. M. W. Turner", "1839",
+                "3/30", "The_Fighting_Temeraire,_JMW_Turner,_National_Gallery.jpg"),
+)}
+
+
+#: Folder for downloaded paintings; without it, ~/.cache/nstlib/paintings.
+CACHE_ENV = "NSTLIB_CACHE"
+#: Replaces the https://upload.wikimedia.org origin of the painting URLs (a mirror, or a local test server).
+PAINTINGS_URL_ENV = "NSTLIB_PAINTINGS_URL"
+#: Seconds `style_image` waits for the network (connecting, then each read) before using the fallback.
+STYLE_IMAGE_TIMEOUT = 5.0
+
+
+def painting_cache_dir() -> Path:
+    """Where downloaded paintings are kept: $NSTLIB_CACHE if set, else ~/.cache/nstlib/paintings (created only
+    when a painting is downloaded, by `usable_cache`, which also refuses a home folder that does not exist)."""
+    return Path(os.environ.get(CACHE_ENV) or Path(os.path.expanduser("~")) / ".cache" / "nstlib" / "paintings")
+
+
+def _entry(name: str) -> Painting:
+    """The catalogue entry of `name`; `ImageLoadError` listing the choices if there is none."""
+    if name not in PAINTINGS:
+        raise ImageLoadError(f"unknown painting '{name}'; choose one of {', '.join(PAINTINGS)}")
+    return PAINTINGS[name]
+
+
+def painting_path(
+    name: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True, timeout: float = 30.0
+) -> Path:
+    """The cached file of the painting `name` (one of `PAINTINGS`), downloaded on first use.
+
+    The file goes to `cache_dir` (default `painting_cache_dir()`) as ``<name>.jpg``, through `download`:
+    it is kept only once complete and decoded as a picture, so an error page, a 404 or a cut connection
+    leave nothing behind. Later calls read the cache without any network. A failed download raises a
+    one-line `DownloadError` that names the painting and the bundled styles to use offline.
+    """
+    entry = _entry(name)
+    folder = Path(cache_dir) if cache_dir is not None else painting_cache_dir()
+    dest = folder / f"{name}{Path(entry.url).suffix}"
+    if os.path.isfile(dest):  # only `download` writes it, and only a verified picture; False if unsearchable
+        return dest
+    usable_cache(folder, "the painting cache", f"set {CACHE_ENV} or cache_dir= to a writable folder", DownloadError)
+    origin = os.environ.get(PAINTINGS_URL_ENV, "").rstrip("/") or UPLOAD_ORIGIN
+    url = origin + entry.url.removeprefix(UPLOAD_ORIGIN)
+    try:
+        return download(url, dest, timeout=timeout, progress=progress, verify=load_image)
+    except DownloadError as e:
+        raise DownloadError(f"painting '{name}' ({entry.title}) could not be downloaded: {e}; offline, use a "
+                            "bundled style instead, e.g. nstlib.sample('waves')") from None
+
+
+def painting(
+    name: str, size: int | None = None, *, cache_dir: str | os.PathLike | None = None, progress: bool = True
+) -> torch.Tensor:
+    """The painting `name` (one of `PAINTINGS`) as (1,3,H,W) in [0,1], long side resized to
+    `size` if given; downloaded once into the cache (`painting_path`), then read from it."""
+    return load_image(painting_path(name, cache_dir=cache_dir, progress=progress), size)
+
+
+def style_image(name: str, fallback: str, size: int | None = None) -> tuple[torch.Tensor, str]:
+    """A style for the notebooks: the painting `name` if it can be had, else the bundled sample `fallback`.
+
+    Returns the image, (1,3,H,W) in [0,1] with its long side resized to `size` if given, and a one-line
+    caption saying which was used: the painting's `credit` ("The Starry Night, Vincent van Gogh, 1889,
+    public domain (Wikimedia Commons)"), or "offline: bundled 'waves' instead of The Starry Night".
+    A cached painting needs no network; otherwise one try, waiting at most `STYLE_IMAGE_TIMEOUT` seconds
+    for each step (name resolution excepted: the system's resolver decides that wait). Both names are
+    checked first, so a typo fails online and offline alike.
+    """
+    entry = _entry(name)
+    sample_path(fallback)
+    try:
+        path = painting_path(name, progress=False, timeout=STYLE_IMAGE_TIMEOUT)
+    except DownloadError:
+        return sample(fallback, size), f"offline: bundled '{fallback}' instead of {entry.title}"
+    return load_image(path, size), entry.credit

@@ -1,0 +1,262 @@
+"""File safety, in one place: checks on input files, checks on output paths, atomic writes.
+
+- `check_input_file`: an input must be an existing regular file (a FIFO would hang the reader).
+- `check_output_path`: everything about an output is checked before any work.
+- `atomic_write`: a recognisable temporary file `NAME.part-<pid>-<random>` next to the target, then a
+  rename; without `overwrite` an exclusive link, so a file that appeared meanwhile is never replaced.
+- `remove_stale_parts`: temporary files of processes that died (SIGKILL) are removed by the next
+  write to the same target. Downloads (`nstlib.io.download`) use the same mechanism.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Collection, Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from nstlib.core.errors import ImageLoadError, NstlibError, OutputError
+
+#: Longest file name most file systems allow, in bytes.
+NAME_MAX = 255
+#: Refuse to start when the output's file system has less free space than this.
+MIN_FREE_BYTES = 16 * 2**20
+_PART = ".part-"
+_CAUSES = {
+    errno.ENOENT: "file not found",
+    errno.ELOOP: "symbolic link loop (too many levels of links); point the link at a real file",
+    errno.ENAMETOOLONG: f"a name in the path is too long (over {NAME_MAX} bytes); use a shorter name",
+    errno.EACCES: "permission denied (a folder on the way cannot be searched, or the file cannot be read)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def show(path: str | os.PathLike) -> str:
+    """A path for a one-line message: as is, or quoted with escapes if it holds a newline or control character."""
+    text = os.fsdecode(path)
+    return text if text.isprintable() else repr(text)
+
+
+def _cause(e: OSError) -> str:
+    return _CAUSES.get(e.errno, e.strerror or str(e))
+
+
+def check_input_file(
+    path: str | os.PathLike, error: type[NstlibError] = ImageLoadError, what: str = "an image"
+) -> Path:
+    """Return `path` if it is an existing regular file (through links); else raise `error` naming it.
+
+    Refuses folders, FIFOs, devices and sockets (reading a FIFO waits forever), symbolic link loops,
+    over-long names and paths that cannot be searched, each with its own one-line reason.
+    """
+    p = Path(path)
+    try:
+        mode = os.stat(p).st_mode
+    except OSError as e:
+        raise error(f"{show(p)}: {_cause(e)}") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"{show(p)}: is a directory, not {what} file")
+    if not stat.S_ISREG(mode):
+        raise error(f"{show(p)}: is not a regular file (a FIFO, device or socket); give {what} file")
+    return p
+
+
+def open_input(path: Path, error: type[NstlibError] = ImageLoadError) -> BinaryIO:
+    """Open a checked input file for reading; a failure (e.g. no read permission) is `error` with its cause."""
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except OSError as e:
+        raise error(f"{show(path)}: cannot open it ({_cause(e)})") from None
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """True if `a` and `b` name the same file (also through links or another spelling)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
+        return False
+
+
+def _lstat(out: Path) -> os.stat_result | None:
+    """lstat of an output path (None if nothing is there), with path errors as `OutputError`."""
+    try:
+        return os.lstat(out)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise OutputError(f"{show(out)}: {_cause(e)}") from None
+
+
+def check_output_path(
+    path: str | os.PathLike,
+    inputs: Iterable[object] = (),
+    *,
+    overwrite: bool = True,
+    extensions: Collection[str] | None = None,
+) -> Path:
+    """Validate an output path before any work.
+
+    Refuses an output that is one of `inputs` (also via a link or another spelling), a folder (also a
+    path that names one by its form, ending in '/', '.' or '..': `Path` would drop a trailing '/' and
+    write a file of that name), a broken link or link loop, that exists unless `overwrite`, whose
+    extension (lower case, with the dot) is not in `extensions`, whose folder is missing or cannot be
+    written, or whose file system is full. Writability is checked by creating and removing a temporary
+    file, because permission bits say nothing to root (who may still be refused by a read-only file system).
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise OutputError(f"output path {path!r}: give a file name such as 'result.png'")
+    text = os.fsdecode(os.fspath(path))
+    if os.path.basename(text) in ("", ".", ".."):
+        raise OutputError(f"{show(text)}: names a folder, not a file; give a file name (no trailing {os.sep!r}), "
+                          "such as 'result.png'")
+    out = Path(path)
+    if len(os.fsencode(out.name)) > NAME_MAX:
+        raise OutputError(f"{show(out)}: {_CAUSES[errno.ENAMETOOLONG]}")
+    for src in inputs:
+        if isinstance(src, (str, os.PathLike)) and same_file(out, Path(src)):
+            raise OutputError(f"{show(out)}: refusing to overwrite an input image; choose another output path")
+    info = _lstat(out)
+    if info is not None:
+        try:
+            info = os.stat(out)
+        except OSError as e:
+            raise OutputError(f"{show(out)}: is a broken symbolic link ({_cause(e)}); remove it or choose another "
+                              "output path") from None
+        if stat.S_ISDIR(info.st_mode):
+            raise OutputError(f"{show(out)}: is a folder; give a file name such as {show(out / 'result.png')}")
+        if not overwrite:
+            raise OutputError(f"{show(out)}: already exists; pass --force (overwrite=True) to replace it")
+    if extensions is not None and out.suffix.lower() not in extensions:
+        raise OutputError(f"{show(out)}: unknown image extension {out.suffix!r}; end the name with one of "
+                          f"{', '.join(sorted(extensions))}")
+    folder = out.parent
+    folder_info = _lstat(folder)
+    if folder_info is None:
+        raise OutputError(f"{show(out)}: the folder {show(folder)} does not exist; create it first")
+    if not folder.is_dir():
+        raise OutputError(f"{show(out)}: {show(folder)} is a file, not a folder; choose another output path")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        free = shutil.disk_usage(folder).free
+    except OSError as e:
+        raise OutputError(f"{show(out)}: cannot write in {show(folder)} ({_cause(e)}); choose another folder") from None
+    if free < MIN_FREE_BYTES:
+        raise OutputError(f"{show(out)}: the disk holding {show(folder)} is full ({free // 1024} KiB free); "
+                          "free some space or choose another folder")
+    return out
+
+
+def _part_prefix(dest: Path) -> str:
+    """`NAME.part-`, NAME cut so that a temporary name (pid and random suffix added) stays under NAME_MAX."""
+    name = dest.name
+    while len(os.fsencode(name)) > NAME_MAX - 40:
+        name = name[:-1]
+    return f"{name}{_PART}"
+
+
+def new_part(dest: Path) -> tuple[int, Path]:
+    """Create the temporary file `NAME.part-<pid>-<random>` next to `dest`: (open descriptor, path).
+    First removes stale temporary files of `dest` left by dead processes."""
+    remove_stale_parts(dest)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_part_prefix(dest)}{os.getpid()}-", dir=dest.parent)
+    return fd, Path(tmp)
+
+
+def remove_stale_parts(dest: Path) -> None:
+    """Delete `NAME.part-<pid>[-...]` files of `dest` left by processes that no longer run (a file
+    of a write in progress in a live process is left alone)."""
+    prefix = _part_prefix(dest)
+    for part in dest.parent.glob(f"{prefix}*"):
+        pid = part.name[len(prefix):].split("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only checks that the process exists
+        except ProcessLookupError:
+            part.unlink(missing_ok=True)
+        except (OverflowError, OSError):  # alive under another user (PermissionError), or not a pid
+            continue
+
+
+def _appeared(dest: Path) -> OutputError:
+    return OutputError(f"{show(dest)}: a file appeared there while nstlib was running; it was not replaced "
+                       "(pass --force / overwrite=True to replace it)")
+
+
+def commit(tmp: Path, dest: Path, *, overwrite: bool) -> None:
+    """Move the complete file `tmp` to `dest` atomically. Without `overwrite`, a file that exists at
+    `dest` by now (made by someone else during the run) is never replaced: `OutputError`."""
+    if overwrite:
+        os.replace(tmp, dest)
+        return
+    try:
+        os.link(tmp, dest)  # atomic and exclusive: fails if dest exists
+    except FileExistsError:
+        raise _appeared(dest) from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+        try:  # no hard links on this file system: claim the name exclusively, then rename over the claim
+            os.close(os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise _appeared(dest) from None
+        os.replace(tmp, dest)
+    tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, overwrite: bool = True) -> Path:
+    """Call `write(file)` on a temporary file next to `path`, then move it into place (see `commit`).
+
+    Either the complete file appears at `path` or nothing changes; the temporary file is removed
+    on any failure (a full disk, an unwritable folder, an exception in `write`, a refusal).
+    """
+    out = Path(path)
+    try:
+        fd, tmp = new_part(out)
+    except OSError as e:
+        raise OutputError(f"{show(out)}: cannot write in {show(out.parent)} ({_cause(e)})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        commit(tmp, out, overwrite=overwrite)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, NstlibError):
+            raise OutputError(f"{show(out)}: write failed ({e.strerror or e}); nothing was written") from None
+        raise
+    return out
+
+
+def usable_cache(folder: Path, what: str, fix: str, error: type[NstlibError]) -> Path:
+    """`folder`, created if missing and checked writable (by a probe file: permission bits say nothing to root).
+
+    If it cannot be used (a file, under /proc, read-only), or it would be inside a home folder that does not
+    exist (HOME=/nonexistent: creating it would make folders at the file system's root), `error` names `what`
+    ("the weights cache"), the folder, the cause and the `fix`.
+    """
+    home = Path(os.path.expanduser("~"))
+    if folder.is_relative_to(home) and not home.is_dir():
+        raise error(f"{what} {show(folder)} would be inside the home folder {show(home)} (HOME), which does not "
+                    f"exist; {fix}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise error(f"cannot use {what} {show(folder)} ({e.strerror or e}); {fix}") from None
+    return folder
