@@ -9,7 +9,6 @@ the same seeded random VGG19 weights:
 
 - fast:   `stylize(runtime=Runtime.create(device, mixed_precision=True))` (channels_last, bf16/fp16
   autocast on CUDA, fp32 losses, on CUDA each step captured in a CUDA graph with fused Adam or the sync-free L-BFGS);
-- fast + compile (Adam; CUDA, or with --compile): the same through `torch.compile`;
 - plain:  `stylize(runtime=Runtime.create(device, mixed_precision=False))`, the float32 path that the
   notebooks explain;
 - naive:  the PyTorch tutorial's design, written out below: a copy of VGG19 with loss modules
@@ -333,9 +332,9 @@ def timed(device: torch.device, warmup: int, steps: int, run: Callable[[int, Cal
     return out
 
 
-def nstlib_runner(net, content, style, device, optimizer: str, mixed_precision: bool, compile_model: bool):
+def nstlib_runner(net, content, style, device, optimizer: str, mixed_precision: bool):
     def run(total: int, on_step: Callable[[int], None]) -> None:
-        runtime = nstlib.Runtime.create(device, mixed_precision=mixed_precision, compile_model=compile_model)
+        runtime = nstlib.Runtime.create(device, mixed_precision=mixed_precision)
         nstlib.stylize(content, style, steps=total, optimizer=optimizer, network=net, runtime=runtime,
                        coarse_to_fine=False, progress=False, callback=lambda s: on_step(s.step))
 
@@ -438,8 +437,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, torch
                         "the step that captures the CUDA graph, one replay; 1 with --quick off CUDA)")
     parser.add_argument("--optimizers", nargs="+", default=["lbfgs", "adam"], choices=["lbfgs", "adam"])
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="also time Adam through torch.compile (default: on CUDA only)")
     parser.add_argument("--target-size", type=int, default=512, help="size of the time-to-objective row")
     parser.add_argument("--target-steps", type=int, default=50, help="single-scale steps that define the target")
     parser.add_argument("--peak-tflops", type=float, help="override the device's peak TFLOP/s")
@@ -466,7 +463,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = args.sizes or ([256, 512, 1024, 2048] if device.type == "cuda" else [256, 512, 1024])
-    compile_adam = device.type == "cuda" if args.compile is None else args.compile
     peak, peak_source = (args.peak_tflops, "given") if args.peak_tflops else peak_tflops(device)
 
     net = VGGFeatures(LAYERS, random_weights()).to(device)  # one network, shared by all implementations
@@ -491,22 +487,18 @@ def main(argv: list[str] | None = None) -> None:
         content, style = images(size)
         flops = sum(iteration_flops(net, size))
         for optimizer in args.optimizers:
-            rows = [("compact reference", None, False), ("naive (tutorial)", None, False), ("fast", True, False)]
-            if optimizer == "adam" and compile_adam:
-                rows.append(("fast + compile", True, True))
-            rows.append(("plain fp32", False, False))
+            rows = [("compact reference", None), ("naive (tutorial)", None), ("fast", True), ("plain fp32", False)]
             ms: dict[str, float | None] = {}
-            for label, fast, compile in rows:
-                if compile or label.startswith("compact"):
+            for label, fast in rows:
+                if label.startswith("compact"):
                     torch._dynamo.reset()  # compile afresh for this size, not a graph generalised over sizes
                 if label.startswith("naive"):
                     run = naive_runner(net, content, style, optimizer)
                 elif label.startswith("compact"):
                     run = compact_runner(net, content, style, device, optimizer)
                 else:
-                    run = nstlib_runner(net, content, style, device, optimizer, fast, compile)
-                warmup = args.warmup + (2 if compile else 0)
-                r = timed(device, warmup, args.steps, run)
+                    run = nstlib_runner(net, content, style, device, optimizer, fast)
+                r = timed(device, args.warmup, args.steps, run)
                 ms[label] = r["ms"]
                 tflops = flops / (r["ms"] / 1000) / 1e12 if r["ms"] else None
                 share = 100 * tflops / peak if tflops and peak else None

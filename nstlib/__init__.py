@@ -11,8 +11,8 @@ The folders are the map (docs/architecture.md):
 - `nstlib.course`: the notebooks' helpers, plots and the interactive explorer; `nstlib.apps`: the command line, the
   fast-style network and the feed-forward comparison.
 
-The public names below are imported on first use (PEP 562), so `import nstlib` is quick and `nstlib.apps.cli`
-can answer Ctrl-C while torch is still loading.
+The public names below are imported on first use (PEP 562), so `import nstlib` is quick and `nstlib.apps.cli` can answer
+Ctrl-C while torch is still loading.
 """
 
 import importlib

@@ -1,15 +1,15 @@
 """The entry points (`stylize`, `stylize_grid`, `evaluate`) and the one boundary every entry point goes through.
 
-`stylize(content, style)` reads top to bottom: settle the run (`Run.begin`: the settings, the runtime, the network,
-what to report, all checked before anything is loaded), check the inputs and that the run fits in memory, load the
-pictures (colour preservation's pre-step), then for each scale of the image pyramid (one scale below 512 px on a CPU)
-build the targets and run the core loop (`nstlib.core.loop.optimize`) from the last scale's result.
+`stylize(content, style)` reads top to bottom: settle the run (`Run.begin`: the settings, the runtime, the network, what
+to report, all checked before anything is loaded), check the inputs and that the run fits in memory, load the pictures
+(colour preservation's pre-step), then for each scale of the image pyramid (one scale below 512 px on a CPU) build the
+targets and run the core loop (`nstlib.core.loop.optimize`) from the last scale's result.
 
-What every entry point shares lives here once: `Run.begin` (the preamble and the argument checks), `Run.network`
-(the network, built once), and `Guard` around the work: Ctrl-C ends the run with the image so far (a repeat press
-within a second is ignored while that image is kept), and running out of device memory frees what the failed work
-held and raises `MemoryLimitError` with the last good image. The command line, the explorer, the fast-style trainer
-and `compare` go through them too.
+What every entry point shares lives here once: `Run.begin` (the preamble and the argument checks), `Run.network` (the
+network, built once), and `Guard` around the work: Ctrl-C ends the run with the image so far (a repeat press within a
+second is ignored while that image is kept), and running out of device memory frees what the failed work held and raises
+`MemoryLimitError` with the last good image. The command line, the explorer, the fast-style trainer and `compare` go
+through them too.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ class Run:
         return cls(resolve(settings, overrides), Runtime.of(runtime), network, (watch or Watch()).check())
 
     def network(self) -> VGGFeatures:
-        """The network for the settings' layers: the one given, if it returns them all, else one built from the
-        weights (loaded now). `runtime.prepare` puts it on the device."""
+        """The network for the settings' layers: the one given, if it returns them all, else one built from the weights
+        (loaded now). `runtime.prepare` puts it on the device."""
         if isinstance(self.weights, VGGFeatures):
             missing = set(self.settings.layers) - set(self.weights.layers)
             if missing:
@@ -91,10 +91,10 @@ class Run:
 class Guard:
     """Ctrl-C and out-of-memory around a run's work, in one place (see the module docstring).
 
-    `results` collects each finished scale's result; on leaving the block `result` is `finish(results)` (by default
-    the last one), also after Ctrl-C (marked "interrupted after step N") once something was done. A run stopped by an
-    error keeps its image so far (`partial_result`, set by the core loop). `where` (what ran) and `advice` (what to
-    try) go into the message for running out of memory.
+    `results` collects each finished scale's result; on leaving the block `result` is `finish(results)` (by default the
+    last one), also after Ctrl-C (marked "interrupted after step N") once something was done. A run stopped by an error
+    keeps its image so far (`partial_result`, set by the core loop). `where` (what ran) and `advice` (what to try) go
+    into the message for running out of memory.
     """
 
     def __init__(self, device: torch.device, where: str, advice: str) -> None:
@@ -170,10 +170,10 @@ def input_files(*pictures: ImageLike) -> list[str | os.PathLike]:
 
 
 def check_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLike], settings: Settings,
-                 runtime: Runtime) -> list[tuple[tuple[int, int], int, Runtime]]:
+                 runtime: Runtime) -> list[tuple[tuple[int, int], int]]:
     """Before loading anything: one blend weight per style, every input has pixels, the content and each style keep
-    `MIN_SIDE` px at the run's size and `style_scale`, and the run fits in memory (`check_memory`). Returns the
-    scales to run (`scales`), the last at the content's (H,W) in the run."""
+    `MIN_SIDE` px at the run's size and `style_scale`, and the run fits in memory (`check_memory`). Returns the scales
+    to run (`scales`), the last at the content's (H,W) in the run."""
     normalize_blend_weights(settings.blend_weights, len(styles))
     names = ["content", *(f"styles[{i}]" for i in range(len(styles))), *(f"masks[{i}]" for i in range(len(masks)))]
     shapes = [peek_shape(src, name) for src, name in zip([content, *styles, *masks], names)]
@@ -196,8 +196,8 @@ def check_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageL
 
 def load_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLike], settings: Settings,
                 device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor] | None]:
-    """The content (1,3,H,W) at long side `settings.size` and the styles at `style_scale` x that, on `device`, and
-    the masks (1,1,H,W) on the CPU (or None)."""
+    """The content (1,3,H,W) at long side `settings.size` and the styles at `style_scale` x that, on `device`, and the
+    masks (1,1,H,W) on the CPU (or None)."""
     photo = load_image(content, settings.size)
     side = round(max(photo.shape[-2:]) * settings.style_scale)
     mask_list = [load_mask(m, tuple(photo.shape[-2:]), f"masks[{i}]") for i, m in enumerate(masks)] or None
@@ -205,17 +205,16 @@ def load_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLi
 
 
 def scales(shape: tuple[int, int], styles: list[tuple[int, int]], settings: Settings,
-           runtime: Runtime) -> list[tuple[tuple[int, int], int, Runtime]]:
-    """The scales to run for a content of (H,W) `shape` and styles of (H,W) `styles`, smallest first: the (H,W),
-    steps and runtime of each. A coarse-to-fine schedule (the device's plan; no scale makes the content or a style
-    too small for the network; only the full-size scale is compiled: the others are short), or the one scale."""
+           runtime: Runtime) -> list[tuple[tuple[int, int], int]]:
+    """The scales to run for a content of (H,W) `shape` and styles of (H,W) `styles`, smallest first: the (H,W) and
+    steps of each. A coarse-to-fine schedule (the device's plan; no scale makes the content or a style too small for
+    the network), or the one scale; the last at exactly `shape`."""
     long_side, plan = max(shape), runtime.pyramid
     auto = settings.coarse_to_fine == "auto" and plan.auto_from is not None and long_side >= plan.auto_from
     if not (settings.coarse_to_fine is True or auto):
-        return [(shape, settings.steps, runtime)]
+        return [(shape, settings.steps)]
     levels = schedule(long_side, settings, plan, smallest_size(shape, styles, settings.style_scale))
-    return [(target_size(shape, level.size), level.steps, runtime.without_compile()) for level in levels[:-1]] + [
-        (shape, levels[-1].steps, runtime)]
+    return [(target_size(shape, level.size), level.steps) for level in levels[:-1]] + [(shape, levels[-1].steps)]
 
 
 def finish_run(results: list[StylizeResult], shape: tuple[int, int], photo: torch.Tensor, settings: Settings,
@@ -237,8 +236,8 @@ def stylize(content: ImageLike, styles: ImageLike | Sequence[ImageLike], setting
     """Stylize `content` with one or more `styles` (paths, PIL images, arrays or tensors; see `load_image`).
 
     `settings`, or keyword `overrides` (stylize(c, s, steps=10)), are the knobs (`Settings`); `masks` one picture per
-    style, white where that style goes; `network` the weights (see `load_weights`: "imagenet", "random", a path) or
-    a built `VGGFeatures` to reuse; `runtime` a device name ("auto": cuda > mps > cpu) or a `Runtime`;
+    style, white where that style goes; `network` the weights (see `load_weights`: "imagenet", "random", a path) or a
+    built `VGGFeatures` to reuse; `runtime` a device name ("auto": cuda > mps > cpu) or a `Runtime`;
     `callback(Progress)` runs after every step (True stops), `progress` shows a bar, `frame_every` keeps snapshots.
     Returns a `StylizeResult` (`nstlib.save_image` writes it). A CPU run is bit-for-bit repeatable.
     """
@@ -253,32 +252,26 @@ def stylize(content: ImageLike, styles: ImageLike | Sequence[ImageLike], setting
                                inputs=input_files(content, *styles, *masks))
         photo, pictures = color.preserve_colors_before(photo, pictures, settings.preserve_color, settings.color_match)
         start = initial_image(settings.init, photo, pictures, settings.seed).repeat(settings.batch, 1, 1, 1)
-        for size, steps, engine in plan:
+        for size, steps in plan:
             side = round(max(size) * settings.style_scale)
             masks_here = None if mask_list is None else [resize(m, size).to(photo.device) for m in mask_list]
             targets = Targets.build(net, resize(photo, size), [resize(p, side) for p in pictures], settings, masks_here)
             image = resize(guard.results[-1].image.to(photo.device) if guard.results else start, size)
             guard.results.append(optimize(targets.objective(settings), image, settings.replace(steps=steps),
-                                          run.watch, engine))
+                                          run.watch, run.runtime))
     return guard.result
 
 
-def stylize_grid(
-    content: ImageLike,
-    styles: ImageLike | Sequence[ImageLike],
-    settings: Settings | None = None,
-    *,
-    content_weights: Sequence[float] = (DEFAULT_CONTENT_WEIGHT,),
-    style_weights: Sequence[float] = (DEFAULT_STYLE_WEIGHT,),
-    tv_weights: Sequence[float] = (DEFAULT_TV_WEIGHT,),
-    **kwargs: Any,
-) -> StylizeResult:
+def stylize_grid(content: ImageLike, styles: ImageLike | Sequence[ImageLike], settings: Settings | None = None, *,
+                 content_weights: Sequence[float] = (DEFAULT_CONTENT_WEIGHT,),
+                 style_weights: Sequence[float] = (DEFAULT_STYLE_WEIGHT,),
+                 tv_weights: Sequence[float] = (DEFAULT_TV_WEIGHT,), **kwargs: Any) -> StylizeResult:
     """Stylize once for every combination of the given weights, as one batch of N images.
 
-    N = len(content_weights) * len(style_weights) * len(tv_weights), in row-major order (the last list varies
-    fastest). Each batch image has its own weights; the losses are summed over the batch, so each image gets exactly
-    its own gradient. With Adam (used here, whatever `settings` say: its update is per pixel) that makes the batch N
-    independent runs, done in one pass through the network; L-BFGS would couple them through its shared history.
+    N = len(content_weights) * len(style_weights) * len(tv_weights), in row-major order (the last list varies fastest).
+    Each batch image has its own weights; the losses are summed over the batch, so each image gets exactly its own
+    gradient. With Adam (used here, whatever `settings` say: its update is per pixel) that makes the batch N independent
+    runs, done in one pass through the network; L-BFGS would couple them through its shared history.
 
     Other keyword arguments are those of `stylize`. Returns a result whose `image` is (N,3,H,W), whose history holds
     lists of N values, and whose `settings` lists each image's weights.
@@ -306,8 +299,8 @@ def evaluate(image: ImageLike, content: ImageLike, styles: ImageLike | Sequence[
     """Score any image under the style-transfer objective of `settings`: {"content", "style", "tv", "total"}.
 
     The content (and `masks`, one per style) are resized to the image's size, so outputs of different methods can be
-    compared on the same terms; the targets are built as `stylize` builds them, in plain float32 on the runtime's
-    device (`Runtime.for_scoring`). Colour preservation plays no part here.
+    compared on the same terms; the targets are built as `stylize` builds them, in plain float32 on the runtime's device
+    (`Runtime.for_scoring`). Colour preservation plays no part here.
     """
     run = Run.begin(settings, {**overrides, "preserve_color": None}, network, Runtime.of(runtime).for_scoring())
     check_source(image, "image")

@@ -85,8 +85,7 @@ API: dict[str, tuple[Callable[[Path], object], type[NstlibError], str]] = {
     "ExplorerWorker(runtime=None)": (lambda t: explorer(runtime=None), ParameterError, "runtime=None"),
     "Settings(stepz=3)": (lambda t: Settings(stepz=3), ParameterError, "stepz (did you mean steps"),
     # 6. flags are real bools; the grid's weights are lists
-    'compile_model="no"': (lambda t: Runtime.create("cpu", compile_model="no"), ParameterError, "compile_model='no'"),
-    'line_search="no"': (lambda t: stylize(C, S, **SMALL, line_search="no"), ParameterError, "line_search='no'"),
+    'cuda_graph="no"': (lambda t: Runtime.create("cpu", cuda_graph="no"), ParameterError, "cuda_graph='no'"),
     'mixed_precision="yes"': (lambda t: Runtime.create("cpu", mixed_precision="yes"), ParameterError,
                               "mixed_precision='yes'"),
     "coarse_to_fine=1": (lambda t: stylize(C, S, **SMALL, coarse_to_fine=1), ParameterError, "coarse_to_fine=1"),

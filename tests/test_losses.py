@@ -227,7 +227,7 @@ def test_a_graphed_steps_copy_loaded_with_other_targets_computes_their_objective
 
     first, second = make(0, (1.0, 2.0, 3.0)), make(5, (0.5, 4.0, 1.0))
     image = torch.rand(1, 3, 10, 10, generator=gen)
-    step = graphs.GraphedStep(first, image, Settings(optimizer="adam"), None)
+    step = graphs.GraphedStep(first, image, Settings(optimizer="adam"))
     step.load(second, image)
     with torch.no_grad():
         ours, theirs, stale = step.objective(image), second(image), first(image)

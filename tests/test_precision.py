@@ -152,29 +152,13 @@ def test_stylize_fast_lowers_the_objective_and_logs_every_step(vgg, content, sty
     assert LOG_EVERY > 1
 
 
-def test_compile_traces_the_fast_objective_and_matches_eager(vgg, content, style, monkeypatch) -> None:
-    """compile=True (used by the bench on CUDA) goes through torch.compile's graph capture and
-    autograd; the aot_eager backend skips only the C++ code generation, which is slow on 2 cores.
-    On a pyramid only the full-size scale is compiled."""
-    compiled, real_compile = [], torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or real_compile(fn, backend="aot_eager"))
-    run = dict(size=64, steps=4, optimizer="adam", network=vgg, progress=False, coarse_to_fine=True, pyramid_start=32)
-    eager = stylize(content, style, runtime=Runtime.create("cpu", mixed_precision=True), **run)
-    traced = stylize(content, style, runtime=Runtime.create("cpu", mixed_precision=True, compile_model=True), **run)
-    assert len(compiled) == 1 and [h["size"] for h in traced.history][-1] == 64
-    for a, b in zip(eager.history, traced.history, strict=True):
-        assert b["total"] == pytest.approx(a["total"], rel=1e-4)
-    torch.testing.assert_close(traced.image, eager.image, atol=1e-3, rtol=0)
-
-
 def test_a_captured_step_is_reused_only_for_the_same_optimiser_settings(vgg, content, style) -> None:
     """What a CUDA graph bakes in is part of its cache key: the optimiser's settings, max_step included
     (a replayed step with another trust region would silently keep the old one)."""
     objective = make_objective(vgg, content, style)
-    key = _kind(objective, content, Settings(), False)
-    assert key == _kind(make_objective(vgg, content, style, Settings(style_weight=9.0)), content, Settings(), False)
+    key = _kind(objective, content, Settings())
+    assert key == _kind(make_objective(vgg, content, style, Settings(style_weight=9.0)), content, Settings())
     for changed in (Settings(max_step=1.0), Settings(history_size=7), Settings(lr=0.5)):
-        assert _kind(objective, content, changed, False) != key
-    assert _kind(objective, content, Settings(), True) != key  # compiled
+        assert _kind(objective, content, changed) != key
     absolute = make_objective(vgg, content, style, Settings(loss="absolute"))
-    assert _kind(absolute, content, Settings(), False) != key
+    assert _kind(absolute, content, Settings()) != key

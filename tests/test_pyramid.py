@@ -43,12 +43,11 @@ def test_schedule_rules() -> None:
         plan(256, 10, start=8)
 
 
-def test_a_runs_scales_end_at_the_exact_shape_and_only_the_last_is_compiled() -> None:
-    runtime = Runtime.create("cpu", compile_model=True)
+def test_a_runs_scales_end_at_the_exact_shape() -> None:
+    runtime = Runtime.create("cpu")
     runs = scales((75, 101), [(60, 80)], Settings(steps=8, coarse_to_fine=True), runtime)
-    assert [(shape, steps) for shape, steps, _ in runs] == [((37, 50), 2), ((53, 71), 2), ((75, 101), 2)]
-    assert [r.compile_model for _, _, r in runs] == [False, False, True]
-    assert [(s, n) for s, n, _ in scales((75, 101), [], Settings(steps=8), runtime)] == [((75, 101), 8)]  # auto
+    assert runs == [((37, 50), 2), ((53, 71), 2), ((75, 101), 2)]
+    assert scales((75, 101), [], Settings(steps=8), runtime) == [((75, 101), 8)]  # auto: one scale below 512 px
 
 
 def test_join_chains_the_scales_into_one_result() -> None:

@@ -41,12 +41,11 @@ def test_settings_and_keyword_overrides_give_the_same_run(vgg, content, style) -
 
 
 def test_cli_has_one_option_per_setting_field() -> None:
-    """Every field is an option, the {layer: weight} dicts too, except the plain flag (line_search): Python only."""
+    """Every field is an option, the {layer: weight} dicts too."""
     stylize_parser = build_parser()._subparsers._group_actions[0].choices["stylize"]
     options = {s for action in stylize_parser._actions for s in action.option_strings}
-    python_only = {"line_search"}
     for f in dataclasses.fields(Settings):
-        assert (f"--{f.name.replace('_', '-')}" in options) == (f.name not in python_only), f.name
+        assert f"--{f.name.replace('_', '-')}" in options, f.name
 
 
 def test_a_weight_change_reuses_the_targets(vgg, content, style) -> None:

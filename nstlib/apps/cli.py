@@ -1,11 +1,10 @@
 """The `nstlib` command line: `nstlib stylize ...` and `nstlib demo`.
 
-User errors (bad files, bad options) print one line on stderr and exit with code 2, never a
-traceback. Inputs and outputs are checked before the weights are looked for and before the first
-step; outputs are written atomically and never over an input; an existing output (also one that
-appears during the run) is replaced only with --force. A stdout or stderr that cannot be written
-(a closed pipe, a full disk, a closed descriptor) costs only the messages, never the result.
-This module imports torch only inside `main`, so Ctrl-C while it loads still exits with code 130.
+User errors (bad files, bad options) print one line on stderr and exit with code 2, never a traceback. Inputs and
+outputs are checked before the weights are looked for and before the first step; outputs are written atomically and
+never over an input; an existing output (also one that appears during the run) is replaced only with --force. A stdout
+or stderr that cannot be written (a closed pipe, a full disk, a closed descriptor) costs only the messages, never the
+result. This module imports torch only inside `main`, so Ctrl-C while it loads still exits with code 130.
 """
 
 from __future__ import annotations
@@ -41,8 +40,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_common(p: argparse.ArgumentParser, settings: Sequence[str] | None = None) -> None:
-    """The options both commands take: the `Settings` fields named in `settings` (None: all of them,
-    see `_add_settings`), the network's weights, the device and --quiet."""
+    """The options both commands take: the `Settings` fields named in `settings` (None: all of them, see
+    `_add_settings`), the network's weights, the device and --quiet."""
     from nstlib.engine.runtime import DEVICES
     from nstlib.io.weights import WEIGHTS_CHOICES
 
@@ -56,10 +55,10 @@ def _add_common(p: argparse.ArgumentParser, settings: Sequence[str] | None = Non
 
 def _add_settings(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
     """One option per `nstlib.Settings` field (--style-weight for style_weight), with the field's help,
-    choices and default: the dataclass is the one list of settings. The option's type follows the field's
-    (a number, a list of numbers, a choice, True and False spelled on and off; {layer: weight} fields as
-    LAYER[=WEIGHT] ...); plain flags are for Python. Options not given keep the default, and
-    `Settings.validate` checks the values before any work."""
+    choices and default: the dataclass is the one list of settings. The option's type follows the field's (a number, a
+    list of numbers, a choice, True and False spelled on and off; {layer: weight} fields as LAYER[=WEIGHT] ...); plain
+    flags are for Python. Options not given keep the default, and `Settings.validate` checks the values before any work.
+    """
     from nstlib.core.settings import Settings
 
     for f in dataclasses.fields(Settings):
@@ -140,10 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Forgiving:
-    """A text stream (stdout or stderr) whose writes never raise. The first failure (a closed pipe, a full
-    disk, a closed descriptor) drops this and all later output and points the descriptor at /dev/null, so
-    that the exit-time flush of what is still buffered succeeds too: a line nobody can read never stops a
-    run (the progress bar writes to stderr at every step) nor turns a success into a traceback."""
+    """A text stream (stdout or stderr) whose writes never raise. The first failure (a closed pipe, a full disk, a
+    closed descriptor) drops this and all later output and points the descriptor at /dev/null, so that the exit-time
+    flush of what is still buffered succeeds too: a line nobody can read never stops a run (the progress bar writes to
+    stderr at every step) nor turns a success into a traceback."""
 
     def __init__(self, stream: TextIO | None) -> None:
         self.stream = stream
@@ -192,9 +191,9 @@ def _is_open(fd: int) -> bool:
 
 @contextlib.contextmanager
 def _forgiving_output() -> Iterator[None]:
-    """For the duration of the command, stdout and stderr are `_Forgiving`. A descriptor closed at the start
-    (`>&-`, `2>&-`) is first pointed at /dev/null, so that no file opened later (an output being written) gets
-    its number and receives what libraries write there."""
+    """For the duration of the command, stdout and stderr are `_Forgiving`. A descriptor closed at the start (`>&-`,
+    `2>&-`) is first pointed at /dev/null, so that no file opened later (an output being written) gets its number and
+    receives what libraries write there."""
     for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
         if stream is None and not _is_open(fd):
             _point_at_devnull(fd)
@@ -231,9 +230,8 @@ def _save_partial(result: StylizeResult, out: Path, why: str, args: argparse.Nam
         print(f"nstlib: {why}; nothing written (use --save-partial to keep the partial result)", file=sys.stderr)
 
 
-def _check_outputs(
-    output: str | os.PathLike, gif: str | os.PathLike | None, inputs: Sequence[str], force: bool
-) -> tuple[Path, Path | None]:
+def _check_outputs(output: str | os.PathLike, gif: str | os.PathLike | None, inputs: Sequence[str],
+                   force: bool) -> tuple[Path, Path | None]:
     """Check the image and animation paths before any work: extension, existence, folder, free space."""
     from nstlib.io.images import FORMATS
 
@@ -246,9 +244,7 @@ def _check_outputs(
     return out, check_output_path(gif, inputs, overwrite=force, extensions={".gif"})
 
 
-def _run_and_save(
-    args: argparse.Namespace, out: Path, gif: Path | None, run: Callable[[], StylizeResult]
-) -> int:
+def _run_and_save(args: argparse.Namespace, out: Path, gif: Path | None, run: Callable[[], StylizeResult]) -> int:
     """Run; write the image (and animation) if complete, a partial result only with --save-partial."""
     from nstlib.io.images import save_gif, save_image
 
@@ -286,9 +282,9 @@ def _weights(args: argparse.Namespace) -> Weights:
 
 
 def _check_inputs(args: argparse.Namespace, settings: Settings, out: Path) -> None:
-    """Before the weights are looked for (on a first run that takes seconds): every input file is there and is
-    a picture (`peek_shape` reads its header: missing, a FIFO, not an image), and the output fits its format at
-    the planned size (WebP: 16383 px a side)."""
+    """Before the weights are looked for (on a first run that takes seconds): every input file is there and is a picture
+    (`peek_shape` reads its header: missing, a FIFO, not an image), and the output fits its format at the planned size
+    (WebP: 16383 px a side)."""
     from nstlib.core.objective import target_size
     from nstlib.io.images import check_fits, peek_shape
 
@@ -315,8 +311,8 @@ def run_stylize(args: argparse.Namespace) -> int:
 
 
 def _demo_folder(path: str) -> tuple[Path, list[Path]]:
-    """The demo's output folder, created if missing, and the folders this made (deepest first), for
-    `_remove_if_empty` when the run writes nothing. An empty name, a file or an impossible place is `OutputError`."""
+    """The demo's output folder, created if missing, and the folders this made (deepest first), for `_remove_if_empty`
+    when the run writes nothing. An empty name, a file or an impossible place is `OutputError`."""
     if not path:
         raise OutputError("--out '': give a folder name, such as nstlib-demo (. for the current folder)")
     folder = Path(path)
@@ -371,9 +367,9 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The `nstlib` command. Ctrl-C at any moment, even while torch is still loading, exits with 130
-    and one line; a stdout that cannot encode a file name, or a stdout or stderr that cannot be written
-    at all (`_Forgiving`), causes no traceback: the run's own outcome decides the exit code."""
+    """The `nstlib` command. Ctrl-C at any moment, even while torch is still loading, exits with 130 and one line; a
+    stdout that cannot encode a file name, or a stdout or stderr that cannot be written at all (`_Forgiving`), causes no
+    traceback: the run's own outcome decides the exit code."""
     with contextlib.suppress(AttributeError, ValueError):  # not a text stream: leave it alone
         sys.stdout.reconfigure(errors="backslashreplace")
     with _forgiving_output():

@@ -1,15 +1,13 @@
 """Fast style transfer: train one small feed-forward network per style (Johnson et al. 2016; Ulyanov et al. 2016).
 
-Instead of optimising the pixels of one picture (`nstlib.stylize`), optimise the weights of an
-image-to-image network once, over many random crops of photos, so that its output has a low value
-of the very objective `stylize` minimises (the same content, style and TV terms, built by
-`nstlib.Targets`): each crop is its own content target, the style is fixed. Afterwards a new
-photo costs one forward pass.
+Instead of optimising the pixels of one picture (`nstlib.stylize`), optimise the weights of an image-to-image network
+once, over many random crops of photos, so that its output has a low value of the very objective `stylize` minimises
+(the same content, style and TV terms, built by `nstlib.Targets`): each crop is its own content target, the style is
+fixed. Afterwards a new photo costs one forward pass.
 
-- `FastStyleNet`: the transformation network. Downsampling convolutions, residual blocks, upsampling
-  by nearest-neighbour resize + convolution (no checkerboard artefacts, Odena et al. 2016), with
-  instance normalisation (Ulyanov et al.) after every convolution but the last, and a sigmoid
-  output so that pixels stay in [0,1];
+- `FastStyleNet`: the transformation network. Downsampling convolutions, residual blocks, upsampling by
+  nearest-neighbour resize + convolution (no checkerboard artefacts, Odena et al. 2016), with instance normalisation
+  (Ulyanov et al.) after every convolution but the last, and a sigmoid output so that pixels stay in [0,1];
 - `random_crops`: a batch of square crops from a list of photos;
 - `train`: Adam on the network's weights, the perceptual loss averaged over each batch;
 - `save` / `load` (a torch checkpoint) and `export_onnx` (needs the `onnx` package), written atomically.
@@ -88,9 +86,9 @@ class FastStyleNet(nn.Module):
         width: channels of the first layer (then 2x and 4x after the two downsamplings; Johnson: 32).
         blocks: residual blocks at 1/4 resolution (Johnson: 5).
 
-    H and W need not be multiples of 4: the output is always resized to the input's size, which changes nothing
-    when they are (a test of the size would be traced as a constant by the ONNX export, and the file would then
-    only take sizes that agree with the example's).
+    H and W need not be multiples of 4: the output is always resized to the input's size, which changes nothing when
+    they are (a test of the size would be traced as a constant by the ONNX export, and the file would then only take
+    sizes that agree with the example's).
     """
 
     def __init__(self, width: int = 16, blocks: int = 3) -> None:
@@ -134,31 +132,20 @@ def random_crops(images: Sequence[torch.Tensor], size: int, n: int, generator: t
     return torch.stack(crops)
 
 
-def train(
-    style: ImageLike,
-    photos: Sequence[ImageLike] | None = None,
-    settings: Settings | None = None,
-    *,
-    batch: int = 4,
-    width: int = 16,
-    blocks: int = 3,
-    photo_scale: float = 2.0,
-    network: NetworkLike = "imagenet",
-    runtime: RuntimeLike = "auto",
-    progress: bool = True,
-    **overrides: Any,
-) -> tuple[FastStyleNet, list[dict[str, float]]]:
+def train(style: ImageLike, photos: Sequence[ImageLike] | None = None, settings: Settings | None = None, *,
+          batch: int = 4, width: int = 16, blocks: int = 3, photo_scale: float = 2.0, network: NetworkLike = "imagenet",
+          runtime: RuntimeLike = "auto", progress: bool = True,
+          **overrides: Any) -> tuple[FastStyleNet, list[dict[str, float]]]:
     """Train a `FastStyleNet` for one `style` on random crops of `photos`: (the network, its loss history).
 
-    The objective is the one `stylize` minimises, from `settings` and keyword `overrides` (its
-    layers and the content, style and TV weights), with each crop as its own content target: the
-    mean over the batch is minimised with Adam for `steps` steps at learning rate `lr` (default
-    `TRAIN_LR`), on crops of `size` x `size` pixels (default `TRAIN_SIZE`) cut from the photos loaded at long side
-    `photo_scale` x `size` (the style at that size too, times `style_scale`). `seed` makes the crops
-    and the network's initial weights repeatable. `photos` default to the bundled `CONTENT_SAMPLES`.
-    `network` and `runtime` as for `stylize` (`nstlib.engine.runtime`): on CUDA the loss network runs
-    in bf16, or in fp16 with a loss scale on the network's gradients; the network itself trains in float32.
-    The history holds one {"content", "style", "tv", "total"} per step (batch means, before the step).
+    The objective is the one `stylize` minimises, from `settings` and keyword `overrides` (its layers and the content,
+    style and TV weights), with each crop as its own content target: the mean over the batch is minimised with Adam for
+    `steps` steps at learning rate `lr` (default `TRAIN_LR`), on crops of `size` x `size` pixels (default `TRAIN_SIZE`)
+    cut from the photos loaded at long side `photo_scale` x `size` (the style at that size too, times `style_scale`).
+    `seed` makes the crops and the network's initial weights repeatable. `photos` default to the bundled
+    `CONTENT_SAMPLES`. `network` and `runtime` as for `stylize` (`nstlib.engine.runtime`): on CUDA the loss network runs
+    in bf16, or in fp16 with a loss scale on the network's gradients; the network itself trains in float32. The history
+    holds one {"content", "style", "tv", "total"} per step (batch means, before the step).
     """
     run = Run.begin(settings, overrides, network, runtime)
     settings, dev, backward = run.settings, run.runtime.device, run.runtime.backward()

@@ -1,15 +1,15 @@
 """Colour preservation (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer").
 
-Style transfer copies the style's colours along with its brush strokes. Two ways to keep the
-content's colours instead, both used by `stylize(preserve_color=...)`:
+Style transfer copies the style's colours along with its brush strokes. Two ways to keep the content's colours instead,
+both used by `stylize(preserve_color=...)`:
 
-- ``"luminance"``: transfer style on the luminance channel only. Convert both images to YUV, take
-  Y, shift and scale the style's Y to the content's mean and standard deviation, stylize the grey
-  images, then put the result's Y back together with the content's U and V (its chroma).
-- ``"match"``: recolour the style image to the content's colour statistics before the transfer,
-  by histogram matching (each channel's distribution) or by a linear map x' = A (x - mu_s) + mu_c
-  whose A makes the covariance equal: A = L_c L_s^-1 (Cholesky factors) or
-  A = Sigma_c^(1/2) Sigma_s^(-1/2) (symmetric square roots from the eigen/PCA decomposition).
+- ``"luminance"``: transfer style on the luminance channel only. Convert both images to YUV, take Y, shift and scale the
+  style's Y to the content's mean and standard deviation, stylize the grey images, then put the result's Y back together
+  with the content's U and V (its chroma).
+- ``"match"``: recolour the style image to the content's colour statistics before the transfer, by histogram matching
+  (each channel's distribution) or by a linear map x' = A (x - mu_s) + mu_c
+  whose A makes the covariance equal: A = L_c L_s^-1 (Cholesky factors) or A = Sigma_c^(1/2) Sigma_s^(-1/2) (symmetric
+  square roots from the eigen/PCA decomposition).
 
 All images are (B,3,H,W) tensors with values in [0,1].
 """
@@ -65,8 +65,8 @@ def match_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
 def combine_luminance(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """The luma of `stylized` with the chroma (U, V) of `content`, as RGB clamped to [0,1].
 
-    Both (B,3,H,W) of the same size (the content may have B=1). The chroma is exactly the
-    content's except where the combination leaves the RGB gamut and clamping changes it.
+    Both (B,3,H,W) of the same size (the content may have B=1). The chroma is exactly the content's except where the
+    combination leaves the RGB gamut and clamping changes it.
     """
     yuv = torch.cat([rgb_to_yuv(stylized)[:, :1], rgb_to_yuv(content)[:, 1:].expand(stylized.shape[0], -1, -1, -1)], 1)
     return yuv_to_rgb(yuv).clamp(0, 1)
@@ -131,13 +131,12 @@ def match_color(source: torch.Tensor, target: torch.Tensor, method: str = "pca")
     return out.reshape(source.shape).to(source.dtype).clamp(0, 1)
 
 
-def preserve_colors_before(
-    content: torch.Tensor, styles: list[torch.Tensor], preserve_color: str | None, method: str = "pca"
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def preserve_colors_before(content: torch.Tensor, styles: list[torch.Tensor], preserve_color: str | None,
+                           method: str = "pca") -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The pre-step of colour preservation, on (1,3,H,W) images: what to stylize with what.
 
-    "match" recolours the styles to the content's palette; "luminance" stylizes grey images (the
-    content's chroma goes back in `preserve_colors_after`); None leaves everything as it is.
+    "match" recolours the styles to the content's palette; "luminance" stylizes grey images (the content's chroma goes
+    back in `preserve_colors_after`); None leaves everything as it is.
     """
     if preserve_color == "match":
         return content, [match_color(s, content, method) for s in styles]

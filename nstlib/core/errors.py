@@ -1,5 +1,5 @@
-"""The errors nstlib raises for problems a user can fix. Each message names the file or parameter and says what
-to do; the command line prints it as one line and exits with code 2."""
+"""The errors nstlib raises for problems a user can fix. Each message names the file or parameter and says what to do;
+the command line prints it as one line and exits with code 2."""
 
 from __future__ import annotations
 
@@ -43,5 +43,5 @@ class NonFiniteLossError(RunStoppedError, FloatingPointError):
 
 
 class MemoryLimitError(RunStoppedError, MemoryError):
-    """A run needs more memory than there is: refused before starting, or the GPU ran out mid-run. The message
-    names the size and what to try; `.result` keeps the last good image."""
+    """A run needs more memory than there is: refused before starting, or the GPU ran out mid-run. The message names the
+    size and what to try; `.result` keeps the last good image."""

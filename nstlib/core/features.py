@@ -1,12 +1,12 @@
 """VGG feature maps with human layer names (conv1_1, relu1_1, ..., pool5).
 
-torchvision builds the network (`torchvision.models.vgg19().features`, or vgg16's); `Weights` say which network,
-which preprocessing and where the numbers came from (`nstlib.io.weights` finds them). `VGGFeatures(layers, weights)`
-maps an image batch (B,3,H,W) in [0,1] to {layer name: (B,C,h,w) feature map}: it applies the weights'
-preprocessing, stops after the deepest layer asked for, and never needs gradients for its own parameters.
+torchvision builds the network (`torchvision.models.vgg19().features`, or vgg16's); `Weights` say which network, which
+preprocessing and where the numbers came from (`nstlib.io.weights` finds them). `VGGFeatures(layers, weights)` maps an
+image batch (B,3,H,W) in [0,1] to {layer name: (B,C,h,w) feature map}: it applies the weights' preprocessing, stops
+after the deepest layer asked for, and never needs gradients for its own parameters.
 
-VGG19 (configuration E of Simonyan & Zisserman 2015) is Gatys et al.'s network. VGG16 has one convolution fewer in
-each of blocks 3-5, so it has no conv3_4, conv4_4 or conv5_4; every other name exists in both.
+VGG19 (configuration E of Simonyan & Zisserman 2015) is Gatys et al.'s network. VGG16 has one convolution fewer in each
+of blocks 3-5, so it has no conv3_4, conv4_4 or conv5_4; every other name exists in both.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ MIN_SIDE = 32
 def vgg_stack(network: str = "vgg19", device: str = "cpu") -> nn.Sequential:
     """torchvision's `features` stack of `network`, with uninitialised weights.
 
-    Built on the meta device first, so the 120M-parameter classifier we never use costs nothing. The ReLUs are
-    made out-of-place: torchvision's in-place ones would overwrite the conv outputs we return.
+    Built on the meta device first, so the 120M-parameter classifier we never use costs nothing. The ReLUs are made
+    out-of-place: torchvision's in-place ones would overwrite the conv outputs we return.
     """
     if network not in NETWORKS:
         raise ParameterError(f"network={network!r}: choose one of {', '.join(NETWORKS)}")
@@ -91,9 +91,9 @@ def layer_stride(name: str) -> int:
 def layer_receptive_field(name: str, network: str = "vgg19") -> int:
     """Side in input pixels of the square that one position of layer `name` sees (3 for conv1_1).
 
-    Walk the network from the input: a 3x3 convolution (stride 1) widens the field by 2 steps of the current grid,
-    a 2x2 pool with stride 2 widens it by 1 step and doubles the step; ReLUs change nothing.
-    r_out = r_in + (k - 1) * s_in, s_out = s_in * stride.
+    Walk the network from the input: a 3x3 convolution (stride 1) widens the field by 2 steps of the current grid, a 2x2
+    pool with stride 2 widens it by 1 step and doubles the step; ReLUs change nothing. r_out = r_in + (k - 1) * s_in,
+    s_out = s_in * stride.
     """
     field, step = 1, 1
     names = layer_names(network)
@@ -131,8 +131,8 @@ CAFFE = Preprocessing("caffe", True, tuple(m / 255 for m in CAFFE_MEAN_BGR), (1 
 class Weights:
     """A network's weights and what they mean: which network, which preprocessing, from where.
 
-    `state_dict` has the keys of torchvision's `features` stack ("0.weight", ...); `trained` is False only for
-    random weights.
+    `state_dict` has the keys of torchvision's `features` stack ("0.weight", ...); `trained` is False only for random
+    weights.
     """
 
     network: str

@@ -1,10 +1,10 @@
 """The optimisation loop: `optimize` calls `take_step` `settings.steps` times and keeps the record.
 
-`take_step` is the whole update: evaluate the objective, back-propagate to the *pixels*, let the optimiser (L-BFGS
-or Adam, `make_optimizer`) move them, clamp them to [0,1]. How each step runs is the engine's: `Eager` calls
-`take_step` as it is; `nstlib.engine.Runtime` adds mixed precision, `torch.compile` and CUDA graphs around the same
-call. `Monitor` keeps the history, checks for NaN (and rolls back to the last finite image), records animation
-frames, shows the progress bar and calls the user's callback.
+`take_step` is the whole update: evaluate the objective, back-propagate to the *pixels*, let the optimiser (L-BFGS or
+Adam, `make_optimizer`) move them, clamp them to [0,1]. How each step runs is the engine's: `Eager` calls `take_step` as
+it is; `nstlib.engine.Runtime` adds mixed precision and CUDA graphs around the same call. `Monitor`
+keeps the history, checks for NaN (and rolls back to the last finite image), records animation frames, shows the
+progress bar and calls the user's callback.
 """
 
 from __future__ import annotations
@@ -39,11 +39,8 @@ def plain_backward(loss: torch.Tensor, *leaves: torch.Tensor) -> None:
 
 
 def make_optimizer(image: torch.Tensor, settings: Settings, capturable: bool = False) -> torch.optim.Optimizer:
-    """L-BFGS (`SyncFreeLBFGS`: one quasi-Newton update per step, no pixel moving more than `settings.max_step`,
-    torch's `LBFGS` with `line_search`) or Adam (`capturable`: the fused Adam a CUDA graph can hold)."""
-    if settings.optimizer == "lbfgs" and settings.line_search:
-        return torch.optim.LBFGS([image], lr=settings.optimizer_lr, max_iter=1, history_size=settings.history_size,
-                                 line_search_fn="strong_wolfe")
+    """L-BFGS (`SyncFreeLBFGS`: one quasi-Newton update per step, no pixel moving more than `settings.max_step`) or
+    Adam (`capturable`: the fused Adam a CUDA graph can hold)."""
     if settings.optimizer == "lbfgs":
         return SyncFreeLBFGS([image], lr=settings.optimizer_lr, history_size=settings.history_size, bounds=(0.0, 1.0),
                              max_step=settings.max_step)
@@ -54,8 +51,8 @@ def take_step(objective: Objective, image: torch.Tensor, optimizer: torch.optim.
               backward: Backward = plain_backward) -> tuple[Terms, int]:
     """One step of `image` (B,3,H,W) in [0,1], in place: evaluate, back-propagate to the pixels, update, clamp.
 
-    Returns the loss terms {name: (B,)} at the image *before* the step, and the number of evaluations it took
-    (1, or more for L-BFGS with a line search, which calls `closure` once per trial).
+    Returns the loss terms {name: (B,)} at the image *before* the step, and the number of evaluations it took (1; an
+    optimiser with a line search, such as torch's L-BFGS with one, calls `closure` once per trial).
     """
     evaluations: list[Terms] = []
 
@@ -97,8 +94,8 @@ class Eager:
 
 @dataclass(frozen=True)
 class Watch:
-    """What a run reports while it works: `callback(Progress)` after every step (True stops the run), a tqdm
-    progress bar with the loss terms (`progress`), and a snapshot every `frame_every` steps (0: none)."""
+    """What a run reports while it works: `callback(Progress)` after every step (True stops the run), a tqdm progress
+    bar with the loss terms (`progress`), and a snapshot every `frame_every` steps (0: none)."""
 
     callback: Callback | None = None
     progress: bool = True
@@ -114,9 +111,9 @@ def optimize(objective: Objective, start: torch.Tensor, settings: Settings, watc
              engine: Engine | None = None) -> StylizeResult:
     """Optimise the pixels of `start` (B,3,H,W) in [0,1] to minimise `objective`, for `settings.steps` steps.
 
-    Returns a `StylizeResult`. A callback returning True ends the run early (marked interrupted). A NaN/inf loss
-    raises `NonFiniteLossError` with the newest finite image. Any other error (Ctrl-C included) leaves the run so far
-    in the error's `partial_result`, for the caller to keep (`nstlib.api` does).
+    Returns a `StylizeResult`. A callback returning True ends the run early (marked interrupted). A NaN/inf loss raises
+    `NonFiniteLossError` with the newest finite image. Any other error (Ctrl-C included) leaves the run so far in the
+    error's `partial_result`, for the caller to keep (`nstlib.api` does).
     """
     image = start.detach().contiguous().clone().requires_grad_(True)
     engine = engine or Eager()

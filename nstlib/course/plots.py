@@ -1,7 +1,7 @@
 """Pictures of what happened: image rows and grids, loss curves, feature-map grids.
 
-Every function draws with matplotlib and returns the Figure, so notebooks show it and scripts
-save it with `save_figure` (atomically, never over an existing file unless asked).
+Every function draws with matplotlib and returns the Figure, so notebooks show it and scripts save it with `save_figure`
+(atomically, never over an existing file unless asked).
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from nstlib.io.files import atomic_write, check_output_path
 from nstlib.io.images import to_pil
 
 
-def show_images(
-    images: Sequence[torch.Tensor], titles: Sequence[str] | None = None, *, ncols: int | None = None,
-    size: float = 3.0,
-) -> Figure:
+def show_images(images: Sequence[torch.Tensor], titles: Sequence[str] | None = None, *, ncols: int | None = None,
+                size: float = 3.0) -> Figure:
     """Images (each (1,3,H,W) or (3,H,W) in [0,1]) side by side, `ncols` per row, with titles."""
     n = len(images)
     ncols = ncols or n
@@ -40,9 +38,8 @@ def show_images(
     return fig
 
 
-def show_grid(
-    images: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str], *, size: float = 2.2,
-) -> Figure:
+def show_grid(images: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str], *,
+              size: float = 2.2) -> Figure:
     """A (R*C,3,H,W) batch in [0,1], row-major (as `stylize_grid` returns it), as R rows x C columns."""
     rows, cols = len(row_labels), len(col_labels)
     if images.shape[0] != rows * cols:
@@ -62,11 +59,8 @@ def show_grid(
     return fig
 
 
-def plot_history(
-    histories: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
-    terms: Sequence[str] = ("total", "content", "style", "tv"),
-    *, x: str = "step",
-) -> Figure:
+def plot_history(histories: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
+                 terms: Sequence[str] = ("total", "content", "style", "tv"), *, x: str = "step") -> Figure:
     """Loss curves (log scale) from `StylizeResult.history`; pass {label: history} to compare runs.
 
     `x` is "step" or "time" (seconds).
@@ -101,9 +95,8 @@ def show_feature_maps(features: torch.Tensor, *, channels: int = 16, ncols: int 
     return fig
 
 
-def show_grams(
-    grams: Sequence[torch.Tensor], titles: Sequence[str] | None = None, *, channels: int = 32, size: float = 3.4,
-) -> Figure:
+def show_grams(grams: Sequence[torch.Tensor], titles: Sequence[str] | None = None, *, channels: int = 32,
+               size: float = 3.4) -> Figure:
     """Heatmaps of Gram matrices (each (1,C,C) or (C,C)), the top-left `channels` x `channels` block.
 
     All panels share one colour scale, so brighter means a larger correlation in every panel.
@@ -146,8 +139,8 @@ def show_receptive_fields(image: torch.Tensor, fields: Mapping[str, int], *, siz
 def save_figure(fig: Figure, path: str | os.PathLike, *, overwrite: bool = False, dpi: int = 80) -> Path:
     """Write `fig` to `path`, cropped to what is drawn, in the format its suffix names (.png, .jpg at quality 85, ...).
 
-    The whole file appears or nothing does (`nstlib.io.files.atomic_write`); an existing file is replaced
-    only with overwrite=True.
+    The whole file appears or nothing does (`nstlib.io.files.atomic_write`); an existing file is replaced only with
+    overwrite=True.
     """
     formats = {f".{name}" for name in fig.canvas.get_supported_filetypes()}  # .png, .jpg, .pdf, .svg, ...
     out = check_output_path(path, overwrite=overwrite, extensions=formats)  # a clear error before any drawing

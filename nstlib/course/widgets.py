@@ -2,17 +2,15 @@
 
 `StyleExplorer(content, style)` is an ipywidgets box; show it in a notebook cell:
 
-    from nstlib.course.widgets import StyleExplorer
-    explorer = StyleExplorer(content, style, network=C.weights, runtime=C.device)
-    explorer
+    from nstlib.course.widgets import StyleExplorer explorer = StyleExplorer(content, style, network=C.weights,
+    runtime=C.device) explorer
 
-This module is the view: the controls (log-scale sliders for the content, style and TV weights
-and for each style layer, linear sliders for the blend weights of several styles, blend and init
-dropdowns, Reset and Run/Pause, "Render full size", Save) and the picture, the loss readout and
-the status line. The controls only turn their values into `Settings` and hand them to the worker
-(`nstlib.course.worker.ExplorerWorker`), which optimises in a background thread; the worker's hooks
-update the display only by assigning widget values (Image.value, HTML.value, IntProgress.value):
-that is the thread-safe path. Works with ipywidgets 7.6+ (Colab) and 8.x (JupyterLab 4).
+This module is the view: the controls (log-scale sliders for the content, style and TV weights and for each style layer,
+linear sliders for the blend weights of several styles, blend and init dropdowns, Reset and Run/Pause, "Render full
+size", Save) and the picture, the loss readout and the status line. The controls only turn their values into `Settings`
+and hand them to the worker (`nstlib.course.worker.ExplorerWorker`), which optimises in a background thread; the
+worker's hooks update the display only by assigning widget values (Image.value, HTML.value, IntProgress.value): that is
+the thread-safe path. Works with ipywidgets 7.6+ (Colab) and 8.x (JupyterLab 4).
 """
 
 from __future__ import annotations
@@ -78,21 +76,10 @@ class StyleExplorer(widgets.VBox):
             `latency` are its attributes (see there).
     """
 
-    def __init__(
-        self,
-        content: ImageLike,
-        styles: ImageLike | Sequence[ImageLike],
-        settings: Settings | None = None,
-        *,
-        network: NetworkLike = "imagenet",
-        runtime: RuntimeLike = "auto",
-        preview_size: int | None = None,
-        render_steps: int = 300,
-        frame_every: int = 3,
-        debounce: float = 0.2,
-        autostart: bool = True,
-        **overrides: Any,
-    ) -> None:
+    def __init__(self, content: ImageLike, styles: ImageLike | Sequence[ImageLike], settings: Settings | None = None, *,
+                 network: NetworkLike = "imagenet", runtime: RuntimeLike = "auto", preview_size: int | None = None,
+                 render_steps: int = 300, frame_every: int = 3, debounce: float = 0.2, autostart: bool = True,
+                 **overrides: Any) -> None:
         settings = resolve(settings, overrides if settings is not None else {"steps": 200, **overrides})
         for name, value in (*settings.loss_weights.items(), *settings.style_layers.items()):
             if not value > 0:

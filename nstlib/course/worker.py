@@ -3,18 +3,18 @@
 `ExplorerWorker` knows nothing of widgets (the view, `nstlib.course.widgets.StyleExplorer`, draws it):
 
 1. `update(settings)` only records the new settings and wakes the thread: the caller never blocks;
-2. the thread waits until the settings have been still for `debounce` seconds (a slider drag is a
-   burst of changes; it becomes one run), builds the `Objective` from cached `Targets` (as `stylize`
-   builds them) and the new loss weights (a weight change recomputes nothing), and runs the core loop
-   (`nstlib.core.loop.optimize`), continuing from the current picture at the preview size;
-3. every run's per-step callback reports a frame every `frame_every` steps (and after the first
-   step) through `on_image` and `on_terms`, and returns True as soon as the run is stale (a newer change, Pause, a
-   render request, close), so the work stops within one optimisation step;
+2. the thread waits until the settings have been still for `debounce` seconds (a slider drag is a burst of changes; it
+   becomes one run), builds the `Objective` from cached `Targets` (as `stylize` builds them) and the new loss weights (a
+   weight change recomputes nothing), and runs the core loop (`nstlib.core.loop.optimize`), continuing from the current
+   picture at the preview size;
+3. every run's per-step callback reports a frame every `frame_every` steps (and after the first step) through `on_image`
+   and `on_terms`, and returns True as soon as the run is stale (a newer change, Pause, a render request, close), so the
+   work stops within one optimisation step;
 4. `render()` runs the current settings at full resolution, from the preview upscaled.
 
-The view hooks (`on_image`, `on_terms`, `on_status`, `on_progress`, `on_render`) run on the worker thread.
-The explorer goes through the same boundary as `stylize` (`nstlib.api`): `Run.begin` checks its settings, and
-each run is guarded against running out of device memory.
+The view hooks (`on_image`, `on_terms`, `on_status`, `on_progress`, `on_render`) run on the worker thread. The explorer
+goes through the same boundary as `stylize` (`nstlib.api`): `Run.begin` checks its settings, and each run is guarded
+against running out of device memory.
 """
 
 from __future__ import annotations
@@ -155,8 +155,8 @@ class ExplorerWorker:
         return self._thread.is_alive()
 
     def objective(self, settings: Settings, full: bool = False) -> Objective:
-        """The objective of `settings` at the preview (or full) size. The targets of the last `TARGET_CACHE`
-        (size, blend, blend weights) are kept, so going back to a recent setting is instant."""
+        """The objective of `settings` at the preview (or full) size. The targets of the last `TARGET_CACHE` (size,
+        blend, blend weights) are kept, so going back to a recent setting is instant."""
         shape = tuple(self.photo.shape[-2:]) if full else self.preview_shape
         key = (shape, settings.blend, tuple(settings.blend_weights or ()))
         if key in self.targets:

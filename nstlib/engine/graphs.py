@@ -1,22 +1,19 @@
 """CUDA graphs: `take_step`, captured once per kind of run and replayed.
 
-At 512² a mixed-precision step on a big GPU is launch-bound: VGG's forward and backward pass are a few milliseconds
-of work, the rest is Python and hundreds of small kernels. A CUDA graph records every kernel of one call of
-`nstlib.core.loop.take_step` (objective, backward pass, optimiser update, clamp) once; `replay()` then launches them
-all with one call. What that asks for, and how it is done:
+At 512² a mixed-precision step on a big GPU is launch-bound: the work is a few milliseconds, the rest is Python and
+hundreds of small kernels. A CUDA graph records every kernel of one `nstlib.core.loop.take_step` once and replays them
+with one call. That asks for:
 
-- the same memory every replay: the graph owns its image and a copy of the objective (`copy.deepcopy`, the network
-  shared), whose tensors (targets, their scales, the loss weights) a later run of the same kind overwrites (`load`);
-- no host sync inside the step: fused Adam with its step count on the device, or `SyncFreeLBFGS`; the loss terms
-  stay in the graph's outputs until the loop's `Monitor` copies them to the host every `log_every` steps;
-- warm-up: the first `WARMUP` steps of a new graph run eagerly on a side stream (they are the run's real first
-  steps), then the step is captured and replayed;
-- one graph per kind of run: a process-wide cache keeps the last `GRAPH_CACHE`, keyed by everything a capture bakes
-  in (the network, every shape, the values that are not tensors, the optimiser's settings), found by walking the
-  objective's state: a new field of `Objective` needs nothing here. A run borrows its step and returns it when it
-  ends normally, so two threads never share one; `release_graphs()` frees them all;
-- a fallback that loses nothing: if the capture or the first replay fails, `fall_back` warns once and turns graphs
-  off for the process; the run goes on eagerly from the current image with the same optimiser.
+- the same memory every replay: the graph owns its image and a copy of the objective (the network shared), whose tensors
+  (targets, their scales, the weights) a later run of the same kind copies in (`load`);
+- no host sync inside the step: fused Adam, or `SyncFreeLBFGS`; the loss terms stay on the device until the loop's
+  `Monitor` reads them every `log_every` steps;
+- warm-up: a new step's first `WARMUP` steps run eagerly on a side stream, then it is captured;
+- one graph per kind of run, in a process-wide cache of `GRAPH_CACHE`, keyed by what a capture bakes in (the network,
+  every shape, the values that are not tensors, the optimiser's settings), found by walking the objective's state, so a
+  new field of `Objective` needs nothing here. A run borrows its step, so two threads never share one;
+- a fallback that loses nothing: a failed capture or first replay warns once (`fall_back`) and the run goes on eagerly
+  from the current image with the same optimiser; graphs stay off for the process.
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from nstlib.engine.memory import is_out_of_memory
 WARMUP = 3
 #: Captured steps kept for later runs; each holds its image size's activations on the GPU.
 GRAPH_CACHE = 4
-#: Accelerations that failed in this process ({"cuda_graph" or "compile": the cause}); see `fall_back`.
+#: Accelerations that failed in this process ({"cuda_graph": the cause}); see `fall_back`.
 FAILED: dict[str, str] = {}
 
 _cache: OrderedDict[tuple, GraphedStep] = OrderedDict()
@@ -47,18 +44,17 @@ _lock = threading.Lock()
 
 
 def fall_back(kind: str, error: BaseException) -> None:
-    """`kind` ("cuda_graph" or "compile") failed with `error`: warn once, naming the cause, and leave it off for the
-    rest of the process (the caller goes on eagerly)."""
+    """`kind` ("cuda_graph") failed with `error`: warn once, naming the cause, and leave it off for the rest of the
+    process (the caller goes on eagerly)."""
     if kind not in FAILED:
         FAILED[kind] = f"{type(error).__name__}: {error}".splitlines()[0]
-        what = {"cuda_graph": "CUDA graph capture", "compile": "torch.compile"}[kind]
-        warnings.warn(f"{what} failed ({FAILED[kind]}); this run goes on eagerly from where it was, and so does every "
-                      "later run in this process", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"CUDA graph capture failed ({FAILED[kind]}); this run goes on eagerly from where it was, and so "
+                      "does every later run in this process", RuntimeWarning, stacklevel=3)
 
 
 def _leaves(value: Any) -> Iterator[Any]:
-    """Everything an objective's state holds, in a fixed order: dict keys, tensors and other values, through dicts,
-    lists and tuples (the network is a submodule, not part of it)."""
+    """Everything `value` holds, in a fixed order: dict keys, tensors and other values, through dicts, lists and tuples.
+    """
     if isinstance(value, dict):
         for key, item in value.items():
             yield key
@@ -71,6 +67,7 @@ def _leaves(value: Any) -> Iterator[Any]:
 
 
 def _state(objective: Objective) -> list[Any]:
+    """The objective's state (its public attributes; the network is a submodule, not one of them)."""
     return list(_leaves({k: v for k, v in vars(objective).items() if not k.startswith("_")}))
 
 
@@ -78,11 +75,11 @@ def _tensors(objective: Objective) -> list[torch.Tensor]:
     return [leaf for leaf in _state(objective) if isinstance(leaf, torch.Tensor)]
 
 
-def _kind(objective: Objective, image: torch.Tensor, settings: Settings, compiled: bool) -> tuple:
+def _kind(objective: Objective, image: torch.Tensor, settings: Settings) -> tuple:
     """What a captured step bakes in: the network, every shape, the values that are not tensors, the optimiser."""
     state = tuple((tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else x for x in _state(objective))
     return (id(objective.extractor), tuple(image.shape), str(image.device), state, settings.optimizer, settings.lr,
-            settings.history_size, settings.max_step, compiled)
+            settings.history_size, settings.max_step)
 
 
 def capture(step: Callable[[], Any]) -> tuple[torch.cuda.CUDAGraph, Any]:
@@ -95,17 +92,11 @@ def capture(step: Callable[[], Any]) -> tuple[torch.cuda.CUDAGraph, Any]:
 
 
 class GraphedStep:
-    """`take_step` for one kind of run: eager for `WARMUP` steps, then a replayed CUDA graph.
+    """`take_step` for one kind of run: eager for `WARMUP` steps, then a replayed CUDA graph. A call takes one step of
+    `self.image` (B,3,H,W) and returns what `take_step` does (once captured, the graph's own output tensors)."""
 
-    Calling it takes one step of `self.image` (B,3,H,W) in [0,1] and returns what `take_step` returns: the loss terms
-    {name: (B,)} at the image before the step (once captured, the graph's output tensors: copy them before the next
-    call) and the evaluation count.
-    """
-
-    def __init__(self, objective: Objective, image: torch.Tensor, settings: Settings,
-                 compiled: Callable[[Objective], Objective] | None) -> None:
+    def __init__(self, objective: Objective, image: torch.Tensor, settings: Settings) -> None:
         self.objective = copy.deepcopy(objective, {id(objective.extractor): objective.extractor})
-        self.evaluate = compiled(self.objective) if compiled else self.objective
         self.image = image.detach().clone().requires_grad_(True)
         self.optimizer = make_optimizer(self.image, settings, capturable=True)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -125,7 +116,7 @@ class GraphedStep:
 
     def step(self) -> tuple[Terms, int]:
         """`take_step` on this step's own objective, image and optimiser."""
-        return take_step(self.evaluate, self.image, self.optimizer)
+        return take_step(self.objective, self.image, self.optimizer)
 
     def __call__(self) -> tuple[Terms, int]:
         with torch.cuda.device(self.image.device):  # the image's GPU is current for capture and streams (cuda:1)
@@ -162,15 +153,13 @@ class GraphedStep:
 
 
 @contextmanager
-def graphed_step(objective: Objective, image: torch.Tensor, settings: Settings,
-                 compiled: Callable[[Objective], Objective] | None = None) -> Iterator[GraphedStep]:
-    """Borrow the cached step of this kind of run (or a new one), loaded with `objective` and the start `image`; it
-    goes back to the cache if the block ends without an error and it is still graphed. `compiled` wraps the
-    objective in `torch.compile` (see `nstlib.engine.runtime`)."""
-    kind = _kind(objective, image, settings, compiled is not None)
+def graphed_step(objective: Objective, image: torch.Tensor, settings: Settings) -> Iterator[GraphedStep]:
+    """Borrow the cached step of this kind of run (or a new one) loaded with `objective` and `image`; it goes back to
+    the cache if the block ends without an error and is still graphed."""
+    kind = _kind(objective, image, settings)
     with _lock:
         step = _cache.pop(kind, None)
-    step = step or GraphedStep(objective, image, settings, compiled)
+    step = step or GraphedStep(objective, image, settings)
     step.load(objective, image)
     yield step
     if step.eager:

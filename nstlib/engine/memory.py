@@ -1,10 +1,9 @@
-"""Memory: estimate what a run needs before it starts, and free what a run that ran out of it still holds.
+"""Memory: estimate what a run needs before it starts, and free what a run that ran out still holds.
 
-On the CPU a too-large `size` does not fail cleanly: the machine swaps or the kernel kills the process. So
-`stylize` estimates the memory first (`estimate_bytes`, plus decoding the inputs and the style targets at
-`style_scale`) and refuses runs that need clearly more than the free RAM (`check_memory`). On a GPU, running out
-raises `torch.cuda.OutOfMemoryError` mid-run; the entry points' boundary (`nstlib.api`) frees what the failed work
-held (`release_memory`) and raises `MemoryLimitError` with the last good image and `advice`.
+On the CPU a too-large `size` does not fail cleanly: the machine swaps or the kernel kills the process, so
+`check_memory` refuses runs that need clearly more than the free RAM (`estimate_bytes`, and decoding the inputs). On a
+GPU running out raises mid-run; the entry points' boundary (`nstlib.api`) frees what the failed work held
+(`release_memory`) and raises `MemoryLimitError` with the last good image and `advice`.
 """
 
 from __future__ import annotations
@@ -30,21 +29,21 @@ DECODE_BYTES_PER_PIXEL = 40
 
 
 def optimizer_buffers(optimizer: str, history_size: int) -> int:
-    """Image-sized buffers an optimiser keeps: `SyncFreeLBFGS` a ring of m+1 (s, y) pairs plus its last
-    step and previous gradient; Adam its two moment estimates."""
+    """Image-sized buffers an optimiser keeps: `SyncFreeLBFGS` a ring of m+1 (s, y) pairs plus its last step and
+    previous gradient; Adam its two moment estimates."""
     return 2 * (history_size + 1) + 2 if optimizer == "lbfgs" else 2
 
 
 def network_cost(height: int, width: int, deepest: str) -> tuple[int, int, int]:
     """(kept elements, largest map, parameter count) per image for VGG19 truncated after `deepest`.
 
-    VGG19, whichever network the run uses: the estimate is made before the weights are resolved, and
-    VGG16 (without conv3_4, conv4_4 and conv5_4) needs less, so for it this is an upper bound.
+    VGG19, whichever network the run uses: the estimate is made before the weights are resolved, and VGG16 (without
+    conv3_4, conv4_4 and conv5_4) needs less, so for it this is an upper bound.
 
-    Autograd keeps what the backward pass needs: every ReLU output (also the next conv's input)
-    and every pooling output, plus max pooling's int64 indices (2 floats' worth per output
-    element). Conv outputs are transient (the in-between value before its ReLU), so they only
-    count through the largest map. Pooling halves the grid, rounding down.
+    Autograd keeps what the backward pass needs: every ReLU output (also the next conv's input) and every pooling
+    output, plus max pooling's int64 indices (2 floats' worth per output element). Conv outputs are transient (the
+    in-between value before its ReLU), so they only count through the largest map. Pooling halves the grid, rounding
+    down.
     """
     kept, largest, params, channels_in, h, w = 0, 0, 0, 3, height, width
     for name, channels in layout()[: layer_names().index(deepest) + 1]:
@@ -60,29 +59,22 @@ def network_cost(height: int, width: int, deepest: str) -> tuple[int, int, int]:
     return kept, largest, params
 
 
-def estimate_bytes(
-    height: int,
-    width: int,
-    layers: Iterable[str] = ("relu5_1",),
-    *,
-    optimizer: str = "lbfgs",
-    history_size: int = 50,
-    batch: int = 1,
-) -> int:
+def estimate_bytes(height: int, width: int, layers: Iterable[str] = ("relu5_1",), *, optimizer: str = "lbfgs",
+                   history_size: int = 50, batch: int = 1) -> int:
     """Estimated peak memory of optimising a (batch,3,height,width) image, in bytes:
 
         4 * (batch * (K + 3*L + (3 + k) * 3*H*W) + P)
 
-    - K: elements autograd keeps for the backward pass, L: the largest feature map (`network_cost`);
-      3*L covers a conv output before its ReLU and the gradients flowing in and out of a layer;
+    - K: elements autograd keeps for the backward pass, L: the largest feature map (`network_cost`); 3*L covers a conv
+      output before its ReLU and the gradients flowing in and out of a layer;
     - 3 image-sized buffers: the image, its gradient and the normalised network input;
-    - k: the optimiser's image-sized buffers (`optimizer_buffers`; L-BFGS fills its history over the
-      first `history_size` steps);
+    - k: the optimiser's image-sized buffers (`optimizer_buffers`; L-BFGS fills its history over the first
+      `history_size` steps);
     - P: the parameters of the truncated network (frozen: no gradients).
 
     The style and content targets are small (Gram matrices, one content layer) and left out.
-    It errs on the safe side: for 3 L-BFGS steps at 512x512 with the default layers (CPU), the
-    process's peak RSS grew by 272 MiB against an estimate of 654 MiB (history filled to 3).
+    It errs on the safe side: for 3 L-BFGS steps at 512x512 with the default layers (CPU), the process's peak RSS grew
+    by 272 MiB against an estimate of 654 MiB (history filled to 3).
     """
     kept, largest, params = network_cost(height, width, check_layers(layers)[-1])
     image = 3 * height * width
@@ -91,8 +83,8 @@ def estimate_bytes(
 
 
 def available_bytes() -> int | None:
-    """Free RAM in bytes: /proc/meminfo's MemAvailable (else os.sysconf), capped by a cgroup
-    memory limit when the process runs in a container. None if it cannot be read."""
+    """Free RAM in bytes: /proc/meminfo's MemAvailable (else os.sysconf), capped by a cgroup memory limit when the
+    process runs in a container. None if it cannot be read."""
     free = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -123,27 +115,20 @@ def advice(height: int, width: int, optimizer: str, fits: float | None = None) -
 
 
 def forward_bytes(height: int, width: int, layers: Iterable[str]) -> int:
-    """Peak memory of one pass without gradients (computing a style image's targets), in bytes: the
-    image, the input and output maps of the largest layer, and the parameters."""
+    """Peak memory of one pass without gradients (computing a style image's targets), in bytes: the image, the input and
+    output maps of the largest layer, and the parameters."""
     _, largest, params = network_cost(height, width, check_layers(layers)[-1])
     return BYTES_PER_FLOAT * (3 * height * width + 2 * largest + params)
 
 
-def check_memory(
-    shape: tuple[int, int],
-    settings: Settings,
-    *,
-    styles: Iterable[tuple[int, int]] = (),
-    sources: Iterable[tuple[int, int]] = (),
-    on_cpu: bool = True,
-) -> None:
-    """Raise `MemoryLimitError` if a step of a run of `settings` at (H,W) `shape` needs more than MARGIN x the
-    free RAM.
+def check_memory(shape: tuple[int, int], settings: Settings, *, styles: Iterable[tuple[int, int]] = (),
+                 sources: Iterable[tuple[int, int]] = (), on_cpu: bool = True) -> None:
+    """Raise `MemoryLimitError` if a step of a run of `settings` at (H,W) `shape` needs more than MARGIN x the free RAM.
 
-    Checked, each on its own (they happen one after another): decoding or resizing a picture to
-    each (H,W) in `sources` (in RAM on any device); on the CPU also the style targets, one pass per
-    style image at its working (H,W) in `styles` (`style_scale` makes them large), and optimising
-    the batch of images (`estimate_bytes` with the settings' layers, optimiser and batch).
+    Checked, each on its own (they happen one after another): decoding or resizing a picture to each (H,W) in `sources`
+    (in RAM on any device); on the CPU also the style targets, one pass per style image at its working (H,W) in `styles`
+    (`style_scale` makes them large), and optimising the batch of images (`estimate_bytes` with the settings' layers,
+    optimiser and batch).
     """
     free = available_bytes()
     if free is None:

@@ -1,29 +1,21 @@
 """The runtime: where and how a run computes, decided once, before any work (nanoGPT-style).
 
-`Runtime.create(device, mixed_precision, compile_model)` picks the device and everything that depends on it; the
-rest of nstlib asks the runtime and never looks at the device type itself:
+`Runtime.create(device, mixed_precision)` picks the device and everything that depends on it, and
+`Runtime.steps` is the engine the core loop is given; nothing else in nstlib looks at the device type:
 
 1. the device: "auto" is cuda, else mps, else cpu;
-2. mixed precision (on by default on CUDA only; `mixed_precision=False` is the plain float32 path the notebooks
-   explain, True asks for it on any device), a `Precision`:
+2. mixed precision (`Precision`; on by default on CUDA only): channels_last memory for the network and its input; VGG
+   under autocast, in bfloat16 where the device computes it natively, else float16 with a loss scale (`LossScale`: small
+   float16 gradients underflow to zero); the Gram matrices and losses in float32 (a float16 Gram matrix overflows at
+   ordinary sizes). Not `cudnn.benchmark`: measured on an H100 it cost 1.4-6 s on the first step of every new image size
+   for the same 4 ms step;
+3. how often the losses reach the host (`log_every`: every `LOG_EVERY` steps with mixed precision, since each copy
+   waits for the GPU);
+4. CUDA graphs (on by default on CUDA with bfloat16): each step captured once and replayed (`nstlib.engine.graphs`); a
+   capture that fails warns once and leaves graphs off, losing no step;
+5. the pyramid plan (`PyramidPlan`) and the sizes nstlib picks on this device (`DeviceSizes`).
 
-   - channels_last (NHWC) memory for the network and its input, what tensor-core convolutions want. Not
-     `torch.backends.cudnn.benchmark`: measured on an H100 it was pure cost, 1.4-6 s on the first step of every new
-     image size for the same 4 ms step as without it;
-   - VGG under autocast: bfloat16 where the device computes it natively, else float16 with a dynamic loss scale
-     (`LossScale`: small float16 gradients underflow to zero). The weights are stored once in that dtype;
-   - the Gram matrices and the losses stay in float32: a float16 Gram matrix overflows 65504 at ordinary sizes;
-
-3. `torch.compile` of the objective (`compile_model`): faster steps on a GPU after a slow first one;
-4. how often the losses are copied to the host (`log_every`): every step in float32, every `LOG_EVERY` steps with
-   mixed precision, since each copy waits for the GPU;
-5. CUDA graphs (`cuda_graph`, on by default on CUDA with bfloat16): each step captured once per kind of run and
-   replayed (`nstlib.engine.graphs`: the same `take_step` as the eager loop);
-6. the pyramid plan (`PyramidPlan`) and the sizes nstlib picks on this device (`DeviceSizes`);
-7. the fallback: a failed capture or `torch.compile` warns once and turns that acceleration off for the process;
-   the run that met it goes on eagerly without losing a step.
-
-`Runtime.steps` is the engine the core loop is given (`nstlib.core.loop.Engine`). docs/benchmarks.md has numbers.
+docs/benchmarks.md has the numbers.
 """
 
 from __future__ import annotations
@@ -41,8 +33,7 @@ from torch import nn
 from nstlib.core.errors import ParameterError
 from nstlib.core.loop import Backward, Objective, Step, make_optimizer, plain_backward, take_step
 from nstlib.core.settings import Settings, check_number
-from nstlib.engine.graphs import FAILED, fall_back, graphed_step
-from nstlib.engine.memory import is_out_of_memory
+from nstlib.engine.graphs import FAILED, graphed_step
 
 #: Steps between host copies of the losses with mixed precision.
 LOG_EVERY = 10
@@ -51,8 +42,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 @dataclass(frozen=True)
 class PyramidPlan:
-    """How one kind of device runs coarse-to-fine (`nstlib.controls.pyramid`): "auto" uses the pyramid from
-    `auto_from` px up (None: never), from `start` px, each scale getting `share` of the step budget."""
+    """How one kind of device runs coarse-to-fine (`nstlib.controls.pyramid`): "auto" uses the pyramid from `auto_from`
+    px up (None: never), from `start` px, each scale getting `share` of the step budget."""
 
     auto_from: int | None = 512
     start: int = 128
@@ -68,8 +59,8 @@ PYRAMID_PLANS = {"cuda": PyramidPlan(auto_from=None, start=256)}
 
 @dataclass(frozen=True)
 class DeviceSizes:
-    """Sizes (long sides, px) nstlib picks on one kind of device: the style explorer's `preview` (small enough that
-    the picture follows the slider), and the picture and step count of `nstlib demo` (a minute on a CPU)."""
+    """Sizes (long sides, px) nstlib picks on one kind of device: the style explorer's `preview` (small enough that the
+    picture follows the slider), and the picture and step count of `nstlib demo` (a minute on a CPU)."""
 
     preview: int = 128
     demo: int = 192
@@ -132,8 +123,8 @@ class Precision:
 
 
 class PrecisionFeatures(nn.Module):
-    """A copy of a `VGGFeatures` that runs with mixed precision: the same (B,3,H,W) -> {layer: (B,C,h,w)}, computed
-    in `precision.dtype` with channels_last weights, returned in float32 (the extractor given is left as it was)."""
+    """A copy of a `VGGFeatures` with mixed precision: (B,3,H,W) -> {layer: (B,C,h,w)} computed in `precision.dtype`
+    with channels_last weights, returned in float32."""
 
     def __init__(self, extractor: nn.Module, precision: Precision) -> None:
         super().__init__()
@@ -154,12 +145,12 @@ class PrecisionFeatures(nn.Module):
 
 
 class LossScale:
-    """Dynamic loss scaling for float16, kept on the device: torch.amp.GradScaler reads its inf check on the host at
-    every step, which waits for the GPU.
+    """Dynamic loss scaling for float16, kept on the device (torch.amp.GradScaler reads its inf check on the host at
+    every step, which waits for the GPU).
 
-    `backward(loss, *leaves)` back-propagates loss * scale, so that small gradients survive float16, then divides each
-    leaf's `.grad` by the scale. If a gradient overflowed they are all set to zero and the scale halved (Adam coasts
-    on its momentum for that step, L-BFGS stays put); after `growth_interval` finite steps in a row it doubles.
+    `backward(loss, *leaves)` back-propagates loss * scale and divides each leaf's `.grad` by it; if a gradient
+    overflowed, all are zeroed and the scale halves (Adam coasts, L-BFGS stays put); after `growth_interval` finite
+    steps in a row it doubles.
     """
 
     def __init__(self, init_scale: float = 2.0**16, growth_interval: int = 100) -> None:
@@ -180,44 +171,18 @@ class LossScale:
         self.good_steps = torch.where(grow, torch.zeros_like(self.good_steps), self.good_steps)
 
 
-class CompiledObjective:
-    """`torch.compile` of an objective for one image size; if compiling fails (no triton, say) it falls back to the
-    objective itself (`fall_back`), in the same call: no step is lost."""
-
-    def __init__(self, objective: Objective) -> None:
-        self.objective, self.compiled = objective, torch.compile(objective, dynamic=False)
-
-    def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        if "compile" not in FAILED:
-            try:
-                return self.compiled(image)
-            except Exception as e:
-                if is_out_of_memory(e):
-                    raise
-                fall_back("compile", e)
-        return self.objective(image)
-
-
 #: extractor (while it lives) -> {(device, precision): (its weights' versions, mixed-precision copy)}
 _PRECISION_COPIES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how a run computes (see the module docstring); build it with `Runtime.create`.
-
-    Attributes:
-        device: where the network, the images and the optimiser live.
-        precision: mixed-precision settings, or None for plain float32.
-        compile_model: run the objective through `torch.compile`.
-        log_every: steps between host copies of the losses (and NaN checks).
-        cuda_graph: capture each step in a CUDA graph and replay it, as asked (`graphed`: and still possible).
-        pyramid: how coarse-to-fine runs here; sizes: the preview and demo sizes that suit this device.
-    """
+    """Where and how a run computes (see the module docstring); build it with `Runtime.create`. `precision` None is
+    plain float32; `log_every` the steps between host copies of the losses (and NaN checks); `cuda_graph` as asked
+    (`graphed`: and still possible)."""
 
     device: torch.device
     precision: Precision | None = None
-    compile_model: bool = False
     log_every: int = 1
     cuda_graph: bool = False
     pyramid: PyramidPlan = PyramidPlan()
@@ -225,13 +190,11 @@ class Runtime:
 
     @classmethod
     def create(cls, device: str | torch.device = "auto", mixed_precision: bool | None = None,
-               compile_model: bool = False, log_every: int | None = None, cuda_graph: bool | None = None) -> Runtime:
+               log_every: int | None = None, cuda_graph: bool | None = None) -> Runtime:
         """Decide everything for `device` ("auto": cuda > mps > cpu); see the module docstring."""
-        for name, value, allowed in (("mixed_precision", mixed_precision, (True, False, None)),
-                                     ("cuda_graph", cuda_graph, (True, False, None)),
-                                     ("compile_model", compile_model, (True, False))):
-            if not any(value is a for a in allowed):
-                raise ParameterError(f"{name}={value!r}: use {' or '.join(map(str, allowed))}")
+        for name, value in (("mixed_precision", mixed_precision), ("cuda_graph", cuda_graph)):
+            if value not in (True, False, None) or isinstance(value, int) and not isinstance(value, bool):
+                raise ParameterError(f"{name}={value!r}: use True, False or None")
         log_every = check_number("log_every", log_every, whole=True, low=1, allow_none=True)
         dev = pick_device(device)
         precision = None
@@ -244,7 +207,7 @@ class Runtime:
         elif cuda_graph and precision is not None and precision.loss_scaling:
             raise ParameterError("cuda_graph=True: float16's loss scale cannot be captured (this GPU has no native "
                                  "bfloat16); use mixed_precision=False or cuda_graph=None")
-        return cls(dev, precision, compile_model, log_every or (LOG_EVERY if precision else 1), cuda_graph,
+        return cls(dev, precision, log_every or (LOG_EVERY if precision else 1), cuda_graph,
                    PYRAMID_PLANS.get(dev.type, PyramidPlan()), DEVICE_SIZES.get(dev.type, DeviceSizes()))
 
     @classmethod
@@ -259,7 +222,7 @@ class Runtime:
 
     def for_scoring(self) -> Runtime:
         """The same device in plain float32, eager: scores that compare images of different methods exactly."""
-        return replace(self, precision=None, compile_model=False, cuda_graph=False, log_every=1)
+        return replace(self, precision=None, cuda_graph=False, log_every=1)
 
     @property
     def graphed(self) -> bool:
@@ -272,8 +235,8 @@ class Runtime:
         return self.device.type == "cpu"
 
     def prepare(self, extractor: nn.Module) -> nn.Module:
-        """The extractor as this runtime runs it: on the device, with mixed precision if on. The mixed-precision copy
-        is made once per extractor (again if its weights change in place), so a later run reuses it."""
+        """The extractor on the device, with mixed precision if on: one copy per extractor (a new one if its weights
+        change in place), which later runs reuse."""
         extractor = extractor.to(self.device)
         if not self.precision:
             return extractor
@@ -291,23 +254,14 @@ class Runtime:
     @contextmanager
     def steps(self, objective: Objective, image: torch.Tensor,
               settings: Settings) -> Iterator[tuple[Step, torch.Tensor]]:
-        """The engine of the core loop: `take_step` captured in a CUDA graph (on its own copy of `image`, copied back
-        at the end), or eagerly with this runtime's objective (compiled or not) and backward pass."""
-        if self.graphed and not settings.line_search:
-            with graphed_step(objective, image, settings, self.compiled if self.compile_model else None) as step:
+        """The core loop's engine: `take_step` in a CUDA graph (on its own copy of `image`, copied back at the end), or
+        eagerly with this runtime's backward pass."""
+        if self.graphed:
+            with graphed_step(objective, image, settings) as step:
                 try:
                     yield step, step.image
                 finally:
                     with torch.no_grad():
                         image.copy_(step.image)
             return
-        compiled = self.compiled(objective) if self.compile_model else objective
-        yield partial(take_step, compiled, image, make_optimizer(image, settings), self.backward()), image
-
-    def compiled(self, objective: Objective) -> Objective:
-        """`objective` through `torch.compile`, unless compiling failed in this process (`CompiledObjective`)."""
-        return objective if "compile" in FAILED else CompiledObjective(objective)
-
-    def without_compile(self) -> Runtime:
-        """The same runtime, eager (for a pyramid's short, smaller scales)."""
-        return replace(self, compile_model=False)
+        yield partial(take_step, objective, image, make_optimizer(image, settings), self.backward()), image

@@ -7,9 +7,8 @@ Bundled with the package, in `SAMPLES` (`sample(name)`, `sample_path(name)`):
 - a mask for spatial control: astronaut_mask.
 
 Not bundled, in `PAINTINGS`: public-domain paintings on Wikimedia Commons, downloaded on first use through
-`nstlib.io.download` and cached (`painting(name)`, or `style_image(name, fallback)`, which falls back to a
-bundled style when offline, and says so): starry_night, great_wave, scream, composition_vii,
-fighting_temeraire.
+`nstlib.io.download` and cached (`painting(name)`, or `style_image(name, fallback)`, which falls back to a bundled style
+when offline, and says so): starry_night, great_wave, scream, composition_vii, fighting_temeraire.
 """
 
 from __future__ import annotations
@@ -56,8 +55,8 @@ def sample(name: str, size: int | None = None) -> torch.Tensor:
 class Painting:
     """A public-domain painting on Wikimedia Commons, fetched on demand (never bundled).
 
-    `url` is a JPEG thumbnail `THUMB_WIDTH` px wide that Commons renders from its file; `source` is the
-    file's page on Commons, which records the author, the date and why it is in the public domain.
+    `url` is a JPEG thumbnail `THUMB_WIDTH` px wide that Commons renders from its file; `source` is the file's page on
+    Commons, which records the author, the date and why it is in the public domain.
     """
 
     name: str
@@ -77,8 +76,8 @@ class Painting:
 def _on_commons(name: str, title: str, artist: str, year: str, folder: str, file: str) -> Painting:
     """A `Painting` for the Commons file `file` (underscores for spaces), stored under `folder`.
 
-    `folder` is Commons' hash path "a/ab": the first one and two hex digits of the MD5 of `file`.
-    The file name is percent-encoded (commas become %2C) as in the URLs Commons itself writes.
+    `folder` is Commons' hash path "a/ab": the first one and two hex digits of the MD5 of `file`. The file name is
+    percent-encoded (commas become %2C) as in the URLs Commons itself writes.
     """
     quoted = quote(file)
     return Painting(
@@ -113,8 +112,8 @@ STYLE_IMAGE_TIMEOUT = 5.0
 
 
 def painting_cache_dir() -> Path:
-    """Where downloaded paintings are kept: $NSTLIB_CACHE if set, else ~/.cache/nstlib/paintings (created only
-    when a painting is downloaded, by `usable_cache`, which also refuses a home folder that does not exist)."""
+    """Where downloaded paintings are kept: $NSTLIB_CACHE if set, else ~/.cache/nstlib/paintings (created only when a
+    painting is downloaded, by `usable_cache`, which also refuses a home folder that does not exist)."""
     return Path(os.environ.get(CACHE_ENV) or Path(os.path.expanduser("~")) / ".cache" / "nstlib" / "paintings")
 
 
@@ -125,15 +124,14 @@ def _entry(name: str) -> Painting:
     return PAINTINGS[name]
 
 
-def painting_path(
-    name: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True, timeout: float = 30.0
-) -> Path:
+def painting_path(name: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                  timeout: float = 30.0) -> Path:
     """The cached file of the painting `name` (one of `PAINTINGS`), downloaded on first use.
 
-    The file goes to `cache_dir` (default `painting_cache_dir()`) as ``<name>.jpg``, through `download`:
-    it is kept only once complete and decoded as a picture, so an error page, a 404 or a cut connection
-    leave nothing behind. Later calls read the cache without any network. A failed download raises a
-    one-line `DownloadError` that names the painting and the bundled styles to use offline.
+    The file goes to `cache_dir` (default `painting_cache_dir()`) as ``<name>.jpg``, through `download`: it is kept only
+    once complete and decoded as a picture, so an error page, a 404 or a cut connection leave nothing behind. Later
+    calls read the cache without any network. A failed download raises a one-line `DownloadError` that names the
+    painting and the bundled styles to use offline.
     """
     entry = _entry(name)
     folder = Path(cache_dir) if cache_dir is not None else painting_cache_dir()
@@ -150,11 +148,10 @@ def painting_path(
                             "bundled style instead, e.g. nstlib.sample('waves')") from None
 
 
-def painting(
-    name: str, size: int | None = None, *, cache_dir: str | os.PathLike | None = None, progress: bool = True
-) -> torch.Tensor:
-    """The painting `name` (one of `PAINTINGS`) as (1,3,H,W) in [0,1], long side resized to
-    `size` if given; downloaded once into the cache (`painting_path`), then read from it."""
+def painting(name: str, size: int | None = None, *, cache_dir: str | os.PathLike | None = None,
+             progress: bool = True) -> torch.Tensor:
+    """The painting `name` (one of `PAINTINGS`) as (1,3,H,W) in [0,1], long side resized to `size` if given; downloaded
+    once into the cache (`painting_path`), then read from it."""
     return load_image(painting_path(name, cache_dir=cache_dir, progress=progress), size)
 
 
@@ -162,11 +159,10 @@ def style_image(name: str, fallback: str, size: int | None = None) -> tuple[torc
     """A style for the notebooks: the painting `name` if it can be had, else the bundled sample `fallback`.
 
     Returns the image, (1,3,H,W) in [0,1] with its long side resized to `size` if given, and a one-line
-    caption saying which was used: the painting's `credit` ("The Starry Night, Vincent van Gogh, 1889,
-    public domain (Wikimedia Commons)"), or "offline: bundled 'waves' instead of The Starry Night".
-    A cached painting needs no network; otherwise one try, waiting at most `STYLE_IMAGE_TIMEOUT` seconds
-    for each step (name resolution excepted: the system's resolver decides that wait). Both names are
-    checked first, so a typo fails online and offline alike.
+    caption saying which was used: the painting's `credit` ("The Starry Night, Vincent van Gogh, 1889, public domain
+    (Wikimedia Commons)"), or "offline: bundled 'waves' instead of The Starry Night". A cached painting needs no
+    network; otherwise one try, waiting at most `STYLE_IMAGE_TIMEOUT` seconds for each step (name resolution excepted:
+    the system's resolver decides that wait). Both names are checked first, so a typo fails online and offline alike.
     """
     entry = _entry(name)
     sample_path(fallback)

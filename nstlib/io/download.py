@@ -1,7 +1,7 @@
 """Safe downloads: fetch to a temporary file, verify, then rename into place.
 
-An interrupted or corrupted download never leaves a file that a later run would trust.
-Used for the VGG19 weights and for the public-domain paintings of `nstlib.io.data`.
+An interrupted or corrupted download never leaves a file that a later run would trust. Used for the VGG19 weights and
+for the public-domain paintings of `nstlib.io.data`.
 """
 
 from __future__ import annotations
@@ -33,23 +33,16 @@ def _open(url: str, timeout: float) -> http.client.HTTPResponse:
     return urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": USER_AGENT}), timeout=timeout)
 
 
-def download(
-    url: str,
-    dest: str | os.PathLike,
-    *,
-    sha256_prefix: str | None = None,
-    timeout: float = 30.0,
-    progress: bool = True,
-    verify: Callable[[Path], object] | None = None,
-) -> Path:
+def download(url: str, dest: str | os.PathLike, *, sha256_prefix: str | None = None, timeout: float = 30.0,
+             progress: bool = True, verify: Callable[[Path], object] | None = None) -> Path:
     """Download `url` to `dest` atomically and return `dest`.
 
-    The bytes go to `dest.part-<pid>-<random>` first (`nstlib.io.files.new_part`). The file is renamed
-    to `dest` only when the transfer is complete (the length matches Content-Length when the server sends one) and,
-    if `sha256_prefix` is given, the SHA-256 digest starts with it (torchvision's convention:
-    ``vgg19-dcbb9e9d.pth``), and `verify(path)`, if given, accepts the file (it raises an
-    `NstlibError` to reject it). Otherwise the partial file is deleted and `DownloadError` raised;
-    a dropped connection, a timeout or Ctrl-C also delete it. A process killed outright (SIGKILL)
+    The bytes go to `dest.part-<pid>-<random>` first (`nstlib.io.files.new_part`). The file is renamed to `dest` only
+    when the transfer is complete (the length matches Content-Length when the server sends one) and, if `sha256_prefix`
+    is given, the SHA-256 digest starts with it (torchvision's convention: ``vgg19-dcbb9e9d.pth``), and `verify(path)`,
+    if given, accepts the file (it raises an `NstlibError` to reject it). Otherwise the partial file is deleted and
+    `DownloadError` raised; a dropped connection, a timeout or Ctrl-C also delete it. A process killed outright
+    (SIGKILL)
     cannot clean up: its partial file is removed by the next download to the same `dest`.
     """
     dest = Path(dest)

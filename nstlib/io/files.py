@@ -2,10 +2,10 @@
 
 - `check_input_file`: an input must be an existing regular file (a FIFO would hang the reader).
 - `check_output_path`: everything about an output is checked before any work.
-- `atomic_write`: a recognisable temporary file `NAME.part-<pid>-<random>` next to the target, then a
-  rename; without `overwrite` an exclusive link, so a file that appeared meanwhile is never replaced.
-- `remove_stale_parts`: temporary files of processes that died (SIGKILL) are removed by the next
-  write to the same target. Downloads (`nstlib.io.download`) use the same mechanism.
+- `atomic_write`: a recognisable temporary file `NAME.part-<pid>-<random>` next to the target, then a rename; without
+  `overwrite` an exclusive link, so a file that appeared meanwhile is never replaced.
+- `remove_stale_parts`: temporary files of processes that died (SIGKILL) are removed by the next write to the same
+  target. Downloads (`nstlib.io.download`) use the same mechanism.
 """
 
 from __future__ import annotations
@@ -45,13 +45,12 @@ def _cause(e: OSError) -> str:
     return _CAUSES.get(e.errno, e.strerror or str(e))
 
 
-def check_input_file(
-    path: str | os.PathLike, error: type[NstlibError] = ImageLoadError, what: str = "an image"
-) -> Path:
+def check_input_file(path: str | os.PathLike, error: type[NstlibError] = ImageLoadError,
+                     what: str = "an image") -> Path:
     """Return `path` if it is an existing regular file (through links); else raise `error` naming it.
 
-    Refuses folders, FIFOs, devices and sockets (reading a FIFO waits forever), symbolic link loops,
-    over-long names and paths that cannot be searched, each with its own one-line reason.
+    Refuses folders, FIFOs, devices and sockets (reading a FIFO waits forever), symbolic link loops, over-long names and
+    paths that cannot be searched, each with its own one-line reason.
     """
     p = Path(path)
     try:
@@ -91,21 +90,16 @@ def _lstat(out: Path) -> os.stat_result | None:
         raise OutputError(f"{show(out)}: {_cause(e)}") from None
 
 
-def check_output_path(
-    path: str | os.PathLike,
-    inputs: Iterable[object] = (),
-    *,
-    overwrite: bool = True,
-    extensions: Collection[str] | None = None,
-) -> Path:
+def check_output_path(path: str | os.PathLike, inputs: Iterable[object] = (), *, overwrite: bool = True,
+                      extensions: Collection[str] | None = None) -> Path:
     """Validate an output path before any work.
 
-    Refuses an output that is one of `inputs` (also via a link or another spelling), a folder (also a
-    path that names one by its form, ending in '/', '.' or '..': `Path` would drop a trailing '/' and
-    write a file of that name), a broken link or link loop, that exists unless `overwrite`, whose
-    extension (lower case, with the dot) is not in `extensions`, whose folder is missing or cannot be
-    written, or whose file system is full. Writability is checked by creating and removing a temporary
-    file, because permission bits say nothing to root (who may still be refused by a read-only file system).
+    Refuses an output that is one of `inputs` (also via a link or another spelling), a folder (also a path that names
+    one by its form, ending in '/', '.' or '..': `Path` would drop a trailing '/' and write a file of that name), a
+    broken link or link loop, that exists unless `overwrite`, whose extension (lower case, with the dot) is not in
+    `extensions`, whose folder is missing or cannot be written, or whose file system is full. Writability is checked by
+    creating and removing a temporary file, because permission bits say nothing to root (who may still be refused by a
+    read-only file system).
     """
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise OutputError(f"output path {path!r}: give a file name such as 'result.png'")
@@ -160,16 +154,16 @@ def _part_prefix(dest: Path) -> str:
 
 
 def new_part(dest: Path) -> tuple[int, Path]:
-    """Create the temporary file `NAME.part-<pid>-<random>` next to `dest`: (open descriptor, path).
-    First removes stale temporary files of `dest` left by dead processes."""
+    """Create the temporary file `NAME.part-<pid>-<random>` next to `dest`: (open descriptor, path). First removes stale
+    temporary files of `dest` left by dead processes."""
     remove_stale_parts(dest)
     fd, tmp = tempfile.mkstemp(prefix=f"{_part_prefix(dest)}{os.getpid()}-", dir=dest.parent)
     return fd, Path(tmp)
 
 
 def remove_stale_parts(dest: Path) -> None:
-    """Delete `NAME.part-<pid>[-...]` files of `dest` left by processes that no longer run (a file
-    of a write in progress in a live process is left alone)."""
+    """Delete `NAME.part-<pid>[-...]` files of `dest` left by processes that no longer run (a file of a write in
+    progress in a live process is left alone)."""
     prefix = _part_prefix(dest)
     for part in dest.parent.glob(f"{prefix}*"):
         pid = part.name[len(prefix):].split("-")[0]
@@ -189,8 +183,8 @@ def _appeared(dest: Path) -> OutputError:
 
 
 def commit(tmp: Path, dest: Path, *, overwrite: bool) -> None:
-    """Move the complete file `tmp` to `dest` atomically. Without `overwrite`, a file that exists at
-    `dest` by now (made by someone else during the run) is never replaced: `OutputError`."""
+    """Move the complete file `tmp` to `dest` atomically. Without `overwrite`, a file that exists at `dest` by now (made
+    by someone else during the run) is never replaced: `OutputError`."""
     if overwrite:
         os.replace(tmp, dest)
         return
@@ -219,8 +213,8 @@ def _umask() -> int:
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, overwrite: bool = True) -> Path:
     """Call `write(file)` on a temporary file next to `path`, then move it into place (see `commit`).
 
-    Either the complete file appears at `path` or nothing changes; the temporary file is removed
-    on any failure (a full disk, an unwritable folder, an exception in `write`, a refusal).
+    Either the complete file appears at `path` or nothing changes; the temporary file is removed on any failure (a full
+    disk, an unwritable folder, an exception in `write`, a refusal).
     """
     out = Path(path)
     try:
@@ -245,9 +239,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
 def usable_cache(folder: Path, what: str, fix: str, error: type[NstlibError]) -> Path:
     """`folder`, created if missing and checked writable (by a probe file: permission bits say nothing to root).
 
-    If it cannot be used (a file, under /proc, read-only), or it would be inside a home folder that does not
-    exist (HOME=/nonexistent: creating it would make folders at the file system's root), `error` names `what`
-    ("the weights cache"), the folder, the cause and the `fix`.
+    If it cannot be used (a file, under /proc, read-only), or it would be inside a home folder that does not exist
+    (HOME=/nonexistent: creating it would make folders at the file system's root), `error` names `what` ("the weights
+    cache"), the folder, the cause and the `fix`.
     """
     home = Path(os.path.expanduser("~"))
     if folder.is_relative_to(home) and not home.is_dir():

@@ -1,8 +1,8 @@
 """Images in and out: every picture in nstlib is a float tensor of shape (1,3,H,W) with values in [0,1].
 
-`load_image` accepts a path, a PIL image, a NumPy array or a tensor and always returns that shape (`load_mask`: a
-grey (1,1,H,W) mask). `save_image` and `save_gif` write atomically (a temporary file, then a rename), so a crash or
-a full disk never leaves a half-written picture behind, and they refuse to overwrite an input.
+`load_image` accepts a path, a PIL image, a NumPy array or a tensor and always returns that shape (`load_mask`: a grey
+(1,1,H,W) mask). `save_image` and `save_gif` write atomically (a temporary file, then a rename), so a crash or a full
+disk never leaves a half-written picture behind, and they refuse to overwrite an input.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ MAX_PIXELS = 64_000_000
 
 def _pixels(img: Image.Image, name: str) -> np.ndarray:
     """A PIL image's pixels as an array that `_unit_range` reads by its dtype, so that a file's values mean what
-    its mode says, whatever their range: 16-bit modes ("I;16", ...) as uint16; 32-bit integers ("I": Pillow's
-    mode for 16-bit PGM files and, before Pillow 10, 16-bit grey PNGs) as uint16 too, refused beyond 0..65535;
-    floats ("F") as float32, which must lie in [0,1] as for arrays; everything else as 8-bit RGB, or RGBA when it
-    has transparency (composited on white later)."""
+    its mode says, whatever their range: 16-bit modes ("I;16", ...) as uint16; 32-bit integers ("I": Pillow's mode for
+    16-bit PGM files and, before Pillow 10, 16-bit grey PNGs) as uint16 too, refused beyond 0..65535; floats ("F") as
+    float32, which must lie in [0,1] as for arrays; everything else as 8-bit RGB, or RGBA when it has transparency
+    (composited on white later)."""
     if img.mode.startswith("I;16"):
         return np.asarray(img).astype(np.uint16)
     if img.mode == "I":
@@ -81,9 +81,9 @@ def _png16(file: BinaryIO, rawmode: str) -> np.ndarray:
 def _decode(path: Path) -> np.ndarray:
     """Open and fully decode a file to an array (`_pixels`), translating every failure into ImageLoadError.
 
-    Only regular files are opened (`check_input_file`: a FIFO would block forever). Pillow raises
-    many exception types for damaged files (OSError, SyntaxError, struct.error, IndexError, ...),
-    so anything it raises while decoding counts as a corrupt file.
+    Only regular files are opened (`check_input_file`: a FIFO would block forever). Pillow raises many exception types
+    for damaged files (OSError, SyntaxError, struct.error, IndexError, ...), so anything it raises while decoding counts
+    as a corrupt file.
     """
     name = show(path)
     with open_input(check_input_file(path)) as file:
@@ -120,8 +120,8 @@ FLOAT_TOLERANCE = 1e-3
 
 
 def _unit_range(arr: np.ndarray, name: str) -> np.ndarray:
-    """Pixel values -> float32 in [0,1], by dtype: uint8 /255, uint16 /65535, other integers must hold
-    8-bit values 0..255 (/255), bool is 0/1, floats must already lie in [0,1] (NaN is left to the caller)."""
+    """Pixel values -> float32 in [0,1], by dtype: uint8 /255, uint16 /65535, other integers must hold 8-bit values
+    0..255 (/255), bool is 0/1, floats must already lie in [0,1] (NaN is left to the caller)."""
     if arr.dtype == bool:
         return arr.astype(np.float32)
     if arr.dtype == np.uint16:
@@ -174,8 +174,8 @@ def _tensor_to_batch(t: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def check_source(src: ImageLike, name: str) -> None:
-    """Refuse an array or tensor with no pixels to read, before anything looks at its shape: an empty one, a meta
-    tensor (a shape without data) or a sparse one. `load_image` checks everything else."""
+    """Refuse an array or tensor with no pixels to read, before anything looks at its shape: an empty one, a meta tensor
+    (a shape without data) or a sparse one. `load_image` checks everything else."""
     if isinstance(src, torch.Tensor) and (src.is_meta or src.layout != torch.strided):
         kind = "meta" if src.is_meta else str(src.layout).removeprefix("torch.")
         raise ImageLoadError(f"{name}: a {kind} tensor has no pixels to read; pass an ordinary tensor with its "
@@ -213,10 +213,9 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
         size: if given, resize so that the long side is `size` pixels (aspect ratio kept).
         min_side: reject images whose short side is below this, before or after resizing; VGG19 needs 32.
 
-    Files get their EXIF orientation applied; grayscale, palette, CMYK, 16-bit and images with
-    transparency (composited on white) all become RGB. File pixels are read by the file's mode like
-    arrays by their dtype (`_pixels`): 16-bit files keep their full precision whatever their values,
-    and a float file (TIFF mode "F") must hold values in [0,1].
+    Files get their EXIF orientation applied; grayscale, palette, CMYK, 16-bit and images with transparency (composited
+    on white) all become RGB. File pixels are read by the file's mode like arrays by their dtype (`_pixels`): 16-bit
+    files keep their full precision whatever their values, and a float file (TIFF mode "F") must hold values in [0,1].
 
     Raises:
         ImageLoadError: naming the file and the cause (missing, not a regular file, not an image,
@@ -284,16 +283,16 @@ WEBP_MAX_SIDE = 16383
 
 
 def check_fits(path: str | os.PathLike, width: int, height: int) -> None:
-    """Refuse, before any work, a width x height picture that the format of `path` (by extension) cannot hold:
-    WebP stops at 16383 px a side, and Pillow would find out only while encoding, after the whole run."""
+    """Refuse, before any work, a width x height picture that the format of `path` (by extension) cannot hold: WebP
+    stops at 16383 px a side, and Pillow would find out only while encoding, after the whole run."""
     if FORMATS.get(Path(path).suffix.lower()) == "WEBP" and max(width, height) > WEBP_MAX_SIDE:
         raise OutputError(f"{show(path)}: {width}x{height} is over WebP's limit of {WEBP_MAX_SIDE}x{WEBP_MAX_SIDE} "
                           "pixels; save it as .png instead (or choose a smaller size)")
 
 
 def _check_pixels(img: object, path: object) -> None:
-    """Refuse what is no single picture: not a PIL image nor a float tensor (1,C,H,W) or (C,H,W) with C 3 or 1
-    (grey), a batch of several, a meta or empty tensor, NaN or infinite values (that would be written as black)."""
+    """Refuse what is no single picture: not a PIL image nor a float tensor (1,C,H,W) or (C,H,W) with C 3 or 1 (grey), a
+    batch of several, a meta or empty tensor, NaN or infinite values (that would be written as black)."""
     where = show(str(path))
     if isinstance(img, Image.Image):
         return
@@ -326,14 +325,8 @@ def _check_text(text: object) -> None:
                                  "strings; pass str(value)")
 
 
-def save_image(
-    image: torch.Tensor | Image.Image | StylizeResult,
-    path: str | os.PathLike,
-    *,
-    inputs: Sequence[ImageLike] = (),
-    overwrite: bool = True,
-    text: Mapping[str, str] | None = None,
-) -> Path:
+def save_image(image: torch.Tensor | Image.Image | StylizeResult, path: str | os.PathLike, *,
+               inputs: Sequence[ImageLike] = (), overwrite: bool = True, text: Mapping[str, str] | None = None) -> Path:
     """Write a picture atomically; the format follows the extension (.png, .jpg, .webp, ...).
 
     Args:
@@ -373,20 +366,14 @@ def save_image(
     return atomic_write(out, lambda f: pil.save(f, format=fmt, **extra), overwrite=overwrite)
 
 
-def save_gif(
-    frames: Sequence[torch.Tensor | Image.Image] | StylizeResult,
-    path: str | os.PathLike,
-    *,
-    duration_ms: int = 80,
-    inputs: Sequence[ImageLike] = (),
-    overwrite: bool = True,
-) -> Path:
+def save_gif(frames: Sequence[torch.Tensor | Image.Image] | StylizeResult, path: str | os.PathLike, *,
+             duration_ms: int = 80, inputs: Sequence[ImageLike] = (), overwrite: bool = True) -> Path:
     """Write frames (each (1,3,H,W) in [0,1] or PIL; or a `StylizeResult`'s, never over its inputs) as a looping
     animated GIF, atomically.
 
     All frames share one 256-colour palette, taken from the first, middle and last frames, and are not dithered:
-    dithering noise defeats the GIF's compression and one palette keeps the colours steady, so the file is smaller
-    and flickers less than with a palette per frame.
+    dithering noise defeats the GIF's compression and one palette keeps the colours steady, so the file is smaller and
+    flickers less than with a palette per frame.
     """
     if isinstance(frames, StylizeResult):
         frames, inputs = frames.frames, [*frames.inputs, *inputs]
@@ -428,11 +415,11 @@ def same_aspect(mask: tuple[int, int], content: tuple[int, int]) -> bool:
 
 
 def load_mask(src: ImageLike, shape: tuple[int, int], name: str = "mask") -> torch.Tensor:
-    """A mask picture (path, PIL, array or tensor) as (1,1,H,W) in [0,1] at the content's (H,W) `shape`: white where
-    a style goes (Gatys et al. 2017's spatial control; `nstlib.Targets.build`).
+    """A mask picture (path, PIL, array or tensor) as (1,1,H,W) in [0,1] at the content's (H,W) `shape`: white where a
+    style goes (Gatys et al. 2017's spatial control; `nstlib.Targets.build`).
 
-    Colour masks are turned grey by averaging the channels. A mask may have any resolution, but its aspect ratio
-    must be the content's (`same_aspect`): a stretched mask would put the styles in the wrong places.
+    Colour masks are turned grey by averaging the channels. A mask may have any resolution, but its aspect ratio must be
+    the content's (`same_aspect`): a stretched mask would put the styles in the wrong places.
     """
     img = load_image(src, min_side=1).mean(dim=1, keepdim=True)
     (h, w), (th, tw) = img.shape[-2:], shape

