@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from nstlib.checks import check_watch, resolve
 from nstlib.controls import color
 from nstlib.controls.pyramid import join as join_scales
 from nstlib.controls.pyramid import min_long_side, schedule, smallest_size
@@ -37,14 +38,7 @@ from nstlib.core.features import MIN_SIDE, VGGFeatures, Weights
 from nstlib.core.loop import Callback, Watch, optimize
 from nstlib.core.objective import Targets, initial_image, normalize_blend_weights, resize, target_size
 from nstlib.core.result import TERMS, StylizeResult
-from nstlib.core.settings import (
-    DEFAULT_CONTENT_WEIGHT,
-    DEFAULT_STYLE_WEIGHT,
-    DEFAULT_TV_WEIGHT,
-    Settings,
-    check_number,
-    resolve,
-)
+from nstlib.core.settings import DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_WEIGHT, DEFAULT_TV_WEIGHT, Settings, check_number
 from nstlib.engine.graphs import release_graphs
 from nstlib.engine.memory import advice, check_memory, is_out_of_memory, release_memory
 from nstlib.engine.runtime import Runtime
@@ -75,7 +69,7 @@ class Run:
         if not isinstance(network, (str, os.PathLike, Weights, VGGFeatures)):
             raise ParameterError(f"network={type(network).__name__}: give weights (e.g. 'imagenet', 'random' or a "
                                  "path) or a nstlib VGGFeatures to reuse")
-        return cls(resolve(settings, overrides), Runtime.of(runtime), network, (watch or Watch()).check())
+        return cls(resolve(settings, overrides), Runtime.of(runtime), network, check_watch(watch or Watch()))
 
     def network(self) -> VGGFeatures:
         """The network for the settings' layers: the one given, if it returns them all, else one built from the weights

@@ -21,6 +21,7 @@ from fake_gpu import Claimed, HostSync, fake_gpu
 
 from nstlib.api import evaluate, stylize, stylize_grid
 from nstlib.apps.fast_style import train
+from nstlib.checks import validate
 from nstlib.core import loop
 from nstlib.core.errors import MemoryLimitError, ParameterError
 from nstlib.core.features import VGGFeatures, random_weights
@@ -155,7 +156,7 @@ def test_the_explorer_worker_follows_a_slider_on_the_gpu(plan: str, net, content
     with fake_gpu(**gpu) as mode:
         work = ExplorerWorker._work
         with mock.patch.object(ExplorerWorker, "_work", lambda self: _in_mode(mode, work, self)):
-            worker = ExplorerWorker(content, style, Settings(steps=6).validate(), runtime="cuda",
+            worker = ExplorerWorker(content, style, validate(Settings(steps=6)), runtime="cuda",
                                     network=net, preview_size=32, render_steps=4,
                                     frame_every=3, debounce=0.0)
             worker.start()

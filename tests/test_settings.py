@@ -11,9 +11,10 @@ import torch
 import nstlib
 from nstlib.api import evaluate, stylize
 from nstlib.apps.cli import build_parser
+from nstlib.checks import resolve, validate
 from nstlib.core.errors import ParameterError
 from nstlib.core.objective import Targets
-from nstlib.core.settings import DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT, Settings, resolve
+from nstlib.core.settings import DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT, Settings
 
 FAST = dict(size=64, progress=False, runtime="cpu")
 
@@ -27,7 +28,7 @@ def test_defaults_live_in_the_dataclass_and_it_is_frozen() -> None:
     with pytest.raises(ParameterError, match="unknown setting.*stpes"):
         s.replace(stpes=3)
     with pytest.raises(ParameterError, match="steps=0"):
-        Settings(steps=0).validate()
+        validate(Settings(steps=0))
     with pytest.raises(ParameterError, match="settings="):
         resolve({"steps": 3}, {})  # type: ignore[arg-type]
 
@@ -49,7 +50,7 @@ def test_cli_has_one_option_per_setting_field() -> None:
 
 
 def test_a_weight_change_reuses_the_targets(vgg, content, style) -> None:
-    settings = Settings().validate()
+    settings = validate(Settings())
     targets = Targets.build(vgg, content, [style], settings)
     a = targets.objective(settings)
     b = targets.objective(settings.replace(style_weight=1000.0, tv_weight=0.0))
@@ -91,12 +92,12 @@ def test_numbers_are_numbers_whatever_their_type() -> None:
     import numpy as np
 
     for steps in (5, np.int64(5), torch.tensor(5)):
-        assert Settings(steps=steps).validate().steps == 5
-        assert type(Settings(steps=steps).validate().steps) is int
+        assert validate(Settings(steps=steps)).steps == 5
+        assert type(validate(Settings(steps=steps)).steps) is int
     for weight in (0.5, np.float32(0.5), torch.tensor(0.5), np.int8(0)):
-        assert type(Settings(style_weight=weight).validate().style_weight) is float
+        assert type(validate(Settings(style_weight=weight)).style_weight) is float
     for bad in (True, "5", 5.5, float("nan")):
         with pytest.raises(ParameterError, match="steps="):
-            Settings(steps=bad).validate()
+            validate(Settings(steps=bad))
     with pytest.raises(ParameterError, match="style_weight="):
-        Settings(style_weight=float("inf")).validate()
+        validate(Settings(style_weight=float("inf")))

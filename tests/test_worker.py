@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from nstlib.checks import validate
 from nstlib.core.settings import DEFAULT_STYLE_WEIGHT, Settings
 from nstlib.course.worker import ExplorerWorker
 
@@ -16,7 +17,7 @@ def worker(vgg, content, style):
     made = []
 
     def build(styles=style, autostart=True, **changes) -> ExplorerWorker:
-        w = ExplorerWorker(content, styles, Settings(steps=3, **changes).validate(), runtime="cpu",
+        w = ExplorerWorker(content, styles, validate(Settings(steps=3, **changes)), runtime="cpu",
                            network=vgg, preview_size=32, render_steps=4,
                            frame_every=1, debounce=0.0, autostart=autostart)
         made.append(w)

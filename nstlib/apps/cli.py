@@ -101,7 +101,8 @@ def _layer_weight(text: str) -> tuple[str, float]:
 
 def _settings(args: argparse.Namespace, **defaults: object) -> Settings:
     """The validated `Settings` of the options given (over `defaults`): a mistake exits 2 before any work."""
-    from nstlib.core.settings import Settings, resolve
+    from nstlib.checks import resolve
+    from nstlib.core.settings import Settings
 
     spelled = {word: value for value, word in _ON_OFF.items()}
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if hasattr(args, f.name)}

@@ -19,10 +19,10 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from nstlib.core.errors import NonFiniteLossError, ParameterError
+from nstlib.core.errors import NonFiniteLossError
 from nstlib.core.lbfgs import SyncFreeLBFGS
 from nstlib.core.result import TERMS, Progress, StylizeResult, history_entry
-from nstlib.core.settings import Settings, check_number
+from nstlib.core.settings import Settings
 
 Terms = dict[str, torch.Tensor]
 Objective = Callable[[torch.Tensor], Terms]
@@ -100,11 +100,6 @@ class Watch:
     callback: Callback | None = None
     progress: bool = True
     frame_every: int = 0
-
-    def check(self) -> Watch:
-        if self.callback is not None and not callable(self.callback):
-            raise ParameterError(f"callback={self.callback!r}: give a function of a Progress, or None")
-        return Watch(self.callback, self.progress, check_number("frame_every", self.frame_every, whole=True, low=0))
 
 
 def optimize(objective: Objective, start: torch.Tensor, settings: Settings, watch: Watch | None = None,

@@ -1,9 +1,8 @@
-"""Settings: every knob of the objective and of the optimiser, its default and why, and the checks of every value.
+"""Settings: every knob of the objective and of the optimiser, its default and why.
 
 `Settings` is a frozen dataclass: `stylize` and every other entry point take one, the command line builds its options
-from its fields, and keyword overrides still work (``stylize(c, s, steps=10)``). `validate()` refuses a bad value with a
-one-line `ParameterError` naming the field; `check_number` is the one rule for every number nstlib takes, here and
-elsewhere.
+from its fields, and keyword overrides still work (``stylize(c, s, steps=10)``). The entry points check every value
+before any work (`nstlib.checks.validate`); `check_number` is the one rule for every number nstlib takes.
 
 Defaults, and where they come from:
 
@@ -34,7 +33,6 @@ from typing import Any
 import torch
 
 from nstlib.core.errors import ParameterError
-from nstlib.core.features import check_layers
 from nstlib.core.losses import Weight
 
 DEFAULT_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
@@ -107,42 +105,6 @@ class Settings:
         """A copy with `changes`; an unknown name is a `ParameterError` naming the closest ones."""
         return dataclasses.replace(self, **changes)
 
-    def validate(self) -> Settings:
-        """Check every field and return the settings with plain Python numbers and float layer weights."""
-        for f in dataclasses.fields(self):
-            choices, value = f.metadata.get("choices"), getattr(self, f.name)
-            # matched by type too: 1 == True, but 1 is not the choice True
-            if choices is not None and not any(value is c or (type(value) is type(c) and value == c) for c in choices):
-                raise ParameterError(f"{f.name}={value!r}: choose one of "
-                                     f"{', '.join(c if isinstance(c, str) else repr(c) for c in choices)}")
-        values = {
-            "steps": check_number("steps", self.steps, whole=True, low=1, high=MAX_STEPS),
-            "size": check_number("size", self.size, whole=True, low=1, allow_none=True),
-            "history_size": check_number("history_size", self.history_size, whole=True, low=1),
-            "pyramid_start": check_number("pyramid_start", self.pyramid_start, whole=True, low=1, allow_none=True),
-            "seed": check_number("seed", self.seed, whole=True, low=0, high=MAX_SEED),
-            "lr": check_number("lr", self.lr, above=0, high=MAX_LR, allow_none=True,
-                               hint="pixels live in [0,1]: try 0.02 for Adam or 1 for L-BFGS"),
-            "max_step": check_number("max_step", self.max_step, above=0),
-            "style_scale": check_number("style_scale", self.style_scale, above=0, high=MAX_STYLE_SCALE),
-            "pyramid_ratio": check_number("pyramid_ratio", self.pyramid_ratio, above=1),
-        }
-        blend_weights = self.blend_weights
-        if blend_weights is not None:
-            if isinstance(blend_weights, (str, bytes)) or not isinstance(blend_weights, Sequence):
-                raise ParameterError(f"blend_weights={blend_weights!r}: give a list of numbers, one per style")
-            blend_weights = [check_number("blend_weights", w, low=0) for w in blend_weights]
-        weights = {name: check_weight(name, value) for name, value in self.loss_weights.items()}
-        lengths = {name: w.numel() for name, w in weights.items() if isinstance(w, torch.Tensor)}
-        if len(set(lengths.values()) - {1}) > 1:
-            given = ", ".join(f"{name} has {n}" for name, n in lengths.items())
-            raise ParameterError(f"tensor loss weights of different lengths ({given}): each gives one weight per "
-                                 "batch image, so give them the same length (or one value, or a float)")
-        return dataclasses.replace(  # None or {} means the default layers
-            self, **values, **weights, blend_weights=blend_weights,
-            content_layers=check_layer_weights("content_layers", self.content_layers or DEFAULT_CONTENT_LAYERS),
-            style_layers=check_layer_weights("style_layers", self.style_layers or DEFAULT_STYLE_LAYERS))
-
     @property
     def optimizer_lr(self) -> float:
         """The learning rate the optimiser uses: `lr`, or its default for `optimizer` (`DEFAULT_LR`)."""
@@ -162,13 +124,6 @@ class Settings:
     def loss_weights(self) -> dict[str, Weight]:
         """The three global weights, {"content_weight", "style_weight", "tv_weight"}."""
         return {name: getattr(self, name) for name in ("content_weight", "style_weight", "tv_weight")}
-
-
-def resolve(settings: Settings | None, overrides: Mapping[str, Any]) -> Settings:
-    """`settings` (default `Settings()`) with keyword `overrides`, validated."""
-    if settings is not None and not isinstance(settings, Settings):
-        raise ParameterError(f"settings={settings!r}: give a nstlib.Settings (or keyword arguments)")
-    return (settings or Settings()).replace(**overrides).validate()
 
 
 def check_number(name: str, value: object, *, whole: bool = False, low: float | None = None,
@@ -201,29 +156,6 @@ def check_number(name: str, value: object, *, whole: bool = False, low: float | 
             high is not None and value > high):
         raise ParameterError(wanted)
     return value
-
-
-def check_weight(name: str, value: Weight) -> Weight:
-    """A loss weight: a finite number >= 0, or a float tensor of them, one per batch image ((N,), N >= 1)."""
-    if isinstance(value, torch.Tensor) and value.numel() != 1:
-        if value.is_meta or value.layout != torch.strided or value.ndim != 1 or value.numel() == 0:
-            raise ParameterError(f"{name}: a tensor of shape {tuple(value.shape)}; give a float or a (N,) tensor "
-                                 "with one weight per batch image, e.g. torch.tensor([1.0, 10.0])")
-        if not value.is_floating_point() or not torch.isfinite(value).all() or (value < 0).any():
-            raise ParameterError(f"{name}={value}: weights must be finite floats >= 0")
-        return value
-    return check_number(name, value, low=0)
-
-
-def check_layer_weights(name: str, layers: Mapping[str, float]) -> dict[str, float]:
-    """Validate {layer name: weight}: known layers, finite weights >= 0 with a positive sum."""
-    if not isinstance(layers, Mapping):
-        raise ParameterError(f"{name}={layers!r}: give a dict {{layer name: weight}}, e.g. {{'relu4_2': 1.0}}")
-    check_layers(layers)
-    layers = {layer: check_number(f"{name}[{layer!r}]", w, low=0) for layer, w in layers.items()}
-    if sum(layers.values()) <= 0:
-        raise ParameterError(f"{name} weights sum to 0 {layers}; give at least one layer a positive weight")
-    return layers
 
 
 def check_field_names(names: Iterable[str]) -> None:

@@ -25,9 +25,10 @@ import ipywidgets as widgets
 import torch
 
 from nstlib.api import NetworkLike, RuntimeLike
+from nstlib.checks import resolve
 from nstlib.core.errors import NstlibError, ParameterError
 from nstlib.core.result import StylizeResult
-from nstlib.core.settings import BLEND_METHODS, INITS, Settings, resolve
+from nstlib.core.settings import BLEND_METHODS, INITS, Settings
 from nstlib.course.worker import ExplorerWorker
 from nstlib.io.images import ImageLike, save_image, to_pil
 

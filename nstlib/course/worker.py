@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from nstlib.api import Guard, NetworkLike, Run, RuntimeLike, as_list, load_inputs
+from nstlib.checks import validate
 from nstlib.controls.pyramid import smallest_size
 from nstlib.core.errors import NonFiniteLossError, ParameterError
 from nstlib.core.loop import Watch, optimize
@@ -200,7 +201,7 @@ class ExplorerWorker:
         while (work := self._next()) is not None:
             settings, version, changed_at, render, restart = work
             try:
-                settings = settings.validate()
+                settings = validate(settings)
                 if render:
                     self._render_full(settings, version)
                 else:
