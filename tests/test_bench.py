@@ -86,3 +86,19 @@ def test_a_cpu_has_no_graphs_to_wait_for() -> None:
     assert bench.parse_args(["--device", "cpu", "--quick"])[0].warmup == 1
     assert bench.parse_args(["--device", "cpu", "--warmup", "0"])[0].warmup == 0
     assert bench.parse_args(["--device", "cpu"])[0].warmup == WARMUP + 2
+
+
+def test_the_evaluation_bench_compares_the_same_objective(vgg, content, style) -> None:
+    """bench/evaluation.py times nstlib's objective against notebook 04's plain one: they must be one function."""
+    spec = importlib.util.spec_from_file_location("evaluation", Path(__file__).parents[1] / "bench" / "evaluation.py")
+    evaluation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluation)
+    settings = Settings()
+    ours = evaluation.nstlib_objective(vgg, content, style, settings)
+    plain = evaluation.plain_objective(vgg, content, style, settings.content_layers, settings.style_layers,
+                                       tuple(settings.loss_weights.values()))
+    x = ((content + style) / 2).requires_grad_(True)
+    (g_ours,), (g_plain,) = (torch.autograd.grad(f(x), x) for f in (ours, plain))
+    assert ours(x).item() == pytest.approx(plain(x).item(), rel=1e-5)
+    torch.testing.assert_close(g_ours, g_plain, rtol=1e-4, atol=1e-6 * g_plain.abs().max().item())
+    assert evaluation.evaluation_ms(ours, x.detach(), 1) > 0

@@ -102,3 +102,25 @@ def test_the_folders_are_the_layers_and_the_core_imports_nothing_else() -> None:
             wrong = _nstlib_imports(path) - allowed
             assert not wrong, f"{path.relative_to(ROOT)} imports nstlib.{sorted(wrong)}"
     assert _nstlib_imports(ROOT / "nstlib" / "core" / "loop.py") == {"core"}  # the test can fail: it sees imports
+
+
+def test_every_function_the_course_shows_fits_a_screen() -> None:
+    """What a notebook shows with `course.show_source` is read on one screen: at most 40 lines, docstring included."""
+    import inspect
+
+    import nstlib
+    from nstlib.apps import compare, fast_style
+    from nstlib.controls import color, pyramid
+    from nstlib.core.features import layer_receptive_field
+    from nstlib.core.losses import guided_gram_matrix
+
+    names = {"nstlib": nstlib, "compare": compare, "fast_style": fast_style, "color": color, "pyramid": pyramid,
+             "layer_receptive_field": layer_receptive_field, "guided_gram_matrix": guided_gram_matrix}
+    shown = set()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            shown |= set(re.findall(r"course\.show_source\(([\w.]+)\)", "".join(cell["source"])))
+    assert len(shown) >= 10
+    for expression in sorted(shown):
+        lines = len(inspect.getsource(eval(expression, names)).splitlines())  # noqa: S307 - our own notebooks
+        assert lines <= 40, f"{expression} is {lines} lines"

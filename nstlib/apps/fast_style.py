@@ -136,16 +136,12 @@ def train(style: ImageLike, photos: Sequence[ImageLike] | None = None, settings:
           batch: int = 4, width: int = 16, blocks: int = 3, photo_scale: float = 2.0, network: NetworkLike = "imagenet",
           runtime: RuntimeLike = "auto", progress: bool = True,
           **overrides: Any) -> tuple[FastStyleNet, list[dict[str, float]]]:
-    """Train a `FastStyleNet` for one `style` on random crops of `photos`: (the network, its loss history).
+    """Train a `FastStyleNet` for one `style` on random crops of `photos` (default: the bundled photos): (the network,
+    its loss history, one {"content", "style", "tv", "total"} batch mean per step).
 
-    The objective is the one `stylize` minimises, from `settings` and keyword `overrides` (its layers and the content,
-    style and TV weights), with each crop as its own content target: the mean over the batch is minimised with Adam for
-    `steps` steps at learning rate `lr` (default `TRAIN_LR`), on crops of `size` x `size` pixels (default `TRAIN_SIZE`)
-    cut from the photos loaded at long side `photo_scale` x `size` (the style at that size too, times `style_scale`).
-    `seed` makes the crops and the network's initial weights repeatable. `photos` default to the bundled
-    `CONTENT_SAMPLES`. `network` and `runtime` as for `stylize` (`nstlib.engine.runtime`): on CUDA the loss network runs
-    in bf16, or in fp16 with a loss scale on the network's gradients; the network itself trains in float32. The history
-    holds one {"content", "style", "tv", "total"} per step (batch means, before the step).
+    The objective is `stylize`'s (`settings` and keyword `overrides`), each crop its own content target, minimised with
+    Adam for `steps` steps at `lr` (default `TRAIN_LR`) on `size` px crops (default `TRAIN_SIZE`) of the photos loaded
+    at `photo_scale` x `size` (the style too, times `style_scale`). `seed` makes crops and initial weights repeatable.
     """
     run = Run.begin(settings, overrides, network, runtime)
     settings, dev, backward = run.settings, run.runtime.device, run.runtime.backward()
@@ -155,8 +151,8 @@ def train(style: ImageLike, photos: Sequence[ImageLike] | None = None, settings:
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)  # the network's initial weights
     model = FastStyleNet(width, blocks).to(dev)
-    images = [load_image(p, round(size * photo_scale)) for p in
-              (photos if photos is not None else [sample_path(n) for n in CONTENT_SAMPLES])]
+    images = [load_image(p, round(size * photo_scale))
+              for p in (photos if photos is not None else map(sample_path, CONTENT_SAMPLES))]
     extractor = run.runtime.prepare(run.network())
     # the style at the photos' scale, as `stylize` loads it at the content's (times style_scale)
     style_img = load_image(style, round(size * photo_scale * settings.style_scale)).to(dev)

@@ -2,8 +2,9 @@
 
 `StyleExplorer(content, style)` is an ipywidgets box; show it in a notebook cell:
 
-    from nstlib.course.widgets import StyleExplorer explorer = StyleExplorer(content, style, network=C.weights,
-    runtime=C.device) explorer
+    from nstlib.course.widgets import StyleExplorer
+    explorer = StyleExplorer(content, style, network=C.weights, runtime=C.device)
+    explorer
 
 This module is the view: the controls (log-scale sliders for the content, style and TV weights and for each style layer,
 linear sliders for the blend weights of several styles, blend and init dropdowns, Reset and Run/Pause, "Render full

@@ -42,8 +42,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256_prefix: str | None = N
     is given, the SHA-256 digest starts with it (torchvision's convention: ``vgg19-dcbb9e9d.pth``), and `verify(path)`,
     if given, accepts the file (it raises an `NstlibError` to reject it). Otherwise the partial file is deleted and
     `DownloadError` raised; a dropped connection, a timeout or Ctrl-C also delete it. A process killed outright
-    (SIGKILL)
-    cannot clean up: its partial file is removed by the next download to the same `dest`.
+    (SIGKILL) cannot clean up: its partial file is removed by the next download to the same `dest`.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
