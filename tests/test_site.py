@@ -137,7 +137,7 @@ def test_pages_show_their_figures_and_the_api(site: str, page: object) -> None:
         folded += len(solutions)
     assert folded == sum(notebook.read_text().count("#@title Solution") for notebook in NOTEBOOKS)
     assert _open(page, site, "api.html") == []
-    assert page.locator("dt#nstlib\\.optimize\\.stylize").count() == 1  # from the docstring
+    assert page.locator("dt#nstlib\\.api\\.stylize").count() == 1  # from the docstring
 
 
 def test_formulas_are_typeset(site: str, page: object) -> None:
