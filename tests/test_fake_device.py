@@ -17,7 +17,7 @@ from unittest import mock
 
 import pytest
 import torch
-from fake_gpu import Claimed, HostSync, fake_gpu
+from fake_gpu import Claimed, HostSync, StaleInput, fake_gpu
 
 from nstlib.api import evaluate, stylize, stylize_grid
 from nstlib.apps.fast_style import train
@@ -277,3 +277,93 @@ def test_running_out_of_memory_frees_every_cached_graph_and_keeps_the_last_image
         assert not graphs._cache  # nothing is held for the user to retry with a smaller size
     result = info.value.result
     assert result.image.shape == (1, 3, 48, 48) and torch.isfinite(result.image).all() and result.steps == 4
+
+
+# ---------------------------------------------------------------- what real GPUs punish: each rule of the fake GPU,
+# with a mutation of nstlib that only that rule catches (before the rule, these runs passed)
+
+
+def _half_grams(mode) -> list[dict]:
+    """The Gram matrices (products with a square (B,C,C) result) that came out in less than float32."""
+    return [m for m in mode.matmuls if len(m["shape"]) == 3 and m["shape"][-1] == m["shape"][-2]
+            and m["dtype"] != torch.float32]
+
+
+def test_a_static_input_rebound_instead_of_copied_into_is_caught(net, content, style) -> None:
+    """The second run borrows the first one's graph; a `load` that rebinds the loss weights instead of copying them
+    in would replay the first run's weights on a GPU, while the emulated replay (Python run again) read the new ones."""
+    load = graphs.GraphedStep.load
+
+    def rebinding_load(self, objective, start):
+        load(self, objective, start)
+        self.objective.weights = {k: v.clone() for k, v in objective.weights.items()}  # the mutation
+
+    with fake_gpu():
+        stylize(content, style, network=net, runtime="cuda", **RUN)
+        stylize(content, style, network=net, runtime="cuda", **RUN)  # borrowed and replayed: fine as it is
+        with mock.patch.object(graphs.GraphedStep, "load", rebinding_load), \
+                pytest.raises(StaleInput, match=r"step\.objective\.weights\[content\].* moved since the capture"):
+            stylize(content, style, network=net, runtime="cuda", style_weight=1e4, **RUN)
+
+
+def test_an_op_that_syncs_inside_is_refused_in_a_capture(net, content, style) -> None:
+    """`torch.linalg.solve` in place of the triangular solves of `SyncFreeLBFGS` checks its result on the host: the
+    capture fails and the run goes on eagerly, with the cause in the warning."""
+    solve = torch.linalg.solve
+    with fake_gpu() as mode, _warnings() as messages:
+        with mode.capturing(), pytest.raises(HostSync, match="waits for the GPU"):
+            _ = torch.ones(3, device="cuda")[torch.ones(3, device="cuda") > 0]  # a mask as an index: a sync
+        with mock.patch.object(torch.linalg, "solve_triangular", lambda a, b, upper: solve(a, b)):  # the mutation
+            stylize(content, style, network=net, runtime="cuda", **RUN)
+    assert len(messages) == 1 and "HostSync: linalg_solve waits for the GPU" in messages[0], messages
+
+
+def test_float64_is_refused_on_mps_and_computed_silently_on_cuda(net, content, style) -> None:
+    """Loss weights made float64 by NumPy: CUDA computes the total in float64 without a word, MPS has no float64."""
+    from nstlib.core.objective import Objective
+
+    build = Objective.__init__
+
+    def numpy_weights(self, targets, settings):
+        build(self, targets, settings)
+        self.weights = {k: torch.from_numpy(v.cpu().numpy().astype("float64")).to(v.device)  # the mutation
+                        for k, v in self.weights.items()}
+
+    with mock.patch.object(Objective, "__init__", numpy_weights):
+        with fake_gpu(kind="mps"), pytest.raises(TypeError, match="MPS framework doesn't support float64"):
+            stylize(content, style, network=net, runtime="mps", **RUN)
+        with fake_gpu():
+            assert stylize(content, style, network=net, runtime="cuda", **RUN).steps == RUN["steps"]
+
+
+def test_every_product_under_autocast_has_the_dtype_cuda_gives_it() -> None:
+    """The CPU's autocast keeps `mv` in float32 where CUDA's runs it in bfloat16: the fake GPU says it cannot stand in
+    rather than hide the difference. Products are logged with their dtypes."""
+    with fake_gpu() as mode:
+        a, x = torch.rand(4, 4, device="cuda"), torch.rand(4, device="cuda")
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            assert (a @ a).dtype == torch.bfloat16
+            with pytest.raises(AssertionError, match="mv under autocast gave torch.float32 on the CPU where CUDA "
+                                                     "gives torch.bfloat16"):
+                torch.mv(a, x)
+    assert [m["op"] for m in mode.matmuls] == ["matmul", "mv"] and mode.matmuls[0]["autocast"]
+
+
+@pytest.mark.parametrize("plan", ["bf16-graph", "fp16-loss-scale"])
+def test_a_gram_matrix_in_half_precision_under_autocast_is_caught(plan: str, net, content, style) -> None:
+    """The Gram matrices stay float32 on every plan (a float16 one overflows, a bfloat16 one loses the digits the
+    style term compares); moved under autocast, the product log shows them in half precision."""
+    from nstlib.core import losses
+
+    gram, dtype = losses.gram_matrix, {"bf16-graph": torch.bfloat16, "fp16-loss-scale": torch.float16}[plan]
+
+    def autocast_gram(features):
+        with torch.autocast("cuda", dtype=dtype):
+            return gram(features)  # the mutation
+
+    with fake_gpu(**_plan(plan)[0]) as mode:
+        stylize(content, style, network=net, runtime="cuda", **{**RUN, "steps": 1})
+        assert mode.matmuls and not _half_grams(mode)
+        with mock.patch.object(losses, "gram_matrix", autocast_gram):
+            stylize(content, style, network=net, runtime="cuda", **{**RUN, "steps": 1})
+        assert {m["dtype"] for m in _half_grams(mode)} == {dtype}
