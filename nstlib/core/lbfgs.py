@@ -8,8 +8,9 @@ with `torch.where` on the device and keeps m pairs in preallocated tensors. A st
    (torch's rule: a pair without positive curvature would make the inverse-Hessian estimate indefinite);
 2. the direction d = -H g_k, H the inverse Hessian of the stored pairs with H_0 = γI, γ = s·y / y·y of the newest pair,
    in the compact form of Byrd, Nocedal & Schnabel (1994): H g = γg + S p - γY w with w = R⁻¹Sᵀg and p = R⁻ᵀ((D + γYᵀY)
-   w - γYᵀg) (R the upper triangle of SᵀY, D its diagonal): two matrix products over the history and two small
-   triangular solves instead of the two-loop recursion's 4m kernels;
+   w - γYᵀg) (R the upper triangle of SᵀY, D its diagonal): two small triangular solves and two passes over the
+   history instead of the two-loop recursion's 4m kernels. The history is the step's memory traffic, so the first pass
+   multiplies it by s, y and g at once (the new row of SᵀY and YᵀY, and Sᵀg, Yᵀg); the second forms H g;
 3. x_{k+1} = x_k + t·d, with t = lr·min(1, 1/|g|₁) on the first step and lr after it; no step uphill.
 
 The box [0,1] (`bounds`): the loop clamps the pixels after each step; at the walls torch's directions keep pushing
@@ -106,8 +107,8 @@ class SyncFreeLBFGS(torch.optim.Optimizer):
         g = torch.where(walls, 0.0, grad)  # the projected gradient
         live = g.abs().max() > TOLERANCE_GRAD
         first = state["steps"] == 0
-        self._remember(state, state["last_step"], grad - state["prev_g"], live & ~first)
-        d = torch.where(walls, 0.0, -self._inverse_hessian_times(state, g))
+        history_g = self._remember(state, state["last_step"], grad - state["prev_g"], g, live & ~first)
+        d = torch.where(walls, 0.0, -self._inverse_hessian_times(state, g, history_g))
         t = torch.where(first, group["lr"] * torch.clamp(1 / g.abs().sum(), max=1.0), group["lr"])
         step = torch.where(live & (torch.dot(g, d) < -TOLERANCE_CHANGE), t, 0.0) * d  # none uphill
         if group["max_step"] is not None:
@@ -119,12 +120,14 @@ class SyncFreeLBFGS(torch.optim.Optimizer):
         return loss
 
     @staticmethod
-    def _remember(state: dict[str, torch.Tensor], s: torch.Tensor, y: torch.Tensor, usable: torch.Tensor) -> None:
-        """Write (s, y) into the free slot and update SᵀY and YᵀY; keep it if usable and y·s > CURVATURE_EPS."""
+    def _remember(state: dict[str, torch.Tensor], s: torch.Tensor, y: torch.Tensor, g: torch.Tensor,
+                  usable: torch.Tensor) -> torch.Tensor:
+        """Write (s, y) into the free slot and update SᵀY and YᵀY; keep it if usable and y·s > CURVATURE_EPS.
+        Returns the (2, m+1) products s_i·g and y_i·g of every slot, from the same pass over the history."""
         pairs, free = state["pairs"], state["free"]
         slots = pairs.shape[1]
         pairs.index_copy_(1, free.view(1), torch.stack([s, y]).unsqueeze(1))
-        products = pairs.view(2 * slots, -1).mm(torch.stack([s, y], 1)).view(2, slots, 2)
+        products = pairs.view(2 * slots, -1).mm(torch.stack([s, y, g], 1)).view(2, slots, 3)
         s_y, y_s, y_y = products[0, :, 1], products[1, :, 0], products[1, :, 1]  # s_i·y, y_i·s, y_i·y
         here = torch.arange(slots, device=free.device) == free  # one-hot: the free slot
         # row `free` of SᵀY is s·y_j, its column s_i·y; YᵀY is symmetric
@@ -135,10 +138,13 @@ class SyncFreeLBFGS(torch.optim.Optimizer):
         valid = torch.where(here, accept, state["valid"])
         free.copy_(torch.where(accept, (free + 1) % slots, free))
         state["valid"].copy_(valid & (torch.arange(slots, device=free.device) != free))  # the oldest pair goes
+        return products[:, :, 2]
 
     @staticmethod
-    def _inverse_hessian_times(state: dict[str, torch.Tensor], g: torch.Tensor) -> torch.Tensor:
-        """H g in the compact form (module docstring), with the pairs sorted oldest to newest."""
+    def _inverse_hessian_times(state: dict[str, torch.Tensor], g: torch.Tensor,
+                               history_g: torch.Tensor) -> torch.Tensor:
+        """H g in the compact form (module docstring), with the pairs sorted oldest to newest; `history_g` holds the
+        (2, m+1) products s_i·g and y_i·g by slot."""
         pairs, free = state["pairs"], state["free"]
         slots = pairs.shape[1]
         order = (free + 1 + torch.arange(slots, device=free.device)) % slots  # oldest ... newest, free slot
@@ -148,7 +154,7 @@ class SyncFreeLBFGS(torch.optim.Optimizer):
         yy = torch.where(both, state["yy"][order][:, order], 0.0)
         newest = slots - 2  # the slot before the free one, in this order
         gamma = torch.where(valid[newest], sy[newest, newest] / yy[newest, newest], 1.0)
-        s_g, y_g = torch.where(valid, pairs.view(2 * slots, -1).mv(g).view(2, slots)[:, order], 0.0)
+        s_g, y_g = torch.where(valid, history_g[:, order], 0.0)
         r = torch.where(both, sy, 0.0).triu() + torch.diag((~valid).to(sy.dtype))  # 1 on a free diagonal
         w = torch.linalg.solve_triangular(r, s_g[:, None], upper=True)[:, 0]
         rhs = torch.where(valid, sy.diagonal(), 0.0) * w + gamma * (yy.mv(w) - y_g)
