@@ -10,7 +10,10 @@ are shown by fault injection.
 
 from __future__ import annotations
 
+import gc
+import os
 import warnings
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from unittest import mock
@@ -277,6 +280,62 @@ def test_running_out_of_memory_frees_every_cached_graph_and_keeps_the_last_image
         assert not graphs._cache  # nothing is held for the user to retry with a smaller size
     result = info.value.result
     assert result.image.shape == (1, 3, 48, 48) and torch.isfinite(result.image).all() and result.steps == 4
+
+
+# ---------------------------------------------------------------- graphs reused, one capture at a time, nothing held
+
+
+@contextmanager
+def _tracked_steps() -> Iterator[weakref.WeakSet]:
+    """Every `GraphedStep` made inside the block, held weakly: what is still alive is what something holds."""
+    made, init = weakref.WeakSet(), graphs.GraphedStep.__init__
+
+    def tracked(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.add(self)
+
+    with mock.patch.object(graphs.GraphedStep, "__init__", tracked):
+        yield made
+
+
+def test_runs_naming_the_same_weights_share_one_network_and_one_captured_step(content, style) -> None:
+    """CLI-style calls give weights, not a network: each used to build its own VGG, so each captured its own step and
+    the cache kept them all (a VGG, its graph's memory and its L-BFGS history each)."""
+    with fake_gpu() as mode, _tracked_steps() as made:
+        for _ in range(3):
+            stylize(content, style, network="random", runtime="cuda", **RUN)
+        gc.collect()
+        assert mode.captures == 1 and len(graphs._cache) == 1 and len(made) == 1
+
+
+def test_the_network_built_for_weights_follows_their_numbers(tmp_path) -> None:
+    """Same numbers, same network; numbers changed in place, or another file under the same name, another one."""
+    from nstlib.api import Run
+
+    def network(weights):
+        return Run.begin(None, {}, weights, "cpu").network()
+
+    weights = random_weights()
+    assert network(weights) is network(random_weights()) is network("random")
+    with torch.no_grad():
+        weights.state_dict["0.bias"].add_(1.0)
+    changed = network(weights)
+    assert changed is not network("random") and changed.net[0].bias[0] == 1.0
+    path = tmp_path / "vgg.pth"
+    torch.save(random_weights(seed=1).state_dict, path)
+    first = network(path)
+    torch.save(random_weights(seed=2).state_dict, path)
+    os.utime(path, ns=(0, path.stat().st_mtime_ns + 1))  # a rewrite within the clock's resolution
+    assert network(path) is not first and not torch.equal(network(path).net[0].weight, first.net[0].weight)
+
+
+def test_a_run_with_another_network_drops_the_steps_of_the_first(net, content, style) -> None:
+    other = VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], random_weights(seed=1))
+    with fake_gpu(), _tracked_steps() as made:
+        stylize(content, style, network=net, runtime="cuda", **RUN)
+        stylize(content, style, network=other, runtime="cuda", **RUN)
+        gc.collect()
+        assert len(graphs._cache) == 1 and len(made) == 1
 
 
 # ---------------------------------------------------------------- what real GPUs punish: each rule of the fake GPU,

@@ -9,9 +9,11 @@ with one call. That asks for:
 - no host sync inside the step: fused Adam, or `SyncFreeLBFGS`; the loss terms stay on the device until the loop's
   `Monitor` reads them every `log_every` steps;
 - warm-up: a new step's first `WARMUP` steps run eagerly on a side stream, then it is captured;
-- one graph per kind of run, in a process-wide cache of `GRAPH_CACHE`, keyed by what a capture bakes in (the network,
-  every shape, the values that are not tensors, the optimiser's settings), found by walking the objective's state, so a
-  new field of `Objective` needs nothing here. A run borrows its step, so two threads never share one;
+- one graph per kind of run, in a process-wide cache of `GRAPH_CACHE`, keyed by what a capture bakes in (the network
+  and the addresses of its weights, every shape, the values that are not tensors, the optimiser's settings), found by
+  walking the objective's state, so a new field of `Objective` needs nothing here. A run borrows its step, so two
+  threads never share one. The cache holds the steps of one network at a time: a run with another (or with the same one
+  moved) drops the others, which no later run would find but would hold their memory;
 - a fallback that loses nothing: a failed capture or first replay warns once (`fall_back`) and the run goes on eagerly
   from the current image with the same optimiser; graphs stay off for the process.
 """
@@ -75,10 +77,17 @@ def _tensors(objective: Objective) -> list[torch.Tensor]:
     return [leaf for leaf in _state(objective) if isinstance(leaf, torch.Tensor)]
 
 
+def _network(objective: Objective) -> tuple:
+    """The objective's network as a graph reads it: the module and the addresses of its weights (moved to another
+    device, or a weight replaced, it is another network to a graph)."""
+    network = objective.extractor
+    return id(network), *(t.data_ptr() for t in [*network.parameters(), *network.buffers()])
+
+
 def _kind(objective: Objective, image: torch.Tensor, settings: Settings) -> tuple:
     """What a captured step bakes in: the network, every shape, the values that are not tensors, the optimiser."""
     state = tuple((tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else x for x in _state(objective))
-    return (id(objective.extractor), tuple(image.shape), str(image.device), state, settings.optimizer, settings.lr,
+    return (_network(objective), tuple(image.shape), str(image.device), state, settings.optimizer, settings.lr,
             settings.history_size, settings.max_step)
 
 
@@ -155,7 +164,7 @@ class GraphedStep:
 @contextmanager
 def graphed_step(objective: Objective, image: torch.Tensor, settings: Settings) -> Iterator[GraphedStep]:
     """Borrow the cached step of this kind of run (or a new one) loaded with `objective` and `image`; it goes back to
-    the cache if the block ends without an error and is still graphed."""
+    the cache if the block ends without an error and is still graphed, and the steps of other networks leave it."""
     kind = _kind(objective, image, settings)
     with _lock:
         step = _cache.pop(kind, None)
@@ -165,6 +174,8 @@ def graphed_step(objective: Objective, image: torch.Tensor, settings: Settings) 
     if step.eager:
         return
     with _lock:
+        for other in [k for k in _cache if k[0] != kind[0]]:
+            del _cache[other]
         _cache[kind] = step
         while len(_cache) > GRAPH_CACHE:
             _cache.popitem(last=False)
