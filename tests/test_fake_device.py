@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -336,6 +337,35 @@ def test_a_run_with_another_network_drops_the_steps_of_the_first(net, content, s
         stylize(content, style, network=other, runtime="cuda", **RUN)
         gc.collect()
         assert len(graphs._cache) == 1 and len(made) == 1
+
+
+def test_two_threads_never_capture_at_once(net, content, style) -> None:
+    """The explorer's thread and a `stylize` both capture: torch has one capture stream per process, so the second
+    waits for the first (each capture holds the door open for the other for 0.5 s; before, both went in)."""
+    door = threading.Barrier(2, timeout=0.5)
+
+    def open_door(step):
+        try:
+            door.wait()  # both threads in nstlib's capture at once, unless nstlib keeps the second out
+        except threading.BrokenBarrierError:
+            pass
+        return capture(step)
+
+    def run(mode, size):
+        with mode:
+            results[size] = stylize(content, style, network=net, runtime="cuda", **{**RUN, "size": size})
+
+    results = {}
+    with fake_gpu() as mode, _warnings() as messages:
+        capture = graphs.capture  # the emulated one
+        with mock.patch.object(graphs, "capture", open_door):
+            threads = [threading.Thread(target=run, args=(mode, size)) for size in (32, 48)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+    assert not messages and mode.captures == 2 and not graphs.FAILED
+    assert [r.steps for r in results.values()] == [RUN["steps"]] * 2
 
 
 # ---------------------------------------------------------------- what real GPUs punish: each rule of the fake GPU,

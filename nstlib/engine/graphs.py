@@ -14,6 +14,8 @@ with one call. That asks for:
   walking the objective's state, so a new field of `Objective` needs nothing here. A run borrows its step, so two
   threads never share one. The cache holds the steps of one network at a time: a run with another (or with the same one
   moved) drops the others, which no later run would find but would hold their memory;
+- one capture at a time in the process (torch captures on one shared stream): the explorer's thread and a `stylize`
+  may both be capturing;
 - a fallback that loses nothing: a failed capture or first replay warns once (`fall_back`) and the run goes on eagerly
   from the current image with the same optimiser; graphs stay off for the process.
 """
@@ -42,7 +44,8 @@ GRAPH_CACHE = 4
 FAILED: dict[str, str] = {}
 
 _cache: OrderedDict[tuple, GraphedStep] = OrderedDict()
-_lock = threading.Lock()
+_lock = threading.Lock()  # the cache's
+_capturing = threading.Lock()  # the process's one capture
 
 
 def fall_back(kind: str, error: BaseException) -> None:
@@ -131,7 +134,8 @@ class GraphedStep:
         with torch.cuda.device(self.image.device):  # the image's GPU is current for capture and streams (cuda:1)
             if self.graph is None and not self.eager and self.eager_steps >= WARMUP:
                 try:
-                    self.graph, self.terms = capture(self.step)
+                    with _capturing:
+                        self.graph, self.terms = capture(self.step)
                 except Exception as e:
                     self._fall_back(e)
             if self.graph is not None:
