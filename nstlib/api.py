@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -114,8 +115,9 @@ class Guard:
 
     `results` collects each finished scale's result; on leaving the block `result` is `finish(results)` (by default the
     last one), also after Ctrl-C (marked "interrupted after step N") once something was done. A run stopped by an error
-    keeps its image so far (`partial_result`, set by the core loop). `where` (what ran) and `advice` (what to try) go
-    into the message for running out of memory.
+    keeps its image so far (`partial_result`, set by the core loop), and nothing else: the frames of the work it ended
+    (the captured step, the optimiser, activations) are cleared. `where` (what ran) and `advice` (what to try) go into
+    the message for running out of memory.
     """
 
     def __init__(self, device: torch.device, where: str, advice: str) -> None:
@@ -150,6 +152,7 @@ class Guard:
                 done.interrupted, done.status = True, f"stopped: out of memory after step {done.steps}"
                 raise MemoryLimitError(f"out of {memory} memory {self.where} after step {done.steps}: {self.advice}; "
                                        "the last good image is kept in .result", done) from None
+            traceback.clear_frames(tb)  # Jupyter keeps the error: its frames must not keep the run's device memory
             return False
         finally:
             if self.handler is not None:

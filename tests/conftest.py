@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from nstlib import api
 from nstlib.core.features import VGGFeatures, Weights, random_weights
 from nstlib.core.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from nstlib.io.data import sample
@@ -55,8 +56,13 @@ def _no_work(*args: object, **kwargs: object) -> None:
 @pytest.fixture
 def refuse_work(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """Call it to make building a network fail the test: what the test checks must be refused before
-    that work. (The public seam: every run builds its `VGGFeatures`, unless it is given an extractor.)"""
-    return lambda: monkeypatch.setattr(VGGFeatures, "__init__", _no_work)
+    that work. (The public seam: every run builds its `VGGFeatures`, unless it is given an extractor; the network
+    kept for the last weights is forgotten here.)"""
+    def arm() -> None:
+        monkeypatch.setattr(VGGFeatures, "__init__", _no_work)
+        monkeypatch.setattr(api, "_BUILT", {})
+
+    return arm
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from nstlib.api import evaluate, stylize, stylize_grid
 from nstlib.apps.fast_style import train
 from nstlib.checks import validate
 from nstlib.core import loop
-from nstlib.core.errors import MemoryLimitError, ParameterError
+from nstlib.core.errors import MemoryLimitError, NonFiniteLossError, ParameterError
 from nstlib.core.features import VGGFeatures, random_weights
 from nstlib.core.lbfgs import SyncFreeLBFGS
 from nstlib.core.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, Settings
@@ -337,6 +337,26 @@ def test_a_run_with_another_network_drops_the_steps_of_the_first(net, content, s
         stylize(content, style, network=other, runtime="cuda", **RUN)
         gc.collect()
         assert len(graphs._cache) == 1 and len(made) == 1
+
+
+def test_a_kept_error_holds_no_captured_step(net, content, style) -> None:
+    """Jupyter keeps the last error. A NaN found mid-run (at step 10, the first check of the losses) or running out of
+    memory while a new step allocates its L-BFGS history must leave no `GraphedStep` alive: not the run's, held by the
+    frames of the error's traceback, nor a cached one."""
+    make_optimizer = graphs.make_optimizer
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.90 GiB")
+
+    with fake_gpu(), _tracked_steps() as made:
+        with pytest.raises(NonFiniteLossError) as nan:
+            stylize(content, style, network=net, runtime="cuda", style_weight=1e38, **{**RUN, "steps": 12})
+        stylize(content, style, network=net, runtime="cuda", **RUN)  # a step kept for later runs
+        with mock.patch.object(graphs, "make_optimizer", out_of_memory), pytest.raises(MemoryLimitError) as oom:
+            stylize(content, style, network=net, runtime="cuda", **{**RUN, "size": 48})
+        gc.collect()
+        assert nan.value.result.steps == 10 and oom.value is not None and not made
+    assert make_optimizer is graphs.make_optimizer
 
 
 def test_two_threads_never_capture_at_once(net, content, style) -> None:
