@@ -359,6 +359,16 @@ def test_a_kept_error_holds_no_captured_step(net, content, style) -> None:
     assert make_optimizer is graphs.make_optimizer
 
 
+def test_a_callback_keeps_its_own_terms_on_the_graph_path(net, content, style) -> None:
+    """Every replay refills the graph's output tensors: what a callback keeps must be its own copy, equal to the
+    history step for step."""
+    kept = []
+    with fake_gpu() as mode:
+        result = stylize(content, style, network=net, runtime="cuda", callback=lambda p: kept.append(p.terms), **RUN)
+    assert mode.replays == RUN["steps"] - graphs.WARMUP
+    assert [float(terms["total"]) for terms in kept] == [h["total"] for h in result.history[:-1]]
+
+
 def test_two_threads_never_capture_at_once(net, content, style) -> None:
     """The explorer's thread and a `stylize` both capture: torch has one capture stream per process, so the second
     waits for the first (each capture holds the door open for the other for 0.5 s; before, both went in)."""
