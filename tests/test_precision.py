@@ -102,13 +102,13 @@ def test_policy_on_for_cuda_only_by_default(monkeypatch) -> None:
     on = Runtime.create("cuda")
     assert on.precision == Precision(dtype=torch.bfloat16, channels_last=True) and not on.precision.loss_scaling
     assert on.cuda_graph  # captured steps: the CUDA default with bf16
-    assert not Runtime.create("cuda", mixed_precision=False).cuda_graph  # the plain fp32 path stays eager
+    plain = Runtime.create("cuda", mixed_precision=False)
+    assert not plain.cuda_graph and plain.log_every == LOG_EVERY  # eager, but no sync at every step on a GPU
+    assert Runtime.create("cpu").log_every == 1
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # T4: bf16 only emulated
     assert autocast_dtype(torch.device("cuda")) == torch.float16
     fp16 = Runtime.create("cuda")
-    assert fp16.precision.loss_scaling and not fp16.cuda_graph  # the loss scale: eager
-    with pytest.raises(ParameterError, match="cuda_graph=True: float16"):
-        Runtime.create("cuda", cuda_graph=True)
+    assert fp16.precision.loss_scaling and fp16.cuda_graph  # the loss scale lives on the device: captured too
     with pytest.raises(ParameterError, match="cuda_graph=True: CUDA graphs need a CUDA device"):
         Runtime.create("cpu", cuda_graph=True)
     assert Runtime.create("cpu", mixed_precision=True).precision.channels_last
@@ -130,6 +130,7 @@ def test_mixed_precision_leaves_cudnn_benchmark_alone_and_keeps_one_copy_per_net
 def test_loss_scale_unscales_and_backs_off_on_overflow() -> None:
     x = torch.tensor([1.0, 2.0], requires_grad=True)
     scaler = LossScale(init_scale=1024.0, growth_interval=2)
+    state = {name: value.data_ptr() for name, value in vars(scaler).items() if isinstance(value, torch.Tensor)}
     scaler.backward((x**2).sum(), x)  # true gradient 2x
     torch.testing.assert_close(x.grad, torch.tensor([2.0, 4.0]))
     assert scaler.scale.item() == 1024.0
@@ -142,6 +143,8 @@ def test_loss_scale_unscales_and_backs_off_on_overflow() -> None:
     x.grad = None
     scaler.backward((x.half() * 30).float().sum(), x)
     torch.testing.assert_close(x.grad, torch.tensor([30.0, 30.0]))
+    # updated in place, so that a CUDA graph can hold it
+    assert state and state == {name: value.data_ptr() for name, value in vars(scaler).items() if name in state}
 
 
 def test_stylize_fast_lowers_the_objective_and_logs_every_step(vgg, content, style) -> None:

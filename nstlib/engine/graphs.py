@@ -6,8 +6,8 @@ with one call. That asks for:
 
 - the same memory every replay: the graph owns its image and a copy of the objective (the network shared), whose tensors
   (targets, their scales, the weights) a later run of the same kind copies in (`load`);
-- no host sync inside the step: fused Adam, or `SyncFreeLBFGS`; the loss terms stay on the device until the loop's
-  `Monitor` reads them every `log_every` steps;
+- no host sync inside the step: fused Adam, or `SyncFreeLBFGS`, and float16's loss scale on the device; the loss terms
+  stay on the device until the loop's `Monitor` reads them every `log_every` steps;
 - warm-up: a new step's first `WARMUP` steps run eagerly on a side stream, then it is captured;
 - one graph per kind of run, in a process-wide cache of `GRAPH_CACHE`, keyed by what a capture bakes in (the network
   and the addresses of its weights, every shape, the values that are not tensors, the optimiser's settings), found by
@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from nstlib.core.loop import Objective, Terms, make_optimizer, take_step
+from nstlib.core.loop import Backward, Objective, Terms, make_optimizer, plain_backward, take_step
 from nstlib.core.settings import Settings
 from nstlib.engine.memory import is_out_of_memory
 
@@ -107,28 +107,33 @@ class GraphedStep:
     """`take_step` for one kind of run: eager for `WARMUP` steps, then a replayed CUDA graph. A call takes one step of
     `self.image` (B,3,H,W) and returns what `take_step` does (once captured, the graph's own output tensors)."""
 
-    def __init__(self, objective: Objective, image: torch.Tensor, settings: Settings) -> None:
+    def __init__(self, objective: Objective, image: torch.Tensor, settings: Settings,
+                 backward: Backward = plain_backward) -> None:
         self.objective = copy.deepcopy(objective, {id(objective.extractor): objective.extractor})
         self.image = image.detach().clone().requires_grad_(True)
         self.optimizer = make_optimizer(self.image, settings, capturable=True)
+        self.backward = backward  # float16's loss scale (`nstlib.engine.runtime.LossScale.backward`), or plain
         self.graph: torch.cuda.CUDAGraph | None = None
         self.terms: tuple[Terms, int] = ({}, 0)
         self.eager_steps = self.replays = 0
         self.eager = False  # the capture or its first replay failed: every step runs eagerly
 
     def load(self, objective: Objective, start: torch.Tensor) -> None:
-        """Begin a run: copy in `objective`'s tensors and the `start` image; zero the optimiser (its fresh state)."""
+        """Begin a run: copy in `objective`'s tensors and the `start` image; zero the state of the optimiser and of the
+        loss scale (all zeros is their fresh state)."""
         with torch.no_grad():
             for mine, theirs in zip(_tensors(self.objective), _tensors(objective), strict=True):
                 mine.copy_(theirs)
             self.image.copy_(start)
-            for state in self.optimizer.state.values():
+            scale = getattr(self.backward, "__self__", None)  # the loss scale whose method it is, if any
+            for state in [*self.optimizer.state.values(), vars(scale) if scale is not None else {}]:
                 for value in state.values():
-                    value.zero_()
+                    if isinstance(value, torch.Tensor):
+                        value.zero_()
 
     def step(self) -> tuple[Terms, int]:
         """`take_step` on this step's own objective, image and optimiser."""
-        return take_step(self.objective, self.image, self.optimizer)
+        return take_step(self.objective, self.image, self.optimizer, self.backward)
 
     def __call__(self) -> tuple[Terms, int]:
         with torch.cuda.device(self.image.device):  # the image's GPU is current for capture and streams (cuda:1)
@@ -166,13 +171,14 @@ class GraphedStep:
 
 
 @contextmanager
-def graphed_step(objective: Objective, image: torch.Tensor, settings: Settings) -> Iterator[GraphedStep]:
+def graphed_step(objective: Objective, image: torch.Tensor, settings: Settings,
+                 backward: Backward = plain_backward) -> Iterator[GraphedStep]:
     """Borrow the cached step of this kind of run (or a new one) loaded with `objective` and `image`; it goes back to
     the cache if the block ends without an error and is still graphed, and the steps of other networks leave it."""
     kind = _kind(objective, image, settings)
     with _lock:
         step = _cache.pop(kind, None)
-    step = step or GraphedStep(objective, image, settings)
+    step = step or GraphedStep(objective, image, settings, backward)
     step.load(objective, image)
     yield step
     if step.eager:

@@ -9,10 +9,10 @@
    float16 gradients underflow to zero); the Gram matrices and losses in float32 (a float16 Gram matrix overflows at
    ordinary sizes). Not `cudnn.benchmark`: measured on an H100 it cost 1.4-6 s on the first step of every new image size
    for the same 4 ms step;
-3. how often the losses reach the host (`log_every`: every `LOG_EVERY` steps with mixed precision, since each copy
-   waits for the GPU);
-4. CUDA graphs (on by default on CUDA with bfloat16): each step captured once and replayed (`nstlib.engine.graphs`); a
-   capture that fails warns once and leaves graphs off, losing no step;
+3. how often the losses reach the host (`log_every`: every `LOG_EVERY` steps on a GPU or with mixed precision, since
+   each copy waits for the device; every step in plain float32 on a CPU, where it costs nothing);
+4. CUDA graphs (on by default on CUDA with mixed precision, float16's loss scale included): each step captured once and
+   replayed (`nstlib.engine.graphs`); a capture that fails warns once and leaves graphs off, losing no step;
 5. the pyramid plan (`PyramidPlan`) and the sizes nstlib picks on this device (`DeviceSizes`).
 
 docs/benchmarks.md has the numbers.
@@ -145,30 +145,36 @@ class PrecisionFeatures(nn.Module):
 
 
 class LossScale:
-    """Dynamic loss scaling for float16, kept on the device (torch.amp.GradScaler reads its inf check on the host at
-    every step, which waits for the GPU).
+    """Dynamic loss scaling for float16, kept on the device and updated in place, so that a CUDA graph can hold it
+    (torch.amp.GradScaler reads its inf check on the host at every step, which waits for the GPU).
 
     `backward(loss, *leaves)` back-propagates loss * scale and divides each leaf's `.grad` by it; if a gradient
     overflowed, all are zeroed and the scale halves (Adam coasts, L-BFGS stays put); after `growth_interval` finite
-    steps in a row it doubles.
+    steps in a row it doubles. The scale is init_scale * 2^exponent: all zeros is the fresh state, as for the optimisers
+    (`nstlib.engine.graphs` starts a cached step afresh by zeroing its state).
     """
 
-    def __init__(self, init_scale: float = 2.0**16, growth_interval: int = 100) -> None:
-        self.scale = torch.tensor(float(init_scale))
-        self.good_steps = torch.tensor(0)
-        self.growth_interval = growth_interval
+    def __init__(self, init_scale: float = 2.0**16, growth_interval: int = 100,
+                 device: torch.device | str = "cpu") -> None:
+        self.init_scale, self.growth_interval = init_scale, growth_interval
+        self.exponent = torch.zeros((), device=device)
+        self.good_steps = torch.zeros((), dtype=torch.long, device=device)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.init_scale * torch.exp2(self.exponent)
 
     def backward(self, loss: torch.Tensor, *leaves: torch.Tensor) -> None:
-        self.scale, self.good_steps = self.scale.to(loss.device), self.good_steps.to(loss.device)
-        (loss * self.scale).backward()
+        scale = self.scale
+        (loss * scale).backward()
         grads = [leaf.grad for leaf in leaves if leaf.grad is not None]
         finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
         for grad in grads:
-            grad.copy_(torch.where(finite, grad / self.scale, torch.zeros_like(grad)))
-        self.good_steps = torch.where(finite, self.good_steps + 1, torch.zeros_like(self.good_steps))
+            grad.copy_(torch.where(finite, grad / scale, torch.zeros_like(grad)))
+        self.good_steps.copy_(torch.where(finite, self.good_steps + 1, 0))
         grow = self.good_steps >= self.growth_interval
-        self.scale = torch.where(finite, torch.where(grow, self.scale * 2, self.scale), self.scale / 2)
-        self.good_steps = torch.where(grow, torch.zeros_like(self.good_steps), self.good_steps)
+        self.exponent.add_(torch.where(finite, grow.float(), -1.0))
+        self.good_steps.masked_fill_(grow, 0)
 
 
 #: extractor (while it lives) -> {(device, precision): (its weights' versions, mixed-precision copy)}
@@ -201,13 +207,10 @@ class Runtime:
         if mixed_precision or (mixed_precision is None and dev.type == "cuda"):
             precision = Precision(autocast_dtype(dev), channels_last=dev.type in ("cuda", "cpu"))
         if cuda_graph is None:
-            cuda_graph = dev.type == "cuda" and precision is not None and not precision.loss_scaling
+            cuda_graph = dev.type == "cuda" and precision is not None
         elif cuda_graph and dev.type != "cuda":
             raise ParameterError(f"cuda_graph=True: CUDA graphs need a CUDA device, not {dev.type!r}; use None")
-        elif cuda_graph and precision is not None and precision.loss_scaling:
-            raise ParameterError("cuda_graph=True: float16's loss scale cannot be captured (this GPU has no native "
-                                 "bfloat16); use mixed_precision=False or cuda_graph=None")
-        return cls(dev, precision, log_every or (LOG_EVERY if precision else 1), cuda_graph,
+        return cls(dev, precision, log_every or (LOG_EVERY if precision or dev.type != "cpu" else 1), cuda_graph,
                    PYRAMID_PLANS.get(dev.type, PyramidPlan()), DEVICE_SIZES.get(dev.type, DeviceSizes()))
 
     @classmethod
@@ -249,7 +252,8 @@ class Runtime:
 
     def backward(self) -> Backward:
         """The backward pass of one run: a fresh `LossScale` for float16, else plain `loss.backward()`."""
-        return LossScale().backward if self.precision and self.precision.loss_scaling else plain_backward
+        scaled = self.precision and self.precision.loss_scaling
+        return LossScale(device=self.device).backward if scaled else plain_backward
 
     @contextmanager
     def steps(self, objective: Objective, image: torch.Tensor,
@@ -257,7 +261,7 @@ class Runtime:
         """The core loop's engine: `take_step` in a CUDA graph (on its own copy of `image`, copied back at the end), or
         eagerly with this runtime's backward pass."""
         if self.graphed:
-            with graphed_step(objective, image, settings) as step:
+            with graphed_step(objective, image, settings, self.backward()) as step:
                 try:
                     yield step, step.image
                 finally:
