@@ -6,6 +6,8 @@ torch runs bfloat16 and float16 autocast too (slowly: it is only the default on 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 
@@ -18,6 +20,7 @@ from nstlib.engine.graphs import _kind
 from nstlib.engine.runtime import (
     LOG_EVERY,
     PYRAMID_PLANS,
+    BFloat16Grams,
     LossScale,
     Precision,
     PrecisionFeatures,
@@ -71,7 +74,9 @@ def test_mixed_precision_loss_terms_match_float32(vgg, content, style, image, dt
     assert ran_in == [dtype]  # the network really ran in low precision
     assert all(m.dtype == torch.float32 for m in maps.values())  # and hands the losses float32 maps
     want, want_grad = terms_and_grad(plain, image)
-    got, got_grad = terms_and_grad(fast, image)
+    # bfloat16 steps run inside BFloat16Grams: bfloat16 maps, their Gram matrices by `_Gram` (here its CPU form)
+    with BFloat16Grams() if dtype == torch.bfloat16 else nullcontext():
+        got, got_grad = terms_and_grad(fast, image)
     for term in ("content", "style", "tv", "total"):
         assert got[term].dtype == torch.float32  # losses are computed in float32
         assert got[term].item() == pytest.approx(want[term].item(), rel=rel), term

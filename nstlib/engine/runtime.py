@@ -7,8 +7,9 @@
 2. mixed precision (`Precision`; on by default on CUDA only): channels_last memory for the network and its input; VGG
    under autocast, in bfloat16 where the device computes it natively, else float16 with a loss scale (`LossScale`: small
    float16 gradients underflow to zero); the Gram matrices and losses in float32 (a float16 Gram matrix overflows at
-   ordinary sizes). Not `cudnn.benchmark`: measured on an H100 it cost 1.4-6 s on the first step of every new image size
-   for the same 4 ms step;
+   ordinary sizes), a bfloat16 step's Gram matrices as bfloat16 products with float32 results (`BFloat16Grams`). Not
+   `cudnn.benchmark`: measured on an H100 it cost 1.4-6 s on the first step of every new image size for the same 4 ms
+   step;
 3. how often the losses reach the host (`log_every`: every `LOG_EVERY` steps on a GPU or with mixed precision, since
    each copy waits for the device; every step in plain float32 on a CPU, where it costs nothing);
 4. CUDA graphs (on by default on CUDA with mixed precision, float16's loss scale included): each step captured once and
@@ -21,17 +22,20 @@ docs/benchmarks.md has the numbers.
 from __future__ import annotations
 
 import copy
+import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from nstlib.core.errors import ParameterError
-from nstlib.core.loop import Backward, Objective, Step, make_optimizer, plain_backward, take_step
+from nstlib.core.loop import Backward, Objective, Step, Terms, make_optimizer, plain_backward, take_step
 from nstlib.core.settings import Settings, check_number
 from nstlib.engine.graphs import FAILED, graphed_step
 
@@ -124,7 +128,7 @@ class Precision:
 
 class PrecisionFeatures(nn.Module):
     """A copy of a `VGGFeatures` with mixed precision: (B,3,H,W) -> {layer: (B,C,h,w)} computed in `precision.dtype`
-    with channels_last weights, returned in float32."""
+    with channels_last weights, returned in float32 (in bfloat16 inside `BFloat16Grams`)."""
 
     def __init__(self, extractor: nn.Module, precision: Precision) -> None:
         super().__init__()
@@ -141,7 +145,57 @@ class PrecisionFeatures(nn.Module):
         # autocast's weight cache is off: the weights are already in its dtype, and a CUDA graph wants it off
         with torch.autocast(image.device.type, dtype=self.precision.dtype, cache_enabled=False):
             maps = self.extractor(image)
+        if getattr(_threads, "grams", False) and self.precision.dtype == torch.bfloat16:
+            return maps
         return {layer: m.float() for layer, m in maps.items()}  # the losses compute in float32
+
+
+_threads = threading.local()  # .grams: inside `BFloat16Grams` in this thread
+
+
+class _Gram(torch.autograd.Function):
+    """F Fᵀ for bfloat16 F (B,C,N) -> (B,C,C) in float32, keeping only F for the backward pass: one bfloat16 product
+    with float32 accumulation and result on CUDA (torch >= 2.9), elsewhere through a float32 copy dropped at once."""
+
+    @staticmethod
+    def forward(ctx: Any, flat: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(flat)
+        if flat.is_cuda and hasattr(torch.ops.aten.bmm, "dtype"):
+            return torch.bmm(flat, flat.mT, out_dtype=torch.float32)
+        wide = flat.float()
+        return wide @ wide.mT
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (flat,) = ctx.saved_tensors
+        return torch.bmm((grad + grad.mT).to(flat.dtype), flat)  # d(F Fᵀ) = (dG + dGᵀ) F
+
+
+class BFloat16Grams(TorchFunctionMode):
+    """The steps of a bfloat16 run (`Runtime.steps`): inside, `PrecisionFeatures` hands over its bfloat16 maps as they
+    are, and a Gram matrix of them (``flat @ flat.transpose(1, 2)``, `nstlib.core.losses.gram_matrix`) is `_Gram`: on
+    the tensor cores, still accumulated and returned in float32, and without the float32 copies of the maps, 44 % of the
+    memory kept for the backward pass. Everything else runs as it is; the core stays as it is taught. Float16 keeps
+    float32 maps: its Gram matrices could overflow."""
+
+    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if func in (torch.Tensor.matmul, torch.matmul) and _is_gram(*args):
+            return _Gram.apply(args[0])
+        return func(*args, **(kwargs or {}))
+
+    def __enter__(self) -> BFloat16Grams:
+        _threads.grams = True
+        return super().__enter__()
+
+    def __exit__(self, *error: Any) -> None:
+        _threads.grams = False
+        super().__exit__(*error)
+
+
+def _is_gram(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether a @ b is F Fᵀ of one bfloat16 (B,C,N) F."""
+    return (a.dtype == torch.bfloat16 and a.dim() == 3 and b.data_ptr() == a.data_ptr()
+            and b.shape == a.mT.shape and b.stride() == a.mT.stride())
 
 
 class LossScale:
@@ -259,13 +313,24 @@ class Runtime:
     def steps(self, objective: Objective, image: torch.Tensor,
               settings: Settings) -> Iterator[tuple[Step, torch.Tensor]]:
         """The core loop's engine: `take_step` in a CUDA graph (on its own copy of `image`, copied back at the end), or
-        eagerly with this runtime's backward pass."""
+        eagerly, with this runtime's backward pass, and in bfloat16 with its Gram matrices (`BFloat16Grams`)."""
         if self.graphed:
             with graphed_step(objective, image, settings, self.backward()) as step:
                 try:
-                    yield step, step.image
+                    yield self._grams(step), step.image
                 finally:
                     with torch.no_grad():
                         image.copy_(step.image)
             return
-        yield partial(take_step, objective, image, make_optimizer(image, settings), self.backward()), image
+        yield self._grams(partial(take_step, objective, image, make_optimizer(image, settings), self.backward())), image
+
+    def _grams(self, step: Step) -> Step:
+        """`step` inside `BFloat16Grams` if this runtime computes in bfloat16."""
+        if self.precision is None or self.precision.dtype != torch.bfloat16:
+            return step
+
+        def in_bfloat16() -> tuple[Terms, int]:
+            with BFloat16Grams():
+                return step()
+
+        return in_bfloat16
