@@ -440,6 +440,34 @@ def test_bfloat16_gram_matrices_shrink_the_memory_kept_for_the_backward_pass(net
     assert after < 0.8 * before and same == pytest.approx(total, rel=1e-2)
 
 
+def test_float16_keeps_the_caffe_vgg16_in_range(vgg16_weights, content, style) -> None:
+    """The packaged VGG16 reads pixels in 0-255: in float16 (a T4) its convolutions gave 1e4 and more (1.2e4 at 256²;
+    float16 ends at 65504, and no loss scale mends a forward overflow), and up to 11 % of its activation gradients fell
+    below float16's smallest normal number (2^-14) at 256² with the initial loss scale 2^16. Run on an input divided by
+    256, every map is 256 times smaller inside and its gradient 256 times larger; the terms are the same."""
+    largest, gradients = [], []
+
+    def watch(module, args, out):
+        largest.append(out.abs().max().item())
+        out.register_hook(gradients.append)
+
+    settings = Settings()
+    plain = Targets.build(VGGFeatures(settings.layers, vgg16_weights), content, [style], settings).objective(settings)
+    image = ((content + style) / 2).requires_grad_(True)
+    with fake_gpu(capability=(7, 5)):
+        features = Runtime.create("cuda").prepare(VGGFeatures(settings.layers, vgg16_weights))
+        objective = Targets.build(features, content.to("cuda"), [style.to("cuda")], settings).objective(settings)
+        for conv in (m for m in features.modules() if isinstance(m, torch.nn.Conv2d)):
+            conv.register_forward_hook(watch)
+        terms = objective(image.to("cuda"))
+        (terms["total"].sum() * 2.0**16).backward()
+        small = [((g != 0) & (g.abs() < 2.0**-14)).sum().item() / (g != 0).sum().item() for g in gradients]
+    assert max(largest) < 65504 / 256 and max(small) < 0.01, (max(largest), max(small))
+    want = plain(image)
+    for term in ("content", "style", "total"):
+        assert terms[term].item() == pytest.approx(want[term].item(), rel=5e-3), term
+
+
 # ---------------------------------------------------------------- what real GPUs punish: each rule of the fake GPU,
 # with a mutation of nstlib that only that rule catches (before the rule, these runs passed)
 

@@ -22,6 +22,7 @@ docs/benchmarks.md has the numbers.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -128,12 +129,24 @@ class Precision:
 
 class PrecisionFeatures(nn.Module):
     """A copy of a `VGGFeatures` with mixed precision: (B,3,H,W) -> {layer: (B,C,h,w)} computed in `precision.dtype`
-    with channels_last weights, returned in float32 (in bfloat16 inside `BFloat16Grams`)."""
+    with channels_last weights, returned in float32 (in bfloat16 inside `BFloat16Grams`).
+
+    float16 ends at 65504, and a Caffe network, which reads pixels in 0-255, gives maps of 1e4 and more (the packaged
+    VGG16; no loss scale mends a forward overflow) and gradients below float16's normal range. So in float16 the copy
+    reads its input divided by `unit`, the power of two nearest 1/std (256 for Caffe, 4 for torchvision), with its
+    biases divided too: every map is exactly `unit` times smaller inside (ReLU and max pooling commute with it), every
+    gradient `unit` times larger, and the maps come back multiplied by it.
+    """
 
     def __init__(self, extractor: nn.Module, precision: Precision) -> None:
         super().__init__()
         self.precision, self.layers, self.source = precision, extractor.layers, extractor.source
         self.extractor = copy.deepcopy(extractor)
+        self.unit = 2.0 ** round(-math.log2(min(extractor.preprocessing.std))) if precision.loss_scaling else 1.0
+        with torch.no_grad():
+            self.extractor.std.mul_(self.unit)
+            for conv in (m for m in self.extractor.net if isinstance(m, nn.Conv2d)):
+                conv.bias.div_(self.unit)
         self.extractor.net.to(dtype=precision.dtype or torch.float32,
                               memory_format=torch.channels_last if precision.channels_last else torch.preserve_format)
 
@@ -147,7 +160,7 @@ class PrecisionFeatures(nn.Module):
             maps = self.extractor(image)
         if getattr(_threads, "grams", False) and self.precision.dtype == torch.bfloat16:
             return maps
-        return {layer: m.float() for layer, m in maps.items()}  # the losses compute in float32
+        return {layer: m.float() * self.unit for layer, m in maps.items()}  # the losses compute in float32
 
 
 _threads = threading.local()  # .grams: inside `BFloat16Grams` in this thread
