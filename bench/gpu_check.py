@@ -12,21 +12,26 @@ on a real GPU in one short run and gives each a row (check, result, number, note
 - no host sync in a replay, L-BFGS and Adam: after the capture, a few calls of a `GraphedStep`
   under `torch.cuda.set_sync_debug_mode("error")`, which raises on any synchronising CUDA call;
 - float16 loss scale, L-BFGS and Adam: the plan of GPUs without native bfloat16 (T4), forced on
-  any GPU through the loop API: the objective falls and the image stays finite;
+  any GPU through the loop API and captured: the objective falls, the image stays finite; its ms/step;
 - `stylize_grid`: 4 weight settings at 256² as one batch, each equal to its own Adam run within 2 %;
 - explorer: a `StyleExplorer` follows one slider change; its latency;
-- ms / iter at 512², graphed against eager in the same precision, and their ratio;
+- ms / iter at 512² (L-BFGS and Adam), 1024² and 2048² (Adam), graphed against eager in the same
+  precision, and their ratio;
+- against the compact reference: nstlib's default Adam step at 512² over `bench.py`'s compact
+  reference step (the loss compiled, the whole step in one CUDA graph);
+- five default-network runs: `stylize(network=<weights name>)` five times, as the CLI does: one
+  capture, and the memory allocated and reserved before, after the first run and after the fifth;
+- two threads capturing at once: two `stylize` runs of different sizes in two threads, both graphed;
 - peak memory of a 2048² run with float16 (`torch.cuda.max_memory_allocated`);
 - notebook 05 at full size (NSTLIB_FAST=0) in a fresh kernel, every cell; its wall time. It runs
   last, after the memory of the other checks is freed.
 
-On a GPU without native bfloat16 the default CUDA path is float16 with the loss scale, which a
-graph cannot hold, so the graph checks there run the float32 graph path (`mixed_precision=False,
-cuda_graph=True`) and say so. The network is the packaged pretrained VGG16 if the offline extra is
-installed, else seeded random VGG19 weights (the header says which). Every check runs on its own:
-one that fails says FAIL with its one-line error and the others still run; the exit status is 1
-if any failed. On a CPU the checks that need CUDA say "skipped (needs CUDA)"; `--quick` shrinks
-the sizes and step counts so that the whole script runs in seconds there.
+Every timing is the median of 3 windows of the same run, after the eager warm-up, the capture and
+one replay. The network is the packaged pretrained VGG16 if the offline extra is installed, else
+seeded random VGG19 weights (the header says which). Every check runs on its own: one that fails
+says FAIL with its one-line error and the others still run; the exit status is 1 if any failed.
+On a CPU the checks that need CUDA say "skipped (needs CUDA)"; `--quick` shrinks the sizes and
+step counts so that the whole script runs in seconds there.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ import gc
 import math
 import os
 import re
+import statistics
 import sys
+import threading
 import time
 import warnings
 from collections import Counter
@@ -62,17 +69,21 @@ from nstlib.core.settings import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, D
 from nstlib.course.widgets import StyleExplorer
 from nstlib.engine import graphs
 from nstlib.engine.graphs import FAILED, WARMUP
-from nstlib.engine.runtime import LOG_EVERY, Precision, Runtime, autocast_dtype, pick_device
+from nstlib.engine.runtime import LOG_EVERY, Precision, Runtime, pick_device
 from nstlib.io.data import sample
 from nstlib.io.weights import PACKAGED_VGG16, load_weights, packaged_vgg16_available
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS]
 #: The whole script should finish within this on an A100 or a T4 (the estimates below, not yet measured on
-#: a GPU, add up to about 2.5 and 6 minutes).
+#: a GPU, add up to about 4.5 and 7.5 minutes).
 BUDGET_S = 8 * 60
 #: Calls of a captured step under the sync check.
 REPLAYS = 3
+#: Untimed steps before a timing: the eager warm-up, the capture (step WARMUP + 1) and one replay.
+UNTIMED = WARMUP + 2
+#: Windows of a timing, whose median is reported.
+WINDOWS = 3
 #: Seconds nbclient allows one notebook cell (05's longest: three `stylize_grid` runs of 4 images x 300 steps).
 CELL_TIMEOUT_S = 300
 
@@ -133,12 +144,6 @@ def needs_cuda(ctx: Context) -> None:
         raise Skipped("needs CUDA")
 
 
-def graph_options(device: torch.device) -> dict[str, bool]:
-    """`stylize` keywords for the graph path of this GPU: the default (bfloat16, graphed) where bfloat16
-    is native; float32 with `cuda_graph=True` elsewhere, whose default float16 loss scale no graph can hold."""
-    return {} if autocast_dtype(device) == torch.bfloat16 else {"mixed_precision": False, "cuda_graph": True}
-
-
 def describe(runtime: Runtime) -> str:
     """The runtime's precision in a word: bf16, fp16 or fp32."""
     dtype = runtime.precision.dtype if runtime.precision else None
@@ -172,6 +177,27 @@ def counting_graphs() -> Iterator[Counter[str]]:
         yield counts
 
 
+class Windows:
+    """A per-step callback (`on_step(step)`, or as `stylize`'s with a `Progress`) timing `WINDOWS` windows of `timed`
+    steps after `UNTIMED` untimed ones, the GPU synchronised at each edge; `ms` is their median per step."""
+
+    def __init__(self, device: torch.device, timed: int) -> None:
+        self.device, self.timed, self.marks = device, timed, {}
+        self.edges = [UNTIMED + i * timed for i in range(WINDOWS + 1)]
+        self.steps = self.edges[-1]
+
+    def __call__(self, step: int | Progress) -> None:
+        step = step if isinstance(step, int) else step.step
+        if step in self.edges:
+            torch.cuda.synchronize(self.device)
+            self.marks[step] = time.perf_counter()
+
+    @property
+    def ms(self) -> float:
+        return statistics.median((self.marks[b] - self.marks[a]) * 1000 / self.timed
+                                 for a, b in zip(self.edges, self.edges[1:]))
+
+
 # ---------------------------------------------------------------- the checks (time estimates, A100 / T4: from
 # the FLOPs per iteration in docs/benchmarks.md, not measured; no GPU has run this script yet)
 
@@ -179,36 +205,34 @@ def counting_graphs() -> Iterator[Counter[str]]:
 def check_capture(ctx: Context) -> Outcome:
     """~15 s / 20 s, mostly CUDA's start-up. One capture, then a replay for every later step."""
     needs_cuda(ctx)
-    options = graph_options(ctx.device)
     graphs.release_graphs()  # a capture of its own, not a step cached by an earlier run
     size, steps = ctx.pick(512, 128), WARMUP + 7
     content, style = ctx.images(size)
     with warnings.catch_warnings(record=True) as caught, counting_graphs() as counts:
         warnings.simplefilter("always")
-        result = stylize(content, style, **ctx.run(size, steps, options))
+        result = stylize(content, style, **ctx.run(size, steps))
     fallbacks = [str(w.message) for w in caught if "goes on eagerly" in str(w.message)]
     ensure(not fallbacks, f"fallback warning: {fallbacks[0] if fallbacks else ''}")
     ensure(not FAILED, f"runtime.FAILED = {FAILED}")
-    runtime = Runtime.create(ctx.device, **options)
+    runtime = Runtime.create(ctx.device)
     ensure(runtime.graphed, "Runtime.graphed is False")
     ensure((counts["captures"], counts["replays"]) == (1, steps - WARMUP),
            f"{counts['captures']} captures and {counts['replays']} replays in {steps} steps "
            f"(expected 1 and {steps - WARMUP})")
     ensure(result.final["total"] < result.history[0]["total"], "the objective did not fall")
     return (f"{counts['captures']} capture, {counts['replays']} replays",
-            f"{describe(runtime)}, {size}², {steps} L-BFGS steps ({WARMUP} eager first)"
-            + ("" if not options else "; no native bf16: the fp32 graph path"))
+            f"{describe(runtime)}, {size}², {steps} L-BFGS steps ({WARMUP} eager first)")
 
 
 def check_no_sync(ctx: Context, optimizer: str) -> Outcome:
     """~5 s / 8 s. The captured step's calls must never wait for the GPU."""
     needs_cuda(ctx)
-    runtime = Runtime.create(ctx.device, **graph_options(ctx.device))
+    runtime = Runtime.create(ctx.device)
     ensure(runtime.graphed, f"graphs are off in this process: {FAILED}")
     graphs.release_graphs()  # a capture of its own
     content, style = ctx.on_device(ctx.pick(256, 128))
     objective = Targets.build(runtime.prepare(ctx.net), content, [style], Settings()).objective(Settings())
-    with graphs.graphed_step(objective, content, Settings(optimizer=optimizer)) as step:
+    with graphs.graphed_step(objective, content, Settings(optimizer=optimizer), runtime.backward()) as step:
         for _ in range(WARMUP + 1):  # the eager warm-up, then the step that captures the graph
             step()
         ensure(step.graph is not None, f"not captured after {WARMUP + 1} steps")
@@ -226,17 +250,21 @@ def check_no_sync(ctx: Context, optimizer: str) -> Outcome:
 
 
 def check_float16(ctx: Context, optimizer: str) -> Outcome:
-    """~5 s / 10 s. Runtime(Precision(float16)) is what `stylize` picks on a GPU without native bf16."""
+    """~5 s / 10 s. float16 with its loss scale, captured: what `stylize` picks on a GPU without native bf16."""
     needs_cuda(ctx)
-    runtime = Runtime(ctx.device, Precision(dtype=torch.float16), log_every=LOG_EVERY)
+    runtime = Runtime(ctx.device, Precision(dtype=torch.float16), log_every=LOG_EVERY, cuda_graph=True)
     content, style = ctx.on_device(ctx.pick(256, 128))
     objective = Targets.build(runtime.prepare(ctx.net), content, [style], Settings()).objective(Settings())
-    steps = 30
-    result = optimize(objective, content, Settings(steps=steps, optimizer=optimizer), Watch(progress=False), runtime)
+    timer = Windows(ctx.device, 8)
+    with counting_graphs() as counts:
+        result = optimize(objective, content, Settings(steps=timer.steps, optimizer=optimizer),
+                          Watch(callback=timer, progress=False), runtime)
     first, last = result.history[0]["total"], result.final["total"]
     ensure(bool(torch.isfinite(result.image).all()), "non-finite pixels")
     ensure(math.isfinite(last) and last < first, f"the objective did not fall: {first:.4g} -> {last:.4g}")
-    return f"{first / last:.1f}× lower", f"{first:.4g} -> {last:.4g} in {steps} steps, {content.shape[-1]}², eager"
+    ensure(counts["captures"] == 1, f"{counts['captures']} captures, expected 1")
+    return (f"{first / last:.1f}× lower, {timer.ms:.2f} ms/step",
+            f"{first:.4g} -> {last:.4g} in {timer.steps} steps, {content.shape[-1]}², captured")
 
 
 def check_grid(ctx: Context) -> Outcome:
@@ -278,36 +306,93 @@ def check_explorer(ctx: Context) -> Outcome:
         explorer.close()
 
 
-def ms_per_iteration(ctx: Context, size: int, warmup: int, timed: int, optimizer: str, **options: Any) -> float:
-    """ms per step of `stylize` over `timed` steps after `warmup` untimed ones, the GPU synchronised at both ends;
-    the losses reach the host every `LOG_EVERY` steps, as on the default mixed-precision path. `options` are
-    `Runtime.create`'s."""
-    marks: dict[int, float] = {}
-
-    def on_step(step: Progress) -> None:
-        if step.step in (warmup, warmup + timed):
-            torch.cuda.synchronize(ctx.device)
-            marks[step.step] = time.perf_counter()
-
-    stylize(*ctx.images(size), **ctx.run(size, warmup + timed, {"log_every": LOG_EVERY, **options},
-                                         coarse_to_fine=False, optimizer=optimizer, callback=on_step))
-    return (marks[warmup + timed] - marks[warmup]) * 1000 / timed
+def ms_per_iteration(ctx: Context, size: int, timed: int, optimizer: str, **options: Any) -> float:
+    """ms per step of `stylize` (`Windows`: the median of 3 windows of `timed` steps); the losses reach the host every
+    `LOG_EVERY` steps, as on the default path. `options` are `Runtime.create`'s."""
+    timer = Windows(ctx.device, timed)
+    stylize(*ctx.images(size), **ctx.run(size, timer.steps, {"log_every": LOG_EVERY, **options},
+                                         coarse_to_fine=False, optimizer=optimizer, callback=timer))
+    return timer.ms
 
 
-def check_speed(ctx: Context, optimizer: str) -> Outcome:
-    """~10 s / 25 s. The warm-up holds the eager steps and the capture (step WARMUP + 1) and one replay more."""
+def check_speed(ctx: Context, optimizer: str, size: int, timed: int) -> Outcome:
+    """~10 s / 20 s at 512², ~10 s / 20 s at 1024², ~15 s / 40 s at 2048². Graphed, then eager, in one precision."""
     needs_cuda(ctx)
-    options = graph_options(ctx.device)
-    runtime = Runtime.create(ctx.device, **options)
+    free_memory(ctx.device)
+    runtime = Runtime.create(ctx.device)
     ensure(runtime.graphed, f"graphs are off in this process: {FAILED}")
-    size, warmup, timed = ctx.pick(512, 128), WARMUP + 2, ctx.pick(20, 3)
-    graphed = ms_per_iteration(ctx, size, warmup, timed, optimizer=optimizer, **options)
+    size, timed = ctx.pick(size, 128), ctx.pick(timed, 2)
+    graphed = ms_per_iteration(ctx, size, timed, optimizer)
     ensure(runtime.graphed, f"the graphed run fell back to eager: {FAILED}")
-    eager = ms_per_iteration(ctx, size, warmup, timed, optimizer=optimizer, **{**options, "cuda_graph": False})
+    eager = ms_per_iteration(ctx, size, timed, optimizer, cuda_graph=False)
     ratio = graphed / eager
     return (f"{graphed:.2f} vs {eager:.2f} ms = {ratio:.2f}×",
-            f"graphed vs eager, {describe(runtime)} both, {size}², {timed} steps after {warmup}"
+            f"graphed vs eager, {describe(runtime)} both, {size}², median of {WINDOWS}×{timed} steps after {UNTIMED}"
             + ("" if ratio < 1 else "; graphs were NOT faster"))
+
+
+def check_reference(ctx: Context) -> Outcome:
+    """~60 s / 70 s, mostly torch.compile of the reference's loss. nstlib's default Adam step at 512² against
+    `bench.py`'s compact reference (the same objective, the loss compiled, the whole step in one CUDA graph)."""
+    needs_cuda(ctx)
+    from bench import run_compact  # bench/bench.py, beside this script
+
+    free_memory(ctx.device)
+    size, timed = ctx.pick(512, 128), ctx.pick(10, 2)
+    ours = ms_per_iteration(ctx, size, timed, "adam")
+    timer = Windows(ctx.device, timed)
+    content, style = ctx.on_device(size)
+    run_compact(ctx.net, content, style, ctx.device, "adam", timer.steps, timer)
+    return (f"{ours / timer.ms:.2f}×", f"{ours:.2f} vs {timer.ms:.2f} ms/step, Adam, {size}², "
+            f"{describe(Runtime.create(ctx.device))}, median of {WINDOWS}×{timed} steps after {UNTIMED}")
+
+
+def check_default_runs(ctx: Context) -> Outcome:
+    """~15 s / 30 s. Five runs naming the weights, as five CLI calls do: one network, one capture, no growth."""
+    needs_cuda(ctx)
+    free_memory(ctx.device)
+    size = ctx.pick(512, 128)
+    content, style = ctx.images(size)
+    memory = [(torch.cuda.memory_allocated(ctx.device), torch.cuda.memory_reserved(ctx.device))]
+    with counting_graphs() as counts:
+        for run in range(5):
+            stylize(content, style, **{**ctx.run(size, WARMUP + 2), "network": ctx.weights})
+            if run in (0, 4):
+                gc.collect()
+                memory.append((torch.cuda.memory_allocated(ctx.device), torch.cuda.memory_reserved(ctx.device)))
+    ensure(counts["captures"] == 1, f"{counts['captures']} captures in 5 runs, expected 1")
+    first, fifth = memory[1][0], memory[2][0]
+    ensure(fifth <= first + 2**20, f"{(fifth - first) / 2**20:.0f} MiB more allocated after 5 runs than after 1")
+    gib = " -> ".join(f"{a / 2**30:.2f}" for a, _ in memory), " -> ".join(f"{r / 2**30:.2f}" for _, r in memory)
+    return (f"{gib[0]} GiB allocated", f"reserved {gib[1]} GiB (before, after run 1, after run 5); "
+            f"network={ctx.weights}, {size}², {WARMUP + 2} steps each, 1 capture")
+
+
+def check_threads(ctx: Context) -> Outcome:
+    """~10 s / 20 s. Two threads (say the explorer's and a `stylize`) capturing at once: one waits for the other."""
+    needs_cuda(ctx)
+    free_memory(ctx.device)
+    sizes, results, errors = ctx.pick((256, 384), (64, 96)), {}, []
+
+    def run(size: int) -> None:
+        try:
+            results[size] = stylize(*ctx.images(size), **ctx.run(size, WARMUP + 2))
+        except Exception as error:
+            errors.append(error)
+
+    with warnings.catch_warnings(record=True) as caught, counting_graphs() as counts:
+        warnings.simplefilter("always")
+        threads = [threading.Thread(target=run, args=(size,)) for size in sizes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    ensure(not errors, f"{type(errors[0]).__name__}: {errors[0]}" if errors else "")
+    fallbacks = [str(w.message) for w in caught if "goes on eagerly" in str(w.message)]
+    ensure(not fallbacks and not FAILED, f"fallback: {fallbacks[0] if fallbacks else FAILED}")
+    ensure(counts["captures"] == 2, f"{counts['captures']} captures, expected 2")
+    ensure(all(math.isfinite(r.final["total"]) for r in results.values()), "a non-finite objective")
+    return "2 captures, no fallback", f"{sizes[0]}² and {sizes[1]}² in two threads, {WARMUP + 2} steps each"
 
 
 def check_peak_memory(ctx: Context) -> Outcome:
@@ -364,8 +449,13 @@ CHECKS: list[tuple[str, Callable[[Context], Outcome]]] = [
     ("fp16 loss scale, Adam", partial(check_float16, optimizer="adam")),
     ("stylize_grid = separate runs", check_grid),
     ("explorer follows a slider", check_explorer),
-    ("ms / iter, L-BFGS", partial(check_speed, optimizer="lbfgs")),
-    ("ms / iter, Adam", partial(check_speed, optimizer="adam")),
+    ("ms / iter, L-BFGS, 512²", partial(check_speed, optimizer="lbfgs", size=512, timed=10)),
+    ("ms / iter, Adam, 512²", partial(check_speed, optimizer="adam", size=512, timed=10)),
+    ("ms / iter, Adam, 1024²", partial(check_speed, optimizer="adam", size=1024, timed=10)),
+    ("ms / iter, Adam, 2048²", partial(check_speed, optimizer="adam", size=2048, timed=4)),
+    ("× compact reference, Adam, 512²", check_reference),
+    ("five default-network runs", check_default_runs),
+    ("two threads capturing at once", check_threads),
     ("peak memory, 2048² fp16", check_peak_memory),
     ("notebook 05 at full size", check_notebook),
 ]
