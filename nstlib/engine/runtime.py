@@ -168,7 +168,8 @@ _threads = threading.local()  # .grams: inside `BFloat16Grams` in this thread
 
 class _Gram(torch.autograd.Function):
     """F Fᵀ for bfloat16 F (B,C,N) -> (B,C,C) in float32, keeping only F for the backward pass: one bfloat16 product
-    with float32 accumulation and result on CUDA (torch >= 2.9), elsewhere through a float32 copy dropped at once."""
+    with float32 accumulation and result on CUDA (torch's `out_dtype`, where it has it), elsewhere through a float32
+    copy dropped at once."""
 
     @staticmethod
     def forward(ctx: Any, flat: torch.Tensor) -> torch.Tensor:
@@ -187,9 +188,9 @@ class _Gram(torch.autograd.Function):
 class BFloat16Grams(TorchFunctionMode):
     """The steps of a bfloat16 run (`Runtime.steps`): inside, `PrecisionFeatures` hands over its bfloat16 maps as they
     are, and a Gram matrix of them (``flat @ flat.transpose(1, 2)``, `nstlib.core.losses.gram_matrix`) is `_Gram`: on
-    the tensor cores, still accumulated and returned in float32, and without the float32 copies of the maps, 44 % of the
-    memory kept for the backward pass. Everything else runs as it is; the core stays as it is taught. Float16 keeps
-    float32 maps: its Gram matrices could overflow."""
+    the tensor cores, still accumulated and returned in float32, and without the float32 copies of the maps (a third of
+    the memory kept for the backward pass at 128², besides the weights). Everything else runs as it is; the core stays
+    as it is taught. Float16 keeps float32 maps: its Gram matrices could overflow."""
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         if func in (torch.Tensor.matmul, torch.matmul) and _is_gram(*args):
