@@ -1,11 +1,13 @@
 """Every GPU path of nstlib on a CPU, with tensors that claim a GPU (tests/fake_gpu.py).
 
 Each public entry point runs end to end under every plan `Runtime` can choose: bf16 with CUDA graphs
-(an A100/L4), fp16 with a loss scale (a T4), plain float32 (`mixed_precision=False`) and the MPS
-plan. A tensor left on the CPU among device tensors fails as on a GPU, autocast produces the dtypes
-the GPU would, and a host read inside a captured step fails. The fallbacks of the GPU path (a capture,
-or a first replay that fails; running out of memory beside cached graphs)
-are shown by fault injection.
+(an A100/L4), fp16 with a loss scale, captured too (a T4), plain float32 (`mixed_precision=False`) and
+the MPS plan. A tensor left on the CPU among device tensors fails as on a GPU, autocast produces the
+dtypes the GPU would, and a host read inside a captured step fails. The fallbacks of the GPU path (a
+capture, or a first replay that fails; running out of memory beside cached graphs) are shown by fault
+injection. Then: captured steps reused across runs and dropped with their network, one capture at a
+time, nothing held after an error, the Gram matrices' dtypes, float16's range with a Caffe network,
+notebook 04's timing window; and each rule of the fake GPU with the mutation of nstlib it catches.
 """
 
 from __future__ import annotations
