@@ -20,6 +20,7 @@ import torchvision
 from torch import nn
 
 from nstlib.core.errors import ParameterError
+from nstlib.core.settings import MAX_SEED, check_number
 
 NETWORKS = ("vgg19", "vgg16")
 #: Smallest side the networks take: they halve the image five times (pool1..pool5).
@@ -132,7 +133,7 @@ class Weights:
     """A network's weights and what they mean: which network, which preprocessing, from where.
 
     `state_dict` has the keys of torchvision's `features` stack ("0.weight", ...); `trained` is False only for random
-    weights.
+    weights; `file` is the file they were read from, if any (an input: no output may overwrite it).
     """
 
     network: str
@@ -140,6 +141,7 @@ class Weights:
     source: str
     trained: bool
     state_dict: dict[str, torch.Tensor] = field(repr=False, compare=False)
+    file: str = ""
 
     def describe(self) -> str:
         """One line naming the network, the weights and the preprocessing."""
@@ -148,6 +150,7 @@ class Weights:
 
 def random_weights(seed: int = 0, network: str = "vgg19") -> Weights:
     """Seeded random weights, initialised as torchvision initialises VGG (He, fan-out; zero biases)."""
+    seed = check_number("seed", seed, whole=True, low=0, high=MAX_SEED)
     generator, stack = torch.Generator().manual_seed(seed), vgg_stack(network)
     for module in stack:
         if isinstance(module, nn.Conv2d):
@@ -173,6 +176,7 @@ class VGGFeatures(nn.Module):
             raise ParameterError(f"weights={weights!r}: give nstlib Weights, e.g. nstlib.load_weights('imagenet') "
                                  "or nstlib.random_weights()")
         self.network, self.preprocessing, self.source = weights.network, weights.preprocessing, weights.describe()
+        self.file = weights.file
         self.layers = check_layers(layers, self.network)
         self.names = layer_names(self.network)[: layer_names(self.network).index(self.layers[-1]) + 1]
         stack = vgg_stack(self.network)

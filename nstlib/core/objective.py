@@ -52,6 +52,8 @@ def resize(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 
 def normalize_blend_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     """Blend weights for `n` styles scaled to sum to 1 (None: equal); one each, >= 0, not all 0."""
+    if n == 0:
+        raise ParameterError("styles: no style image given; give at least one (a path, a picture or a tensor)")
     if weights is None:
         return [1.0 / n] * n
     if len(weights) != n:
@@ -114,7 +116,7 @@ class Targets:
 
         With `masks` (one (1,1,H,W) mask in [0,1] per style, at the content's size; Gatys et al. 2017) style k is
         matched only inside mask k, by guided Gram matrices, with the weight w_k * mean(m_k) (`blend_weights` become
-        per-region weights w_k): a region no mask covers gets only the content term.
+        per-region weights w_k, scaled so that the largest is 1): a region no mask covers gets only the content term.
         """
         layers = settings.style_layers
         content_features = {k: v for k, v in extractor(content).items() if k in settings.content_layers}
@@ -123,8 +125,8 @@ class Targets:
                 extractor, styles, layers, settings.blend_weights, settings.blend), tv_loss(content))
         if len(masks) != len(styles):
             raise ParameterError(f"{len(masks)} mask(s) for {len(styles)} style image(s); give one mask per style")
-        region = settings.blend_weights or [1.0] * len(styles)
-        normalize_blend_weights(region, len(styles))  # one weight >= 0 per region, not all 0
+        shares = normalize_blend_weights(settings.blend_weights, len(styles))  # sum to 1, whatever their size
+        region = [w / max(shares) for w in shares]  # relative region weights, the largest 1: none overflows
         grams = style_targets(extractor, styles, layers, method="loss")
         style = [(w * float(m.mean()), g) for w, m, (_, g) in zip(region, masks, grams)]
         if not sum(w for w, _ in style) > 0:

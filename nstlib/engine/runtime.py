@@ -76,7 +76,7 @@ def _mps_available() -> bool:
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> cuda if available, else mps, else cpu; other names are parsed by `torch.device` and checked."""
-    if device == "auto":
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
     try:
         dev = torch.device(device) if isinstance(device, (str, torch.device)) else None
