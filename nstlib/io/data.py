@@ -22,6 +22,7 @@ from urllib.parse import quote
 import torch
 
 from nstlib.core.errors import DownloadError, ImageLoadError, ParameterError
+from nstlib.core.settings import check_number
 from nstlib.io.download import download
 from nstlib.io.files import usable_cache
 from nstlib.io.images import load_image
@@ -139,6 +140,7 @@ def painting_path(name: str, *, cache_dir: str | os.PathLike | None = None, prog
     entry = _entry(name)
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise ParameterError(f"cache_dir={cache_dir!r}: give a folder (a str or a Path), or None for the default")
+    timeout, deadline = check_number("timeout", timeout, above=0), check_number("deadline", deadline, above=0)
     folder = Path(cache_dir) if cache_dir is not None else painting_cache_dir()
     dest = folder / f"{name}{Path(entry.url).suffix}"
     if os.path.isfile(dest):  # False also if unsearchable

@@ -135,8 +135,10 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[object] = (), *,
         raise OutputError(f"{show(out)}: {show(folder)} is a file, not a folder; choose another output path")
     try:
         fd, probe = new_part(out)
-        os.close(fd)
-        probe.unlink()
+        try:
+            os.close(fd)
+        finally:  # also on Ctrl-C: the probe never stays
+            probe.unlink()
     except OSError as e:
         raise OutputError(f"{show(out)}: cannot write in {show(folder)} ({_cause(e)}); choose another folder") from None
     check_space(out)
@@ -260,7 +262,7 @@ def usable_cache(folder: Path, what: str, fix: str, error: type[NstlibError]) ->
                     f"exist; {fix}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.NamedTemporaryFile(dir=folder):  # named, as a download's file is (not O_TMPFILE)
             pass
     except OSError as e:
         raise error(f"cannot use {what} {show(folder)} ({e.strerror or e}); {fix}") from None
