@@ -33,7 +33,10 @@ from nstlib.api import evaluate, stylize, stylize_grid
 from nstlib.apps.cli import main
 from nstlib.core.errors import ImageLoadError, MemoryLimitError, NstlibError, OutputError, ParameterError, WeightsError
 from nstlib.core.features import random_weights
+from nstlib.core.objective import resize
 from nstlib.core.result import StylizeResult
+from nstlib.core.settings import Settings
+from nstlib.course.worker import ExplorerWorker
 from nstlib.io.data import painting, sample, sample_path
 from nstlib.io.files import atomic_write
 from nstlib.io.images import load_image, load_mask, save_gif, save_image
@@ -512,6 +515,9 @@ API: dict[str, tuple[Callable[[Path], object], type[NstlibError], str]] = {
     "load_mask(shape=64)": (lambda t: load_mask(C, 64), ParameterError, "shape=64"),
     "sample(an array)": (lambda t: sample(np.array([1, 2])), ImageLoadError, "unknown sample"),
     "painting(cache_dir=5)": (lambda t: painting("scream", cache_dir=5), ParameterError, "cache_dir=5"),
+    'resize(size="big")': (lambda t: resize(PIXELS, "big"), ParameterError, "size='big'"),
+    'ExplorerWorker(autostart="no")': (lambda t: ExplorerWorker(C, S, Settings(), runtime="cpu", network="random",
+                                                                autostart="no"), ParameterError, "autostart='no'"),
     # 14. save_image refuses what load_image refuses, and an input named by one path
     "save_image(0-255 floats)": (lambda t: save_image(torch.full((1, 3, 32, 32), 200.0), t / "o.png"), OutputError,
                                  "float values span 0..200, not [0,1]"),
@@ -752,6 +758,11 @@ def test_weight_lists_may_be_arrays_or_tensors() -> None:
     assert [row["style_weight"] for row in grid.settings] == [0.5, 5.0]
     two = stylize(C, [S, S], **RUN, blend_weights=np.array([1, 3]))
     assert torch.equal(two.image, stylize(C, [S, S], **RUN, blend_weights=[0.25, 0.75]).image)
+
+
+def test_a_size_may_be_any_whole_number() -> None:
+    for size in (16, np.int64(16), torch.tensor(16), (16, 16), torch.Size([16, 16])):
+        assert resize(PIXELS, size).shape == (1, 3, 16, 16)
 
 
 def test_huge_blend_weights_of_masked_regions_are_relative(tmp_path) -> None:

@@ -66,6 +66,8 @@ def layer_names(network: str = "vgg19") -> tuple[str, ...]:
 
 def check_layers(layers: Iterable[str], network: str = "vgg19") -> list[str]:
     """`layers` if `network` has them all, sorted by depth; else a `ParameterError` naming what is wrong."""
+    if isinstance(layers, (str, bytes, torch.Tensor)) or not isinstance(layers, Iterable):
+        raise ParameterError(f"layers={layers!r}: give a list of layer names, e.g. ['relu1_1', 'relu4_2']")
     layers, names = list(layers), layer_names(network)
     unknown = [name for name in layers if name not in names]
     if unknown:

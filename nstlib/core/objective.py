@@ -19,7 +19,7 @@ from torch import nn
 from nstlib.core.errors import ParameterError
 from nstlib.core.features import layer_stride
 from nstlib.core.losses import Features, content_loss, gram_matrix, relative_weights, style_loss, tv_loss
-from nstlib.core.settings import BLEND_METHODS, Settings
+from nstlib.core.settings import BLEND_METHODS, Settings, check_number
 
 Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 #: Style targets: [(blend weight, {layer: Gram matrix (1,C,C)})], one entry, or one per style or region.
@@ -34,10 +34,10 @@ def target_size(shape: tuple[int, int], size: int | tuple[int, int] | None) -> t
     h, w = shape
     if size is None:
         return h, w
-    if isinstance(size, int):
-        scale = size / max(h, w)
-        return max(1, round(h * scale)), max(1, round(w * scale))
-    return int(size[0]), int(size[1])
+    if isinstance(size, Sequence) and len(size) == 2:
+        return check_number("size", size[0], whole=True, low=1), check_number("size", size[1], whole=True, low=1)
+    scale = check_number("size", size, whole=True, low=0, hint="or a pair (height, width)") / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def resize(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

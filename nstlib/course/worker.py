@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from nstlib.api import Guard, NetworkLike, Run, RuntimeLike, as_list, input_files, load_inputs
@@ -79,6 +80,8 @@ class ExplorerWorker:
         check_number("frame_every", frame_every, whole=True, low=1)
         check_number("preview_size", preview_size, whole=True, low=1, allow_none=True)
         check_number("debounce", debounce, low=0)
+        if not isinstance(autostart, (bool, np.bool_)):
+            raise ParameterError(f"autostart={autostart!r}: give True or False")
         self.runtime, self.settings = run.runtime, settings
         self.render_steps, self.frame_every, self.debounce = render_steps, frame_every, debounce
         self.inputs = input_files(content, *as_list(styles))  # before loading: Pillow then drops its file
@@ -109,7 +112,7 @@ class ExplorerWorker:
         self._pending = True  # there is preview work to do
         self._restart = False  # start again from the init image
         self._render = False  # a full-size render was asked for
-        self.active = autostart
+        self.active = bool(autostart)
         self._closed = False
         self._busy = False
         self._thread = threading.Thread(target=self._work, name="StyleExplorer", daemon=True)
