@@ -9,7 +9,7 @@ What every entry point shares lives here once: `Run.begin` (the preamble and the
 network, built once), and `Guard` around the work: Ctrl-C ends the run with the image so far (a repeat press within a
 second is ignored while that image is kept), and running out of device memory frees what the failed work held and raises
 `MemoryLimitError` with the last good image. The command line, the explorer, the fast-style trainer and `compare` go
-through them too.
+through them too; the command line makes SIGTERM and SIGHUP the same KeyboardInterrupt (`nstlib.apps.cli._Signals`).
 """
 
 from __future__ import annotations

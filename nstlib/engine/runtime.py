@@ -128,7 +128,8 @@ class PrecisionFeatures(nn.Module):
 
     def __init__(self, extractor: nn.Module, precision: Precision) -> None:
         super().__init__()
-        self.precision, self.layers, self.source = precision, extractor.layers, extractor.source
+        self.precision, self.layers = precision, extractor.layers
+        self.source, self.file = extractor.source, extractor.file  # what made it, and the weights file (an input)
         self.extractor = copy.deepcopy(extractor)
         self.extractor.net.to(dtype=precision.dtype or torch.float32,
                               memory_format=torch.channels_last if precision.channels_last else torch.preserve_format)
