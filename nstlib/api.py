@@ -9,7 +9,7 @@ What every entry point shares lives here once: `Run.begin` (the preamble and the
 network, built once), and `Guard` around the work: Ctrl-C ends the run with the image so far (a repeat press within a
 second is ignored while that image is kept), and running out of device memory frees what the failed work held and raises
 `MemoryLimitError` with the last good image. The command line, the explorer, the fast-style trainer and `compare` go
-through them too.
+through them too; the command line makes SIGTERM and SIGHUP the same KeyboardInterrupt (`nstlib.apps.cli._Signals`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from nstlib.checks import check_watch, resolve
+from nstlib.checks import check_numbers, check_watch, resolve
 from nstlib.controls import color
 from nstlib.controls.pyramid import join as join_scales
 from nstlib.controls.pyramid import min_long_side, schedule, smallest_size
@@ -40,11 +40,11 @@ from nstlib.core.features import MIN_SIDE, VGGFeatures, Weights
 from nstlib.core.loop import Callback, Watch, optimize
 from nstlib.core.objective import Targets, initial_image, normalize_blend_weights, resize, target_size
 from nstlib.core.result import TERMS, StylizeResult
-from nstlib.core.settings import DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_WEIGHT, DEFAULT_TV_WEIGHT, Settings, check_number
+from nstlib.core.settings import DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_WEIGHT, DEFAULT_TV_WEIGHT, Settings
 from nstlib.engine.graphs import release_graphs
 from nstlib.engine.memory import advice, check_memory, is_out_of_memory, release_memory
 from nstlib.engine.runtime import Runtime
-from nstlib.io.images import ImageLike, check_source, load_image, load_mask, peek_shape, source_name
+from nstlib.io.images import ImageLike, as_list, check_source, load_image, load_mask, peek_shape, source_name
 from nstlib.io.weights import load_weights
 
 #: What `network=` takes: weights (a name, a path, `Weights`) or a built `VGGFeatures` to reuse.
@@ -178,19 +178,13 @@ def _one_interrupt() -> Any:
     return signal.signal(signal.SIGINT, handler)
 
 
-def as_list(items: ImageLike | Sequence[ImageLike] | None) -> list[ImageLike]:
-    """One picture (style or mask), a sequence of them, or None -> a list."""
-    if items is None:
-        return []
-    if isinstance(items, (str, torch.Tensor, Image.Image)) or not isinstance(items, Sequence):
-        return [items]
-    return list(items)
-
-
-def input_files(*pictures: ImageLike) -> list[str | os.PathLike]:
-    """The files among the inputs (paths, and PIL images opened from a file): what no output may overwrite."""
-    files = [getattr(p, "filename", "") if isinstance(p, Image.Image) else p for p in pictures]
-    return [f for f in files if isinstance(f, (str, os.PathLike)) and f]
+def input_files(*sources: ImageLike) -> list[str | os.PathLike]:
+    """The files among a run's inputs: paths, and PIL images opened from a file (by name, or from a file object, whose
+    name it keeps): what no output may overwrite."""
+    files = [getattr(p, "filename", "") or getattr(getattr(p, "fp", None), "name", "") if isinstance(p, Image.Image)
+             else p for p in sources]
+    return [os.fsdecode(f) if isinstance(f, bytes) else f for f in files if isinstance(f, (str, bytes, os.PathLike))
+            and f]
 
 
 def check_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLike], settings: Settings,
@@ -221,7 +215,8 @@ def check_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageL
 def load_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLike], settings: Settings,
                 device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor] | None]:
     """The content (1,3,H,W) at long side `settings.size` and the styles at `style_scale` x that, on `device`, and the
-    masks (1,1,H,W) on the CPU (or None)."""
+    masks (1,1,H,W) on the CPU (or None); at least one style, one blend weight each."""
+    normalize_blend_weights(settings.blend_weights, len(styles))
     photo = load_image(content, settings.size)
     side = round(max(photo.shape[-2:]) * settings.style_scale)
     mask_list = [load_mask(m, tuple(photo.shape[-2:]), f"masks[{i}]") for i, m in enumerate(masks)] or None
@@ -268,12 +263,12 @@ def stylize(content: ImageLike, styles: ImageLike | Sequence[ImageLike], setting
     run = Run.begin(settings, overrides, network, runtime, Watch(callback, progress, frame_every))
     settings, styles, masks = run.settings, as_list(styles), as_list(masks)
     plan = check_inputs(content, styles, masks, settings, run.runtime)
-    shape = plan[-1][0]
+    shape, inputs = plan[-1][0], input_files(content, *styles, *masks)  # before loading: Pillow then drops its file
     with Guard(run.runtime.device, f"at {shape[1]}x{shape[0]}", advice(*shape, settings.optimizer)) as guard:
         photo, pictures, mask_list = load_inputs(content, styles, masks, settings, run.runtime.device)
         net = run.runtime.prepare(run.network())
         guard.finish = partial(finish_run, shape=shape, photo=photo, settings=settings, network=net.source,
-                               inputs=input_files(content, *styles, *masks))
+                               inputs=input_files(*inputs, net.file))
         photo, pictures = color.preserve_colors_before(photo, pictures, settings.preserve_color, settings.color_match)
         start = initial_image(settings.init, photo, pictures, settings.seed).repeat(settings.batch, 1, 1, 1)
         for size, steps in plan:
@@ -307,9 +302,7 @@ def stylize_grid(content: ImageLike, styles: ImageLike | Sequence[ImageLike], se
         if name in kwargs:  # it would be overridden by the grid's column
             raise ParameterError(f"stylize_grid({name}=...): the grid's weights are lists; give {name}s=[...] "
                                  f"(e.g. {name}s=[{kwargs[name]!r}] for one value)")
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-            raise ParameterError(f"{name}s={values!r}: give a list of numbers, at least one")
-        lists[name] = [check_number(f"{name}s", value, low=0) for value in values]
+        lists[name] = check_numbers(f"{name}s", values, low=0)
     rows = [dict(zip(lists, combination)) for combination in itertools.product(*lists.values())]
     columns = {key: torch.tensor([float(row[key]) for row in rows]) for key in lists}
     result = stylize(content, styles, settings, **{**kwargs, "optimizer": "adam", **columns})

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from nstlib.core.errors import ParameterError
@@ -58,9 +59,7 @@ def validate(settings: Settings) -> Settings:
         "pyramid_ratio": check_number("pyramid_ratio", s.pyramid_ratio, above=1),
     }
     if s.blend_weights is not None:
-        if isinstance(s.blend_weights, (str, bytes)) or not isinstance(s.blend_weights, Sequence):
-            raise ParameterError(f"blend_weights={s.blend_weights!r}: give a list of numbers, one per style")
-        values["blend_weights"] = [check_number("blend_weights", w, low=0) for w in s.blend_weights]
+        values["blend_weights"] = check_numbers("blend_weights", s.blend_weights, low=0)
     weights = {name: check_weight(name, value) for name, value in s.loss_weights.items()}
     lengths = {name: w.numel() for name, w in weights.items() if isinstance(w, torch.Tensor)}
     if len(set(lengths.values()) - {1}) > 1:
@@ -68,8 +67,17 @@ def validate(settings: Settings) -> Settings:
         raise ParameterError(f"tensor loss weights of different lengths ({given}): each gives one weight per batch "
                              "image, so give them the same length (or one value, or a float)")
     return s.replace(**values, **weights,
-                     content_layers=check_layer_weights("content_layers", s.content_layers or DEFAULT_CONTENT_LAYERS),
-                     style_layers=check_layer_weights("style_layers", s.style_layers or DEFAULT_STYLE_LAYERS))
+                     content_layers=check_layer_weights("content_layers", s.content_layers, DEFAULT_CONTENT_LAYERS),
+                     style_layers=check_layer_weights("style_layers", s.style_layers, DEFAULT_STYLE_LAYERS))
+
+
+def check_numbers(name: str, values: object, **bounds: Any) -> list[Any]:
+    """A list of numbers: a list or tuple, or a 1-D NumPy array or tensor, of at least one `check_number` each."""
+    if isinstance(values, (np.ndarray, torch.Tensor)) and values.ndim == 1:
+        values = list(values)
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise ParameterError(f"{name}={values!r}: give a list of numbers, at least one")
+    return [check_number(name, value, **bounds) for value in values]
 
 
 def check_weight(name: str, value: Weight) -> Weight:
@@ -84,8 +92,10 @@ def check_weight(name: str, value: Weight) -> Weight:
     return check_number(name, value, low=0)
 
 
-def check_layer_weights(name: str, layers: Mapping[str, float]) -> dict[str, float]:
-    """{layer name: weight}: known layers, finite weights >= 0 with a positive sum."""
+def check_layer_weights(name: str, layers: object, default: Mapping[str, float]) -> dict[str, float]:
+    """{layer name: weight}: known layers, finite weights >= 0 with a positive sum; None or {} is `default`."""
+    if layers is None or isinstance(layers, Mapping) and not layers:
+        layers = default
     if not isinstance(layers, Mapping):
         raise ParameterError(f"{name}={layers!r}: give a dict {{layer name: weight}}, e.g. {{'relu4_2': 1.0}}")
     check_layers(layers)

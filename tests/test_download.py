@@ -7,10 +7,12 @@ in the cache that a later run would trust.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,9 +25,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from common import CONTENT, FAST, STYLE, drip
 from PIL import Image
 
 import nstlib.io.download
+from nstlib.apps.cli import main
 from nstlib.core.errors import DownloadError, WeightsError
 from nstlib.io.download import download
 from nstlib.io.images import load_image
@@ -40,10 +44,25 @@ SHA = hashlib.sha256(PICTURE).hexdigest()
 class _Handler(http.server.BaseHTTPRequestHandler):
     """/full.png: the picture. /cut.png: announces it all, sends half, then drops the connection.
     /nolength.png: half the picture without a Content-Length. /page.png: an HTML page with status 200.
-    /stall.png: half the picture, then silence."""
+    /stall.png: half the picture, then silence. /drip.png: the picture, dripped (`drip`); /driphead.png: its headers
+    dripped. /lies.png: announces 10 GiB. /endless.png: no length, and bytes until 64 MiB."""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         name = self.path.split("?")[0].strip("/")
+        with contextlib.suppress(OSError):  # the client hung up, as it should on these
+            if name == "driphead.png":
+                drip(self.wfile, b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(PICTURE) + PICTURE)
+            elif name in ("drip.png", "lies.png", "endless.png"):
+                self.send_response(200)
+                if name != "endless.png":
+                    self.send_header("Content-Length", str(10 * 2**30 if name == "lies.png" else len(PICTURE)))
+                self.end_headers()
+                for _ in range(64 if name == "endless.png" else 1):
+                    drip(self.wfile, PICTURE) if name == "drip.png" else self.wfile.write(bytes(2**20))
+            else:
+                self._answer(name)
+
+    def _answer(self, name: str) -> None:
         self.send_response(200)
         if name == "page.png":
             body = b"<html>Sorry, this page moved</html>"
@@ -100,6 +119,12 @@ def test_complete_download_is_verified_and_renamed(server, tmp_path) -> None:
         ("full.png", {"sha256_prefix": "00000000"}, "checksum mismatch"),
         ("page.png", {"verify": load_image}, "did not verify"),
         ("stall.png", {"timeout": 0.5}, "timed out"),
+        # each byte in time, the whole never: the overall deadline ends it, in the body or the headers
+        ("drip.png", {"timeout": 1, "deadline": 0.5}, "no complete answer within 0.5 s"),
+        ("driphead.png", {"timeout": 1, "deadline": 0.5}, "no complete answer within 0.5 s"),
+        # a size cap: the announced length is refused before any byte, an endless body at the cap
+        ("lies.png", {"max_bytes": 2**20}, "announces 10,737,418,240 bytes, more than the 1,048,576 expected"),
+        ("endless.png", {"max_bytes": 2**20}, "sent more than the 1,048,576 bytes expected"),
     ],
 )
 def test_failed_download_leaves_nothing(server, tmp_path, path: str, kwargs: dict, cause: str) -> None:
@@ -152,3 +177,14 @@ def test_interrupted_weights_download_leaves_the_hub_cache_empty(server, monkeyp
     with pytest.raises(WeightsError, match="weights='random'"):
         load_weights("vgg19-imagenet")
     assert not hub_file().exists() and list(hub_file().parent.iterdir()) == []
+
+
+def test_a_damaged_cached_vgg19_says_what_to_delete(tmp_path, capsys) -> None:
+    hub_file().parent.mkdir(parents=True, exist_ok=True)
+    hub_file().write_bytes(PICTURE[:100])  # where torch.hub keeps torchvision's VGG19: a cut or foreign file
+    delete = f"delete {hub_file()} and nstlib downloads it again"
+    with pytest.raises(WeightsError, match=re.escape(delete)):
+        load_weights("imagenet")  # the default: the cache is tried first
+    assert main(["stylize", CONTENT, STYLE, "-o", str(tmp_path / "o.png"), *FAST[:4], "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and delete in err and not (tmp_path / "o.png").exists()

@@ -3,6 +3,7 @@ need a real process or a full run. A new case is one row."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import os
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import textwrap
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +32,14 @@ import nstlib.io.weights
 from nstlib.api import evaluate, stylize, stylize_grid
 from nstlib.apps.cli import main
 from nstlib.core.errors import ImageLoadError, MemoryLimitError, NstlibError, OutputError, ParameterError, WeightsError
+from nstlib.core.features import random_weights
+from nstlib.core.objective import resize
 from nstlib.core.result import StylizeResult
-from nstlib.io.data import sample_path
+from nstlib.core.settings import Settings
+from nstlib.course.worker import ExplorerWorker
+from nstlib.io.data import painting, sample, sample_path
 from nstlib.io.files import atomic_write
-from nstlib.io.images import load_image, save_gif, save_image
+from nstlib.io.images import load_image, load_mask, save_gif, save_image
 from nstlib.io.weights import load_weights
 
 C, S = str(sample_path("astronaut")), str(sample_path("stained_glass"))
@@ -111,6 +116,59 @@ def locked(tmp: Path, mp: pytest.MonkeyPatch) -> None:
 
 def disk_full(tmp: Path, mp: pytest.MonkeyPatch) -> None:
     mp.setattr(nstlib.io.files.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**40, 2**40, 0))
+
+
+def signal_at_step(number: int) -> Setup:
+    """The run gets signal `number` during its first step's callback (what `timeout`, `docker stop` or a closed
+    terminal send, at a moment of their choosing)."""
+    def setup(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+        real = nstlib.api.stylize
+        mp.setattr(nstlib.api, "stylize", lambda *a, **k: real(*a, **k, callback=lambda p: signal.raise_signal(number)))
+
+    return setup
+
+
+def signal_while_writing(number: int, suffix: str) -> Setup:
+    """Signal `number` comes while a file ending in `suffix` is being put in place (its last moment)."""
+    def setup(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+        real = nstlib.io.files.commit
+
+        def commit(part: Path, dest: Path, **kwargs) -> None:
+            if dest.name.endswith(suffix):
+                signal.raise_signal(number)
+            real(part, dest, **kwargs)
+
+        mp.setattr(nstlib.io.files, "commit", commit)
+
+    return setup
+
+
+def named_files_refused(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """The test's folder takes no new named file (the write's temporary file), though an unnamed one (O_TMPFILE) would
+    be made: only a check that makes what the write makes sees it."""
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        if Path(kwargs.get("dir", "")) == tmp:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, **kwargs)
+
+    mp.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def little_room(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """The disk has 1 MiB free beyond nstlib's fixed floor: enough for a small picture, not for a large one."""
+    free = nstlib.io.files.MIN_FREE_BYTES + 2**20
+    mp.setattr(nstlib.io.files.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**40, 2**40, free))
+
+
+def both(*setups: Setup) -> Setup:
+    return lambda tmp, mp: [setup(tmp, mp) for setup in setups] and None
+
+
+def signal_while_loading(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """SIGTERM while the weights are being looked for (or downloaded into the cache)."""
+    mp.setattr(nstlib.io.weights, "load_weights", lambda *a, **k: signal.raise_signal(signal.SIGTERM))
 
 
 def in_folder(tmp: Path, mp: pytest.MonkeyPatch) -> None:
@@ -282,6 +340,32 @@ CLI = {
     "--gif appears during the run": Cli(["stylize", C, S, "-o", "{t}/o.png", "--gif", "{t}/o.gif", *FAST], 2,
                                         "o.png was written", {"o.png", "o.gif"}, appears_during_run("o.gif"),
                                         runs=True),
+    # 15. the checks before the run check what the write needs: its own temporary file, room for this picture
+    "folder refuses the write's named file": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST], 2, "cannot write in",
+                                                 set(), named_files_refused),
+    "no room for a large picture": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--size", "1024", "--gif",
+                                        "{t}/o.gif"], 2, "too little space for a 1024x1024 picture", set(),
+                                       little_room),
+    "room for a small picture, not its animation": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST[4:], "--size", "512",
+                                                        "--steps", "3", "--gif", "{t}/o.gif"], 2,
+                                                       "for 5 512x512 pictures", set(), little_room),
+    # 16. SIGINT, SIGTERM and SIGHUP alike, at any moment: one line, exit 128 + the signal, files complete or absent
+    "SIGTERM during the run, --save-partial": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST, "--save-partial"], 143,
+                                                  "interrupted after step 1 (SIGTERM); wrote the partial result",
+                                                  {"o.png"}, signal_at_step(signal.SIGTERM), runs=True),
+    "SIGHUP during the run": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST], 129, "(SIGHUP); nothing written",
+                                 set(), signal_at_step(signal.SIGHUP), runs=True),
+    "SIGTERM while loading the weights": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST], 143,
+                                             "interrupted (SIGTERM); nothing written", set(), signal_while_loading),
+    "Ctrl-C during the final save": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST], 130,
+                                        "interrupted (SIGINT); wrote {t}/o.png, complete", {"o.png"},
+                                        signal_while_writing(signal.SIGINT, ".png"), runs=True),
+    "Ctrl-C during the --gif write": Cli(["stylize", C, S, "-o", "{t}/o.png", "--gif", "{t}/o.gif", *FAST], 130,
+                                         "wrote {t}/o.png and {t}/o.gif, complete", {"o.png", "o.gif"},
+                                         signal_while_writing(signal.SIGINT, ".gif"), runs=True),
+    "SIGHUP while SIGTERM's partial result is written": Cli(
+        ["stylize", C, S, "-o", "{t}/o.png", *FAST, "--save-partial"], 143, "(SIGTERM); wrote the partial result",
+        {"o.png"}, both(signal_at_step(signal.SIGTERM), signal_while_writing(signal.SIGHUP, ".png")), runs=True),
 }
 
 
@@ -291,8 +375,22 @@ def _files(folder: Path) -> set[str]:
             if p.is_symlink() or not p.is_dir() or not any(p.iterdir())}
 
 
+@pytest.fixture
+def signals_fail_unless_handled() -> Iterator[None]:
+    """Ctrl-C as in a terminal; SIGTERM and SIGHUP, unless the command handles them, fail the test (instead of ending
+    the test process, as they would by default)."""
+    def unhandled(number: int, frame: object) -> None:
+        raise AssertionError(f"{signal.Signals(number).name} was not handled")
+
+    before = {number: signal.signal(number, unhandled) for number in (signal.SIGTERM, signal.SIGHUP)}
+    before[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    for number, handler in before.items():
+        signal.signal(number, handler)
+
+
 @pytest.mark.parametrize("case", list(CLI))
-def test_cli(refuse_work, tmp_path: Path, capsys, monkeypatch, case: str) -> None:
+def test_cli(refuse_work, tmp_path: Path, capsys, monkeypatch, signals_fail_unless_handled, case: str) -> None:
     row = CLI[case]
     if not row.runs:
         refuse_work()
@@ -306,7 +404,8 @@ def test_cli(refuse_work, tmp_path: Path, capsys, monkeypatch, case: str) -> Non
     err = capsys.readouterr().err
     assert code == row.code, err
     assert "Traceback" not in err and "\x1b" not in err, err
-    assert err.count("\n") == (1 if row.err else 0) and row.err in err, err
+    expected = row.err.replace("{t}", str(tmp_path))
+    assert err.count("\n") == (1 if row.err else 0) and expected in err, err
     assert _files(tmp_path) == row.left
     for name, data in before.items():  # nothing that was there is changed
         assert (tmp_path / name).read_bytes() == data, name
@@ -403,6 +502,30 @@ API: dict[str, tuple[Callable[[Path], object], type[NstlibError], str]] = {
     "a grid result saved whole": (lambda t: save_image(_grid_result(t), t / "o.png"), OutputError, "result.image[i]"),
     "weights refused by the safe loader": (lambda t: pickled_model(t, None) or load_weights(t / "model.pth"),
                                            WeightsError, "torch.nn.modules.conv.Conv2d"),
+    # 13. no builtin exception for a user's mistake: no style at all, numbers of any type and size, odd arguments
+    "stylize(content, [])": (lambda t: stylize(C, [], **RUN), ParameterError, "no style image"),
+    "stylize_grid(content, [])": (lambda t: stylize_grid(C, [], **RUN), ParameterError, "no style image"),
+    "evaluate(image, content, [])": (lambda t: evaluate(C, C, [], network="random"), ParameterError, "no style image"),
+    "size=10**400": (lambda t: stylize(C, S, **{**RUN, "size": 10**400}), ParameterError, "beyond a float's range"),
+    "style_layers as an array": (lambda t: stylize(C, S, **RUN, style_layers=np.array([1.0, 2.0])), ParameterError,
+                                 "style_layers"),
+    "weights as an array": (lambda t: load_weights(np.array([1, 2])), ParameterError, "weights=ndarray"),
+    "random_weights(seed=-1)": (lambda t: random_weights(-1), ParameterError, "seed=-1"),
+    "load_image(min_side=\"x\")": (lambda t: load_image(C, min_side="x"), ParameterError, "min_side"),
+    "load_mask(shape=64)": (lambda t: load_mask(C, 64), ParameterError, "shape=64"),
+    "sample(an array)": (lambda t: sample(np.array([1, 2])), ImageLoadError, "unknown sample"),
+    "painting(cache_dir=5)": (lambda t: painting("scream", cache_dir=5), ParameterError, "cache_dir=5"),
+    'resize(size="big")': (lambda t: resize(PIXELS, "big"), ParameterError, "size='big'"),
+    'ExplorerWorker(autostart="no")': (lambda t: ExplorerWorker(C, S, Settings(), runtime="cpu", network="random",
+                                                                autostart="no"), ParameterError, "autostart='no'"),
+    # 14. save_image refuses what load_image refuses, and an input named by one path
+    "save_image(0-255 floats)": (lambda t: save_image(torch.full((1, 3, 32, 32), 200.0), t / "o.png"), OutputError,
+                                 "float values span 0..200, not [0,1]"),
+    "save_image(sparse tensor)": (lambda t: save_image(PIXELS.to_sparse(), t / "o.png"), OutputError, "sparse"),
+    "save_image(closed PIL image)": (lambda t: save_image(_closed_pil(t), t / "o.png"), OutputError, "closed"),
+    "save_image(inputs=one path)": (lambda t: save_image(PIXELS, t / "c.png", inputs=str(_result_of_inputs(t)
+                                                                                           .inputs[0])),
+                                    OutputError, "input"),
 }
 
 
@@ -605,3 +728,53 @@ def test_python_m_nstlib_runs_the_command(tmp_path, monkeypatch, capsys) -> None
     with pytest.raises(SystemExit) as exited:  # what `python -m nstlib stylize ...` does, in this process
         runpy.run_module("nstlib", run_name="__main__")
     assert exited.value.code == 2 and "missing.png: file not found" in capsys.readouterr().err
+
+
+# --- 12. every file a run reads is an input, whatever its role ------------------------------------------------------
+
+def test_a_picture_opened_from_a_file_object_is_an_input(tmp_path) -> None:
+    photo = tmp_path / "photo.jpg"
+    shutil.copy(C, photo)
+    with open(photo, "rb") as file:
+        result = stylize(Image.open(file), S, **RUN)
+    with pytest.raises(OutputError, match="refusing to overwrite an input"):
+        save_image(result, photo)
+    assert photo.read_bytes() == Path(C).read_bytes()
+
+
+def test_the_weights_file_is_an_input(tmp_path) -> None:
+    weights = dataclasses.replace(random_weights(), file=str(tmp_path / "w.png"))  # a file with a picture's name
+    (tmp_path / "w.png").write_bytes(b"weights")
+    result = stylize(C, S, **{**RUN, "network": weights})
+    with pytest.raises(OutputError, match="refusing to overwrite an input"):
+        save_image(result, tmp_path / "w.png")
+    assert (tmp_path / "w.png").read_bytes() == b"weights"
+
+
+# --- 13. numbers are numbers whatever their type; blend weights are relative, whatever their size -------------------
+
+def test_weight_lists_may_be_arrays_or_tensors() -> None:
+    grid = stylize_grid(C, S, **RUN, style_weights=np.array([0.5, 5.0]), tv_weights=torch.tensor([0.0]))
+    assert [row["style_weight"] for row in grid.settings] == [0.5, 5.0]
+    two = stylize(C, [S, S], **RUN, blend_weights=np.array([1, 3]))
+    assert torch.equal(two.image, stylize(C, [S, S], **RUN, blend_weights=[0.25, 0.75]).image)
+
+
+def test_a_size_may_be_any_whole_number() -> None:
+    for size in (16, np.int64(16), torch.tensor(16), (16, 16), torch.Size([16, 16])):
+        assert resize(PIXELS, size).shape == (1, 3, 16, 16)
+
+
+def test_huge_blend_weights_of_masked_regions_are_relative(tmp_path) -> None:
+    left = torch.zeros(1, 1, 32, 32)
+    left[..., :16] = 1
+    runs = [stylize(C, [S, C], **RUN, masks=[left, 1 - left], blend_weights=weights) for weights in ([1e308, 1e308],
+                                                                                                    [1.0, 1.0])]
+    assert runs[0].status == "complete" and torch.equal(runs[0].image, runs[1].image)
+
+
+def test_black_masks_name_the_masks() -> None:
+    black, white = torch.zeros(1, 1, 32, 32), torch.ones(1, 1, 32, 32)
+    for masks, weights in (([black], None), ([black, white], [1.0, 0.0])):  # no style goes anywhere
+        with pytest.raises(ParameterError, match="every mask is black \\(or its blend weight 0\\)"):
+            stylize(C, [S] * len(masks), **{**RUN, "network": "random"}, masks=masks, blend_weights=weights)

@@ -6,6 +6,7 @@ NSTLIB_CACHE points the cache into tmp_path, so the real home folder is never to
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
@@ -19,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 import torch
+from common import drip
 from PIL import Image
 
 import nstlib.io.data
@@ -46,7 +48,8 @@ class Server:
 def _handler(state: Server) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         """jpeg: the picture. html: an error page with status 200. 404: not found. cut: announces the
-        picture, sends half and drops the connection. stall: says nothing until the test ends."""
+        picture, sends half and drops the connection. stall: says nothing until the test ends. drip: a byte every
+        0.05 s for 4 s, then the rest (complete, but late). huge: announces 10 GiB."""
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             state.paths.append(self.path)
@@ -60,8 +63,12 @@ def _handler(state: Server) -> type[http.server.BaseHTTPRequestHandler]:
             body = b"<html>Too many requests, try later</html>" if state.mode == "html" else JPEG
             self.send_response(200)
             self.send_header("Content-Type", "text/html" if state.mode == "html" else "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(10 * 2**30 if state.mode == "huge" else len(body)))
             self.end_headers()
+            if state.mode == "drip":
+                with contextlib.suppress(OSError):  # the client gave up, as it should
+                    drip(self.wfile, body)
+                return
             if state.mode == "cut":
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()
@@ -167,6 +174,34 @@ def test_style_image_does_not_wait_past_its_timeout(server, monkeypatch, tmp_pat
     _, label = style_image("composition_vii", "stained_glass")
     assert time.monotonic() - start < 3 and label == "offline: bundled 'stained_glass' instead of Composition VII"
     assert len(server.paths) == 1 and list((tmp_path / "cache").iterdir()) == []  # one try, nothing kept
+
+
+def test_style_image_gives_up_on_a_server_that_drips(server, monkeypatch) -> None:
+    """Every byte comes within any read timeout, and the painting is complete after 4 s: only an overall deadline
+    gives the fallback (the label proves it, no clock is read)."""
+    server.mode = "drip"
+    monkeypatch.setattr(nstlib.io.data, "STYLE_IMAGE_TIMEOUT", 0.5)
+    _, label = style_image("great_wave", "waves")
+    assert label == "offline: bundled 'waves' instead of The Great Wave off Kanagawa"
+
+
+def test_a_painting_announced_far_too_large_is_refused_at_once(server, tmp_path) -> None:
+    server.mode = "huge"
+    with pytest.raises(DownloadError, match="announces 10,737,418,240 bytes, more than the 16,777,216 expected"):
+        painting("scream", cache_dir=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_cached_painting_is_downloaded_again_or_falls_back(server, tmp_path) -> None:
+    cached = tmp_path / "cache" / "starry_night.jpg"
+    cached.parent.mkdir()
+    cached.write_bytes(JPEG[: len(JPEG) // 2])  # cut short since (a full disk, a crash of another program)
+    image, label = style_image("starry_night", "waves", 48)
+    assert label.startswith("The Starry Night") and cached.read_bytes() == JPEG and image.shape == (1, 3, 32, 48)
+    cached.write_bytes(b"not a picture")
+    server.mode = "404"
+    _, label = style_image("starry_night", "waves")
+    assert label.startswith("offline: bundled 'waves'") and not cached.exists()
 
 
 def test_unknown_names_list_the_choices(server) -> None:

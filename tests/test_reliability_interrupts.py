@@ -17,6 +17,7 @@ from common import CONTENT, RUN, STYLE
 from PIL import Image
 
 from nstlib.api import stylize
+from nstlib.core.features import VGGFeatures
 from nstlib.io.images import save_image
 
 # --- Interrupts ---------------------------------------------------------------------------------------
@@ -32,6 +33,23 @@ def test_ctrl_c_inside_a_step_returns_the_last_complete_image(vgg, content, styl
         assert img.text["nstlib:status"] == "interrupted after step 3"
 
 
+def test_ctrl_c_while_the_last_image_is_scored_keeps_it(vgg, content, style, monkeypatch) -> None:
+    """The run's last moment: its steps are done and the final image is being scored (a forward pass)."""
+    done = stylize(content, style, steps=2, network=vgg, **RUN)
+    forward, passes = VGGFeatures.forward, []
+
+    def interrupted(self: VGGFeatures, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        passes.append(image.requires_grad)
+        if passes[-3:] == [True, True, False]:  # after the two steps' passes
+            raise KeyboardInterrupt
+        return forward(self, image)
+
+    monkeypatch.setattr(VGGFeatures, "forward", interrupted)
+    result = stylize(content, style, steps=2, network=vgg, **RUN)
+    assert result.interrupted and result.status == "interrupted after step 2"
+    assert torch.equal(result.image, done.image)
+
+
 def _default_sigint() -> None:
     """Run in the child before exec: give it the default SIGINT handler. A background job of a
     non-interactive shell (`pytest &` in a script, some CI runners) starts with SIGINT ignored, and a
@@ -39,8 +57,9 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _run_cli_and_interrupt(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, str]:
-    """Start the CLI, wait until the progress bar shows a finished step, then send SIGINT.
+def _run_cli_and_interrupt(out: Path, *extra: str, number: int = signal.SIGINT) -> tuple[subprocess.CompletedProcess,
+                                                                                            str]:
+    """Start the CLI, wait until the progress bar shows a finished step, then send signal `number`.
     Returns the finished process and its one 'nstlib: ...' line on stderr."""
     argv = [sys.executable, "-m", "nstlib.apps.cli", "stylize", CONTENT, STYLE, "-o", str(out), "--size", "64",
             "--steps", "100000", "--weights", "random", "--device", "cpu", *extra]
@@ -55,7 +74,7 @@ def _run_cli_and_interrupt(out: Path, *extra: str) -> tuple[subprocess.Completed
         assert proc.poll() is None, b"".join(seen).decode()
         assert time.monotonic() < deadline, "the CLI never started optimising"
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(number)
     proc.wait(timeout=120)
     reader.join(timeout=30)
     err = b"".join(seen).decode()
@@ -64,11 +83,13 @@ def _run_cli_and_interrupt(out: Path, *extra: str) -> tuple[subprocess.Completed
     return subprocess.CompletedProcess(argv, proc.returncode, proc.stdout.read().decode(), err), notices[0]
 
 
-@pytest.mark.parametrize("save_partial", [True, False])
-def test_cli_ctrl_c_writes_only_with_save_partial(tmp_path, save_partial: bool) -> None:
+@pytest.mark.parametrize(("number", "save_partial"), [(signal.SIGINT, False), (signal.SIGTERM, True)])
+def test_cli_ctrl_c_writes_only_with_save_partial(tmp_path, number: int, save_partial: bool) -> None:
+    """Ctrl-C, and SIGTERM (`timeout`, `docker stop`) alike: exit 128 + the signal (SIGHUP, and every signal at other
+    moments: `test_hostile.py::test_cli`, in this process)."""
     out = tmp_path / "out.png"
-    proc, last_line = _run_cli_and_interrupt(out, *(["--save-partial"] if save_partial else []))
-    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    proc, last_line = _run_cli_and_interrupt(out, *(["--save-partial"] if save_partial else []), number=number)
+    assert proc.returncode == 128 + number and "Traceback" not in proc.stderr, proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == (["out.png"] if save_partial else [])  # no temporary files
     if save_partial:
         assert "wrote the partial result" in last_line, last_line

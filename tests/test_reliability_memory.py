@@ -3,6 +3,7 @@ run. Rows of docs/reliability.md."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -144,9 +145,61 @@ def test_huge_size_is_refused_before_allocating(refuse_work, capsys) -> None:
 def test_refusal_threshold_follows_free_ram(refuse_work, monkeypatch) -> None:
     monkeypatch.setattr(nstlib.engine.memory, "available_bytes", lambda: 2**30)  # pretend 1 GiB is free
     refuse_work()
-    need = estimate_bytes(1024, 1024, DEFAULT_STYLE_LAYERS, optimizer="lbfgs", history_size=50)
-    assert need > nstlib.engine.memory.MARGIN * 2**30
     with pytest.raises(MemoryLimitError, match="1024x1024"):
         stylize(np.zeros((1024, 1024, 3), dtype=np.uint8), STYLE, network="random", **{**RUN, "size": None})
     with pytest.raises(AssertionError, match="work started"):  # a small size passes the check and starts work
         stylize(np.zeros((64, 64, 3), dtype=np.uint8), STYLE, network="random", **{**RUN, "size": None})
+
+
+def test_a_run_the_estimate_says_will_not_fit_is_refused(refuse_work, monkeypatch) -> None:
+    """No slack above the free RAM: the estimate is an upper bound already (a 20 GiB pass with 17 GiB free started)."""
+    need = estimate_bytes(1024, 1024, DEFAULT_STYLE_LAYERS, optimizer="lbfgs", history_size=50)
+    photo = np.zeros((1024, 1024, 3), dtype=np.uint8)
+    refuse_work()
+    monkeypatch.setattr(nstlib.engine.memory, "available_bytes", lambda: need * 10 // 11)
+    with pytest.raises(MemoryLimitError, match="1024x1024"):
+        stylize(photo, STYLE, network="random", **{**RUN, "size": None})
+    monkeypatch.setattr(nstlib.engine.memory, "available_bytes", lambda: need)
+    with pytest.raises(AssertionError, match="work started"):
+        stylize(photo, STYLE, network="random", **{**RUN, "size": None})
+
+
+GiB = 2**30
+
+
+def _machine(root: Path, cgroup: str, files: dict[str, object]) -> Path:
+    """A fake /proc and /sys under `root`: 16 GiB available, the process in `cgroup`, and cgroup `files`."""
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/meminfo").write_text(f"MemTotal: {32 * 2**20} kB\nMemAvailable: {16 * 2**20} kB\n")
+    (root / "proc/self/cgroup").write_text(cgroup)
+    for name, value in files.items():
+        (root / "sys/fs/cgroup" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "sys/fs/cgroup" / name).write_text(f"{value}\n")
+    return root
+
+
+@pytest.mark.parametrize(("cgroup", "files", "free"), [
+    pytest.param("0::/system.slice/run-1.scope\n", {"memory.max": "max", "system.slice/run-1.scope/memory.max":
+                 GiB * 3 // 2, "system.slice/run-1.scope/memory.current": 0}, GiB * 3 // 2,
+                 id="v2, systemd-run -p MemoryMax="),
+    pytest.param("0::/user.slice/a.scope\n", {"user.slice/memory.max": GiB, "user.slice/memory.current": GiB // 2,
+                 "user.slice/a.scope/memory.max": "max", "user.slice/a.scope/memory.current": GiB // 4}, GiB // 2,
+                 id="v2, the parent's limit"),
+    pytest.param("12:memory:/slurm/uid_0/job_7\n3:cpu,cpuacct:/\n0::/\n",
+                 {"memory/memory.limit_in_bytes": 9223372036854771712, "memory/memory.usage_in_bytes": 4 * GiB,
+                  "memory/slurm/uid_0/job_7/memory.limit_in_bytes": 2 * GiB,
+                  "memory/slurm/uid_0/job_7/memory.usage_in_bytes": GiB // 2}, GiB * 3 // 2, id="v1, SLURM"),
+    pytest.param("0::/\n", {"memory.max": "max", "memory.current": GiB}, 16 * GiB, id="no limit"),
+    pytest.param("0::/gone\n", {"memory.max": 2 * GiB, "memory.current": GiB}, GiB,
+                 id="a cgroup not under this mount (a container): its root"),
+])
+def test_the_memory_limit_is_read_where_the_process_lives(tmp_path, cgroup: str, files: dict, free: int) -> None:
+    assert available_bytes(_machine(tmp_path, cgroup, files)) == free
+
+
+def test_a_run_that_does_not_fit_its_cgroup_is_refused(refuse_work, tmp_path, monkeypatch) -> None:
+    root = _machine(tmp_path, "0::/job\n", {"job/memory.max": GiB * 3 // 2, "job/memory.current": 0})
+    monkeypatch.setattr(nstlib.engine.memory, "available_bytes", partial(available_bytes, root))
+    refuse_work()
+    with pytest.raises(MemoryLimitError, match=r"1024x1024 needs about 3.5 GiB but only 1.5 GiB of RAM is free"):
+        stylize(CONTENT, STYLE, network="random", **{**RUN, "size": 1024})

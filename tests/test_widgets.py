@@ -15,11 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from nstlib.core.errors import ParameterError
+from nstlib.core.errors import OutputError, ParameterError
 from nstlib.core.settings import DEFAULT_STYLE_WEIGHT
 from nstlib.course.widgets import StyleExplorer
 from nstlib.course.worker import TARGET_CACHE
 from nstlib.engine.runtime import PrecisionFeatures, Runtime
+from nstlib.io.images import save_image
 
 
 @pytest.fixture
@@ -27,9 +28,9 @@ def make(vgg, content, style) -> Iterator[Any]:
     """Build explorers on the 64 px samples (32 px previews, random weights) and close them afterwards."""
     made: list[StyleExplorer] = []
 
-    def build(styles: Any = style, **kwargs: Any) -> StyleExplorer:
+    def build(styles: Any = style, photo: Any = content, **kwargs: Any) -> StyleExplorer:
         options = dict(runtime="cpu", preview_size=32, steps=4, frame_every=1, network=vgg)
-        explorer = StyleExplorer(content, styles, **{**options, **kwargs})
+        explorer = StyleExplorer(photo, styles, **{**options, **kwargs})
         made.append(explorer)
         return explorer
 
@@ -168,6 +169,29 @@ def test_render_full_size_offers_download_and_save(make, tmp_path) -> None:
     explorer.save_button.click()
     assert Image.open(tmp_path / "out.png").size == (64, 64)
     assert "saved" in explorer.status.value
+
+
+def test_save_never_replaces_an_input_nor_an_existing_file_unless_told(make, content, style, tmp_path) -> None:
+    photo, painting, old = tmp_path / "photo.png", tmp_path / "style.png", tmp_path / "stylized.png"
+    save_image(content, photo)
+    save_image(style, painting)
+    old.write_bytes(b"an earlier result")
+    kept = {path: path.read_bytes() for path in (photo, painting, old)}
+    explorer = make(str(painting), photo=Image.open(photo), autostart=False)  # a PIL image opened from a file too
+    for path, overwrite in ((photo, False), (painting, False), (photo, True)):
+        with pytest.raises(OutputError, match="refusing to overwrite an input"):
+            explorer.save(str(path), **({"overwrite": True} if overwrite else {}))
+    explorer.save_path.value = str(old)  # the Save button: what is typed in, then the checkbox
+    explorer.save_button.click()
+    assert "already exists" in explorer.status.value and old.read_bytes() == kept[old]
+    explorer.save_path.value = str(painting)
+    explorer.overwrite.value = True
+    explorer.save_button.click()
+    assert "refusing to overwrite an input" in explorer.status.value
+    assert {path: path.read_bytes() for path in kept} == kept
+    explorer.save_path.value = str(old)
+    explorer.save_button.click()
+    assert "saved" in explorer.status.value and Image.open(old).size == (32, 32)
 
 
 def test_the_target_cache_keeps_only_recent_blend_settings(make, style, style2) -> None:

@@ -68,3 +68,18 @@ def test_pause_stops_and_render_runs_full_size(worker) -> None:
     assert statuses[-1][1] and "blend_weights" in statuses[-1][0]
     w.update(w.settings.replace(blend_weights=[1.0]))
     assert w.wait() and not statuses[-1][1]
+
+
+def test_a_failing_hook_is_logged_once_and_the_worker_goes_on(worker, caplog) -> None:
+    w = worker(autostart=False)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("the display is gone")
+
+    w.on_status = w.on_image = broken  # on_status also reports errors: it fails inside the worker's error handling
+    w.set_active(True)
+    assert w.wait(timeout=10) and w.alive()
+    w.update(w.settings.replace(style_weight=5.0))  # it keeps serving
+    assert w.wait(timeout=10) and [run["style_weight"] for run in w.runs] == [DEFAULT_STYLE_WEIGHT, 5.0]
+    logged = [record.getMessage() for record in caplog.records if record.name == "nstlib.course.worker"]
+    assert sorted(message.split()[2] for message in logged) == ["on_image", "on_status"], logged

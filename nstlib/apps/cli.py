@@ -4,7 +4,9 @@ User errors (bad files, bad options) print one line on stderr and exit with code
 outputs are checked before the weights are looked for and before the first step; outputs are written atomically and
 never over an input; an existing output (also one that appears during the run) is replaced only with --force. A stdout
 or stderr that cannot be written (a closed pipe, a full disk, a closed descriptor) costs only the messages, never the
-result. This module imports torch only inside `main`, so Ctrl-C while it loads still exits with code 130.
+result. SIGINT (Ctrl-C), SIGTERM and SIGHUP are one policy (`_Signals`): one line, exit code 130, 143 or 129, the
+result so far written with --save-partial, and a file being written finished first. This module imports torch only
+inside `main`, so a signal while it loads is handled too.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -27,9 +31,67 @@ if TYPE_CHECKING:
     from nstlib.core.features import Weights
     from nstlib.core.result import StylizeResult
     from nstlib.core.settings import Settings
+    from nstlib.engine.runtime import Runtime
 
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+#: What ends the command as Ctrl-C does: `timeout`, `docker stop` and batch schedulers send SIGTERM, a closed terminal
+#: SIGHUP. The exit code is 128 + the signal's number: 130, 143, 129.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: The progress animation keeps about this many frames.
+GIF_FRAMES = 30
+
+
+class _Signals:
+    """The command's one signal policy, for `SIGNALS` alike. The first signal is recorded (for the exit code and the
+    message) and ends the work with a KeyboardInterrupt, as Ctrl-C does: a run keeps its image so far
+    (`nstlib.api.Guard`) and --save-partial writes it. Once a result is in hand (`holding`), a signal waits until the
+    block is done, so every file it writes is complete; `written` lists them. Later signals are ignored: the command is
+    already ending, and a repeat must not cost what the first one keeps."""
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        self.received: int | None = None
+        self.held = self.pending = False
+        self.written: list[Path] = []
+        main = threading.current_thread() is threading.main_thread()  # handlers can only be set there
+        # An ignored signal stays ignored: `nohup` ignores SIGHUP, a background job of a script SIGINT.
+        saved = {number: signal.signal(number, self.handle) for number in SIGNALS
+                 if main and signal.getsignal(number) is not signal.SIG_IGN}
+        try:
+            yield
+        finally:
+            for number, handler in saved.items():
+                signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+    def handle(self, number: int, frame: object) -> None:
+        if self.received is None:
+            self.received = number
+            if self.held:
+                self.pending = True
+            else:
+                raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """A result is in hand: a signal now is raised only once the block (its writes) is done."""
+        self.held = True
+        try:
+            yield
+        finally:
+            self.held = False
+        if self.pending:
+            raise KeyboardInterrupt
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received or signal.SIGINT).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.received or signal.SIGINT)
+
+
+_signals = _Signals()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -224,7 +286,7 @@ def _save_partial(result: StylizeResult, out: Path, why: str, args: argparse.Nam
     from nstlib.io.images import save_image
 
     if args.save_partial:
-        save_image(result, out, overwrite=args.force)
+        _signals.written.append(save_image(result, out, overwrite=args.force))
         print(f"nstlib: {why}; wrote the partial result to {show(out)} (marked nstlib:status={result.status!r})",
               file=sys.stderr)
     else:
@@ -254,18 +316,20 @@ def _run_and_save(args: argparse.Namespace, out: Path, gif: Path | None, run: Ca
     except (NonFiniteLossError, MemoryLimitError) as e:
         if e.result is None:  # refused before starting: nothing to save
             raise
-        _save_partial(e.result, out, str(e), args)
+        with _signals.holding():
+            _save_partial(e.result, out, str(e), args)
         return EXIT_USER_ERROR
-    if result.interrupted:
-        _save_partial(result, out, result.status, args)
-        return EXIT_INTERRUPTED
-    save_image(result, out, overwrite=args.force)
-    if gif is not None:
-        try:
-            save_gif(result, gif, overwrite=args.force)
-        except OutputError as e:  # the image is safe: say so, or the user would think the run was lost
-            raise OutputError(f"{e}; the image {show(out)} was written") from None
-    _report(result, out, gif)
+    with _signals.holding():
+        if result.interrupted:
+            _save_partial(result, out, f"{result.status} ({_signals.name})", args)
+            return _signals.exit_code
+        _signals.written.append(save_image(result, out, overwrite=args.force))
+        if gif is not None:
+            try:
+                _signals.written.append(save_gif(result, gif, overwrite=args.force))
+            except OutputError as e:  # the image is safe: say so, or the user would think the run was lost
+                raise OutputError(f"{e}; the image {show(out)} was written") from None
+        _report(result, out, gif)
     return 0
 
 
@@ -282,17 +346,28 @@ def _weights(args: argparse.Namespace) -> Weights:
     return weights
 
 
-def _check_inputs(args: argparse.Namespace, settings: Settings, out: Path) -> None:
+def _check_inputs(args: argparse.Namespace, settings: Settings, runtime: Runtime, out: Path, gif: Path | None) -> None:
     """Before the weights are looked for (on a first run that takes seconds): every input file is there and is a picture
-    (`peek_shape` reads its header: missing, a FIFO, not an image), and the output fits its format at the planned size
-    (WebP: 16383 px a side)."""
+    (`peek_shape` reads its header: missing, a FIFO, not an image), and at the planned size the output fits its format
+    (`check_fits`: WebP stops at 16383 px a side), the run fits in memory, and the outputs fit on their disk
+    (`check_room`; after the memory: a size too large is the run's problem first)."""
     from nstlib.core.objective import target_size
-    from nstlib.io.images import check_fits, peek_shape
+    from nstlib.engine.memory import check_memory
+    from nstlib.io.images import check_fits, check_room, peek_shape
 
     h, w = target_size(peek_shape(args.content), settings.size)
     for path in [*args.styles, *(args.mask or [])]:
         peek_shape(path)
     check_fits(out, w, h)
+    check_memory((h, w), settings, on_cpu=runtime.on_cpu)
+    check_room(out, w, h)
+    if gif is not None:
+        check_room(gif, w, h, frames=settings.steps // _frame_every(settings.steps) + 2)
+
+
+def _frame_every(steps: int) -> int:
+    """Steps between the frames of the progress animation: about `GIF_FRAMES` frames."""
+    return max(1, steps // GIF_FRAMES)
 
 
 def run_stylize(args: argparse.Namespace) -> int:
@@ -300,14 +375,15 @@ def run_stylize(args: argparse.Namespace) -> int:
     from nstlib.engine.runtime import Runtime
 
     settings = _settings(args)
-    inputs = [args.content, *args.styles, *(args.mask or [])]
-    out, gif = _check_outputs(args.output, args.gif, inputs, args.force)
-    _check_inputs(args, settings, out)
+    weight_file = [args.network_weights] if os.path.isfile(args.network_weights) else []  # an input too
+    out, gif = _check_outputs(args.output, args.gif, [args.content, *args.styles, *(args.mask or []), *weight_file],
+                              args.force)
     runtime = Runtime.create(args.device)
+    _check_inputs(args, settings, runtime, out, gif)
     weights = _weights(args)
     return _run_and_save(args, out, gif, lambda: stylize(
         args.content, args.styles, settings, masks=args.mask, network=weights, runtime=runtime,
-        progress=not args.quiet, frame_every=max(1, settings.steps // 30) if gif else 0,
+        progress=not args.quiet, frame_every=_frame_every(settings.steps) if gif else 0,
     ))
 
 
@@ -356,7 +432,7 @@ def run_demo(args: argparse.Namespace) -> int:
         _say(f"stylizing the bundled astronaut at {settings.size}px, {settings.steps} {settings.optimizer} steps")
         return _run_and_save(args, out, gif, lambda: stylize(
             sample_path("astronaut"), sample_path("stained_glass"), settings, network=weights, runtime=runtime,
-            progress=not args.quiet, frame_every=max(1, settings.steps // 30),
+            progress=not args.quiet, frame_every=_frame_every(settings.steps),
         ))
     finally:
         _remove_if_empty(made)
@@ -368,30 +444,33 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The `nstlib` command. Ctrl-C at any moment, even while torch is still loading, exits with 130 and one line; a
-    stdout that cannot encode a file name, or a stdout or stderr that cannot be written at all (`_Forgiving`), causes no
-    traceback: the run's own outcome decides the exit code."""
+    """The `nstlib` command. A signal at any moment, even while torch is still loading, ends it with one line
+    (`_Signals`); a stdout that cannot encode a file name, or a stdout or stderr that cannot be written at all
+    (`_Forgiving`), causes no traceback: the run's own outcome decides the exit code."""
     with contextlib.suppress(AttributeError, ValueError):  # not a text stream: leave it alone
         sys.stdout.reconfigure(errors="backslashreplace")
-    with _forgiving_output():
+    with _forgiving_output(), _signals.installed():
         return _command(argv)
 
 
 def _command(argv: Sequence[str] | None) -> int:
-    """Parse and run one command; a user error is one stderr line and exit code 2."""
+    """Parse and run one command; a user error is one stderr line and exit code 2, a signal one line (`_Signals`)."""
     start = time.perf_counter()
     try:
-        args = build_parser().parse_args(argv)
-        code = run_stylize(args) if args.command == "stylize" else run_demo(args)
-    except NstlibError as e:
-        print(f"nstlib: error: {_one_line(str(e))}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:  # Ctrl-C outside the optimisation loop (loading torch or images, saving)
-        print("nstlib: interrupted; no partial output written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if code == 0:
-        _say(f"done in {time.perf_counter() - start:.1f} s")
-    return code
+        try:
+            args = build_parser().parse_args(argv)
+            code = run_stylize(args) if args.command == "stylize" else run_demo(args)
+        except NstlibError as e:
+            print(f"nstlib: error: {_one_line(str(e))}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        if code == 0:
+            _say(f"done in {time.perf_counter() - start:.1f} s")
+        return code
+    except KeyboardInterrupt:  # a signal outside the optimisation loop (loading torch or images), or after writing
+        written = " and ".join(show(path) for path in _signals.written)
+        print(f"nstlib: interrupted ({_signals.name}); " + (f"wrote {written}, complete" if written else
+                                                          "nothing written"), file=sys.stderr)
+        return _signals.exit_code
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torchvision
 from torch import nn
 
 from nstlib.core.errors import ParameterError
+from nstlib.core.settings import MAX_SEED, check_number
 
 NETWORKS = ("vgg19", "vgg16")
 #: Smallest side the networks take: they halve the image five times (pool1..pool5).
@@ -65,6 +66,8 @@ def layer_names(network: str = "vgg19") -> tuple[str, ...]:
 
 def check_layers(layers: Iterable[str], network: str = "vgg19") -> list[str]:
     """`layers` if `network` has them all, sorted by depth; else a `ParameterError` naming what is wrong."""
+    if isinstance(layers, (str, bytes, torch.Tensor)) or not isinstance(layers, Iterable):
+        raise ParameterError(f"layers={layers!r}: give a list of layer names, e.g. ['relu1_1', 'relu4_2']")
     layers, names = list(layers), layer_names(network)
     unknown = [name for name in layers if name not in names]
     if unknown:
@@ -132,7 +135,7 @@ class Weights:
     """A network's weights and what they mean: which network, which preprocessing, from where.
 
     `state_dict` has the keys of torchvision's `features` stack ("0.weight", ...); `trained` is False only for random
-    weights.
+    weights; `file` is the file they were read from, if any (an input: no output may overwrite it).
     """
 
     network: str
@@ -140,6 +143,7 @@ class Weights:
     source: str
     trained: bool
     state_dict: dict[str, torch.Tensor] = field(repr=False, compare=False)
+    file: str = ""
 
     def describe(self) -> str:
         """One line naming the network, the weights and the preprocessing."""
@@ -148,6 +152,7 @@ class Weights:
 
 def random_weights(seed: int = 0, network: str = "vgg19") -> Weights:
     """Seeded random weights, initialised as torchvision initialises VGG (He, fan-out; zero biases)."""
+    seed = check_number("seed", seed, whole=True, low=0, high=MAX_SEED)
     generator, stack = torch.Generator().manual_seed(seed), vgg_stack(network)
     for module in stack:
         if isinstance(module, nn.Conv2d):
@@ -173,6 +178,7 @@ class VGGFeatures(nn.Module):
             raise ParameterError(f"weights={weights!r}: give nstlib Weights, e.g. nstlib.load_weights('imagenet') "
                                  "or nstlib.random_weights()")
         self.network, self.preprocessing, self.source = weights.network, weights.preprocessing, weights.describe()
+        self.file = weights.file
         self.layers = check_layers(layers, self.network)
         self.names = layer_names(self.network)[: layer_names(self.network).index(self.layers[-1]) + 1]
         stack = vgg_stack(self.network)

@@ -119,6 +119,7 @@ def optimize(objective: Objective, start: torch.Tensor, settings: Settings, watc
                 monitor.step_starts(i, live)
                 if monitor.step_done(i + 1, live, *step()):
                     break
+        return monitor.finish(objective, image)  # scoring the last image: an interrupt here keeps it too
     except NonFiniteLossError:
         raise
     except BaseException as error:
@@ -126,7 +127,6 @@ def optimize(objective: Objective, start: torch.Tensor, settings: Settings, watc
         raise
     finally:
         monitor.bar.close()
-    return monitor.finish(objective, image)
 
 
 class Monitor:

@@ -19,7 +19,7 @@ from torch import nn
 from nstlib.core.errors import ParameterError
 from nstlib.core.features import layer_stride
 from nstlib.core.losses import Features, content_loss, gram_matrix, relative_weights, style_loss, tv_loss
-from nstlib.core.settings import BLEND_METHODS, Settings
+from nstlib.core.settings import BLEND_METHODS, Settings, check_number
 
 Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 #: Style targets: [(blend weight, {layer: Gram matrix (1,C,C)})], one entry, or one per style or region.
@@ -34,10 +34,10 @@ def target_size(shape: tuple[int, int], size: int | tuple[int, int] | None) -> t
     h, w = shape
     if size is None:
         return h, w
-    if isinstance(size, int):
-        scale = size / max(h, w)
-        return max(1, round(h * scale)), max(1, round(w * scale))
-    return int(size[0]), int(size[1])
+    if isinstance(size, Sequence) and len(size) == 2:
+        return check_number("size", size[0], whole=True, low=1), check_number("size", size[1], whole=True, low=1)
+    scale = check_number("size", size, whole=True, low=0, hint="or a pair (height, width)") / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def resize(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -52,6 +52,8 @@ def resize(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 
 def normalize_blend_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     """Blend weights for `n` styles scaled to sum to 1 (None: equal); one each, >= 0, not all 0."""
+    if n == 0:
+        raise ParameterError("styles: no style image given; give at least one (a path, a picture or a tensor)")
     if weights is None:
         return [1.0 / n] * n
     if len(weights) != n:
@@ -114,7 +116,7 @@ class Targets:
 
         With `masks` (one (1,1,H,W) mask in [0,1] per style, at the content's size; Gatys et al. 2017) style k is
         matched only inside mask k, by guided Gram matrices, with the weight w_k * mean(m_k) (`blend_weights` become
-        per-region weights w_k): a region no mask covers gets only the content term.
+        per-region weights w_k, scaled so that the largest is 1): a region no mask covers gets only the content term.
         """
         layers = settings.style_layers
         content_features = {k: v for k, v in extractor(content).items() if k in settings.content_layers}
@@ -123,8 +125,8 @@ class Targets:
                 extractor, styles, layers, settings.blend_weights, settings.blend), tv_loss(content))
         if len(masks) != len(styles):
             raise ParameterError(f"{len(masks)} mask(s) for {len(styles)} style image(s); give one mask per style")
-        region = settings.blend_weights or [1.0] * len(styles)
-        normalize_blend_weights(region, len(styles))  # one weight >= 0 per region, not all 0
+        shares = normalize_blend_weights(settings.blend_weights, len(styles))  # sum to 1, whatever their size
+        region = [w / max(shares) for w in shares]  # relative region weights, the largest 1: none overflows
         grams = style_targets(extractor, styles, layers, method="loss")
         style = [(w * float(m.mean()), g) for w, m, (_, g) in zip(region, masks, grams)]
         if not sum(w for w, _ in style) > 0:

@@ -145,7 +145,7 @@ def check_number(name: str, value: object, *, whole: bool = False, low: float | 
         raise ParameterError(wanted)
     if isinstance(value, numbers.Integral):
         value = int(value)
-        if not whole and abs(value) > sys.float_info.max:
+        if abs(value) > sys.float_info.max:  # every number is used as a float somewhere (a size is divided)
             raise ParameterError(f"{name}: a whole number of {value.bit_length()} bits is beyond a float's range")
         value = value if whole else float(value)
     else:

@@ -8,10 +8,10 @@
 
 This module is the view: the controls (log-scale sliders for the content, style and TV weights and for each style layer,
 linear sliders for the blend weights of several styles, blend and init dropdowns, Reset and Run/Pause, "Render full
-size", Save) and the picture, the loss readout and the status line. The controls only turn their values into `Settings`
-and hand them to the worker (`nstlib.course.worker.ExplorerWorker`), which optimises in a background thread; the
-worker's hooks update the display only by assigning widget values (Image.value, HTML.value, IntProgress.value): that is
-the thread-safe path. Works with ipywidgets 7.6+ (Colab) and 8.x (JupyterLab 4).
+size", Save with an overwrite checkbox) and the picture, the loss readout and the status line. The controls only turn
+their values into `Settings` and hand them to the worker (`nstlib.course.worker.ExplorerWorker`), which optimises in a
+background thread; the worker's hooks update the display only by assigning widget values (Image.value, HTML.value,
+IntProgress.value): that is the thread-safe path. Works with ipywidgets 7.6+ (Colab) and 8.x (JupyterLab 4).
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
@@ -116,6 +118,8 @@ class StyleExplorer(widgets.VBox):
                                                icon="pause" if autostart else "play")
         self.render_button = widgets.Button(description="Render full size", icon="image")
         self.save_path = widgets.Text(value="stylized.png", description="save as", style={"description_width": "60px"})
+        self.overwrite = widgets.Checkbox(value=False, description="overwrite", indent=False,
+                                          layout=widgets.Layout(width="90px"))
         self.save_button = widgets.Button(description="Save", icon="save")
         for w in (self.content_weight, self.style_weight, self.tv_weight, *self.layer_weights.values(),
                   *self.blend_weights, self.blend):
@@ -145,7 +149,7 @@ class StyleExplorer(widgets.VBox):
         super().__init__([
             widgets.HBox([widgets.VBox(sliders), widgets.VBox([self.picture]), self.readout]),
             widgets.HBox([self.render_button, self.progress]),
-            widgets.HBox([self.save_path, self.save_button, self.download]),
+            widgets.HBox([self.save_path, self.overwrite, self.save_button, self.download]),
             self.status,
         ])
 
@@ -175,7 +179,7 @@ class StyleExplorer(widgets.VBox):
 
     def _on_save(self, _event: Any = None) -> None:
         try:
-            self.status.value = f"saved {self.save(self.save_path.value)}"
+            self.status.value = f"saved {self.save(self.save_path.value, overwrite=self.overwrite.value)}"
         except NstlibError as e:
             self.status.value = f"<span style='color:#c00'>{e}</span>"
 
@@ -216,9 +220,11 @@ class StyleExplorer(widgets.VBox):
         """Ask for a full-size render of the current settings (the "Render full size" button)."""
         self._on_render()
 
-    def save(self, path: str) -> Any:
-        """Write the full-size render if there is one, else the preview, atomically (see `save_image`)."""
-        return save_image(self.result.image if self.result is not None else self.image, path)
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the full-size render if there is one, else the preview, atomically (see `save_image`): never over the
+        content or a style file, nor over an existing file unless `overwrite` (the Save button's checkbox)."""
+        return save_image(self.result.image if self.result is not None else self.image, path,
+                          inputs=self.worker.inputs, overwrite=overwrite)
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until the worker has nothing left to do (for scripts and tests); False on timeout."""

@@ -12,22 +12,24 @@
    work stops within one optimisation step;
 4. `render()` runs the current settings at full resolution, from the preview upscaled.
 
-The view hooks (`on_image`, `on_terms`, `on_status`, `on_progress`, `on_render`) run on the worker thread. The explorer
-goes through the same boundary as `stylize` (`nstlib.api`): `Run.begin` checks its settings, and each run is guarded
-against running out of device memory.
+The view hooks (`on_image`, `on_terms`, `on_status`, `on_progress`, `on_render`) run on the worker thread; one that
+raises is logged once and the worker goes on (`_emit`). The explorer goes through the same boundary as `stylize`
+(`nstlib.api`): `Run.begin` checks its settings, and each run is guarded against running out of device memory.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from nstlib.api import Guard, NetworkLike, Run, RuntimeLike, as_list, load_inputs
+from nstlib.api import Guard, NetworkLike, Run, RuntimeLike, as_list, input_files, load_inputs
 from nstlib.checks import validate
 from nstlib.controls.pyramid import smallest_size
 from nstlib.core.errors import NonFiniteLossError, ParameterError
@@ -40,6 +42,8 @@ from nstlib.io.images import ImageLike
 #: Targets kept for this many recent (image size, blend method, blend weights): at a 1024 px render
 #: one entry is tens of MB on the GPU, and every position of a blend slider is a new entry.
 TARGET_CACHE = 8
+
+log = logging.getLogger(__name__)
 
 #: The settings the explorer's controls change; each entry of `runs` records them.
 EXPLORED = ("content_weight", "style_weight", "tv_weight", "style_layers", "blend", "blend_weights", "init")
@@ -60,6 +64,7 @@ class ExplorerWorker:
             and the run's global weights.
         runs: the explored settings (`EXPLORED`) of every run, in order.
         image: the current preview (1,3,h,w) on the CPU.
+        inputs: the input files (what `StyleExplorer.save` never overwrites).
         result: the last full-size render (a `StylizeResult`), or None.
         latency: seconds from the last change to the first frame that used it.
     """
@@ -75,8 +80,11 @@ class ExplorerWorker:
         check_number("frame_every", frame_every, whole=True, low=1)
         check_number("preview_size", preview_size, whole=True, low=1, allow_none=True)
         check_number("debounce", debounce, low=0)
+        if not isinstance(autostart, (bool, np.bool_)):
+            raise ParameterError(f"autostart={autostart!r}: give True or False")
         self.runtime, self.settings = run.runtime, settings
         self.render_steps, self.frame_every, self.debounce = render_steps, frame_every, debounce
+        self.inputs = input_files(content, *as_list(styles))  # before loading: Pillow then drops its file
         self.photo, self.pictures, _ = load_inputs(content, as_list(styles), [], run.settings, run.runtime.device)
         # The preview is one more scale of the picture: never so small that the content or a style loses the network.
         shape = tuple(self.photo.shape[-2:])
@@ -90,6 +98,7 @@ class ExplorerWorker:
         self.on_status: Callable[[str, bool], None] = _ignore
         self.on_progress: Callable[[int, int], None] = _ignore
         self.on_render: Callable[[StylizeResult], None] = _ignore
+        self._failed_hooks: set[str] = set()
 
         self.history: list[dict[str, Any]] = []
         self.runs: list[dict[str, Any]] = []
@@ -103,7 +112,7 @@ class ExplorerWorker:
         self._pending = True  # there is preview work to do
         self._restart = False  # start again from the init image
         self._render = False  # a full-size render was asked for
-        self.active = autostart
+        self.active = bool(autostart)
         self._closed = False
         self._busy = False
         self._thread = threading.Thread(target=self._work, name="StyleExplorer", daemon=True)
@@ -176,6 +185,17 @@ class ExplorerWorker:
         return initial_image(settings.init, content, self.pictures, settings.seed).cpu()
 
     # --- the worker thread ------------------------------------------------------------------------
+    def _emit(self, hook: str, *args: Any) -> None:
+        """Call the view's hook `on_<hook>`. One that raises is logged, once per hook, and the work goes on: a failing
+        display must not stop the explorer."""
+        try:
+            getattr(self, f"on_{hook}")(*args)
+        except Exception:
+            if hook not in self._failed_hooks:
+                self._failed_hooks.add(hook)
+                log.exception("the explorer's on_%s hook failed (later failures of it are not logged); the explorer "
+                              "goes on", hook)
+
     def _next(self) -> tuple[Settings, int, float, bool, bool] | None:
         """Wait for work, then for the debounce; the work to do, or None once closed."""
         with self._cond:
@@ -209,7 +229,7 @@ class ExplorerWorker:
             except Exception as e:  # a bad setting or NaN: say so, keep the thread alive, wait for a change
                 if isinstance(e, NonFiniteLossError) and e.result is not None:
                     self.image = e.result.image[:1]
-                self.on_status(f"{type(e).__name__}: {e}", True)
+                self._emit("status", f"{type(e).__name__}: {e}", True)
                 with self._cond:
                     self._pending = False
 
@@ -226,7 +246,7 @@ class ExplorerWorker:
         weights = settings.loss_weights
         started = time.perf_counter()
         height, width = self.preview_shape
-        self.on_status(f"run {run}: optimising at {width}x{height} px", False)
+        self._emit("status", f"run {run}: optimising at {width}x{height} px", False)
 
         pending: list[tuple[int, torch.Tensor]] = []  # (step, its (4,) terms on the device) not yet in history
 
@@ -235,23 +255,24 @@ class ExplorerWorker:
             if step.step == 1 or step.step % self.frame_every == 0:  # the picture goes to the host: the terms too
                 self._record(run, pending, weights)
                 self.image = step.image.clamp(0, 1).cpu()
-                self.on_image(self.image)
+                self._emit("image", self.image)
                 if step.step == 1:
                     self.latency = time.perf_counter() - changed_at
                 terms = {t: self.history[-1][t] for t in TERMS}
-                self.on_terms(run, step.step, terms, settings, (time.perf_counter() - started) / step.step)
+                self._emit("terms", run, step.step, terms, settings, (time.perf_counter() - started) / step.step)
             return self._stale(version)
 
         result = self._optimize(objective, self.image.to(self.runtime.device), settings, callback)
         self._record(run, pending, weights)
         self.image = result.image
-        self.on_image(self.image)
+        self._emit("image", self.image)
         with self._cond:
             if not result.interrupted and version == self._version:
                 self._pending = False
-                self.on_status(f"run {run}: done ({settings.steps} steps); move a slider or press Run to go on", False)
+                self._emit("status", f"run {run}: done ({settings.steps} steps); move a slider or press Run to go on",
+                           False)
             elif not self.active:
-                self.on_status(f"paused after {result.steps} steps of run {run}", False)
+                self._emit("status", f"paused after {result.steps} steps of run {run}", False)
 
     def _record(self, run: int, pending: list[tuple[int, torch.Tensor]], weights: dict[str, Any]) -> None:
         """Move the pending steps' loss terms to `history`: one host copy for them all (none per step)."""
@@ -264,20 +285,20 @@ class ExplorerWorker:
     def _render_full(self, settings: Settings, version: int) -> None:
         height, width = self.photo.shape[-2:]
         start = resize(self.image.to(self.runtime.device), (height, width))
-        self.on_progress(0, self.render_steps)
-        self.on_status(f"rendering {width}x{height} px", False)
+        self._emit("progress", 0, self.render_steps)
+        self._emit("status", f"rendering {width}x{height} px", False)
 
         def callback(step: Progress) -> bool:
-            self.on_progress(step.step, self.render_steps)
+            self._emit("progress", step.step, self.render_steps)
             return self._stale(version, render=True)
 
         result = self._optimize(self.objective(settings, full=True), start, settings.replace(steps=self.render_steps),
                                 callback)
         if result.interrupted:
-            self.on_status("full-size render cancelled (a setting changed or Pause)", False)
+            self._emit("status", "full-size render cancelled (a setting changed or Pause)", False)
             return
         self.result = result
-        self.on_render(result)
+        self._emit("render", result)
 
     def _optimize(self, objective: Objective, start: torch.Tensor, settings: Settings,
                   callback: Callable[[Progress], bool]) -> StylizeResult:

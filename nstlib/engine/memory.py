@@ -1,7 +1,8 @@
 """Memory: estimate what a run needs before it starts, and free what a run that ran out still holds.
 
 On the CPU a too-large `size` does not fail cleanly: the machine swaps or the kernel kills the process, so
-`check_memory` refuses runs that need clearly more than the free RAM (`estimate_bytes`, and decoding the inputs). On a
+`check_memory` refuses runs that the estimate says need more than the free RAM (`estimate_bytes`, and decoding the
+inputs), free as the process's own cgroup sees it (`available_bytes`). On a
 GPU running out raises mid-run; the entry points' boundary (`nstlib.api`) frees what the failed work held
 (`release_memory`) and raises `MemoryLimitError` with the last good image and `advice`.
 """
@@ -20,9 +21,6 @@ from nstlib.core.features import check_layers, layer_names, layout
 from nstlib.core.settings import Settings
 
 BYTES_PER_FLOAT = 4
-#: Refuse only when the estimate exceeds the free RAM by this factor: the estimate is an upper
-#: bound (it keeps every gradient alive at once), so a run just over the line may still fit.
-MARGIN = 1.2
 #: Bytes per pixel of decoding a picture: Pillow's 8-bit RGB(A) copy (4), the float32 (H,W,3)
 #: array and the tensor made from it (12 each), and one more float copy while clamping (12).
 DECODE_BYTES_PER_PIXEL = 40
@@ -82,12 +80,13 @@ def estimate_bytes(height: int, width: int, layers: Iterable[str] = ("relu5_1",)
     return BYTES_PER_FLOAT * (batch * per_image + params)
 
 
-def available_bytes() -> int | None:
-    """Free RAM in bytes: /proc/meminfo's MemAvailable (else os.sysconf), capped by a cgroup memory limit when the
-    process runs in a container. None if it cannot be read."""
+def available_bytes(root: Path = Path("/")) -> int | None:
+    """Free RAM in bytes: /proc/meminfo's MemAvailable (else os.sysconf), capped by what the memory limit of the
+    process's cgroup, and of each cgroup above it, leaves (`cgroup_files`). None if it cannot be read. `root` is where
+    /proc and /sys are (a test points it at a fake tree)."""
     free = None
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in (root / "proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 free = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
@@ -97,14 +96,37 @@ def available_bytes() -> int | None:
             free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):
             return None
-    for limit, usage in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes",
-                                                           "memory/memory.usage_in_bytes")):
+    for limit, usage in cgroup_files(root):
         try:
-            cap = int(Path("/sys/fs/cgroup", limit).read_text()) - int(Path("/sys/fs/cgroup", usage).read_text())
-        except (OSError, ValueError):
+            cap = int(limit.read_text()) - int(usage.read_text())
+        except (OSError, ValueError):  # no such cgroup here, or no limit ("max")
             continue
         free = min(free, max(cap, 0))
     return free
+
+
+def cgroup_files(root: Path = Path("/")) -> list[tuple[Path, Path]]:
+    """The (limit, usage) files of the memory cgroup the process is in, and of every cgroup above it up to the mount's
+    root, as /proc/self/cgroup names it: v2 ("0::/path": memory.max, memory.current) and v1 ("N:memory:/path", under
+    the memory controller's folder: memory.limit_in_bytes, memory.usage_in_bytes). SLURM, `systemd-run -p MemoryMax=`
+    and JupyterHub's spawners limit such a cgroup, not the root."""
+    mount = root / "sys/fs/cgroup"
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:  # not Linux, or no /proc: the roots alone
+        lines = ["0::/", "0:memory:/"]
+    files = []
+    for line in lines:
+        controllers, _, path = line.partition(":")[2].partition(":")
+        if not controllers:
+            base, limit, usage = mount, "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):
+            base, limit, usage = mount / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        folder = base / path.strip("/")
+        files += [(level / limit, level / usage) for level in (folder, *folder.parents) if level.is_relative_to(base)]
+    return files
 
 
 def advice(height: int, width: int, optimizer: str, fits: float | None = None) -> str:
@@ -123,7 +145,7 @@ def forward_bytes(height: int, width: int, layers: Iterable[str]) -> int:
 
 def check_memory(shape: tuple[int, int], settings: Settings, *, styles: Iterable[tuple[int, int]] = (),
                  sources: Iterable[tuple[int, int]] = (), on_cpu: bool = True) -> None:
-    """Raise `MemoryLimitError` if a step of a run of `settings` at (H,W) `shape` needs more than MARGIN x the free RAM.
+    """Raise `MemoryLimitError` if a step of a run of `settings` at (H,W) `shape` needs more than the free RAM.
 
     Checked, each on its own (they happen one after another): decoding or resizing a picture to each (H,W) in `sources`
     (in RAM on any device); on the CPU also the style targets, one pass per style image at its working (H,W) in `styles`
@@ -143,7 +165,7 @@ def check_memory(shape: tuple[int, int], settings: Settings, *, styles: Iterable
     parts += [(DECODE_BYTES_PER_PIXEL * h * w, f"loading a {w}x{h} picture", "shrink the picture or the size")
               for h, w in sources]
     for need, what, fix in parts:
-        if need > MARGIN * free:
+        if need > free:  # the estimate is an upper bound already: what it says will not fit is refused
             raise MemoryLimitError(f"{what} needs about {need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB of "
                                    f"RAM is free; {fix}")
 

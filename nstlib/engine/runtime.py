@@ -81,7 +81,7 @@ def _mps_available() -> bool:
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> cuda if available, else mps, else cpu; other names are parsed by `torch.device` and checked."""
-    if device == "auto":
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
     try:
         dev = torch.device(device) if isinstance(device, (str, torch.device)) else None
@@ -140,7 +140,8 @@ class PrecisionFeatures(nn.Module):
 
     def __init__(self, extractor: nn.Module, precision: Precision) -> None:
         super().__init__()
-        self.precision, self.layers, self.source = precision, extractor.layers, extractor.source
+        self.precision, self.layers = precision, extractor.layers
+        self.source, self.file = extractor.source, extractor.file  # what made it, and the weights file (an input)
         self.extractor = copy.deepcopy(extractor)
         self.unit = 2.0 ** round(-math.log2(min(extractor.preprocessing.std))) if precision.loss_scaling else 1.0
         with torch.no_grad():

@@ -21,7 +21,8 @@ from urllib.parse import quote
 
 import torch
 
-from nstlib.core.errors import DownloadError, ImageLoadError
+from nstlib.core.errors import DownloadError, ImageLoadError, ParameterError
+from nstlib.core.settings import check_number
 from nstlib.io.download import download
 from nstlib.io.files import usable_cache
 from nstlib.io.images import load_image
@@ -40,7 +41,7 @@ THUMB_WIDTH = 960
 
 def sample_path(name: str) -> Path:
     """The file of the bundled sample `name` (one of `SAMPLES`)."""
-    if name not in SAMPLES:
+    if not isinstance(name, str) or name not in SAMPLES:
         raise ImageLoadError(f"unknown sample '{name}'; choose one of {', '.join(SAMPLES)}")
     suffix = ".png" if name in MASK_SAMPLES else ".jpg"
     return Path(str(resources.files("nstlib.samples") / f"{name}{suffix}"))
@@ -107,8 +108,10 @@ PAINTINGS = {p.name: p for p in (
 CACHE_ENV = "NSTLIB_CACHE"
 #: Replaces the https://upload.wikimedia.org origin of the painting URLs (a mirror, or a local test server).
 PAINTINGS_URL_ENV = "NSTLIB_PAINTINGS_URL"
-#: Seconds `style_image` waits for the network (connecting, then each read) before using the fallback.
+#: Seconds `style_image` waits for the network, all in all, before using the fallback.
 STYLE_IMAGE_TIMEOUT = 5.0
+#: The most a painting's download may bring: Commons' thumbnails are 150-400 kB.
+PAINTING_MAX_BYTES = 16 * 2**20
 
 
 def painting_cache_dir() -> Path:
@@ -119,30 +122,43 @@ def painting_cache_dir() -> Path:
 
 def _entry(name: str) -> Painting:
     """The catalogue entry of `name`; `ImageLoadError` listing the choices if there is none."""
-    if name not in PAINTINGS:
+    if not isinstance(name, str) or name not in PAINTINGS:
         raise ImageLoadError(f"unknown painting '{name}'; choose one of {', '.join(PAINTINGS)}")
     return PAINTINGS[name]
 
 
 def painting_path(name: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                  timeout: float = 30.0) -> Path:
+                  timeout: float = 30.0, deadline: float = 300.0) -> Path:
     """The cached file of the painting `name` (one of `PAINTINGS`), downloaded on first use.
 
-    The file goes to `cache_dir` (default `painting_cache_dir()`) as ``<name>.jpg``, through `download`: it is kept only
-    once complete and decoded as a picture, so an error page, a 404 or a cut connection leave nothing behind. Later
-    calls read the cache without any network. A failed download raises a one-line `DownloadError` that names the
-    painting and the bundled styles to use offline.
+    The file goes to `cache_dir` (default `painting_cache_dir()`) as ``<name>.jpg``, through `download` (`timeout` for
+    each connection or read, `deadline` for all of it): it is kept only once complete and decoded as a picture, so an
+    error page, a 404 or a cut connection leave nothing behind. Later calls read the cache without any network; a
+    cached file that no longer decodes (damaged since) is deleted and downloaded again. A failed download raises a
+    one-line `DownloadError` that names the painting and the bundled styles to use offline.
     """
     entry = _entry(name)
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise ParameterError(f"cache_dir={cache_dir!r}: give a folder (a str or a Path), or None for the default")
+    timeout, deadline = check_number("timeout", timeout, above=0), check_number("deadline", deadline, above=0)
     folder = Path(cache_dir) if cache_dir is not None else painting_cache_dir()
     dest = folder / f"{name}{Path(entry.url).suffix}"
-    if os.path.isfile(dest):  # only `download` writes it, and only a verified picture; False if unsearchable
-        return dest
+    if os.path.isfile(dest):  # False also if unsearchable
+        try:
+            load_image(dest)
+            return dest
+        except ImageLoadError as e:
+            try:
+                dest.unlink()
+            except OSError as cause:
+                raise DownloadError(f"the cached painting {dest} is damaged ({e}) and cannot be removed "
+                                    f"({cause.strerror or cause}); delete it") from None
     usable_cache(folder, "the painting cache", f"set {CACHE_ENV} or cache_dir= to a writable folder", DownloadError)
     origin = os.environ.get(PAINTINGS_URL_ENV, "").rstrip("/") or UPLOAD_ORIGIN
     url = origin + entry.url.removeprefix(UPLOAD_ORIGIN)
     try:
-        return download(url, dest, timeout=timeout, progress=progress, verify=load_image)
+        return download(url, dest, max_bytes=PAINTING_MAX_BYTES, timeout=timeout, deadline=deadline,
+                        progress=progress, verify=load_image)
     except DownloadError as e:
         raise DownloadError(f"painting '{name}' ({entry.title}) could not be downloaded: {e}; offline, use a "
                             "bundled style instead, e.g. nstlib.sample('waves')") from None
@@ -161,13 +177,13 @@ def style_image(name: str, fallback: str, size: int | None = None) -> tuple[torc
     Returns the image, (1,3,H,W) in [0,1] with its long side resized to `size` if given, and a one-line
     caption saying which was used: the painting's `credit` ("The Starry Night, Vincent van Gogh, 1889, public domain
     (Wikimedia Commons)"), or "offline: bundled 'waves' instead of The Starry Night". A cached painting needs no
-    network; otherwise one try, waiting at most `STYLE_IMAGE_TIMEOUT` seconds for each step (name resolution excepted:
-    the system's resolver decides that wait). Both names are checked first, so a typo fails online and offline alike.
+    network; otherwise one try, waiting at most `STYLE_IMAGE_TIMEOUT` seconds in all (name resolution excepted: the
+    system's resolver decides that wait). Both names are checked first, so a typo fails online and offline alike.
     """
     entry = _entry(name)
     sample_path(fallback)
     try:
-        path = painting_path(name, progress=False, timeout=STYLE_IMAGE_TIMEOUT)
+        path = painting_path(name, progress=False, timeout=STYLE_IMAGE_TIMEOUT, deadline=STYLE_IMAGE_TIMEOUT)
     except DownloadError:
         return sample(fallback, size), f"offline: bundled '{fallback}' instead of {entry.title}"
     return load_image(path, size), entry.credit

@@ -6,10 +6,13 @@ for the public-domain paintings of `nstlib.io.data`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
+import socket
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -28,21 +31,60 @@ USER_AGENT = (f"nstlib/{nstlib.__version__} (https://github.com/nstlib/nstlib) "
               f"Python-urllib/{sys.version_info.major}.{sys.version_info.minor}")
 
 
-def _open(url: str, timeout: float) -> http.client.HTTPResponse:
-    """Open `url` with our `USER_AGENT`; raises what `urllib.request.urlopen` raises."""
-    return urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": USER_AGENT}), timeout=timeout)
+class _Deadline:
+    """The overall deadline of one download. Each socket the request opens gets the per-read `timeout`, and when
+    `seconds` have passed every one is shut down: that ends a read that is blocked, or fed a byte at a time (a server
+    that drips never trips a per-read timeout), in the headers or the body alike."""
+
+    def __init__(self, seconds: float, timeout: float) -> None:
+        self.timeout, self.sockets, self.expired = timeout, [], False
+        self.timer = threading.Timer(seconds, self.expire)
+        self.timer.daemon = True
+
+    def watch(self, sock: socket.socket) -> None:
+        sock.settimeout(self.timeout)
+        self.sockets.append(sock)
+        if self.expired:  # opened just as the time ran out
+            self.expire()
+
+    def expire(self) -> None:
+        self.expired = True
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):  # already closed
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's: an SSL socket's drops its state
 
 
-def download(url: str, dest: str | os.PathLike, *, sha256_prefix: str | None = None, timeout: float = 30.0,
-             progress: bool = True, verify: Callable[[Path], object] | None = None) -> Path:
+class _Handler(urllib.request.HTTPSHandler, urllib.request.HTTPHandler):
+    """urllib's HTTP(S) handlers (proxies and redirects included), handing each connection's socket to `_Deadline`."""
+
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(self, http_class: type[http.client.HTTPConnection], req: urllib.request.Request,
+                **kwargs: object) -> http.client.HTTPResponse:
+        def connection(host: str, **options: object) -> http.client.HTTPConnection:
+            conn = http_class(host, **options)
+            connect = conn.connect
+            conn.connect = lambda: (connect(), self.deadline.watch(conn.sock))
+            return conn
+
+        return super().do_open(connection, req, **kwargs)
+
+
+def download(url: str, dest: str | os.PathLike, *, sha256_prefix: str | None = None, max_bytes: int = 2**30,
+             timeout: float = 30.0, deadline: float = 3600.0, progress: bool = True,
+             verify: Callable[[Path], object] | None = None) -> Path:
     """Download `url` to `dest` atomically and return `dest`.
 
     The bytes go to `dest.part-<pid>-<random>` first (`nstlib.io.files.new_part`). The file is renamed to `dest` only
     when the transfer is complete (the length matches Content-Length when the server sends one) and, if `sha256_prefix`
     is given, the SHA-256 digest starts with it (torchvision's convention: ``vgg19-dcbb9e9d.pth``), and `verify(path)`,
     if given, accepts the file (it raises an `NstlibError` to reject it). Otherwise the partial file is deleted and
-    `DownloadError` raised; a dropped connection, a timeout or Ctrl-C also delete it. A process killed outright
-    (SIGKILL) cannot clean up: its partial file is removed by the next download to the same `dest`.
+    `DownloadError` raised; so it is for more than `max_bytes` (announced or sent), for no answer to a connection or a
+    read within `timeout` seconds, or no complete file within `deadline` seconds (`_Deadline`), and a dropped
+    connection or Ctrl-C delete it too. A process killed outright (SIGKILL) cannot clean up: its partial file is
+    removed by the next download to the same `dest`.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -50,18 +92,30 @@ def download(url: str, dest: str | os.PathLike, *, sha256_prefix: str | None = N
         fd, tmp = new_part(dest)
     except OSError as e:
         raise DownloadError(f"{url}: cannot write in {dest.parent} ({e.strerror or e})") from None
-    digest = hashlib.sha256()
+    digest, late = hashlib.sha256(), _Deadline(deadline, timeout)
+    slow = f"{url}: no complete answer within {deadline:g} s (the server is too slow, or stalls); try again later"
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    late.timer.start()
     try:
-        with os.fdopen(fd, "wb") as f, _open(url, timeout) as response:
+        with os.fdopen(fd, "wb") as f, urllib.request.build_opener(_Handler(late)).open(
+                request, timeout=min(timeout, deadline)) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
+            if total is not None and total > max_bytes:
+                raise DownloadError(f"{url}: the server announces {total:,} bytes, more than the {max_bytes:,} "
+                                    "expected; nothing was downloaded")
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
                 received = 0
                 read = getattr(response, "read1", response.read)  # read1: whatever has arrived, for the bar
                 while chunk := read(CHUNK):
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise DownloadError(f"{url}: the server sent more than the {max_bytes:,} bytes expected; "
+                                            "stopped and deleted")
                     f.write(chunk)
                     digest.update(chunk)
-                    received += len(chunk)
                     bar.update(len(chunk))
+        if late.expired:  # the sockets were shut down: what arrived is cut short
+            raise DownloadError(slow)
         if total is not None and received != total:
             raise DownloadError(f"{url}: connection closed after {received} of {total} bytes; try again")
         if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
@@ -78,7 +132,10 @@ def download(url: str, dest: str | os.PathLike, *, sha256_prefix: str | None = N
     except DownloadError:
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        if late.expired:
+            raise DownloadError(slow) from None
         reason = getattr(e, "reason", e)
         raise DownloadError(f"{url}: download failed ({reason})") from None
     finally:
+        late.timer.cancel()
         tmp.unlink(missing_ok=True)

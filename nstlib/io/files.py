@@ -97,9 +97,9 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[object] = (), *,
     Refuses an output that is one of `inputs` (also via a link or another spelling), a folder (also a path that names
     one by its form, ending in '/', '.' or '..': `Path` would drop a trailing '/' and write a file of that name), a
     broken link or link loop, that exists unless `overwrite`, whose extension (lower case, with the dot) is not in
-    `extensions`, whose folder is missing or cannot be written, or whose file system is full. Writability is checked by
-    creating and removing a temporary file, because permission bits say nothing to root (who may still be refused by a
-    read-only file system).
+    `extensions`, whose folder is missing or cannot be written, or whose file system is full (`check_space`).
+    Writability is checked by creating and removing the temporary file the write itself starts with (`new_part`),
+    because permission bits say nothing to root (who may still be refused by a read-only file system).
     """
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise OutputError(f"output path {path!r}: give a file name such as 'result.png'")
@@ -134,15 +134,28 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[object] = (), *,
     if not folder.is_dir():
         raise OutputError(f"{show(out)}: {show(folder)} is a file, not a folder; choose another output path")
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-        free = shutil.disk_usage(folder).free
+        fd, probe = new_part(out)
+        try:
+            os.close(fd)
+        finally:  # also on Ctrl-C: the probe never stays
+            probe.unlink()
     except OSError as e:
         raise OutputError(f"{show(out)}: cannot write in {show(folder)} ({_cause(e)}); choose another folder") from None
-    if free < MIN_FREE_BYTES:
-        raise OutputError(f"{show(out)}: the disk holding {show(folder)} is full ({free // 1024} KiB free); "
-                          "free some space or choose another folder")
+    check_space(out)
     return out
+
+
+def check_space(out: Path, size: int = 0, what: str = "") -> None:
+    """Refuse to write `out` unless its disk has `MIN_FREE_BYTES` free beyond the `size` bytes that `what` (a picture,
+    for the message) may take."""
+    try:
+        free = shutil.disk_usage(out.parent).free
+    except OSError as e:
+        raise OutputError(f"{show(out)}: cannot write in {show(out.parent)} ({_cause(e)})") from None
+    if free < MIN_FREE_BYTES + size:
+        state = "is full" if free < MIN_FREE_BYTES else f"has too little space for {what}"
+        raise OutputError(f"{show(out)}: the disk holding {show(out.parent)} {state} ({free // 2**20:,} MiB free, "
+                          f"{(MIN_FREE_BYTES + size) // 2**20:,} MiB needed); free some space or choose another folder")
 
 
 def _part_prefix(dest: Path) -> str:
@@ -249,7 +262,7 @@ def usable_cache(folder: Path, what: str, fix: str, error: type[NstlibError]) ->
                     f"exist; {fix}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.NamedTemporaryFile(dir=folder):  # named, as a download's file is (not O_TMPFILE)
             pass
     except OSError as e:
         raise error(f"cannot use {what} {show(folder)} ({e.strerror or e}); {fix}") from None

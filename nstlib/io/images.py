@@ -22,7 +22,7 @@ from nstlib.core.features import MIN_SIDE
 from nstlib.core.objective import resize
 from nstlib.core.result import StylizeResult
 from nstlib.core.settings import check_number
-from nstlib.io.files import atomic_write, check_input_file, check_output_path, open_input, show
+from nstlib.io.files import atomic_write, check_input_file, check_output_path, check_space, open_input, show
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
@@ -117,6 +117,15 @@ def _decode_open(file: BinaryIO, name: str) -> np.ndarray:
 
 #: Float pixels may overshoot [0,1] by this much (rounding noise) before they count as out of range.
 FLOAT_TOLERANCE = 1e-3
+
+
+def as_list(items: ImageLike | Sequence[ImageLike] | None) -> list[ImageLike]:
+    """One picture (a style, a mask, an input), a sequence of them, or None -> a list."""
+    if items is None:
+        return []
+    if isinstance(items, (str, torch.Tensor, Image.Image)) or not isinstance(items, Sequence):
+        return [items]
+    return list(items)
 
 
 def _unit_range(arr: np.ndarray, name: str) -> np.ndarray:
@@ -221,6 +230,7 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
         ImageLoadError: naming the file and the cause (missing, not a regular file, not an image,
             truncated or corrupt, over `MAX_PIXELS`, smaller than `min_side`, values out of range).
     """
+    min_side = check_number("min_side", min_side, whole=True, low=1)
     if isinstance(src, (str, os.PathLike)):
         name = show(src)
         tensor = _array_to_tensor(_decode(Path(src)), name)
@@ -290,27 +300,41 @@ def check_fits(path: str | os.PathLike, width: int, height: int) -> None:
                           "pixels; save it as .png instead (or choose a smaller size)")
 
 
-def _check_pixels(img: object, path: object) -> None:
-    """Refuse what is no single picture: not a PIL image nor a float tensor (1,C,H,W) or (C,H,W) with C 3 or 1 (grey), a
-    batch of several, a meta or empty tensor, NaN or infinite values (that would be written as black)."""
+def check_room(path: str | os.PathLike, width: int, height: int, frames: int = 1) -> None:
+    """Refuse, before any work, a width x height picture (`frames` of them: a GIF) that the disk of `path` may not hold
+    (`check_space`): up to 3 bytes a pixel, 1 in a GIF (a palette), so the threshold grows with the picture."""
+    gif = FORMATS.get(Path(path).suffix.lower()) == "GIF"
+    check_space(Path(path), width * height * frames * (1 if gif else 3),
+                f"{frames} {width}x{height} pictures" if frames > 1 else f"a {width}x{height} picture")
+
+
+def _writable(img: object, path: object) -> Image.Image:
+    """The PIL image to write for `img`, which must be one picture that `load_image` would take, read by the same rules
+    (`_unit_range`: uint8 /255, floats in [0,1], ...): not a meta, sparse or empty tensor (`check_source`), nor a closed
+    or truncated PIL image; a tensor (1,C,H,W) or (C,H,W) with C 3 or 1 (grey), not a batch of several, without NaN or
+    infinite values (they would be written as black)."""
     where = show(str(path))
-    if isinstance(img, Image.Image):
-        return
-    if not (isinstance(img, torch.Tensor) and img.ndim in (3, 4) and img.shape[-3] in (1, 3)
-            and img.is_floating_point()):
-        raise OutputError(f"{where}: cannot save {type(img).__name__}; pass a float tensor (1,3,H,W) "
-                          "or (3,H,W) in [0,1], or a PIL image")
-    shape = tuple(img.shape)
-    if img.is_meta:
-        raise OutputError(f"{where}: a meta tensor {shape} has no pixel values; pass a tensor on the CPU or a GPU")
-    if img.numel() == 0:
-        raise OutputError(f"{where}: the tensor {shape} is empty; there is no picture to save")
-    if img.ndim == 4 and img.shape[0] > 1:
-        raise OutputError(f"{where}: the tensor {shape} holds {img.shape[0]} images; save them one at a time "
-                          "(image[i] for each i)")
-    if not torch.isfinite(img).all():
+    try:
+        if isinstance(img, Image.Image):
+            if 0 in img.size:
+                raise ImageLoadError(f"{where}: the picture is empty ({img.width}x{img.height})")
+            _unit_range(_pil_pixels(img), where)
+            return img
+        if not (isinstance(img, torch.Tensor) and img.ndim in (3, 4) and img.shape[-3] in (1, 3)):
+            raise OutputError(f"{where}: cannot save {type(img).__name__}; pass a tensor (1,3,H,W) or (3,H,W) in "
+                              "[0,1], or a PIL image")
+        check_source(img, where)
+        if img.ndim == 4 and img.shape[0] > 1:
+            raise OutputError(f"{where}: the tensor {tuple(img.shape)} holds {img.shape[0]} images; save them one at "
+                              "a time (image[i] for each i)")
+        t = img.detach().cpu()
+        pixels = _unit_range((t.float() if t.dtype in (torch.float16, torch.bfloat16) else t).numpy(), where)
+    except ImageLoadError as e:
+        raise OutputError(f"{e}; nothing was written") from None
+    if not np.isfinite(pixels).all():
         raise OutputError(f"{where}: the image contains NaN or infinite values; nothing was written (they would "
                           "be saved as black: find where they come from, or use torch.nan_to_num)")
+    return to_pil(torch.from_numpy(pixels))
 
 
 def _check_text(text: object) -> None:
@@ -334,15 +358,16 @@ def save_image(image: torch.Tensor | Image.Image | StylizeResult, path: str | os
             `StylizeResult`: its image, never over the files it was made from, and in a PNG its status and network
             as the text chunks "nstlib:status" and "nstlib:network".
         path: where to write; a .webp side is at most 16383 px (`check_fits`).
-        inputs: pictures this one was made from; writing over any of them is refused.
+        inputs: the picture, or pictures, this one was made from; writing over any of them is refused.
         overwrite: if False, an existing file at `path` is an error.
         text: more PNG text chunks, e.g. {"author": "me"} (read back with `Image.open(path).text`).
 
     Raises:
         OutputError: the path cannot be written (`check_output_path`), the picture does not fit the format, or
-            it is not one picture (a batch, empty, meta, NaN).
+            it is not one picture that `load_image` would take (`_writable`: a batch, empty, meta, NaN, 0-255 floats).
         ParameterError: `text` is not a dict of strings.
     """
+    inputs = as_list(inputs)
     if isinstance(image, StylizeResult):
         if image.image.shape[0] > 1:
             n = image.image.shape[0]
@@ -353,11 +378,11 @@ def save_image(image: torch.Tensor | Image.Image | StylizeResult, path: str | os
         text = {"nstlib:status": image.status, "nstlib:network": image.network, **(text or {})}
         image, inputs = image.image, [*image.inputs, *inputs]
     out = check_output_path(path, inputs, overwrite=overwrite, extensions=FORMATS)
-    _check_pixels(image, out)
+    pil = _writable(image, out)
     _check_text(text)
-    check_fits(out, *(image.size if isinstance(image, Image.Image) else (image.shape[-1], image.shape[-2])))
+    check_fits(out, *pil.size)
+    check_room(out, *pil.size)
     fmt = FORMATS[out.suffix.lower()]
-    pil = image if isinstance(image, Image.Image) else to_pil(image)
     extra = {}
     if text and fmt == "PNG":
         extra["pnginfo"] = PngImagePlugin.PngInfo()
@@ -375,6 +400,7 @@ def save_gif(frames: Sequence[torch.Tensor | Image.Image] | StylizeResult, path:
     dithering noise defeats the GIF's compression and one palette keeps the colours steady, so the file is smaller and
     flickers less than with a palette per frame.
     """
+    inputs = as_list(inputs)
     if isinstance(frames, StylizeResult):
         frames, inputs = frames.frames, [*frames.inputs, *inputs]
     out = check_output_path(path, inputs, overwrite=overwrite, extensions={".gif"})
@@ -382,9 +408,8 @@ def save_gif(frames: Sequence[torch.Tensor | Image.Image] | StylizeResult, path:
     if isinstance(frames, (torch.Tensor, Image.Image)) or not isinstance(frames, Sequence) or not frames:
         raise OutputError(f"{show(out)}: no frames to write; pass a list of frames (stylize with frame_every=k "
                           "records some)")
-    for frame in frames:
-        _check_pixels(frame, out)
-    rgb = [(f if isinstance(f, Image.Image) else to_pil(f)).convert("RGB") for f in frames]
+    rgb = [_writable(frame, out).convert("RGB") for frame in frames]
+    check_room(out, *rgb[0].size, frames=len(rgb))
     keys = [rgb[0], rgb[len(rgb) // 2], rgb[-1]]
     strip = Image.new("RGB", (sum(k.width for k in keys), max(k.height for k in keys)))
     left = 0
@@ -421,9 +446,12 @@ def load_mask(src: ImageLike, shape: tuple[int, int], name: str = "mask") -> tor
     Colour masks are turned grey by averaging the channels. A mask may have any resolution, but its aspect ratio must be
     the content's (`same_aspect`): a stretched mask would put the styles in the wrong places.
     """
+    if not (isinstance(shape, Sequence) and len(shape) == 2):
+        raise ParameterError(f"shape={shape!r}: give the content's (height, width)")
+    th, tw = (check_number("shape", side, whole=True, low=1) for side in shape)
     img = load_image(src, min_side=1).mean(dim=1, keepdim=True)
-    (h, w), (th, tw) = img.shape[-2:], shape
+    h, w = img.shape[-2:]
     if not same_aspect((h, w), (th, tw)):
         raise ParameterError(f"{source_name(src, name)}: the mask is {w}x{h} but the content is {tw}x{th}; give a "
                              "mask with the content's aspect ratio (e.g. drawn over the content image)")
-    return resize(img, shape)
+    return resize(img, (th, tw))

