@@ -100,6 +100,8 @@ def test_complete_download_is_verified_and_renamed(server, tmp_path) -> None:
         ("full.png", {"sha256_prefix": "00000000"}, "checksum mismatch"),
         ("page.png", {"verify": load_image}, "did not verify"),
         ("stall.png", {"timeout": 0.5}, "timed out"),
+        ("full.png", {"max_bytes": 100}, "over the 0.0001 MB limit"),  # refused from its Content-Length
+        ("nolength.png", {"max_bytes": 100}, "more than the 0.0001 MB limit"),  # refused as the bytes arrive
     ],
 )
 def test_failed_download_leaves_nothing(server, tmp_path, path: str, kwargs: dict, cause: str) -> None:

@@ -38,6 +38,26 @@ def show_images(images: Sequence[torch.Tensor], titles: Sequence[str] | None = N
     return fig
 
 
+def show_result(inputs: Sequence[torch.Tensor], titles: Sequence[str], result: torch.Tensor, title: str = "", *,
+                width: int = 720) -> Figure:
+    """A result beside what it was made from: the `inputs` (each (1,3,H,W) or (3,H,W) in [0,1]) small, one above the
+    other, and `result` large on their right, `width` pixels wide in the figure (drawn at 100 dpi)."""
+    height, side = width * result.shape[-2] / result.shape[-1], width * 0.4
+    fig = plt.figure(figsize=((width + side) / 100 + 0.2, height / 100 + 0.4), dpi=100)
+    grid = fig.add_gridspec(len(inputs), 2, width_ratios=(side, width), left=0.01, right=0.99, bottom=0.01,
+                            top=1 - 0.35 / (height / 100 + 0.4), wspace=0.03, hspace=0.25)
+    for i, (img, label) in enumerate(zip(inputs, titles)):
+        ax = fig.add_subplot(grid[i, 0])
+        ax.imshow(to_pil(img))
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[:, 1])
+    ax.imshow(to_pil(result))
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    return fig
+
+
 def show_grid(images: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str], *,
               size: float = 2.2) -> Figure:
     """A (R*C,3,H,W) batch in [0,1], row-major (as `stylize_grid` returns it), as R rows x C columns."""
