@@ -181,7 +181,8 @@ def offer_download(image: StylizeResult | torch.Tensor, name: str = "stylised.pn
     try:
         from IPython.display import FileLink, display
 
-        display(FileLink(os.path.relpath(saved) if folder == Path(".") else str(saved)))
+        display(FileLink(os.path.relpath(saved) if folder == Path(".") else str(saved),
+                         result_html_prefix="Your picture, saved: "))
     except ImportError:  # plain Python
         print(f"saved {saved}")
     return saved
