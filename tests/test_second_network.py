@@ -7,8 +7,8 @@ from BGR to RGB and loaded with torchvision's preprocessing, so that its input i
 biases stay as they are (the scale of torchvision's networks, not a mere rescaling of the first).
 
 In FAST mode (tiny pictures, few steps), on one thread, through nbclient: a cell that raises fails the test, which
-names it. About 40 s on one core of a 2-core CPU; notebooks 01-03 ran on this network by hand (see
-docs/under_the_hood.md) and are left out here to keep the README's test command within its 5 minutes.
+names it. About 20 s on one core of a quiet 2-core CPU (30-40 s on a busy one); notebooks 01-03 ran on this network
+by hand (docs/under_the_hood.md) and are left out here to keep the README's test command within its 5 minutes.
 """
 
 from __future__ import annotations
