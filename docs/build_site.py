@@ -19,6 +19,7 @@ import io
 import os
 import platform
 import sys
+import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -93,8 +94,10 @@ def execute(source: Path) -> float:
     notebook = nbformat.read(source, as_version=4)
     env = {k: v for k, v in os.environ.items() if k != "NSTLIB_FAST"}  # unset: CPU mode on a CPU, full on a GPU
     start = time.perf_counter()
-    NotebookClient(notebook, timeout=3600, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute(env=env)  # the kernel's environment
+    with tempfile.TemporaryDirectory() as output:  # what a notebook offers for download, not left in notebooks/
+        env["NSTLIB_OUTPUT_DIR"] = output
+        NotebookClient(notebook, timeout=3600, kernel_name="python3",
+                       resources={"metadata": {"path": str(NOTEBOOKS)}}).execute(env=env)  # the kernel's environment
     seconds = time.perf_counter() - start
     compact(notebook)
     notebook.metadata["nstlib"] = {"seconds": round(seconds), "cores": os.cpu_count(), "machine": platform.machine(),

@@ -11,10 +11,11 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from nstlib.course import DOCS_URL
+import nstlib
+from nstlib.course import DOCS_PAGES, DOCS_URL
 
 ROOT = Path(__file__).resolve().parents[1]
-REPOSITORY = "https://github.com/nstlib/nstlib"
+REPOSITORY = nstlib.project_urls()["Repository"]  # set once, in pyproject.toml's [project.urls]
 
 project = "nstlib"
 author = "the nstlib authors"
@@ -61,15 +62,17 @@ def linkcode_resolve(domain: str, info: dict[str, str]) -> str | None:
 def _course_page(app, docname: str, source: list[str]) -> None:
     """A notebook as a page of the site.
 
-    Links to docs/ point into the site: notebooks/ reaches a note as ../docs/NAME.md and a figure on GitHub (so
-    that Colab shows it too); on the site both are ../NAME. After the introduction (the first cell), a line says
-    how the outputs below were made, from what docs/build_site.py recorded when it executed the notebook.
+    Links point into the site: a notebook reaches a note as DOCS_PAGES/NAME.md, a figure as DOCS_URL/NAME (absolute
+    addresses on GitHub, so that Colab follows them too) and another notebook on GitHub; on the site they are ../NAME
+    and the notebook's page. After the introduction (the first cell), a line says how the outputs below were made,
+    from what docs/build_site.py recorded when it executed the notebook.
     """
     if not docname.startswith("course/"):
         return
     text = source[0]
-    for prefix in ("](../docs/", f"]({DOCS_URL}/"):
+    for prefix in (f"]({DOCS_PAGES}/", f"]({DOCS_URL}/"):
         text = text.replace(prefix, "](../")
+    text = text.replace(f"]({REPOSITORY}/blob/main/notebooks/", "](")
     notebook = json.loads(text)
     run = notebook["metadata"]["nstlib"]
     printed = "".join("".join(out.get("text", "")) for out in notebook["cells"][2]["outputs"])  # the setup cell's

@@ -15,7 +15,10 @@ The public names below are imported on first use (PEP 562), so `import nstlib` i
 Ctrl-C while torch is still loading.
 """
 
+import functools
 import importlib
+import sys
+from pathlib import Path
 from typing import Any
 
 from nstlib.core.errors import (
@@ -30,6 +33,28 @@ from nstlib.core.errors import (
 )
 
 __version__ = "0.1.0"
+
+
+@functools.cache
+def project_urls() -> dict[str, str]:
+    """The project's addresses, set once in pyproject.toml's ``[project.urls]``: {"Repository": ..., "Documentation":
+    ...} (the GitHub repository and the course site).
+
+    Read from the clone's pyproject.toml when nstlib runs from one (an edit there counts at once, even in an editable
+    install made before it), else from the installed package's metadata, which pip writes from the same table.
+    """
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if pyproject.is_file() and sys.version_info >= (3, 11):
+        import tomllib
+
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+        if project.get("name") == "nstlib":
+            return dict(project["urls"])
+    from importlib import metadata
+
+    entries = metadata.metadata("nstlib").get_all("Project-URL") or []  # "Repository, https://..."
+    return dict(entry.split(", ", 1) for entry in entries)
+
 
 #: Where each public name lives.
 _LAZY = {
@@ -48,8 +73,8 @@ _LAZY = {
 }
 
 __all__ = [
-    *_LAZY, "DownloadError", "ImageLoadError", "MemoryLimitError", "NonFiniteLossError", "NstlibError", "OutputError",
-    "ParameterError", "WeightsError",
+    *_LAZY, "project_urls", "DownloadError", "ImageLoadError", "MemoryLimitError", "NonFiniteLossError", "NstlibError",
+    "OutputError", "ParameterError", "WeightsError",
 ]
 
 

@@ -476,27 +476,6 @@ def test_float16_keeps_the_caffe_vgg16_in_range(vgg16_weights, content, style) -
         assert terms[term].item() == pytest.approx(want[term].item(), rel=5e-3), term
 
 
-def test_notebook_04_times_steps_without_the_capture(net, content, style, capsys) -> None:
-    """The notebook's `ms_per_step` cell, run on the fake GPU with a clock on which an eager step or a capture costs
-    1000 and a replay 1: a window of replays alone reads exactly 1000 ms. (Its window was steps 2-21: two eager steps
-    and the capture among them.)"""
-    notebook = json.loads((Path(__file__).parents[1] / "notebooks" / "04_optimization.ipynb").read_text())
-    cell = next("".join(c["source"]) for c in notebook["cells"] if "def ms_per_step" in "".join(c["source"]))
-    take_step, eager = graphs.take_step, []
-
-    def counted(*args, **kwargs):
-        eager.extend([] if mode.captured else [1])
-        return take_step(*args, **kwargs)
-
-    with fake_gpu() as mode, mock.patch.object(graphs, "take_step", counted):
-        clock = SimpleNamespace(perf_counter=lambda: 1000 * (mode.captures + len(eager)) + mode.replays)
-        exec(cell, {"nstlib": nstlib, "torch": torch, "time": clock, "content": content, "style": style,
-                    "C": SimpleNamespace(device=torch.device("cuda"), pick=lambda full, fast: fast),
-                    "common": dict(network=net, runtime="cuda", size=32)})
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
-    assert [(row[0], float(row[1])) for row in rows] == [("lbfgs", 1000.0), ("adam", 1000.0)]
-
-
 # ---------------------------------------------------------------- what real GPUs punish: each rule of the fake GPU,
 # with a mutation of nstlib that only that rule catches (before the rule, these runs passed)
 

@@ -21,6 +21,7 @@ from nstlib.course.plots import (
     show_grid,
     show_images,
     show_receptive_fields,  # noqa: E402
+    show_result,
 )
 
 
@@ -76,3 +77,18 @@ def test_save_figure_writes_the_suffix_format_atomically_and_never_over_a_file(t
     save_figure(show_images([torch.zeros(1, 3, 8, 8)]), png, overwrite=True)
     assert png.read_bytes() != before
     plt.close("all")
+
+
+@pytest.mark.parametrize(("shape", "least"), [((1, 3, 64, 96), 700), ((1, 3, 96, 72), 700), ((1, 3, 128, 64), 470)])
+def test_show_result_draws_the_result_large_beside_its_inputs(shape: tuple[int, ...], least: int) -> None:
+    """Notebook 01's first picture: the result about 700 px wide in the figure (a photo taller than 4:3, less: at most
+    960 px tall), the inputs smaller, long titles wrapped onto lines that fit their column."""
+    inputs = [torch.rand(1, 3, 64, 96), torch.rand(1, 3, 80, 80)]
+    fig = show_result(inputs, ["photo", "The Starry Night, Vincent van Gogh, 1889, public domain (Wikimedia Commons)"],
+                      torch.rand(*shape), "result")
+    fig.canvas.draw()
+    widths = [ax.get_window_extent().width for ax in fig.axes]
+    height = fig.axes[2].get_window_extent().height
+    assert widths[2] >= least and height <= 961 and max(widths[:2]) < widths[2] / 2
+    assert fig.axes[2].get_title() == "result" and "\n" in fig.axes[1].get_title()
+    plt.close(fig)

