@@ -88,7 +88,7 @@ class Run:
             return self.weights
         weights = load_weights(self.weights, progress=self.watch.progress)
         key = (weights.network, weights.preprocessing, tuple(self.settings.layers), str(self.runtime.device),
-               digest(weights.state_dict))
+               weights.file, digest(weights.state_dict))
         net = _BUILT.get(key)
         if net is None:
             net = VGGFeatures(self.settings.layers, weights).to(self.runtime.device)
@@ -97,7 +97,7 @@ class Run:
         return net
 
 
-#: The network `Run.network` built last, by (network, preprocessing, layers, device, digest of the weights).
+#: The network `Run.network` built last, by (network, preprocessing, layers, device, file, digest of the weights).
 _BUILT: dict[tuple, VGGFeatures] = {}
 
 

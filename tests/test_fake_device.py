@@ -13,22 +13,18 @@ notebook 04's timing window; and each rule of the fake GPU with the mutation of 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import threading
 import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
-from types import SimpleNamespace
 from unittest import mock
 
 import pytest
 import torch
 from fake_gpu import Claimed, HostSync, StaleInput, fake_gpu
 
-import nstlib
 from nstlib.api import evaluate, stylize, stylize_grid
 from nstlib.apps.fast_style import train
 from nstlib.checks import validate
