@@ -48,10 +48,10 @@ COLAB_INSTALL = f"%pip install -q git+{REPOSITORY}"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DOCS_PAGES = f"{REPOSITORY}/blob/main/docs"
 DOCS_URL = REPOSITORY.replace("https://github.com/", "https://raw.githubusercontent.com/", 1) + "/main/docs"
-#: `load_photo` downloads at most this many bytes (a phone's photo is a few MB) and waits at most this many seconds
-#: to connect, then for each read.
+#: `load_photo` downloads at most this many bytes (a phone's photo is a few MB), waits at most `PHOTO_TIMEOUT` seconds
+#: to connect, then for each read, and gives up on a download not complete within `PHOTO_DEADLINE` seconds.
 PHOTO_MAX_BYTES = 30_000_000
-PHOTO_TIMEOUT = 30.0
+PHOTO_TIMEOUT, PHOTO_DEADLINE = 30.0, 120.0
 #: Where `offer_download` saves outside Colab, if set; else the working folder (the notebook's).
 OUTPUT_DIR_ENV = "NSTLIB_OUTPUT_DIR"
 
@@ -129,7 +129,7 @@ def load_photo(photo: str | os.PathLike = "", size: int | None = None, *,
     """The learner's photo as (1,3,H,W) in [0,1], long side resized to `size` if given, and a line naming it.
 
     `photo` is a file path, an http(s) address, or "" for the bundled photo 'chelsea'. An address is fetched by
-    `nstlib.io.download.download`: at most `PHOTO_MAX_BYTES`, waiting at most `PHOTO_TIMEOUT` seconds at a time, kept
+    `nstlib.io.download.download`: at most `PHOTO_MAX_BYTES`, within `PHOTO_TIMEOUT` and `PHOTO_DEADLINE`, kept
     only if it decodes as a picture, in a temporary folder removed at once. With `upload=True` on Colab the learner
     picks a file in the browser instead (`google.colab.files.upload`; nothing picked: `photo`); anywhere else `upload`
     only prints a note, since no browser would answer.
@@ -152,8 +152,8 @@ def load_photo(photo: str | os.PathLike = "", size: int | None = None, *,
         return sample("chelsea", size), "the bundled photo 'chelsea'"
     if text.lower().startswith(("http://", "https://")):
         with tempfile.TemporaryDirectory() as folder:
-            path = download(text, Path(folder) / "photo", timeout=PHOTO_TIMEOUT, progress=False, verify=load_image,
-                            max_bytes=PHOTO_MAX_BYTES)
+            path = download(text, Path(folder) / "photo", timeout=PHOTO_TIMEOUT, deadline=PHOTO_DEADLINE,
+                            max_bytes=PHOTO_MAX_BYTES, progress=False, verify=load_image)
             return load_image(path, size), text
     return load_image(Path(text).expanduser(), size), text
 
