@@ -55,6 +55,7 @@ def validate(settings: Settings) -> Settings:
         "lr": check_number("lr", s.lr, above=0, high=MAX_LR, allow_none=True,
                            hint="pixels live in [0,1]: try 0.02 for Adam or 1 for L-BFGS"),
         "max_step": check_number("max_step", s.max_step, above=0),
+        "ema": check_number("ema", s.ema, low=0, high=0.9999, hint="0 is off; 0.99 averages about 100 steps"),
         "style_scale": check_number("style_scale", s.style_scale, above=0, high=MAX_STYLE_SCALE),
         "pyramid_ratio": check_number("pyramid_ratio", s.pyramid_ratio, above=1),
     }

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from nstlib.core.losses import NORM_FLOOR, content_loss, gram_matrix, style_loss, tv_loss
+from nstlib.core.losses import (
+    NORM_FLOOR,
+    content_loss,
+    covariance_root,
+    gaussian_w2,
+    gram_matrix,
+    moment_matrix,
+    style_loss,
+    tv_loss,
+    w2_style_loss,
+)
 from nstlib.core.objective import Objective, Targets
 from nstlib.core.result import TERMS
 from nstlib.core.settings import LOSS_FORMS, Settings
@@ -235,3 +246,78 @@ def test_a_graphed_steps_copy_loaded_with_other_targets_computes_their_objective
         assert ours[term].item() == pytest.approx(theirs[term].item(), rel=1e-6)
     assert ours["total"].item() != pytest.approx(stale["total"].item(), rel=1e-2)  # the two runs do differ
     assert step.objective.extractor is first.extractor  # the copy shares the network
+
+
+# ---------------------------------------------------------------- the W2 (Gaussian) style loss
+
+
+def _orthogonal_features(mean: tuple[float, float], spread: tuple[float, float]) -> torch.Tensor:
+    """(1,2,2,2) feature maps whose 4 feature vectors have exactly this mean and the covariance diag(spread^2): each
+    channel is its mean plus ±its spread in a pattern orthogonal to the other channel's."""
+    signs = torch.tensor([[[1.0, -1.0], [1.0, -1.0]], [[1.0, 1.0], [-1.0, -1.0]]], dtype=torch.float64)
+    return (torch.tensor(mean, dtype=torch.float64)[:, None, None] + torch.tensor(spread, dtype=torch.float64)[
+        :, None, None] * signs)[None]
+
+
+def test_w2_between_gaussians_with_diagonal_covariances_by_hand() -> None:
+    """Diagonal covariances commute, so W2^2 = |m - m_t|^2 + sum_i (s_i - t_i)^2, with s, t the standard deviations."""
+    image, style = _orthogonal_features((1.0, -2.0), (3.0, 0.5)), _orthogonal_features((0.0, 1.0), (1.0, 2.0))
+    moments = moment_matrix(style)
+    assert torch.allclose(moments[0, :2, 2], torch.tensor([0.0, 1.0], dtype=torch.float64))  # the mean
+    assert torch.allclose(moments[0, :2, :2], torch.tensor([[1.0, 0.0], [0.0, 5.0]], dtype=torch.float64))  # E[f fᵀ]
+    by_hand = (1 + 9) + (3 - 1) ** 2 + (0.5 - 2) ** 2
+    assert gaussian_w2(image, moments, covariance_root(moments)).item() == pytest.approx(by_hand, rel=1e-9)
+    assert gaussian_w2(style, moments, covariance_root(moments)).item() == pytest.approx(0, abs=1e-9)
+
+
+def _matrix_root(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(matrix)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 6, 5), (2, 6, 2, 2)])  # more positions than channels, and fewer (an SVD)
+def test_w2_matches_the_closed_form_on_small_random_matrices(shape: tuple[int, ...]) -> None:
+    """|m - m_t|^2 + tr S + tr T - 2 tr (T^1/2 S T^1/2)^1/2, computed in NumPy from the clouds of feature vectors."""
+    gen = torch.Generator().manual_seed(3)
+    image = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    style = 2 * torch.randn(1, shape[1], 7, 3, generator=gen, dtype=torch.float64) + 1
+    moments = moment_matrix(style)
+    got = gaussian_w2(image, moments, covariance_root(moments))
+    y = style[0].flatten(1).numpy()
+    for b in range(shape[0]):
+        x = image[b].flatten(1).numpy()
+        s, t = np.cov(x, bias=True), np.cov(y, bias=True)
+        root = _matrix_root(t)
+        want = (np.sum((x.mean(1) - y.mean(1)) ** 2) + np.trace(s) + np.trace(t)
+                - 2 * np.trace(_matrix_root(root @ s @ root)))
+        assert got[b].item() == pytest.approx(want, rel=1e-7)
+
+
+def test_w2_gradcheck_float64() -> None:
+    gen = torch.Generator().manual_seed(4)
+    image = torch.randn(1, 3, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    moments = moment_matrix(torch.randn(1, 3, 5, 5, generator=gen, dtype=torch.float64))
+    assert torch.autograd.gradcheck(lambda x: gaussian_w2(x, moments, covariance_root(moments)), (image,))
+
+
+def test_moment_matrices_blend_like_the_mixture_of_the_styles() -> None:
+    """The average of two styles' moment matrices is the moment matrix of both clouds of feature vectors together."""
+    gen = torch.Generator().manual_seed(5)
+    a, b = torch.randn(1, 3, 4, 4, generator=gen), torch.randn(1, 3, 4, 4, generator=gen) + 2
+    assert torch.allclose((moment_matrix(a) + moment_matrix(b)) / 2, moment_matrix(torch.cat([a, b], dim=3)),
+                          atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [2.0**-8, 57.6])
+def test_relative_w2_term_ignores_the_feature_scale_and_is_1_at_zero_features(k: float) -> None:
+    """In float64: W2^2 is a difference of traces, which float32 keeps to about 1e-3 of its size."""
+    gen = torch.Generator().manual_seed(6)
+    image, style = (torch.rand(1, 8, 6, 6, generator=gen, dtype=torch.float64) for _ in range(2))
+
+    def term(x: torch.Tensor, scale: float) -> float:
+        moments = {"a": moment_matrix(scale * style)}
+        roots = {"a": covariance_root(moments["a"])}
+        return w2_style_loss({"a": scale * x}, moments, roots, {"a": 1.0}, relative=True).item()
+
+    assert term(image, k) == pytest.approx(term(image, 1.0), rel=1e-9)
+    assert term(torch.zeros_like(image), k) == pytest.approx(1.0, rel=1e-9)

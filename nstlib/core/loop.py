@@ -143,6 +143,7 @@ class Monitor:
         self.checked = start.detach().clone()  # the newest image whose objective is known to be finite
         self.before: torch.Tensor | None = None  # the image this step's terms belong to, if they are checked now
         self.pending: list[tuple[int, torch.Tensor]] = []  # (step, (4,B) terms) not yet on the host
+        self.average = torch.zeros_like(start) if settings.ema else None  # the iterates' moving average, if asked
         self.bar = tqdm(total=settings.steps, disable=not watch.progress, desc="stylize", leave=False)
         self.start_time = time.perf_counter()
 
@@ -155,6 +156,8 @@ class Monitor:
         """Record step `done` (its terms, at the image before it); True if the callback asks to stop."""
         self.result.steps, self.result.evaluations = done, self.result.evaluations + evaluations
         self.pending.append((done - 1, torch.stack([terms[t] for t in TERMS])))
+        if self.average is not None:
+            self.average.lerp_(image.detach(), 1 - self.settings.ema)
         if self.before is not None:
             self._flush()
             self.checked = self.before
@@ -189,17 +192,24 @@ class Monitor:
         """The run so far, when an error ends it: the current image (or the last finite one), marked stopped."""
         if self.pending:
             self._flush(check=False)
-        now = image.detach()
+        now = self._last(image)
         self.result.image = (now if torch.isfinite(now).all() else self.checked).clamp(0, 1).cpu()
         self.result.interrupted, self.result.status = True, f"stopped after step {self.result.steps}"
         self.result.seconds = time.perf_counter() - self.start_time
         return self.result
 
+    def _last(self, image: torch.Tensor) -> torch.Tensor:
+        """The run's answer: the last iterate, or with `settings.ema` the average of the iterates so far (the moving
+        average divided by 1 - decay^steps, so that its weights sum to 1 however few the steps)."""
+        if self.average is None or self.result.steps == 0:
+            return image.detach()
+        return self.average / (1 - self.settings.ema ** self.result.steps)
+
     def finish(self, objective: Objective, image: torch.Tensor) -> StylizeResult:
         """The result: the final image (or the last finite one), scored as the history's last entry."""
         if self.pending:
             self._flush()
-        final = image.detach().clamp(0, 1)
+        final = self._last(image).clamp(0, 1)
         if not torch.isfinite(final).all():
             final = self.checked.clamp(0, 1)
         with torch.no_grad():

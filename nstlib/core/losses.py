@@ -11,6 +11,9 @@ Two forms of the content and style terms:
   feature map by k changes nothing). It is exactly the absolute term with a per-layer weight 1/mean(P^2)
   (`relative_weights`), so every gradient derived for the absolute form carries over.
 
+Beside the Gram loss, `gaussian_w2` matches a Gaussian fitted to the feature vectors (their mean and covariance) with
+the Wasserstein-2 distance, as crowsonkb's style-transfer-pytorch does; its style statistic is `moment_matrix`.
+
 Every loss is batched: feature maps or images with a batch dimension B give a (B,) tensor, one value per image, so that
 B weight settings can be optimised together (`nstlib.stylize_grid`).
 """
@@ -63,6 +66,55 @@ def guided_gram_matrix(features: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     return gram_matrix(features * mask) * (features.shape[-2] * features.shape[-1]) / area
 
 
+def moment_matrix(features: torch.Tensor) -> torch.Tensor:
+    """The Gram matrix of the feature maps with a map of ones appended: (B,C,H,W) -> (B,C+1,C+1) = [[G, m], [mᵀ, 1]].
+
+    It holds the second moments G and the mean m of the feature vectors, and blends like a Gram matrix (an average of
+    moment matrices is the moment matrix of the mixture): the style statistic of `gaussian_w2`.
+    """
+    return gram_matrix(torch.cat([features, torch.ones_like(features[:, :1])], dim=1))
+
+
+def covariance_root(moments: torch.Tensor) -> torch.Tensor:
+    """T^½, the symmetric square root of the covariance T = G - m mᵀ held in a (1,C+1,C+1) `moment_matrix`: (1,C,C)."""
+    c = moments.shape[-1] - 1
+    mean = moments[:, :c, c:]
+    values, vectors = torch.linalg.eigh((moments[:, :c, :c] - mean @ mean.transpose(1, 2)).double())
+    return (vectors * values.clamp_min(0).sqrt()[:, None, :] @ vectors.transpose(1, 2)).to(moments.dtype)
+
+
+#: Eigenvalues below this fraction of the largest count as 0 in `gaussian_w2`: float32 leaves them at about ±1e-7 of
+#: it, and the square root's slope is infinite at 0.
+EIGEN_FLOOR = 1e-8
+
+
+def gaussian_w2(features: torch.Tensor, moments: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
+    """The squared Wasserstein-2 distance from the Gaussian fit of each feature map (B,C,H,W) to a style's: (B,).
+
+    With m, S the mean and covariance of the output's feature vectors and m_t, T the style's (its `moment_matrix`
+    (1,C+1,C+1) and T^½ = `root` (1,C,C)):
+
+        W2² = |m - m_t|² + tr S + tr T - 2 tr (T^½ S T^½)^½
+
+    The last trace is the sum of the singular values of T^½ X, where S = X Xᵀ (X: the centred features over √(H·W)):
+    taken as the square roots of the eigenvalues of (T^½X)(T^½X)ᵀ, a (C,C) matrix, when there are at least as many
+    positions as channels, else by an SVD. Either way no square root of a matrix that depends on the image is needed.
+    """
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w)
+    mean = flat.mean(2)
+    centred = (flat - mean[..., None]) / (h * w) ** 0.5
+    style_mean = moments[:, :c, c]
+    style_trace = moments[:, :c, :c].diagonal(dim1=1, dim2=2).sum(1) - style_mean.pow(2).sum(1)
+    spread = root @ centred
+    if h * w < c:
+        cross = torch.linalg.svdvals(spread).sum(1)
+    else:
+        values = torch.linalg.eigvalsh(spread @ spread.transpose(1, 2))
+        cross = values.clamp_min(EIGEN_FLOOR * values[:, -1:].detach().clamp_min(NORM_FLOOR)).sqrt().sum(1)
+    return (mean - style_mean).pow(2).sum(1) + centred.pow(2).sum((1, 2)) + style_trace - 2 * cross
+
+
 def content_loss(features: Features, targets: Features, layer_weights: Mapping[str, Weight],
                  relative: bool = False) -> torch.Tensor:
     """sum_l w_l * mean((F_l - P_l)^2), one value per batch item: (B,). Relative: each layer over mean(P_l^2).
@@ -89,6 +141,23 @@ def style_loss(features: Features, target_grams: Features, layer_weights: Mappin
         gram = gram_matrix(features[layer]) if masks is None else guided_gram_matrix(features[layer], masks[layer])
         total = total + weight * (gram - target_grams[layer]).pow(2).mean(dim=(1, 2))
     return total
+
+
+def w2_relative_weights(layer_weights: Mapping[str, Weight], moments: Features) -> dict[str, torch.Tensor]:
+    """{layer: w_l / tr G_l}: W2² relative to the style's mean squared feature norm E|f|² = tr G (1 where the output's
+    features are all 0), from (1,C+1,C+1) `moment_matrix` targets (whose trace also counts the 1 of the ones map)."""
+    return {layer: weight / (moments[layer].diagonal(dim1=-2, dim2=-1).sum(-1) - 1).clamp_min(NORM_FLOOR)
+            for layer, weight in layer_weights.items()}
+
+
+def w2_style_loss(features: Features, moments: Features, roots: Features, layer_weights: Mapping[str, Weight],
+                  relative: bool = False) -> torch.Tensor:
+    """sum_l w_l * W2²_l (`gaussian_w2`), one value per batch item: (B,). The style of layer l is its `moment_matrix`
+    `moments[l]` (1,C+1,C+1) and `covariance_root` `roots[l]` (1,C,C). Relative: each layer over tr G_l."""
+    if relative:
+        layer_weights = w2_relative_weights(layer_weights, moments)
+    return sum(weight * gaussian_w2(features[layer], moments[layer], roots[layer])
+               for layer, weight in layer_weights.items())
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:

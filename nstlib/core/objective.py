@@ -18,11 +18,23 @@ from torch import nn
 
 from nstlib.core.errors import ParameterError
 from nstlib.core.features import layer_stride
-from nstlib.core.losses import Features, content_loss, gram_matrix, relative_weights, style_loss, tv_loss
+from nstlib.core.losses import (
+    Features,
+    content_loss,
+    covariance_root,
+    gram_matrix,
+    moment_matrix,
+    relative_weights,
+    style_loss,
+    tv_loss,
+    w2_relative_weights,
+    w2_style_loss,
+)
 from nstlib.core.settings import BLEND_METHODS, Settings, check_number
 
 Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
-#: Style targets: [(blend weight, {layer: Gram matrix (1,C,C)})], one entry, or one per style or region.
+#: Style targets: [(blend weight, {layer: statistic})], one entry, or one per style or region; the statistic is a Gram
+#: matrix (1,C,C), or a `moment_matrix` (1,C+1,C+1) for the W2 style loss.
 StyleTargets = list[tuple[float, dict[str, torch.Tensor]]]
 #: The relative TV term divides by the photo's TV; this floor keeps a flat photo (TV 0) from dividing by zero. A
 #: photo's TV halves with each doubling of its size: 4e-2 to 1e-3 for the bundled photos from 64 to 512 px.
@@ -66,8 +78,10 @@ def normalize_blend_weights(weights: Sequence[float] | None, n: int) -> list[flo
 
 @torch.no_grad()
 def style_targets(extractor: Extractor, styles: Sequence[torch.Tensor], layers: Iterable[str],
-                  weights: Sequence[float] | None = None, method: str = "gram") -> StyleTargets:
-    """Gram targets for one or more style images (each (1,3,H,W) in [0,1]), blended by `method`:
+                  weights: Sequence[float] | None = None, method: str = "gram",
+                  statistic: Callable[[torch.Tensor], torch.Tensor] = gram_matrix) -> StyleTargets:
+    """Gram targets (or another `statistic` of the feature maps) for one or more style images (each (1,3,H,W) in [0,1]),
+    blended by `method`:
 
     - "gram": average the Gram matrices, A_l = sum_k a_k G_l(s_k), and match that;
     - "features": average the feature maps (styles resized to the first one's size), match G_l(sum_k a_k F_l(s_k)):
@@ -82,8 +96,8 @@ def style_targets(extractor: Extractor, styles: Sequence[torch.Tensor], layers: 
     layers, alphas = list(layers), normalize_blend_weights(weights, len(styles))
     if method == "features":
         feats = [extractor(resize(s, tuple(styles[0].shape[-2:]))) for s in styles]
-        return [(1.0, {layer: gram_matrix(sum(a * f[layer] for a, f in zip(alphas, feats))) for layer in layers})]
-    grams = [{layer: gram_matrix(f[layer]) for layer in layers} for f in map(extractor, styles)]
+        return [(1.0, {layer: statistic(sum(a * f[layer] for a, f in zip(alphas, feats))) for layer in layers})]
+    grams = [{layer: statistic(f[layer]) for layer in layers} for f in map(extractor, styles)]
     if method == "loss":
         return list(zip(alphas, grams))
     return [(1.0, {layer: sum(a * g[layer] for a, g in zip(alphas, grams)) for layer in layers})]
@@ -120,9 +134,12 @@ class Targets:
         """
         layers = settings.style_layers
         content_features = {k: v for k, v in extractor(content).items() if k in settings.content_layers}
+        statistic = moment_matrix if settings.style_loss == "w2" else gram_matrix
         if masks is None:
             return cls(extractor, content_features, style_targets(
-                extractor, styles, layers, settings.blend_weights, settings.blend), tv_loss(content))
+                extractor, styles, layers, settings.blend_weights, settings.blend, statistic), tv_loss(content))
+        if statistic is not gram_matrix:
+            raise ParameterError("masks: spatial control matches Gram matrices only; use style_loss='gram' with masks")
         if len(masks) != len(styles):
             raise ParameterError(f"{len(masks)} mask(s) for {len(styles)} style image(s); give one mask per style")
         shares = normalize_blend_weights(settings.blend_weights, len(styles))  # sum to 1, whatever their size
@@ -144,7 +161,8 @@ class Objective(nn.Module):
 
         total = content_weight * content + style_weight * style + tv_weight * tv
 
-    each term relative or absolute (`settings.loss`, see `nstlib.core.losses`). Called on images (B,3,H,W) in [0,1] it
+    each term relative or absolute (`settings.loss`, see `nstlib.core.losses`), the style term a Gram loss or the W2
+    distance between Gaussians (`settings.style_loss`). Called on images (B,3,H,W) in [0,1] it
     returns {"content", "style", "tv": the unweighted terms, "total": the weighted sum}, each (B,).
 
     The weights are tensors on the targets' device, one per batch image or one for all, so that a captured CUDA graph
@@ -160,11 +178,15 @@ class Objective(nn.Module):
         device, dtype = targets.content_tv.device, targets.content_tv.dtype
         self.weights = {name.removesuffix("_weight"): torch.as_tensor(w, dtype=dtype, device=device)
                         for name, w in settings.loss_weights.items()}
+        #: For the W2 loss, each style target's covariance roots T^½ (computed once); None for the Gram loss.
+        self.roots = None if settings.style_loss == "gram" else [
+            {layer: covariance_root(m) for layer, m in moments.items()} for _, moments in self.style]
         if settings.loss == "relative":
             blended = {layer: sum(a * g[layer] for a, g in self.style) / sum(a for a, _ in self.style)
                        for layer in settings.style_layers}
             self.content_scales = relative_weights(settings.content_layers, self.content)
-            self.style_scales = relative_weights(settings.style_layers, blended)
+            self.style_scales = (relative_weights if self.roots is None else w2_relative_weights)(
+                settings.style_layers, blended)
             self.tv_scale = 1 / targets.content_tv.clamp_min(TV_FLOOR)
         else:
             self.content_scales = {k: torch.tensor(w, dtype=dtype, device=device)
@@ -176,9 +198,10 @@ class Objective(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.extractor(image)
         style = 0
-        for k, (alpha, grams) in enumerate(self.style):  # one target, or one per style ("loss" blend) or region
-            style = style + alpha * style_loss(feats, grams, self.style_scales, None if self.masks is None else
-                                               self.masks[k])
+        for k, (alpha, targets) in enumerate(self.style):  # one target, or one per style ("loss" blend) or region
+            style = style + alpha * (
+                style_loss(feats, targets, self.style_scales, None if self.masks is None else self.masks[k])
+                if self.roots is None else w2_style_loss(feats, targets, self.roots[k], self.style_scales))
         terms = {"content": content_loss(feats, self.content, self.content_scales), "style": style,
                  "tv": self.tv_scale * tv_loss(image)}
         terms["total"] = sum(self.weights[name] * terms[name] for name in ("content", "style", "tv"))

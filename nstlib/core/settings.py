@@ -43,6 +43,7 @@ DEFAULT_TV_WEIGHT = 0.05
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 
 LOSS_FORMS = ("relative", "absolute")
+STYLE_LOSSES = ("gram", "w2")
 BLEND_METHODS = ("gram", "features", "loss")
 PRESERVE_COLOR = ("luminance", "match")
 COLOR_MATCH_METHODS = ("histogram", "cholesky", "pca")
@@ -72,6 +73,8 @@ class Settings:
     # --- the objective
     loss: str = knob("relative", "each term relative to its target's size (the same weights suit any network, "
                                  "style and size) or Gatys' absolute squared errors", LOSS_FORMS)
+    style_loss: str = knob("gram", "match Gram matrices (Gatys), or Gaussians of the features (means and "
+                                   "covariances) by the Wasserstein-2 distance", STYLE_LOSSES)
     content_weight: Weight = knob(DEFAULT_CONTENT_WEIGHT, "weight of the content term")
     style_weight: Weight = knob(DEFAULT_STYLE_WEIGHT, "weight of the style term")
     tv_weight: Weight = knob(DEFAULT_TV_WEIGHT, "weight of the total-variation term (0: off)")
@@ -92,6 +95,8 @@ class Settings:
     max_step: float = knob(0.5, "L-BFGS: the most any pixel (0-1) may change in one step")
     init: str = knob("content", "the starting image", INITS)
     seed: int = knob(0, "seed of the noise init (init='noise')")
+    ema: float = knob(0.0, "iterate averaging: the result is an exponential moving average of the steps' images with "
+                           "this decay (0.99: about the last 100 steps); 0: off")
     coarse_to_fine: bool | str = knob("auto", "stylize on a pyramid from small to size (auto: from 512 px on a "
                                               "CPU, off on CUDA)", ("auto", True, False))
     pyramid_start: int | None = knob(None, "smallest pyramid size in pixels (None: 128; 256 on CUDA)")
