@@ -1,12 +1,9 @@
 """The `nstlib` command line: `nstlib stylize ...` and `nstlib demo`.
 
-User errors (bad files, bad options) print one line on stderr and exit with code 2, never a traceback. Inputs and
-outputs are checked before the weights are looked for and before the first step; outputs are written atomically and
-never over an input; an existing output (also one that appears during the run) is replaced only with --force. A stdout
-or stderr that cannot be written (a closed pipe, a full disk, a closed descriptor) costs only the messages, never the
-result. SIGINT (Ctrl-C), SIGTERM and SIGHUP are one policy (`_Signals`): one line, exit code 130, 143 or 129, the
-result so far written with --save-partial, and a file being written finished first. This module imports torch only
-inside `main`, so a signal while it loads is handled too.
+A user error is one stderr line and exit code 2, never a traceback; inputs and outputs are checked before the weights
+are looked for; outputs are written atomically, never over an input, and over an existing file only with --force. A
+stdout or stderr that cannot be written costs only the messages. SIGINT, SIGTERM and SIGHUP are one policy
+(`_Signals`). Torch is imported only inside `main`, so a signal while it loads is handled too.
 """
 
 from __future__ import annotations
@@ -42,11 +39,9 @@ GIF_FRAMES = 30
 
 
 class _Signals:
-    """The command's one signal policy, for `SIGNALS` alike. The first signal is recorded (for the exit code and the
-    message) and ends the work with a KeyboardInterrupt, as Ctrl-C does: a run keeps its image so far
-    (`nstlib.api.Guard`) and --save-partial writes it. Once a result is in hand (`holding`), a signal waits until the
-    block is done, so every file it writes is complete; `written` lists them. Later signals are ignored: the command is
-    already ending, and a repeat must not cost what the first one keeps."""
+    """The command's one signal policy, for `SIGNALS` alike: the first signal ends the work as Ctrl-C does (a run keeps
+    its image so far, which --save-partial writes), exit code 128 + its number; once a result is in hand (`holding`) it
+    waits until the files being written are complete (`written`). Later signals are ignored: the command is ending."""
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -101,27 +96,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_common(p: argparse.ArgumentParser, settings: Sequence[str] | None = None) -> None:
-    """The options both commands take: the `Settings` fields named in `settings` (None: all of them, see
-    `_add_settings`), the network's weights, the device and --quiet."""
+def _add_common(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """The options both commands take: one per `nstlib.Settings` field named in `only` (None: all), with the field's
+    help, choices and default (the dataclass is the one list of settings; options not given keep the default), then
+    the weights, the device, --quiet, --force and --save-partial."""
+    from nstlib.core.settings import Settings
     from nstlib.engine.runtime import DEVICES
     from nstlib.io.weights import WEIGHTS_CHOICES
-
-    _add_settings(p, settings)
-    p.add_argument("--network-weights", "--weights", dest="network_weights", default="imagenet",
-                   help=f"network weights: {', '.join(WEIGHTS_CHOICES)} or a .pth path (imagenet: the best available; "
-                        "see nstlib.io.weights)")
-    p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _add_settings(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
-    """One option per `nstlib.Settings` field (--style-weight for style_weight), with the field's help,
-    choices and default: the dataclass is the one list of settings. The option's type follows the field's (a number, a
-    list of numbers, a choice, True and False spelled on and off; {layer: weight} fields as LAYER[=WEIGHT] ...); plain
-    flags are for Python. Options not given keep the default, and `Settings.validate` checks the values before any work.
-    """
-    from nstlib.core.settings import Settings
 
     for f in dataclasses.fields(Settings):
         options = _option(f)
@@ -133,6 +114,14 @@ def _add_settings(p: argparse.ArgumentParser, only: Sequence[str] | None = None)
             f" (default {_ON_OFF.get(default, default)})"
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
                        help=f.metadata["help"] + shown, **options)
+    p.add_argument("--network-weights", "--weights", dest="network_weights", default="imagenet",
+                   help=f"network weights: {', '.join(WEIGHTS_CHOICES)} or a .pth path (imagenet: the best available; "
+                        "see nstlib.io.weights)")
+    p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--save-partial", action="store_true",
+                   help="if interrupted (Ctrl-C) or stopped by NaN, still write the image so far")
 
 
 #: How the command line spells the values True and False of a choice (--coarse-to-fine on|off|auto).
@@ -140,7 +129,8 @@ _ON_OFF: dict[object, str] = {True: "on", False: "off"}
 
 
 def _option(f: dataclasses.Field) -> dict[str, Any] | None:
-    """argparse's keywords for a `Settings` field (its annotation is a string here), or None: not an option."""
+    """argparse's keywords for a `Settings` field (its annotation is a string here), or None: plain flags are for
+    Python."""
     choices = f.metadata.get("choices")
     if choices is not None:
         return {"choices": [_ON_OFF.get(c, c) for c in choices if c is not None]}
@@ -173,12 +163,6 @@ def _settings(args: argparse.Namespace, **defaults: object) -> Settings:
     return resolve(None, {**defaults, **given})
 
 
-def _add_output_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="store_true", help="overwrite existing output files")
-    p.add_argument("--save-partial", action="store_true",
-                   help="if interrupted (Ctrl-C) or stopped by NaN, still write the image so far")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (imports the modules that define the choices: torch loads here)."""
     parser = _Parser(prog="nstlib", description="Neural style transfer (Gatys et al.) with VGG19.")
@@ -192,20 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--mask", nargs="+", metavar="MASK",
                     help="one mask image per style: white where that style goes, black for none")
     st.add_argument("--gif", help="also write a progress animation here (a .gif file)")
-    _add_output_flags(st)
 
     demo = sub.add_parser("demo", help="stylize the bundled astronaut with the bundled stained-glass style")
     demo.add_argument("--out", default="nstlib-demo", help="output folder (default: ./nstlib-demo)")
     _add_common(demo, ("size", "steps", "optimizer", "seed"))
-    _add_output_flags(demo)
     return parser
 
 
 class _Forgiving:
-    """A text stream (stdout or stderr) whose writes never raise. The first failure (a closed pipe, a full disk, a
-    closed descriptor) drops this and all later output and points the descriptor at /dev/null, so that the exit-time
-    flush of what is still buffered succeeds too: a line nobody can read never stops a run (the progress bar writes to
-    stderr at every step) nor turns a success into a traceback."""
+    """A text stream (stdout or stderr) whose writes never raise: the first failure (a closed pipe, a full disk) drops
+    all later output and points the descriptor at /dev/null, so that the exit-time flush succeeds too."""
 
     def __init__(self, stream: TextIO | None) -> None:
         self.stream = stream
@@ -243,23 +223,16 @@ def _point_at_devnull(fd: int) -> None:
         os.close(null)
 
 
-def _is_open(fd: int) -> bool:
-    """True if descriptor `fd` refers to something (a file, a pipe, a terminal)."""
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
 @contextlib.contextmanager
 def _forgiving_output() -> Iterator[None]:
-    """For the duration of the command, stdout and stderr are `_Forgiving`. A descriptor closed at the start (`>&-`,
-    `2>&-`) is first pointed at /dev/null, so that no file opened later (an output being written) gets its number and
-    receives what libraries write there."""
+    """stdout and stderr are `_Forgiving` for the command. A descriptor closed at the start (`2>&-`) is pointed at
+    /dev/null first, so that no output file opened later gets its number."""
     for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
-        if stream is None and not _is_open(fd):
-            _point_at_devnull(fd)
+        if stream is None:
+            try:
+                os.fstat(fd)
+            except OSError:  # closed
+                _point_at_devnull(fd)
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Forgiving(sys.stdout), _Forgiving(sys.stderr)
     try:
@@ -271,14 +244,6 @@ def _forgiving_output() -> Iterator[None]:
 def _say(text: str) -> None:
     """Print a report line on stdout at once (flushed), so that a reader sees each as it happens."""
     print(text, flush=True)
-
-
-def _report(result: StylizeResult, out: Path, gif: Path | None) -> None:
-    final = result.final
-    _say(f"wrote {show(out)} ({result.image.shape[-1]}x{result.image.shape[-2]}) in {result.seconds:.1f} s; "
-         f"loss {result.history[0]['total']:.4g} -> {final['total']:.4g}")
-    if gif is not None:
-        _say(f"wrote {show(gif)} ({len(result.frames)} frames)")
 
 
 def _save_partial(result: StylizeResult, out: Path, why: str, args: argparse.Namespace) -> None:
@@ -295,7 +260,7 @@ def _save_partial(result: StylizeResult, out: Path, why: str, args: argparse.Nam
 
 def _check_outputs(output: str | os.PathLike, gif: str | os.PathLike | None, inputs: Sequence[str],
                    force: bool) -> tuple[Path, Path | None]:
-    """Check the image and animation paths before any work: extension, existence, folder, free space."""
+    """Check the image and animation paths before any work."""
     from nstlib.io.images import FORMATS
 
     out = check_output_path(output, inputs, overwrite=force, extensions=FORMATS)
@@ -329,7 +294,10 @@ def _run_and_save(args: argparse.Namespace, out: Path, gif: Path | None, run: Ca
                 _signals.written.append(save_gif(result, gif, overwrite=args.force))
             except OutputError as e:  # the image is safe: say so, or the user would think the run was lost
                 raise OutputError(f"{e}; the image {show(out)} was written") from None
-        _report(result, out, gif)
+        _say(f"wrote {show(out)} ({result.image.shape[-1]}x{result.image.shape[-2]}) in {result.seconds:.1f} s; "
+             f"loss {result.history[0]['total']:.4g} -> {result.final['total']:.4g}")
+        if gif is not None:
+            _say(f"wrote {show(gif)} ({len(result.frames)} frames)")
     return 0
 
 
@@ -347,10 +315,8 @@ def _weights(args: argparse.Namespace) -> Weights:
 
 
 def _check_inputs(args: argparse.Namespace, settings: Settings, runtime: Runtime, out: Path, gif: Path | None) -> None:
-    """Before the weights are looked for (on a first run that takes seconds): every input file is there and is a picture
-    (`peek_shape` reads its header: missing, a FIFO, not an image), and at the planned size the output fits its format
-    (`check_fits`: WebP stops at 16383 px a side), the run fits in memory, and the outputs fit on their disk
-    (`check_room`; after the memory: a size too large is the run's problem first)."""
+    """Before the weights are looked for (that may take seconds): every input is a picture (its header), and at the
+    planned size the output fits its format, the run fits in memory, and the outputs fit on their disk."""
     from nstlib.core.objective import target_size
     from nstlib.engine.memory import check_memory
     from nstlib.io.images import check_fits, check_room, peek_shape
@@ -388,8 +354,8 @@ def run_stylize(args: argparse.Namespace) -> int:
 
 
 def _demo_folder(path: str) -> tuple[Path, list[Path]]:
-    """The demo's output folder, created if missing, and the folders this made (deepest first), for `_remove_if_empty`
-    when the run writes nothing. An empty name, a file or an impossible place is `OutputError`."""
+    """The demo's output folder, created if missing, and the folders this made (deepest first, for
+    `_remove_if_empty`); an empty name, a file or an impossible place is `OutputError`."""
     if not path:
         raise OutputError("--out '': give a folder name, such as nstlib-demo (. for the current folder)")
     folder = Path(path)
@@ -438,15 +404,9 @@ def run_demo(args: argparse.Namespace) -> int:
         _remove_if_empty(made)
 
 
-def _one_line(text: str) -> str:
-    """A message as one line: line breaks (e.g. from a file name) escaped."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """The `nstlib` command. A signal at any moment, even while torch is still loading, ends it with one line
-    (`_Signals`); a stdout that cannot encode a file name, or a stdout or stderr that cannot be written at all
-    (`_Forgiving`), causes no traceback: the run's own outcome decides the exit code."""
+    """The `nstlib` command. A signal at any moment, or a stdout or stderr that cannot encode or write a line, causes
+    no traceback: the run's own outcome decides the exit code."""
     with contextlib.suppress(AttributeError, ValueError):  # not a text stream: leave it alone
         sys.stdout.reconfigure(errors="backslashreplace")
     with _forgiving_output(), _signals.installed():
@@ -454,14 +414,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(argv: Sequence[str] | None) -> int:
-    """Parse and run one command; a user error is one stderr line and exit code 2, a signal one line (`_Signals`)."""
+    """Parse and run one command; a user error is one stderr line and exit code 2, a signal one line."""
     start = time.perf_counter()
     try:
         try:
             args = build_parser().parse_args(argv)
             code = run_stylize(args) if args.command == "stylize" else run_demo(args)
         except NstlibError as e:
-            print(f"nstlib: error: {_one_line(str(e))}", file=sys.stderr)
+            one_line = str(e).replace("\r", "\\r").replace("\n", "\\n")  # line breaks from a file name, escaped
+            print(f"nstlib: error: {one_line}", file=sys.stderr)
             return EXIT_USER_ERROR
         if code == 0:
             _say(f"done in {time.perf_counter() - start:.1f} s")
