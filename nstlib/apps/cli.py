@@ -315,17 +315,15 @@ def _weights(args: argparse.Namespace) -> Weights:
 
 
 def _check_inputs(args: argparse.Namespace, settings: Settings, runtime: Runtime, out: Path, gif: Path | None) -> None:
-    """Before the weights are looked for (that may take seconds): every input is a picture (its header), and at the
-    planned size the output fits its format, the run fits in memory, and the outputs fit on their disk."""
+    """Before the weights are looked for (that may take seconds): at the planned size the output fits its format, the
+    checks `stylize` makes before loading anything hold (`nstlib.api.check_inputs`), and the outputs fit their disk."""
+    from nstlib.api import check_inputs
     from nstlib.core.objective import target_size
-    from nstlib.engine.memory import check_memory
     from nstlib.io.images import check_fits, check_room, peek_shape
 
     h, w = target_size(peek_shape(args.content), settings.size)
-    for path in [*args.styles, *(args.mask or [])]:
-        peek_shape(path)
     check_fits(out, w, h)
-    check_memory((h, w), settings, on_cpu=runtime.on_cpu)
+    check_inputs(args.content, args.styles, args.mask or [], settings, runtime)
     check_room(out, w, h)
     if gif is not None:
         check_room(gif, w, h, frames=settings.steps // _frame_every(settings.steps) + 2)
