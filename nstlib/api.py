@@ -205,8 +205,7 @@ def check_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageL
 
 def load_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLike], settings: Settings,
                 device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor] | None]:
-    """The content (1,3,H,W) at `settings.size` and the styles at `style_scale` x that, on `device`, and the masks
-    (1,1,H,W) on the CPU (or None)."""
+    """The content (1,3,H,W) and the styles on `device`, and the masks (1,1,H,W) on the CPU (or None)."""
     normalize_blend_weights(settings.blend_weights, len(styles))
     photo = load_image(content, settings.size)
     side = round(max(photo.shape[-2:]) * settings.style_scale)
@@ -216,8 +215,7 @@ def load_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLi
 
 def scales(shape: tuple[int, int], styles: list[tuple[int, int]], settings: Settings,
            runtime: Runtime) -> list[tuple[tuple[int, int], int]]:
-    """The (H,W) and steps of each scale to run for a content of (H,W) `shape`, smallest first: a coarse-to-fine
-    schedule (the device's plan), or the one scale; the last at exactly `shape`."""
+    """The (H,W) and steps of each scale to run, smallest first; the last at exactly the content's (H,W) `shape`."""
     long_side, plan = max(shape), runtime.pyramid
     auto = settings.coarse_to_fine == "auto" and plan.auto_from is not None and long_side >= plan.auto_from
     if not (settings.coarse_to_fine is True or auto):
@@ -228,8 +226,7 @@ def scales(shape: tuple[int, int], styles: list[tuple[int, int]], settings: Sett
 
 def finish_run(results: list[StylizeResult], shape: tuple[int, int], photo: torch.Tensor, settings: Settings,
                network: str, inputs: list[str | os.PathLike]) -> StylizeResult:
-    """The scales' results joined at (H,W) `shape`, colour preservation's post-step applied with the (1,3,H,W) `photo`,
-    marked with the network and the input files."""
+    """The scales' results joined at (H,W) `shape`, with colour preservation's post-step, the network and inputs."""
     result = join_scales(results, shape)
     photo = photo.cpu() if settings.preserve_color else photo  # only the luminance transfer needs it (its chroma)
     result.image = color.preserve_colors_after(result.image, photo, settings.preserve_color)

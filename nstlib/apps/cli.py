@@ -34,8 +34,7 @@ EXIT_USER_ERROR = 2
 #: What ends the command as Ctrl-C does: `timeout`, `docker stop` and batch schedulers send SIGTERM, a closed terminal
 #: SIGHUP. The exit code is 128 + the signal's number: 130, 143, 129.
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-#: The progress animation keeps about this many frames.
-GIF_FRAMES = 30
+GIF_FRAMES = 30  # about this many frames in the progress animation
 
 
 class _Signals:
@@ -90,7 +89,7 @@ _signals = _Signals()
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (not the usage block) and exit code 2."""
+    """argparse, but a usage error is one line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -129,8 +128,7 @@ _ON_OFF: dict[object, str] = {True: "on", False: "off"}
 
 
 def _option(f: dataclasses.Field) -> dict[str, Any] | None:
-    """argparse's keywords for a `Settings` field (its annotation is a string here), or None: plain flags are for
-    Python."""
+    """argparse's keywords for a `Settings` field (its annotation is a string here), or None: not an option."""
     choices = f.metadata.get("choices")
     if choices is not None:
         return {"choices": [_ON_OFF.get(c, c) for c in choices if c is not None]}
@@ -152,7 +150,7 @@ def _layer_weight(text: str) -> tuple[str, float]:
 
 
 def _settings(args: argparse.Namespace, **defaults: object) -> Settings:
-    """The validated `Settings` of the options given (over `defaults`): a mistake exits 2 before any work."""
+    """The validated `Settings` of the options given (over `defaults`)."""
     from nstlib.checks import resolve
     from nstlib.core.settings import Settings
 
@@ -164,7 +162,7 @@ def _settings(args: argparse.Namespace, **defaults: object) -> Settings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (imports the modules that define the choices: torch loads here)."""
+    """The argument parser (torch loads here, with the modules that define the choices)."""
     parser = _Parser(prog="nstlib", description="Neural style transfer (Gatys et al.) with VGG19.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -216,7 +214,6 @@ class _Forgiving:
 
 
 def _point_at_devnull(fd: int) -> None:
-    """Make descriptor `fd` refer to /dev/null: what is written there vanishes."""
     null = os.open(os.devnull, os.O_WRONLY)
     if null != fd:
         os.dup2(null, fd)
@@ -242,12 +239,12 @@ def _forgiving_output() -> Iterator[None]:
 
 
 def _say(text: str) -> None:
-    """Print a report line on stdout at once (flushed), so that a reader sees each as it happens."""
+    """Print a report line on stdout at once (flushed)."""
     print(text, flush=True)
 
 
 def _save_partial(result: StylizeResult, out: Path, why: str, args: argparse.Namespace) -> None:
-    """Write an unfinished result (marked in its PNG text chunk "nstlib:status") only with --save-partial."""
+    """Write an unfinished result (marked "nstlib:status" in a PNG) only with --save-partial."""
     from nstlib.io.images import save_image
 
     if args.save_partial:
@@ -302,7 +299,7 @@ def _run_and_save(args: argparse.Namespace, out: Path, gif: Path | None, run: Ca
 
 
 def _weights(args: argparse.Namespace) -> Weights:
-    """Resolve --weights once, before any work, and say in one line which network and weights run."""
+    """Resolve --weights once, before any work, and say which network and weights run."""
     from nstlib.io.weights import load_weights
 
     with warnings.catch_warnings(record=True) as caught:
@@ -330,7 +327,6 @@ def _check_inputs(args: argparse.Namespace, settings: Settings, runtime: Runtime
 
 
 def _frame_every(steps: int) -> int:
-    """Steps between the frames of the progress animation: about `GIF_FRAMES` frames."""
     return max(1, steps // GIF_FRAMES)
 
 
@@ -352,8 +348,7 @@ def run_stylize(args: argparse.Namespace) -> int:
 
 
 def _demo_folder(path: str) -> tuple[Path, list[Path]]:
-    """The demo's output folder, created if missing, and the folders this made (deepest first, for
-    `_remove_if_empty`); an empty name, a file or an impossible place is `OutputError`."""
+    """The demo's output folder, created if missing, and the folders this made, deepest first."""
     if not path:
         raise OutputError("--out '': give a folder name, such as nstlib-demo (. for the current folder)")
     folder = Path(path)
@@ -373,7 +368,7 @@ def _demo_folder(path: str) -> tuple[Path, list[Path]]:
 
 
 def _remove_if_empty(folders: Sequence[Path]) -> None:
-    """Remove these folders, deepest first, as far as they are empty: a refused or unfinished run leaves none."""
+    """Remove these folders, deepest first, as far as they are empty."""
     for folder in folders:
         try:
             folder.rmdir()

@@ -59,8 +59,7 @@ class FeedForwardResult:
 
 def feed_forward(content: ImageLike, style: ImageLike, *, size: int | None = None,
                  threads: int | None = None) -> FeedForwardResult:
-    """Stylize `content` with `style` in one forward pass of the Magenta network (CPU), the output's long side `size`
-    (None: the content's). The first call's time includes loading the models."""
+    """Stylize `content` with `style` in one forward pass (CPU); the first call's time includes loading the models."""
     engine = _engine(threads)
     content_img, style_img = load_image(content, size), load_image(style)
     start = time.perf_counter()

@@ -43,11 +43,6 @@ def yuv_to_rgb(img: torch.Tensor) -> torch.Tensor:
     return _apply_matrix(YUV_TO_RGB, img)
 
 
-def luminance_image(img: torch.Tensor) -> torch.Tensor:
-    """The luma Y of (B,3,H,W) repeated into a grey RGB image (B,3,H,W), ready for VGG19."""
-    return rgb_to_yuv(img)[:, :1].expand(-1, 3, -1, -1).contiguous()
-
-
 def match_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """Grey `style` (B,3,H,W) whose luma has the mean and standard deviation of `content`'s, clamped to [0,1]."""
     ys, yc = rgb_to_yuv(style)[:, :1], rgb_to_yuv(content)[:, :1]
@@ -120,7 +115,8 @@ def preserve_colors_before(content: torch.Tensor, styles: list[torch.Tensor], pr
     if preserve_color == "match":
         return content, [match_color(s, content, method) for s in styles]
     if preserve_color == "luminance":
-        return luminance_image(content), [match_luminance(s, content) for s in styles]
+        grey = rgb_to_yuv(content)[:, :1].expand(-1, 3, -1, -1).contiguous()  # the luma as a grey RGB image
+        return grey, [match_luminance(s, content) for s in styles]
     return content, styles
 
 

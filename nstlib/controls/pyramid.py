@@ -44,8 +44,7 @@ class Scale:
 
 
 def schedule(size: int, settings: Settings, plan: PyramidPlan, smallest: int = MIN_START) -> list[Scale]:
-    """The scales from the smallest to `size` (see the module docstring); a start below `smallest` (`smallest_size`) is
-    raised to it: smaller scales would not fit the network."""
+    """The scales from the smallest to `size` (see the module docstring), none below `smallest` (`smallest_size`)."""
     ratio = settings.pyramid_ratio
     if not ratio > 1:
         raise ParameterError(f"pyramid_ratio={ratio}: must be > 1 (e.g. 1.414 for a √2 pyramid)")
@@ -75,8 +74,7 @@ def smallest_size(content: tuple[int, int], styles: Sequence[tuple[int, int]], s
 
 
 def join(results: list[StylizeResult], target_shape: tuple[int, int]) -> StylizeResult:
-    """One result from the scales' results: the last one, at `target_shape`, with the histories (each entry tagged with
-    its "size"), steps, times, evaluations and frames of all of them."""
+    """The last scale's result at `target_shape`, with the histories, steps, times and frames of all of them."""
     final = results[-1]
     if len(results) == 1 and tuple(final.image.shape[-2:]) == tuple(target_shape):
         return final

@@ -48,8 +48,7 @@ OUTPUT_DIR_ENV = "NSTLIB_OUTPUT_DIR"
 
 @dataclass
 class Course:
-    """Settings for one notebook run: the `device` (cuda > mps > cpu), the `mode` ("full", "cpu" or "fast"), the
-    resolved `weights`, the working long side `size` in pixels and a typical number of `steps`."""
+    """One notebook's run (`setup`): device, mode ("full", "cpu" or "fast"), weights, image long side and steps."""
 
     device: torch.device
     mode: str
@@ -58,27 +57,15 @@ class Course:
     steps: int
 
     def pick(self, full: Any, fast: Any, cpu: Any = None) -> Any:
-        """The value for this mode: `full`, `fast` under NSTLIB_FAST=1, and on a CPU `cpu` if given, else `full` (e.g.
-        ``course.pick(768, 128, cpu=256)``)."""
+        """`full`, or `fast` under NSTLIB_FAST=1, or on a CPU `cpu` if given: ``C.pick(768, 128, cpu=256)``."""
         if self.mode == "fast":
             return fast
         return cpu if self.mode == "cpu" and cpu is not None else full
 
 
-def _banner(text: str, colour: str) -> None:
-    try:
-        from IPython.display import HTML, display
-
-        display(HTML(f'<div style="padding:8px;border-left:6px solid {colour};background:#f7f7f7">{text}</div>'))
-    except ImportError:  # plain Python
-        pass
-    print(text.replace("<b>", "").replace("</b>", ""))
-
-
 def setup(size: int = 384, steps: int = 200, cpu_size: int = 128, cpu_steps: int = 100, fast_size: int = 64,
           fast_steps: int = 8) -> Course:
-    """Pick the device, the mode with its image size and step count, and the network's weights, and say so (with a
-    visible warning when the weights are random)."""
+    """Pick the device, the mode with its image size and step count, and the network's weights, and say so."""
     runtime = Runtime.create("auto")
     device = runtime.device
     flag = os.environ.get("NSTLIB_FAST")
@@ -88,8 +75,15 @@ def setup(size: int = 384, steps: int = 200, cpu_size: int = 128, cpu_steps: int
     weights = load_weights("imagenet")  # NSTLIB_WEIGHTS, if set, chooses (see `nstlib.io.weights`)
     print(f"network: {weights.describe()}")
     if not weights.trained:
-        _banner("<b>Random VGG19 weights.</b> Everything runs, but a random network only gives a weak "
-                "stylisation: the pictures here are not what ImageNet weights produce.", "#d9534f")
+        warning = ("<b>Random VGG19 weights.</b> Everything runs, but a random network only gives a weak "
+                   "stylisation: the pictures here are not what ImageNet weights produce.")
+        try:  # a red banner in a notebook
+            from IPython.display import HTML, display
+
+            display(HTML(f'<div style="padding:8px;border-left:6px solid #d9534f;background:#f7f7f7">{warning}</div>'))
+        except ImportError:  # plain Python
+            pass
+        print(warning.replace("<b>", "").replace("</b>", ""))
     if mode == "fast":
         print(f"FAST mode: {size}px images, {steps} steps")
     elif mode == "cpu":
@@ -182,8 +176,7 @@ def show_figure(name: str, width: int = 900) -> Any:
 
 def check(name: str, yours: Any, reference: Any, rtol: float = 1e-4, atol: float = 1e-6,
           hint: str | None = None) -> bool:
-    """Compare a learner's result with nstlib's (the shape, then `torch.testing.assert_close`) and say whether it is
-    right; if not, what differs, and `hint` if given."""
+    """Say whether a learner's result matches nstlib's (`torch.testing.assert_close`), and if not, what differs."""
     if yours is None:
         print(f"… {name}: not done yet; fill in the function above")
         return False

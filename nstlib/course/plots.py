@@ -82,8 +82,7 @@ def show_grid(images: torch.Tensor, row_labels: Sequence[str], col_labels: Seque
 
 def plot_history(histories: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
                  terms: Sequence[str] = ("total", "content", "style", "tv"), *, x: str = "step") -> Figure:
-    """Loss curves (log scale) from `StylizeResult.history` against `x`, "step" or "time"; {label: history} compares
-    runs."""
+    """Loss curves (log scale) against `x` ("step" or "time"); pass {label: history} to compare runs."""
     if not isinstance(histories, Mapping):
         histories = {"": histories}
     fig, axes = plt.subplots(1, len(terms), figsize=(3.6 * len(terms), 3), squeeze=False)
@@ -154,8 +153,7 @@ def show_receptive_fields(image: torch.Tensor, fields: Mapping[str, int], *, siz
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, overwrite: bool = False, dpi: int = 80) -> Path:
-    """Write `fig` to `path` atomically, cropped to what is drawn, in the format of its suffix (.jpg at quality 85); an
-    existing file is replaced only with overwrite=True."""
+    """Write `fig` to `path` atomically, cropped to what is drawn, in the format of its suffix."""
     formats = {f".{name}" for name in fig.canvas.get_supported_filetypes()}  # .png, .jpg, .pdf, .svg, ...
     out = check_output_path(path, overwrite=overwrite, extensions=formats)  # a clear error before any drawing
     file_format = out.suffix.lower().lstrip(".")

@@ -110,8 +110,7 @@ class GraphedStep:
         self.eager = False  # the capture or its first replay failed: every step runs eagerly
 
     def load(self, objective: Objective, start: torch.Tensor) -> None:
-        """Begin a run: copy in `objective`'s tensors and the `start` image; zero the optimiser's and the loss scale's
-        state (all zeros is their fresh state)."""
+        """Begin a run: copy in `objective`'s tensors and `start`; zero the optimiser's and the loss scale's state."""
         with torch.no_grad():
             for mine, theirs in zip(_tensors(self.objective), _tensors(objective), strict=True):
                 mine.copy_(theirs)

@@ -113,8 +113,7 @@ def advice(height: int, width: int, optimizer: str, fits: float | None = None) -
 
 
 def forward_bytes(height: int, width: int, layers: Iterable[str]) -> int:
-    """Peak memory of one pass without gradients (a style's targets), in bytes: the image, the largest layer's input
-    and output, the parameters."""
+    """Peak memory of one pass without gradients (a style's targets), in bytes."""
     _, largest, params = network_cost(height, width, check_layers(layers)[-1])
     return BYTES_PER_FLOAT * (3 * height * width + 2 * largest + params)
 

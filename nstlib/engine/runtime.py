@@ -242,8 +242,7 @@ _PRECISION_COPIES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple]] = we
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how a run computes (see the module docstring); build it with `Runtime.create`. `precision` None is
-    plain float32; `cuda_graph` as asked (`graphed`: and still possible)."""
+    """Where and how a run computes (see the module docstring); build it with `Runtime.create`."""
 
     device: torch.device
     precision: Precision | None = None
@@ -296,8 +295,7 @@ class Runtime:
         return self.device.type == "cpu"
 
     def prepare(self, extractor: nn.Module) -> nn.Module:
-        """The extractor on the device, with mixed precision if on: one copy per extractor, kept for later runs (until
-        its weights change in place)."""
+        """The extractor on the device, with mixed precision if on (one copy per extractor and weights, kept)."""
         extractor = extractor.to(self.device)
         if not self.precision:
             return extractor

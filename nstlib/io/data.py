@@ -63,8 +63,7 @@ class Painting:
 
 
 def _on_commons(name: str, title: str, artist: str, year: str, folder: str, file: str) -> Painting:
-    """A `Painting` for the Commons file `file` (underscores for spaces) under `folder`, Commons' hash path "a/ab" (the
-    first hex digits of the MD5 of `file`)."""
+    """A `Painting` for the Commons file `file` under `folder`, Commons' hash path "a/ab" (from the MD5 of `file`)."""
     quoted = quote(file)
     return Painting(
         name, title, artist, year,
@@ -99,11 +98,6 @@ STYLE_IMAGE_TIMEOUT = 5.0
 PAINTING_MAX_BYTES = 16 * 2**20
 
 
-def painting_cache_dir() -> Path:
-    """Where downloaded paintings are kept: $NSTLIB_CACHE if set, else ~/.cache/nstlib/paintings."""
-    return Path(os.environ.get(CACHE_ENV) or Path(os.path.expanduser("~")) / ".cache" / "nstlib" / "paintings")
-
-
 def _entry(name: str) -> Painting:
     """The catalogue entry of `name`; `ImageLoadError` listing the choices if there is none."""
     if not isinstance(name, str) or name not in PAINTINGS:
@@ -120,7 +114,7 @@ def painting_path(name: str, *, cache_dir: str | os.PathLike | None = None, prog
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise ParameterError(f"cache_dir={cache_dir!r}: give a folder (a str or a Path), or None for the default")
     timeout, deadline = check_number("timeout", timeout, above=0), check_number("deadline", deadline, above=0)
-    folder = Path(cache_dir) if cache_dir is not None else painting_cache_dir()
+    folder = Path(cache_dir or os.environ.get(CACHE_ENV) or Path(os.path.expanduser("~")) / ".cache/nstlib/paintings")
     dest = folder / f"{name}{Path(entry.url).suffix}"
     if os.path.isfile(dest):  # False also if unsearchable
         try:

@@ -152,8 +152,7 @@ def _part_prefix(dest: Path) -> str:
 
 
 def new_part(dest: Path) -> tuple[int, Path]:
-    """Create the temporary file `NAME.part-<pid>-<random>` next to `dest`, after removing dead processes' ones: (open
-    descriptor, path)."""
+    """Create the temporary file `NAME.part-<pid>-<random>` next to `dest`: (open descriptor, path)."""
     remove_stale_parts(dest)
     fd, tmp = tempfile.mkstemp(prefix=f"{_part_prefix(dest)}{os.getpid()}-", dir=dest.parent)
     return fd, Path(tmp)
@@ -180,8 +179,7 @@ def _appeared(dest: Path) -> OutputError:
 
 
 def commit(tmp: Path, dest: Path, *, overwrite: bool) -> None:
-    """Move the complete file `tmp` to `dest` atomically; without `overwrite`, a file that appeared there meanwhile is
-    never replaced (`OutputError`)."""
+    """Move `tmp` to `dest` atomically; without `overwrite`, never over a file that appeared there meanwhile."""
     if overwrite:
         os.replace(tmp, dest)
         return
@@ -200,16 +198,8 @@ def commit(tmp: Path, dest: Path, *, overwrite: bool) -> None:
     tmp.unlink(missing_ok=True)
 
 
-def _umask() -> int:
-    """The process's file-creation mask (reading it means setting it, so set it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, overwrite: bool = True) -> Path:
-    """Call `write(file)` on a temporary file next to `path`, then move it into place (`commit`): the complete file
-    appears, or nothing changes (the temporary file is removed on any failure)."""
+    """Call `write(file)` on a temporary file next to `path`, then move it into place: all of it appears, or nothing."""
     out = Path(path)
     try:
         fd, tmp = new_part(out)
@@ -220,7 +210,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
             write(f)
             f.flush()
             os.fsync(f.fileno())
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+            mask = os.umask(0o022)  # reading the file-creation mask means setting it: set it straight back
+            os.umask(mask)
+            os.fchmod(f.fileno(), 0o666 & ~mask)  # mkstemp makes 0600; give the usual permissions
         commit(tmp, out, overwrite=overwrite)
     except BaseException as e:
         tmp.unlink(missing_ok=True)

@@ -235,8 +235,7 @@ WEBP_MAX_SIDE = 16383
 
 
 def check_fits(path: str | os.PathLike, width: int, height: int) -> None:
-    """Refuse, before any work, a picture too large for its format (WebP: 16383 px a side; Pillow would fail only
-    when saving, after the whole run)."""
+    """Refuse, before any work, a picture too large for its format (WebP), which Pillow finds out only when saving."""
     if FORMATS.get(Path(path).suffix.lower()) == "WEBP" and max(width, height) > WEBP_MAX_SIDE:
         raise OutputError(f"{show(path)}: {width}x{height} is over WebP's limit of {WEBP_MAX_SIDE}x{WEBP_MAX_SIDE} "
                           "pixels; save it as .png instead (or choose a smaller size)")
