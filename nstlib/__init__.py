@@ -11,8 +11,8 @@ The folders are the map (docs/architecture.md):
 - `nstlib.course`: the notebooks' helpers, plots and the interactive explorer; `nstlib.apps`: the command line, the
   fast-style network and the feed-forward comparison.
 
-The public names below are imported on first use (PEP 562), so `import nstlib` is quick and `nstlib.apps.cli` can answer
-Ctrl-C while torch is still loading.
+The public names below are imported on first use (PEP 562), so `import nstlib` is quick and the command line can
+answer Ctrl-C while torch is still loading.
 """
 
 import functools
@@ -37,12 +37,8 @@ __version__ = "0.1.0"
 
 @functools.cache
 def project_urls() -> dict[str, str]:
-    """The project's addresses, set once in pyproject.toml's ``[project.urls]``: {"Repository": ..., "Documentation":
-    ...} (the GitHub repository and the course site).
-
-    Read from the clone's pyproject.toml when nstlib runs from one (an edit there counts at once, even in an editable
-    install made before it), else from the installed package's metadata, which pip writes from the same table.
-    """
+    """The project's addresses, set once in pyproject.toml's ``[project.urls]`` ({"Repository": ..., "Documentation":
+    ...}): from the clone's pyproject.toml if there is one (an edit counts at once), else from the package metadata."""
     pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
     if pyproject.is_file() and sys.version_info >= (3, 11):
         import tomllib

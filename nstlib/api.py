@@ -1,15 +1,12 @@
 """The entry points (`stylize`, `stylize_grid`, `evaluate`) and the one boundary every entry point goes through.
 
-`stylize(content, style)` reads top to bottom: settle the run (`Run.begin`: the settings, the runtime, the network, what
-to report, all checked before anything is loaded), check the inputs and that the run fits in memory, load the pictures
-(colour preservation's pre-step), then for each scale of the image pyramid (one scale below 512 px on a CPU) build the
-targets and run the core loop (`nstlib.core.loop.optimize`) from the last scale's result.
+`stylize` reads top to bottom: settle the run, check the inputs and the memory before loading anything, load the
+pictures, then for each scale of the image pyramid build the targets and run the core loop from the last scale's result.
 
-What every entry point shares lives here once: `Run.begin` (the preamble and the argument checks), `Run.network` (the
-network, built once), and `Guard` around the work: Ctrl-C ends the run with the image so far (a repeat press within a
-second is ignored while that image is kept), and running out of device memory frees what the failed work held and raises
-`MemoryLimitError` with the last good image. The command line, the explorer, the fast-style trainer and `compare` go
-through them too; the command line makes SIGTERM and SIGHUP the same KeyboardInterrupt (`nstlib.apps.cli._Signals`).
+What every entry point (the command line, the explorer, the fast-style trainer and `compare` too) shares lives here
+once: `Run.begin` (the argument checks), `Run.network` (the network, built once) and `Guard` around the work: Ctrl-C
+ends the run with the image so far, and running out of device memory frees what the failed work held and raises
+`MemoryLimitError` with the last good image.
 """
 
 from __future__ import annotations
@@ -74,13 +71,11 @@ class Run:
         return cls(resolve(settings, overrides), Runtime.of(runtime), network, check_watch(watch or Watch()))
 
     def network(self) -> VGGFeatures:
-        """The network for the settings' layers on the runtime's device: the one given, if it returns them all, else
-        the one built from the weights (loaded now).
+        """The network for the settings' layers on the runtime's device: the one given, else built from the weights.
 
-        Weights holding the same numbers give the same network, built once and kept (one at a time), so that runs
-        naming them (each CLI call, each explorer) share its mixed-precision copy and its captured CUDA graphs. It is
-        found by what the weights are, a digest of their numbers, not by their name or object: a file rewritten under
-        the same name, or weights changed in place, give a new network."""
+        The network last built is kept, so that runs with the same weights share its mixed-precision copy and CUDA
+        graphs; it is found by a digest of the weights' numbers, so a file rewritten, or weights changed in place, give
+        a new one."""
         if isinstance(self.weights, VGGFeatures):
             missing = set(self.settings.layers) - set(self.weights.layers)
             if missing:
@@ -111,13 +106,12 @@ def digest(state: dict[str, torch.Tensor]) -> bytes:
 
 
 class Guard:
-    """Ctrl-C and out-of-memory around a run's work, in one place (see the module docstring).
+    """Ctrl-C and out-of-memory around a run's work, in one place.
 
     `results` collects each finished scale's result; on leaving the block `result` is `finish(results)` (by default the
-    last one), also after Ctrl-C (marked "interrupted after step N") once something was done. A run stopped by an error
-    keeps its image so far (`partial_result`, set by the core loop), and nothing else: the frames of the work it ended
-    (the captured step, the optimiser, activations) are cleared. `where` (what ran) and `advice` (what to try) go into
-    the message for running out of memory.
+    last one), also after Ctrl-C, marked "interrupted after step N". A run stopped by an error keeps its image so far
+    (`partial_result`) and nothing else: the frames of the work it ended are cleared. `where` and `advice` go into the
+    out-of-memory message.
     """
 
     def __init__(self, device: torch.device, where: str, advice: str) -> None:
@@ -160,9 +154,8 @@ class Guard:
 
 
 def _one_interrupt() -> Any:
-    """Install a Ctrl-C handler under which the first press raises KeyboardInterrupt as usual, and a repeat within
-    `REPEAT_WINDOW` seconds (the same request pressed twice) is ignored, so it cannot discard the image the first one
-    keeps. Only in the main thread, over Python's default handler; returns the handler to put back (or None)."""
+    """A Ctrl-C handler that ignores a repeat within `REPEAT_WINDOW` seconds, which would discard the image the first
+    press keeps; only in the main thread, over Python's default handler. Returns the handler to put back (or None)."""
     if threading.current_thread() is not threading.main_thread() or (
             signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         return None
@@ -179,8 +172,7 @@ def _one_interrupt() -> Any:
 
 
 def input_files(*sources: ImageLike) -> list[str | os.PathLike]:
-    """The files among a run's inputs: paths, and PIL images opened from a file (by name, or from a file object, whose
-    name it keeps): what no output may overwrite."""
+    """The files among a run's inputs, which no output may overwrite: paths, and PIL images opened from a file."""
     files = [getattr(p, "filename", "") or getattr(getattr(p, "fp", None), "name", "") if isinstance(p, Image.Image)
              else p for p in sources]
     return [os.fsdecode(f) if isinstance(f, bytes) else f for f in files if isinstance(f, (str, bytes, os.PathLike))
@@ -189,9 +181,8 @@ def input_files(*sources: ImageLike) -> list[str | os.PathLike]:
 
 def check_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLike], settings: Settings,
                  runtime: Runtime) -> list[tuple[tuple[int, int], int]]:
-    """Before loading anything: one blend weight per style, every input has pixels, the content and each style keep
-    `MIN_SIDE` px at the run's size and `style_scale`, and the run fits in memory (`check_memory`). Returns the scales
-    to run (`scales`), the last at the content's (H,W) in the run."""
+    """Before loading anything: one blend weight per style, every input has pixels, no picture falls under `MIN_SIDE`
+    px at the run's size, and the run fits in memory. Returns the scales to run, the last at the content's (H,W)."""
     normalize_blend_weights(settings.blend_weights, len(styles))
     names = ["content", *(f"styles[{i}]" for i in range(len(styles))), *(f"masks[{i}]" for i in range(len(masks)))]
     shapes = [peek_shape(src, name) for src, name in zip([content, *styles, *masks], names)]
@@ -214,8 +205,7 @@ def check_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageL
 
 def load_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLike], settings: Settings,
                 device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor] | None]:
-    """The content (1,3,H,W) at long side `settings.size` and the styles at `style_scale` x that, on `device`, and the
-    masks (1,1,H,W) on the CPU (or None); at least one style, one blend weight each."""
+    """The content (1,3,H,W) and the styles on `device`, and the masks (1,1,H,W) on the CPU (or None)."""
     normalize_blend_weights(settings.blend_weights, len(styles))
     photo = load_image(content, settings.size)
     side = round(max(photo.shape[-2:]) * settings.style_scale)
@@ -225,9 +215,7 @@ def load_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLi
 
 def scales(shape: tuple[int, int], styles: list[tuple[int, int]], settings: Settings,
            runtime: Runtime) -> list[tuple[tuple[int, int], int]]:
-    """The scales to run for a content of (H,W) `shape` and styles of (H,W) `styles`, smallest first: the (H,W) and
-    steps of each. A coarse-to-fine schedule (the device's plan; no scale makes the content or a style too small for
-    the network), or the one scale; the last at exactly `shape`."""
+    """The (H,W) and steps of each scale to run, smallest first; the last at exactly the content's (H,W) `shape`."""
     long_side, plan = max(shape), runtime.pyramid
     auto = settings.coarse_to_fine == "auto" and plan.auto_from is not None and long_side >= plan.auto_from
     if not (settings.coarse_to_fine is True or auto):
@@ -238,8 +226,7 @@ def scales(shape: tuple[int, int], styles: list[tuple[int, int]], settings: Sett
 
 def finish_run(results: list[StylizeResult], shape: tuple[int, int], photo: torch.Tensor, settings: Settings,
                network: str, inputs: list[str | os.PathLike]) -> StylizeResult:
-    """One result from the scales' results: joined at the content's (H,W) `shape`, colour preservation's post-step
-    applied with the (1,3,H,W) `photo`, marked with the network and the input files."""
+    """The scales' results joined at (H,W) `shape`, with colour preservation's post-step, the network and inputs."""
     result = join_scales(results, shape)
     photo = photo.cpu() if settings.preserve_color else photo  # only the luminance transfer needs it (its chroma)
     result.image = color.preserve_colors_after(result.image, photo, settings.preserve_color)
@@ -255,10 +242,9 @@ def stylize(content: ImageLike, styles: ImageLike | Sequence[ImageLike], setting
     """Stylize `content` with one or more `styles` (paths, PIL images, arrays or tensors; see `load_image`).
 
     `settings`, or keyword `overrides` (stylize(c, s, steps=10)), are the knobs (`Settings`); `masks` one picture per
-    style, white where that style goes; `network` the weights (see `load_weights`: "imagenet", "random", a path) or a
-    built `VGGFeatures` to reuse; `runtime` a device name ("auto": cuda > mps > cpu) or a `Runtime`;
-    `callback(Progress)` runs after every step (True stops), `progress` shows a bar, `frame_every` keeps snapshots.
-    Returns a `StylizeResult` (`nstlib.save_image` writes it). A CPU run is bit-for-bit repeatable.
+    style, white where that style goes; `network` the weights (`load_weights`: "imagenet", "random", a path) or a built
+    `VGGFeatures`; `runtime` a device name ("auto": cuda > mps > cpu) or a `Runtime`; `callback(Progress)` runs after
+    every step (True stops), `progress` shows a bar, `frame_every` keeps snapshots. A CPU run is bit-for-bit repeatable.
     """
     run = Run.begin(settings, overrides, network, runtime, Watch(callback, progress, frame_every))
     settings, styles, masks = run.settings, as_list(styles), as_list(masks)
@@ -285,15 +271,13 @@ def stylize_grid(content: ImageLike, styles: ImageLike | Sequence[ImageLike], se
                  content_weights: Sequence[float] = (DEFAULT_CONTENT_WEIGHT,),
                  style_weights: Sequence[float] = (DEFAULT_STYLE_WEIGHT,),
                  tv_weights: Sequence[float] = (DEFAULT_TV_WEIGHT,), **kwargs: Any) -> StylizeResult:
-    """Stylize once for every combination of the given weights, as one batch of N images.
+    """Stylize once for every combination of the given weights: one batch of N images, row-major (the last list
+    varies fastest).
 
-    N = len(content_weights) * len(style_weights) * len(tv_weights), in row-major order (the last list varies fastest).
-    Each batch image has its own weights; the losses are summed over the batch, so each image gets exactly its own
-    gradient. With Adam (used here, whatever `settings` say: its update is per pixel) that makes the batch N independent
-    runs, done in one pass through the network; L-BFGS would couple them through its shared history.
-
-    Other keyword arguments are those of `stylize`. Returns a result whose `image` is (N,3,H,W), whose history holds
-    lists of N values, and whose `settings` lists each image's weights.
+    Each image has its own weights; the losses are summed over the batch, so each gets exactly its own gradient. With
+    Adam (its update is per pixel) that makes N independent runs in one pass through the network; L-BFGS would couple
+    them through its shared history. Other keyword arguments are `stylize`'s. The result's `image` is (N,3,H,W), its
+    history holds lists of N values, and its `settings` list each image's weights.
     """
     if kwargs.pop("optimizer", "adam") != "adam":
         raise ParameterError("stylize_grid uses optimizer='adam' (L-BFGS would couple the batch images)")
@@ -315,9 +299,8 @@ def evaluate(image: ImageLike, content: ImageLike, styles: ImageLike | Sequence[
              network: NetworkLike = "imagenet", runtime: RuntimeLike = "auto", **overrides: Any) -> dict[str, float]:
     """Score any image under the style-transfer objective of `settings`: {"content", "style", "tv", "total"}.
 
-    The content (and `masks`, one per style) are resized to the image's size, so outputs of different methods can be
-    compared on the same terms; the targets are built as `stylize` builds them, in plain float32 on the runtime's device
-    (`Runtime.for_scoring`). Colour preservation plays no part here.
+    The content and `masks` are resized to the image's size and the targets built as `stylize` builds them, in plain
+    float32, so that outputs of different methods compare on the same terms. Colour preservation plays no part here.
     """
     run = Run.begin(settings, {**overrides, "preserve_color": None}, network, Runtime.of(runtime).for_scoring())
     check_source(image, "image")

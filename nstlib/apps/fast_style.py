@@ -1,16 +1,8 @@
 """Fast style transfer: train one small feed-forward network per style (Johnson et al. 2016; Ulyanov et al. 2016).
 
-Instead of optimising the pixels of one picture (`nstlib.stylize`), optimise the weights of an image-to-image network
-once, over many random crops of photos, so that its output has a low value of the very objective `stylize` minimises
-(the same content, style and TV terms, built by `nstlib.Targets`): each crop is its own content target, the style is
-fixed. Afterwards a new photo costs one forward pass.
-
-- `FastStyleNet`: the transformation network. Downsampling convolutions, residual blocks, upsampling by
-  nearest-neighbour resize + convolution (no checkerboard artefacts, Odena et al. 2016), with instance normalisation
-  (Ulyanov et al.) after every convolution but the last, and a sigmoid output so that pixels stay in [0,1];
-- `random_crops`: a batch of square crops from a list of photos;
-- `train`: Adam on the network's weights, the perceptual loss averaged over each batch;
-- `save` / `load` (a torch checkpoint) and `export_onnx` (needs the `onnx` package), written atomically.
+Instead of the pixels of one picture (`nstlib.stylize`), optimise the weights of an image-to-image network once, over
+random crops of photos, on the very objective `stylize` minimises (each crop its own content target); afterwards a new
+photo costs one forward pass. `save`, `load` and `export_onnx` write and read the network.
 """
 
 from __future__ import annotations
@@ -82,13 +74,10 @@ class Upsample(nn.Module):
 class FastStyleNet(nn.Module):
     """Johnson et al.'s image transformation network, small: (B,3,H,W) in [0,1] -> (B,3,H,W) in [0,1].
 
-    Args:
-        width: channels of the first layer (then 2x and 4x after the two downsamplings; Johnson: 32).
-        blocks: residual blocks at 1/4 resolution (Johnson: 5).
-
-    H and W need not be multiples of 4: the output is always resized to the input's size, which changes nothing when
-    they are (a test of the size would be traced as a constant by the ONNX export, and the file would then only take
-    sizes that agree with the example's).
+    Downsampling convolutions, `blocks` residual blocks at 1/4 resolution (Johnson: 5), upsampling by resize +
+    convolution (no checkerboard artefacts, Odena et al. 2016), instance norm after every convolution but the last, a
+    sigmoid output; `width` channels first (Johnson: 32). The output is always resized to the input's size, so that the
+    ONNX export takes any H and W (a test of the size would be traced as a constant).
     """
 
     def __init__(self, width: int = 16, blocks: int = 3) -> None:
@@ -137,12 +126,9 @@ def train(style: ImageLike, photos: Sequence[ImageLike] | None = None, settings:
           runtime: RuntimeLike = "auto", progress: bool = True,
           **overrides: Any) -> tuple[FastStyleNet, list[dict[str, float]]]:
     """Train a `FastStyleNet` for one `style` on random crops of `photos` (default: the bundled photos): (the network,
-    its loss history, one {"content", "style", "tv", "total"} batch mean per step).
-
-    The objective is `stylize`'s (`settings` and keyword `overrides`), each crop its own content target, minimised with
-    Adam for `steps` steps at `lr` (default `TRAIN_LR`) on `size` px crops (default `TRAIN_SIZE`) of the photos loaded
-    at `photo_scale` x `size` (the style too, times `style_scale`). `seed` makes crops and initial weights repeatable.
-    """
+    its history of batch-mean terms). Adam minimises `stylize`'s objective for `steps` steps at `lr` (default
+    `TRAIN_LR`) on `size` px crops (default `TRAIN_SIZE`) of the photos loaded at `photo_scale` x `size`; `seed` makes
+    it repeatable."""
     run = Run.begin(settings, overrides, network, runtime)
     settings, dev, backward = run.settings, run.runtime.device, run.runtime.backward()
     check_number("batch", batch, whole=True, low=1)
@@ -182,7 +168,7 @@ def apply(model: FastStyleNet, image: ImageLike, size: int | None = None) -> tor
 
 
 def save(model: FastStyleNet, path: str | os.PathLike) -> Path:
-    """Write the network's architecture and weights with torch.save, atomically (see `nstlib.io.files`)."""
+    """Write the network's architecture and weights with torch.save, atomically."""
     state = {"config": model.config, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
     return atomic_write(path, lambda f: torch.save(state, f))
 
@@ -200,10 +186,7 @@ def load(path: str | os.PathLike) -> FastStyleNet:
 
 
 def export_onnx(model: FastStyleNet, path: str | os.PathLike, size: int = 256) -> Path:
-    """Export the network to ONNX (input "image" (B,3,H,W) in [0,1], any B, H and W), atomically.
-
-    Needs the `onnx` package (installed with nstlib's `offline` extra); onnxruntime runs the file.
-    """
+    """Export the network to ONNX (input "image" (B,3,H,W) in [0,1], any B, H and W), atomically; needs `onnx`."""
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:

@@ -1,15 +1,13 @@
 """Colour preservation (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer").
 
-Style transfer copies the style's colours along with its brush strokes. Two ways to keep the content's colours instead,
-both used by `stylize(preserve_color=...)`:
+Style transfer copies the style's colours along with its brush strokes. `stylize(preserve_color=...)` keeps the
+content's colours instead, in one of two ways:
 
-- ``"luminance"``: transfer style on the luminance channel only. Convert both images to YUV, take Y, shift and scale the
-  style's Y to the content's mean and standard deviation, stylize the grey images, then put the result's Y back together
-  with the content's U and V (its chroma).
-- ``"match"``: recolour the style image to the content's colour statistics before the transfer, by histogram matching
-  (each channel's distribution) or by a linear map x' = A (x - mu_s) + mu_c
-  whose A makes the covariance equal: A = L_c L_s^-1 (Cholesky factors) or A = Sigma_c^(1/2) Sigma_s^(-1/2) (symmetric
-  square roots from the eigen/PCA decomposition).
+- ``"luminance"``: stylize the luma Y alone (the style's matched to the content's mean and standard deviation), then
+  put the result's Y together with the content's chroma U and V.
+- ``"match"``: recolour the style to the content's colour statistics first, by histogram matching or by a linear map
+  x' = A (x - mu_s) + mu_c that makes the covariance equal: A = L_c L_s^-1 (Cholesky) or Sigma_c^(1/2) Sigma_s^(-1/2)
+  (PCA).
 
 All images are (B,3,H,W) tensors with values in [0,1].
 """
@@ -45,16 +43,8 @@ def yuv_to_rgb(img: torch.Tensor) -> torch.Tensor:
     return _apply_matrix(YUV_TO_RGB, img)
 
 
-def luminance_image(img: torch.Tensor) -> torch.Tensor:
-    """The luma Y of (B,3,H,W) repeated into a grey RGB image (B,3,H,W), ready for VGG19."""
-    return rgb_to_yuv(img)[:, :1].expand(-1, 3, -1, -1).contiguous()
-
-
 def match_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """Grey version of `style` whose luma has the mean and standard deviation of `content`'s.
-
-    Y_s' = (Y_s - mean(Y_s)) * std(Y_c) / std(Y_s) + mean(Y_c). Returns (B,3,H,W), clamped to [0,1].
-    """
+    """Grey `style` (B,3,H,W) whose luma has the mean and standard deviation of `content`'s, clamped to [0,1]."""
     ys, yc = rgb_to_yuv(style)[:, :1], rgb_to_yuv(content)[:, :1]
     std_s = ys.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
     y = (ys - ys.mean(dim=(1, 2, 3), keepdim=True)) * yc.std(dim=(1, 2, 3), keepdim=True) / std_s
@@ -63,11 +53,8 @@ def match_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
 
 
 def combine_luminance(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """The luma of `stylized` with the chroma (U, V) of `content`, as RGB clamped to [0,1].
-
-    Both (B,3,H,W) of the same size (the content may have B=1). The chroma is exactly the content's except where the
-    combination leaves the RGB gamut and clamping changes it.
-    """
+    """The luma of `stylized` (B,3,H,W) with the chroma (U, V) of `content` (B or 1,3,H,W), as RGB clamped to [0,1]
+    (where the combination leaves the gamut, the clamp changes the chroma)."""
     yuv = torch.cat([rgb_to_yuv(stylized)[:, :1], rgb_to_yuv(content)[:, 1:].expand(stylized.shape[0], -1, -1, -1)], 1)
     return yuv_to_rgb(yuv).clamp(0, 1)
 
@@ -87,10 +74,7 @@ def _sqrtm(cov: torch.Tensor, power: float) -> torch.Tensor:
 
 
 def _match_histogram(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Give each channel of `source` the value distribution of the same channel of `target`.
-
-    The pixel with rank r among N source values gets the target's quantile r / (N - 1).
-    """
+    """Give each channel of `source` the value distribution of `target`'s: rank r of N gets the quantile r / (N - 1)."""
     src, tgt = source.reshape(3, -1), target.reshape(3, -1)
     tgt_sorted = tgt.sort(dim=1).values
     order = src.argsort(dim=1)
@@ -105,16 +89,9 @@ def _match_histogram(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 
 def match_color(source: torch.Tensor, target: torch.Tensor, method: str = "pca") -> torch.Tensor:
-    """Recolour `source` (1,3,H,W) so that its colour statistics match `target`'s (1,3,H',W').
-
-    Args:
-        method: "histogram" (each channel's whole distribution: means and variances match, the
-            cross-channel covariances only roughly), "cholesky" or "pca" (a linear map that makes
-            the mean and the full 3x3 covariance match; "pca" uses symmetric square roots, which
-            rotate the colours least).
-
-    Returns (1,3,H,W) in [0,1]; the statistics match up to that final clamp.
-    """
+    """Recolour `source` (1,3,H,W) so that its colour statistics match `target`'s (1,3,H',W'), up to the final clamp
+    to [0,1]: `method` "histogram" (each channel's distribution; the cross-channel covariances only roughly),
+    "cholesky" or "pca" (mean and full covariance; "pca" rotates the colours least)."""
     if method not in COLOR_MATCH_METHODS:
         raise ParameterError(f"color_match={method!r}: choose one of {', '.join(COLOR_MATCH_METHODS)}")
     if method == "histogram":
@@ -133,15 +110,13 @@ def match_color(source: torch.Tensor, target: torch.Tensor, method: str = "pca")
 
 def preserve_colors_before(content: torch.Tensor, styles: list[torch.Tensor], preserve_color: str | None,
                            method: str = "pca") -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The pre-step of colour preservation, on (1,3,H,W) images: what to stylize with what.
-
-    "match" recolours the styles to the content's palette; "luminance" stylizes grey images (the content's chroma goes
-    back in `preserve_colors_after`); None leaves everything as it is.
-    """
+    """The pre-step of colour preservation on (1,3,H,W) images: "match" recolours the styles to the content's palette,
+    "luminance" stylizes grey images (the chroma goes back in `preserve_colors_after`), None changes nothing."""
     if preserve_color == "match":
         return content, [match_color(s, content, method) for s in styles]
     if preserve_color == "luminance":
-        return luminance_image(content), [match_luminance(s, content) for s in styles]
+        grey = rgb_to_yuv(content)[:, :1].expand(-1, 3, -1, -1).contiguous()  # the luma as a grey RGB image
+        return grey, [match_luminance(s, content) for s in styles]
     return content, styles
 
 

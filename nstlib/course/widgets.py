@@ -1,17 +1,9 @@
 """An interactive explorer: drag the weight sliders and watch the optimisation follow.
 
-`StyleExplorer(content, style)` is an ipywidgets box; show it in a notebook cell:
-
-    from nstlib.course.widgets import StyleExplorer
-    explorer = StyleExplorer(content, style, network=C.weights, runtime=C.device)
-    explorer
-
-This module is the view: the controls (log-scale sliders for the content, style and TV weights and for each style layer,
-linear sliders for the blend weights of several styles, blend and init dropdowns, Reset and Run/Pause, "Render full
-size", Save with an overwrite checkbox) and the picture, the loss readout and the status line. The controls only turn
-their values into `Settings` and hand them to the worker (`nstlib.course.worker.ExplorerWorker`), which optimises in a
-background thread; the worker's hooks update the display only by assigning widget values (Image.value, HTML.value,
-IntProgress.value): that is the thread-safe path. Works with ipywidgets 7.6+ (Colab) and 8.x (JupyterLab 4).
+`StyleExplorer(content, style, network=C.weights, runtime=C.device)` is an ipywidgets box to show in a notebook cell.
+This module is the view: the controls only turn their values into `Settings` for the worker
+(`nstlib.course.worker.ExplorerWorker`), whose hooks update the display only by assigning widget values (the
+thread-safe path). Works with ipywidgets 7.6+ (Colab) and 8.x (JupyterLab 4).
 """
 
 from __future__ import annotations
@@ -61,23 +53,11 @@ def _png(image: torch.Tensor) -> bytes:
 class StyleExplorer(widgets.VBox):
     """Live sliders for the style-transfer weights, re-optimising as you drag.
 
-    Args:
-        content: the content picture (path, PIL, array or (1,3,H,W) tensor).
-        styles: one style picture or a list of them (several get blend-weight sliders).
-        settings: the starting settings, as for `stylize` (keyword overrides too); the sliders start
-            at their weights (> 0: the sliders are log-scale). `steps` (default 200 here) are the
-            steps per run; the explorer idles after that until a setting changes or Run is pressed.
-            `size` is the long side of the full-size render.
-        network, runtime: as for `stylize` (one network, built once).
-        preview_size: long side while exploring (default: the runtime's `sizes.preview`, at most `size`).
-        render_steps: steps of the full-size render.
-        frame_every: show a new picture every this many steps (and after each run's first step).
-        debounce: seconds the sliders must be still before a new run starts.
-        autostart: start optimising as soon as the explorer exists (else press Run).
-
-    Attributes:
-        worker: the `ExplorerWorker` doing the work; `history`, `runs`, `image`, `result` and
-            `latency` are its attributes (see there).
+    `content`, `styles` (several get blend-weight sliders), `settings` (and keyword overrides), `network` and `runtime`
+    are as for `stylize`; the log-scale sliders start at the settings' weights (> 0), `steps` (200 here) are the steps
+    per run and `size` the full-size render's. `preview_size` is the long side while exploring (default: the runtime's),
+    `frame_every` the steps between pictures, `debounce` the seconds the sliders must be still before a new run.
+    `worker` is the `ExplorerWorker` doing the work.
     """
 
     def __init__(self, content: ImageLike, styles: ImageLike | Sequence[ImageLike], settings: Settings | None = None, *,

@@ -1,20 +1,16 @@
 """The style explorer's worker: re-optimise in a background thread whenever the settings change.
 
-`ExplorerWorker` knows nothing of widgets (the view, `nstlib.course.widgets.StyleExplorer`, draws it):
+`ExplorerWorker` knows nothing of widgets (`nstlib.course.widgets.StyleExplorer` draws it):
 
 1. `update(settings)` only records the new settings and wakes the thread: the caller never blocks;
-2. the thread waits until the settings have been still for `debounce` seconds (a slider drag is a burst of changes; it
-   becomes one run), builds the `Objective` from cached `Targets` (as `stylize` builds them) and the new loss weights (a
-   weight change recomputes nothing), and runs the core loop (`nstlib.core.loop.optimize`), continuing from the current
-   picture at the preview size;
-3. every run's per-step callback reports a frame every `frame_every` steps (and after the first step) through `on_image`
-   and `on_terms`, and returns True as soon as the run is stale (a newer change, Pause, a render request, close), so the
-   work stops within one optimisation step;
-4. `render()` runs the current settings at full resolution, from the preview upscaled.
+2. the thread waits until the settings have been still for `debounce` seconds (a slider drag becomes one run), builds
+   the objective from cached `Targets` (a weight change recomputes nothing) and runs the core loop from the current
+   preview;
+3. each run reports a frame every `frame_every` steps through the view's hooks (`on_image`, `on_terms`, ...; one that
+   raises is logged once), and stops within one step once stale (a newer change, Pause, a render, close);
+4. a render runs the current settings at full size, from the preview upscaled.
 
-The view hooks (`on_image`, `on_terms`, `on_status`, `on_progress`, `on_render`) run on the worker thread; one that
-raises is logged once and the worker goes on (`_emit`). The explorer goes through the same boundary as `stylize`
-(`nstlib.api`): `Run.begin` checks its settings, and each run is guarded against running out of device memory.
+It goes through the same boundary as `stylize` (`nstlib.api`).
 """
 
 from __future__ import annotations
@@ -39,8 +35,7 @@ from nstlib.core.result import TERMS, Progress, StylizeResult
 from nstlib.core.settings import Settings, check_number
 from nstlib.io.images import ImageLike
 
-#: Targets kept for this many recent (image size, blend method, blend weights): at a 1024 px render
-#: one entry is tens of MB on the GPU, and every position of a blend slider is a new entry.
+#: Targets kept for this many recent (size, blend, blend weights): one is tens of MB at a 1024 px render.
 TARGET_CACHE = 8
 
 log = logging.getLogger(__name__)
@@ -54,19 +49,11 @@ def _ignore(*args: Any) -> None:
 
 
 class ExplorerWorker:
-    """Optimise in a background thread, following the latest settings (see the module docstring).
+    """Optimise in a background thread, following the latest `settings` (see the module docstring).
 
-    Attributes:
-        settings: the latest settings (`update` changes them).
-        photo, pictures: the full-size content (1,3,H,W) and styles on the device; net: the network.
-        preview_shape: the (H,W) of the preview.
-        history: one dict per step of every run: the loss terms, "run" (index into `runs`), "step"
-            and the run's global weights.
-        runs: the explored settings (`EXPLORED`) of every run, in order.
-        image: the current preview (1,3,h,w) on the CPU.
-        inputs: the input files (what `StyleExplorer.save` never overwrites).
-        result: the last full-size render (a `StylizeResult`), or None.
-        latency: seconds from the last change to the first frame that used it.
+    `history` holds one dict per step of every run (the loss terms, "run", "step" and the run's weights), `runs` the
+    explored settings of each run, `image` the current preview (1,3,h,w) on the CPU, `result` the last full-size render
+    (or None), `latency` the seconds from the last change to its first frame.
     """
 
     def __init__(self, content: ImageLike, styles: ImageLike | Sequence[ImageLike], settings: Settings, *,
@@ -86,7 +73,7 @@ class ExplorerWorker:
         self.render_steps, self.frame_every, self.debounce = render_steps, frame_every, debounce
         self.inputs = input_files(content, *as_list(styles))  # before loading: Pillow then drops its file
         self.photo, self.pictures, _ = load_inputs(content, as_list(styles), [], run.settings, run.runtime.device)
-        # The preview is one more scale of the picture: never so small that the content or a style loses the network.
+        # never so small that the content or a style falls under the network's minimum
         shape = tuple(self.photo.shape[-2:])
         smallest = smallest_size(shape, [tuple(s.shape[-2:]) for s in self.pictures], settings.style_scale)
         self.preview_shape = target_size(shape, min(max(preview_size or run.runtime.sizes.preview, smallest),
@@ -118,7 +105,7 @@ class ExplorerWorker:
         self._thread = threading.Thread(target=self._work, name="StyleExplorer", daemon=True)
 
     def start(self) -> None:
-        """Start the thread (after the view has set its hooks); it runs once: a second call does nothing."""
+        """Start the thread (after the view has set its hooks); a second call does nothing."""
         if self._thread.ident is None:
             self._thread.start()
 
@@ -165,8 +152,7 @@ class ExplorerWorker:
         return self._thread.is_alive()
 
     def objective(self, settings: Settings, full: bool = False) -> Objective:
-        """The objective of `settings` at the preview (or full) size. The targets of the last `TARGET_CACHE` (size,
-        blend, blend weights) are kept, so going back to a recent setting is instant."""
+        """The objective of `settings` at the preview (or full) size, from the `TARGET_CACHE` recent targets."""
         shape = tuple(self.photo.shape[-2:]) if full else self.preview_shape
         key = (shape, settings.blend, tuple(settings.blend_weights or ()))
         if key in self.targets:
@@ -186,8 +172,7 @@ class ExplorerWorker:
 
     # --- the worker thread ------------------------------------------------------------------------
     def _emit(self, hook: str, *args: Any) -> None:
-        """Call the view's hook `on_<hook>`. One that raises is logged, once per hook, and the work goes on: a failing
-        display must not stop the explorer."""
+        """Call the view's hook `on_<hook>`; one that raises is logged once, and the work goes on."""
         try:
             getattr(self, f"on_{hook}")(*args)
         except Exception:

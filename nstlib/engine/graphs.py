@@ -1,23 +1,19 @@
 """CUDA graphs: `take_step`, captured once per kind of run and replayed.
 
-At 512² a mixed-precision step on a big GPU is launch-bound: the work is a few milliseconds, the rest is Python and
-hundreds of small kernels. A CUDA graph records every kernel of one `nstlib.core.loop.take_step` once and replays them
-with one call. That asks for:
+At 512² a mixed-precision step on a big GPU is launch-bound: a few milliseconds of work, the rest Python and hundreds of
+small kernels. A CUDA graph records every kernel of one `take_step` once and replays them with one call. That asks for:
 
 - the same memory every replay: the graph owns its image and a copy of the objective (the network shared), whose tensors
-  (targets, their scales, the weights) a later run of the same kind copies in (`load`);
-- no host sync inside the step: fused Adam, or `SyncFreeLBFGS`, and float16's loss scale on the device; the loss terms
-  stay on the device until the loop's `Monitor` reads them every `log_every` steps;
-- warm-up: a new step's first `WARMUP` steps run eagerly on a side stream, then it is captured;
-- one graph per kind of run, in a process-wide cache of `GRAPH_CACHE`, keyed by what a capture bakes in (the network
-  and the addresses of its weights, every shape, the values that are not tensors, the optimiser's settings), found by
-  walking the objective's state, so a new field of `Objective` needs nothing here. A run borrows its step, so two
-  threads never share one. The cache holds the steps of one network at a time: a run with another (or with the same one
-  moved) drops the others, which no later run would find but would hold their memory;
-- one capture at a time in the process (torch captures on one shared stream): the explorer's thread and a `stylize`
-  may both be capturing;
-- a fallback that loses nothing: a failed capture or first replay warns once (`fall_back`) and the run goes on eagerly
-  from the current image with the same optimiser; graphs stay off for the process.
+  a later run of the same kind copies in (`load`);
+- no host sync inside the step: fused Adam or `SyncFreeLBFGS`, float16's loss scale on the device, the loss terms read
+  by the loop's `Monitor` only every `log_every` steps;
+- warm-up: a new step's first `WARMUP` steps run eagerly on a side stream;
+- one graph per kind of run (`_kind`: what a capture bakes in, found by walking the objective's state, so a new field
+  of `Objective` needs nothing here), in a process-wide cache of `GRAPH_CACHE` steps of one network at a time; a run
+  borrows its step, so two threads never share one;
+- one capture at a time in the process (torch captures on one shared stream);
+- a fallback that loses nothing: a failed capture or first replay warns once and the run goes on eagerly from the
+  current image with the same optimiser; graphs stay off for the process.
 """
 
 from __future__ import annotations
@@ -40,7 +36,7 @@ from nstlib.engine.memory import is_out_of_memory
 WARMUP = 3
 #: Captured steps kept for later runs; each holds its image size's activations on the GPU.
 GRAPH_CACHE = 4
-#: Accelerations that failed in this process ({"cuda_graph": the cause}); see `fall_back`.
+#: Accelerations that failed in this process ({"cuda_graph": the cause}).
 FAILED: dict[str, str] = {}
 
 _cache: OrderedDict[tuple, GraphedStep] = OrderedDict()
@@ -49,8 +45,7 @@ _capturing = threading.Lock()  # the process's one capture
 
 
 def fall_back(kind: str, error: BaseException) -> None:
-    """`kind` ("cuda_graph") failed with `error`: warn once, naming the cause, and leave it off for the rest of the
-    process (the caller goes on eagerly)."""
+    """`kind` ("cuda_graph") failed with `error`: warn once, and leave it off for the rest of the process."""
     if kind not in FAILED:
         FAILED[kind] = f"{type(error).__name__}: {error}".splitlines()[0]
         warnings.warn(f"CUDA graph capture failed ({FAILED[kind]}); this run goes on eagerly from where it was, and so "
@@ -58,8 +53,7 @@ def fall_back(kind: str, error: BaseException) -> None:
 
 
 def _leaves(value: Any) -> Iterator[Any]:
-    """Everything `value` holds, in a fixed order: dict keys, tensors and other values, through dicts, lists and tuples.
-    """
+    """Everything `value` holds, in a fixed order, through dicts (keys too), lists and tuples."""
     if isinstance(value, dict):
         for key, item in value.items():
             yield key
@@ -81,8 +75,7 @@ def _tensors(objective: Objective) -> list[torch.Tensor]:
 
 
 def _network(objective: Objective) -> tuple:
-    """The objective's network as a graph reads it: the module and the addresses of its weights (moved to another
-    device, or a weight replaced, it is another network to a graph)."""
+    """The objective's network as a graph reads it: the module and the addresses of its weights."""
     network = objective.extractor
     return id(network), *(t.data_ptr() for t in [*network.parameters(), *network.buffers()])
 
@@ -95,8 +88,7 @@ def _kind(objective: Objective, image: torch.Tensor, settings: Settings) -> tupl
 
 
 def capture(step: Callable[[], Any]) -> tuple[torch.cuda.CUDAGraph, Any]:
-    """Record the kernels of one call of `step` in a CUDA graph: (the graph, the call's output tensors). Nothing runs
-    yet: each `graph.replay()` runs the recorded kernels and refills those outputs."""
+    """Record the kernels of one call of `step` in a CUDA graph: (the graph, the output tensors each replay refills)."""
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         outputs = step()
@@ -104,8 +96,7 @@ def capture(step: Callable[[], Any]) -> tuple[torch.cuda.CUDAGraph, Any]:
 
 
 class GraphedStep:
-    """`take_step` for one kind of run: eager for `WARMUP` steps, then a replayed CUDA graph. A call takes one step of
-    `self.image` (B,3,H,W) and returns what `take_step` does (once captured, the graph's own output tensors)."""
+    """`take_step` for one kind of run on its own `image` (B,3,H,W): eager for `WARMUP` steps, then a replayed graph."""
 
     def __init__(self, objective: Objective, image: torch.Tensor, settings: Settings,
                  backward: Backward = plain_backward) -> None:
@@ -119,8 +110,7 @@ class GraphedStep:
         self.eager = False  # the capture or its first replay failed: every step runs eagerly
 
     def load(self, objective: Objective, start: torch.Tensor) -> None:
-        """Begin a run: copy in `objective`'s tensors and the `start` image; zero the state of the optimiser and of the
-        loss scale (all zeros is their fresh state)."""
+        """Begin a run: copy in `objective`'s tensors and `start`; zero the optimiser's and the loss scale's state."""
         with torch.no_grad():
             for mine, theirs in zip(_tensors(self.objective), _tensors(objective), strict=True):
                 mine.copy_(theirs)
@@ -132,7 +122,6 @@ class GraphedStep:
                         value.zero_()
 
     def step(self) -> tuple[Terms, int]:
-        """`take_step` on this step's own objective, image and optimiser."""
         return take_step(self.objective, self.image, self.optimizer, self.backward)
 
     def __call__(self) -> tuple[Terms, int]:
@@ -174,7 +163,8 @@ class GraphedStep:
 def graphed_step(objective: Objective, image: torch.Tensor, settings: Settings,
                  backward: Backward = plain_backward) -> Iterator[GraphedStep]:
     """Borrow the cached step of this kind of run (or a new one) loaded with `objective` and `image`; it goes back to
-    the cache if the block ends without an error and is still graphed, and the steps of other networks leave it."""
+    the cache if the block ends without an error and still graphed, and the other networks' steps leave it (no later
+    run would find them, but they would hold their memory)."""
     kind = _kind(objective, image, settings)
     with _lock:
         step = _cache.pop(kind, None)
@@ -192,7 +182,7 @@ def graphed_step(objective: Objective, image: torch.Tensor, settings: Settings,
 
 
 def release_graphs() -> int:
-    """Forget every cached step (their graphs' memory returns to the allocator once unreferenced); how many."""
+    """Forget every cached step (their memory returns to the allocator once unreferenced); how many."""
     with _lock:
         count = len(_cache)
         _cache.clear()

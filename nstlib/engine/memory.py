@@ -1,10 +1,8 @@
 """Memory: estimate what a run needs before it starts, and free what a run that ran out still holds.
 
-On the CPU a too-large `size` does not fail cleanly: the machine swaps or the kernel kills the process, so
-`check_memory` refuses runs that the estimate says need more than the free RAM (`estimate_bytes`, and decoding the
-inputs), free as the process's own cgroup sees it (`available_bytes`). On a
-GPU running out raises mid-run; the entry points' boundary (`nstlib.api`) frees what the failed work held
-(`release_memory`) and raises `MemoryLimitError` with the last good image and `advice`.
+On the CPU a too-large `size` does not fail cleanly (the machine swaps, or the kernel kills the process), so
+`check_memory` refuses a run whose estimate exceeds the free RAM that the process's cgroup sees. On a GPU running out
+raises mid-run; the entry points' boundary (`nstlib.api.Guard`) frees what the failed work held (`release_memory`).
 """
 
 from __future__ import annotations
@@ -21,28 +19,14 @@ from nstlib.core.features import check_layers, layer_names, layout
 from nstlib.core.settings import Settings
 
 BYTES_PER_FLOAT = 4
-#: Bytes per pixel of decoding a picture: Pillow's 8-bit RGB(A) copy (4), the float32 (H,W,3)
-#: array and the tensor made from it (12 each), and one more float copy while clamping (12).
+#: Bytes per pixel of decoding a picture: Pillow's RGB(A) copy (4), three float32 copies (array, tensor, clamped).
 DECODE_BYTES_PER_PIXEL = 40
 
 
-def optimizer_buffers(optimizer: str, history_size: int) -> int:
-    """Image-sized buffers an optimiser keeps: `SyncFreeLBFGS` a ring of m+1 (s, y) pairs plus its last step and
-    previous gradient; Adam its two moment estimates."""
-    return 2 * (history_size + 1) + 2 if optimizer == "lbfgs" else 2
-
-
 def network_cost(height: int, width: int, deepest: str) -> tuple[int, int, int]:
-    """(kept elements, largest map, parameter count) per image for VGG19 truncated after `deepest`.
-
-    VGG19, whichever network the run uses: the estimate is made before the weights are resolved, and VGG16 (without
-    conv3_4, conv4_4 and conv5_4) needs less, so for it this is an upper bound.
-
-    Autograd keeps what the backward pass needs: every ReLU output (also the next conv's input) and every pooling
-    output, plus max pooling's int64 indices (2 floats' worth per output element). Conv outputs are transient (the
-    in-between value before its ReLU), so they only count through the largest map. Pooling halves the grid, rounding
-    down.
-    """
+    """(kept elements, largest map, parameter count) per image for VGG19 truncated after `deepest` (an upper bound for
+    VGG16: the weights are not resolved yet). Autograd keeps every ReLU and pooling output, plus max pooling's int64
+    indices (2 floats' worth each); conv outputs are transient, so they count only through the largest map."""
     kept, largest, params, channels_in, h, w = 0, 0, 0, 3, height, width
     for name, channels in layout()[: layer_names().index(deepest) + 1]:
         if name.startswith("pool"):
@@ -63,27 +47,21 @@ def estimate_bytes(height: int, width: int, layers: Iterable[str] = ("relu5_1",)
 
         4 * (batch * (K + 3*L + (3 + k) * 3*H*W) + P)
 
-    - K: elements autograd keeps for the backward pass, L: the largest feature map (`network_cost`); 3*L covers a conv
-      output before its ReLU and the gradients flowing in and out of a layer;
-    - 3 image-sized buffers: the image, its gradient and the normalised network input;
-    - k: the optimiser's image-sized buffers (`optimizer_buffers`; L-BFGS fills its history over the first
-      `history_size` steps);
-    - P: the parameters of the truncated network (frozen: no gradients).
-
-    The style and content targets are small (Gram matrices, one content layer) and left out.
-    It errs on the safe side: for 3 L-BFGS steps at 512x512 with the default layers (CPU), the process's peak RSS grew
-    by 272 MiB against an estimate of 654 MiB (history filled to 3).
+    K: the elements autograd keeps, L: the largest map (`network_cost`; 3*L: a conv output and the gradients in and out
+    of a layer); 3 image-sized buffers (the image, its gradient, the network's input); k: the optimiser's (L-BFGS: m+1
+    (s, y) pairs, its last step and gradient; Adam: two moments); P: the parameters. The targets are small and left
+    out. It errs on the safe side: 3 L-BFGS steps at 512x512 grew the peak RSS by 272 MiB against an estimate of 654.
     """
     kept, largest, params = network_cost(height, width, check_layers(layers)[-1])
     image = 3 * height * width
-    per_image = kept + 3 * largest + (3 + optimizer_buffers(optimizer, history_size)) * image
+    buffers = 2 * (history_size + 1) + 2 if optimizer == "lbfgs" else 2
+    per_image = kept + 3 * largest + (3 + buffers) * image
     return BYTES_PER_FLOAT * (batch * per_image + params)
 
 
 def available_bytes(root: Path = Path("/")) -> int | None:
-    """Free RAM in bytes: /proc/meminfo's MemAvailable (else os.sysconf), capped by what the memory limit of the
-    process's cgroup, and of each cgroup above it, leaves (`cgroup_files`). None if it cannot be read. `root` is where
-    /proc and /sys are (a test points it at a fake tree)."""
+    """Free RAM in bytes (None if unknown): MemAvailable, capped by what the limits of the process's cgroup and those
+    above it leave (`cgroup_files`). `root` is where /proc and /sys are (a test points it at a fake tree)."""
     free = None
     try:
         for line in (root / "proc/meminfo").read_text().splitlines():
@@ -106,10 +84,8 @@ def available_bytes(root: Path = Path("/")) -> int | None:
 
 
 def cgroup_files(root: Path = Path("/")) -> list[tuple[Path, Path]]:
-    """The (limit, usage) files of the memory cgroup the process is in, and of every cgroup above it up to the mount's
-    root, as /proc/self/cgroup names it: v2 ("0::/path": memory.max, memory.current) and v1 ("N:memory:/path", under
-    the memory controller's folder: memory.limit_in_bytes, memory.usage_in_bytes). SLURM, `systemd-run -p MemoryMax=`
-    and JupyterHub's spawners limit such a cgroup, not the root."""
+    """The (limit, usage) files of the process's memory cgroup and every one above it, v2 and v1, as /proc/self/cgroup
+    names them: SLURM, `systemd-run -p MemoryMax=` and JupyterHub limit such a cgroup, not the root."""
     mount = root / "sys/fs/cgroup"
     try:
         lines = (root / "proc/self/cgroup").read_text().splitlines()
@@ -137,21 +113,16 @@ def advice(height: int, width: int, optimizer: str, fits: float | None = None) -
 
 
 def forward_bytes(height: int, width: int, layers: Iterable[str]) -> int:
-    """Peak memory of one pass without gradients (computing a style image's targets), in bytes: the image, the input and
-    output maps of the largest layer, and the parameters."""
+    """Peak memory of one pass without gradients (a style's targets), in bytes."""
     _, largest, params = network_cost(height, width, check_layers(layers)[-1])
     return BYTES_PER_FLOAT * (3 * height * width + 2 * largest + params)
 
 
 def check_memory(shape: tuple[int, int], settings: Settings, *, styles: Iterable[tuple[int, int]] = (),
                  sources: Iterable[tuple[int, int]] = (), on_cpu: bool = True) -> None:
-    """Raise `MemoryLimitError` if a step of a run of `settings` at (H,W) `shape` needs more than the free RAM.
-
-    Checked, each on its own (they happen one after another): decoding or resizing a picture to each (H,W) in `sources`
-    (in RAM on any device); on the CPU also the style targets, one pass per style image at its working (H,W) in `styles`
-    (`style_scale` makes them large), and optimising the batch of images (`estimate_bytes` with the settings' layers,
-    optimiser and batch).
-    """
+    """Raise `MemoryLimitError` if a part of a run of `settings` at (H,W) `shape` needs more than the free RAM, each
+    part on its own (they come one after another): decoding each picture of (H,W) `sources`, and on the CPU the pass of
+    each style of (H,W) `styles` and the optimisation (`estimate_bytes`)."""
     free = available_bytes()
     if free is None:
         return
@@ -177,12 +148,8 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def release_memory(error: BaseException, device: torch.device) -> None:
-    """Free the device memory that an out-of-memory `error` still holds, so a retry can use it.
-
-    The error's traceback keeps the frames it passed through alive, and with them the failed step's activations and
-    autograd graph (Jupyter keeps the last error, so this lasts): clear those frames' variables, then return the
-    allocator's cached blocks to the device.
-    """
+    """Free the device memory that an out-of-memory `error` still holds: its traceback's frames keep the failed step's
+    activations alive (Jupyter keeps the last error), so clear them, then empty the allocator's cache."""
     traceback.clear_frames(error.__traceback__)
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -1,19 +1,16 @@
 """The runtime: where and how a run computes, decided once, before any work (nanoGPT-style).
 
-`Runtime.create(device, mixed_precision)` picks the device and everything that depends on it, and
-`Runtime.steps` is the engine the core loop is given; nothing else in nstlib looks at the device type:
+`Runtime.create(device, mixed_precision)` decides, and `Runtime.steps` is the engine the core loop is given; nothing
+else in nstlib looks at the device type:
 
 1. the device: "auto" is cuda, else mps, else cpu;
-2. mixed precision (`Precision`; on by default on CUDA only): channels_last memory for the network and its input; VGG
-   under autocast, in bfloat16 where the device computes it natively, else float16 with a loss scale (`LossScale`: small
-   float16 gradients underflow to zero); the Gram matrices and losses in float32 (a float16 Gram matrix overflows at
-   ordinary sizes), a bfloat16 step's Gram matrices as bfloat16 products with float32 results (`BFloat16Grams`). Not
-   `cudnn.benchmark`: measured on an H100 it cost 1.4-6 s on the first step of every new image size for the same 4 ms
-   step;
-3. how often the losses reach the host (`log_every`: every `LOG_EVERY` steps on a GPU or with mixed precision, since
-   each copy waits for the device; every step in plain float32 on a CPU, where it costs nothing);
-4. CUDA graphs (on by default on CUDA with mixed precision, float16's loss scale included): each step captured once and
-   replayed (`nstlib.engine.graphs`); a capture that fails warns once and leaves graphs off, losing no step;
+2. mixed precision (on by default on CUDA only): channels_last; VGG under autocast in bfloat16 where the device computes
+   it natively, else float16 with a loss scale (`LossScale`); Gram matrices and losses in float32 (a float16 Gram
+   overflows), from bfloat16 products in a bfloat16 step (`BFloat16Grams`). Not `cudnn.benchmark`: on an H100 it cost
+   1.4-6 s on the first step of every new image size, for the same 4 ms step;
+3. `log_every`: how often the losses reach the host (each copy waits for a GPU; on a CPU in float32, every step);
+4. CUDA graphs (on by default on CUDA with mixed precision): each step captured once and replayed
+   (`nstlib.engine.graphs`); a failed capture warns once and goes on eagerly, losing no step;
 5. the pyramid plan (`PyramidPlan`) and the sizes nstlib picks on this device (`DeviceSizes`).
 
 docs/benchmarks.md has the numbers.
@@ -47,25 +44,24 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 @dataclass(frozen=True)
 class PyramidPlan:
-    """How one kind of device runs coarse-to-fine (`nstlib.controls.pyramid`): "auto" uses the pyramid from `auto_from`
-    px up (None: never), from `start` px, each scale getting `share` of the step budget."""
+    """How one kind of device runs coarse-to-fine: "auto" uses the pyramid from `auto_from` px up (None: never), from
+    `start` px, each scale getting `share` of the step budget."""
 
     auto_from: int | None = 512
     start: int = 128
     share: float = 0.25
 
 
-#: On a CPU a step costs in proportion to the pixels, and the √2 pyramid from 128 px reached single-scale's
-#: objective 2.3x faster at 512² (docs/benchmarks.md). On CUDA a step below about 512² is launch-bound, and the
-#: pyramid was measured slower than single-scale at 512² on an H100 (1.47 s against 0.77 s to the same objective):
-#: "auto" stays single-scale there, and an explicit pyramid starts at 256 px.
+#: On a CPU the √2 pyramid from 128 px reached single-scale's objective 2.3x faster at 512² (docs/benchmarks.md); on
+#: CUDA a small step is launch-bound, and the pyramid was slower at 512² on an H100 (1.47 s against 0.77 s): "auto"
+#: stays single-scale there, and an explicit pyramid starts at 256 px.
 PYRAMID_PLANS = {"cuda": PyramidPlan(auto_from=None, start=256)}
 
 
 @dataclass(frozen=True)
 class DeviceSizes:
-    """Sizes (long sides, px) nstlib picks on one kind of device: the style explorer's `preview` (small enough that the
-    picture follows the slider), and the picture and step count of `nstlib demo` (a minute on a CPU)."""
+    """Sizes (long sides, px) nstlib picks on one kind of device: the explorer's `preview` (small enough to follow the
+    slider), and the picture and step count of `nstlib demo` (a minute on a CPU)."""
 
     preview: int = 128
     demo: int = 192
@@ -116,7 +112,7 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 @dataclass(frozen=True)
 class Precision:
-    """How the network runs with mixed precision: autocast `dtype` (None: float32) and NHWC memory."""
+    """Mixed precision: autocast `dtype` (None: float32) and NHWC memory."""
 
     dtype: torch.dtype | None = None
     channels_last: bool = True
@@ -128,14 +124,12 @@ class Precision:
 
 
 class PrecisionFeatures(nn.Module):
-    """A copy of a `VGGFeatures` with mixed precision: (B,3,H,W) -> {layer: (B,C,h,w)} computed in `precision.dtype`
-    with channels_last weights, returned in float32 (in bfloat16 inside `BFloat16Grams`).
+    """A copy of a `VGGFeatures` with mixed precision: (B,3,H,W) -> {layer: (B,C,h,w)} computed in `precision.dtype`,
+    returned in float32 (in bfloat16 inside `BFloat16Grams`).
 
-    float16 ends at 65504, and a Caffe network, which reads pixels in 0-255, gives maps of 1e4 and more (the packaged
-    VGG16; no loss scale mends a forward overflow) and gradients below float16's normal range. So in float16 the copy
-    reads its input divided by `unit`, the power of two nearest 1/std (256 for Caffe, 4 for torchvision), with its
-    biases divided too: every map is exactly `unit` times smaller inside (ReLU and max pooling commute with it), every
-    gradient `unit` times larger, and the maps come back multiplied by it.
+    float16 ends at 65504, and a Caffe network (pixels in 0-255) gives maps of 1e4 and more. So in float16 the input
+    and the biases are divided by `unit`, the power of two nearest 1/std (256 for Caffe, 4 for torchvision): every map
+    is exactly `unit` times smaller inside (ReLU and max pooling commute with it), and comes back multiplied by it.
     """
 
     def __init__(self, extractor: nn.Module, precision: Precision) -> None:
@@ -168,9 +162,8 @@ _threads = threading.local()  # .grams: inside `BFloat16Grams` in this thread
 
 
 class _Gram(torch.autograd.Function):
-    """F Fᵀ for bfloat16 F (B,C,N) -> (B,C,C) in float32, keeping only F for the backward pass: one bfloat16 product
-    with float32 accumulation and result on CUDA (torch's `out_dtype`, where it has it), elsewhere through a float32
-    copy dropped at once."""
+    """F Fᵀ for bfloat16 F (B,C,N) -> (B,C,C) in float32, keeping only F for the backward pass (on CUDA one bfloat16
+    product with a float32 result, elsewhere through a float32 copy dropped at once)."""
 
     @staticmethod
     def forward(ctx: Any, flat: torch.Tensor) -> torch.Tensor:
@@ -187,11 +180,9 @@ class _Gram(torch.autograd.Function):
 
 
 class BFloat16Grams(TorchFunctionMode):
-    """The steps of a bfloat16 run (`Runtime.steps`): inside, `PrecisionFeatures` hands over its bfloat16 maps as they
-    are, and a Gram matrix of them (``flat @ flat.transpose(1, 2)``, `nstlib.core.losses.gram_matrix`) is `_Gram`: on
-    the tensor cores, still accumulated and returned in float32, and without the float32 copies of the maps (a third of
-    the memory kept for the backward pass at 128², besides the weights). Everything else runs as it is; the core stays
-    as it is taught. Float16 keeps float32 maps: its Gram matrices could overflow."""
+    """The steps of a bfloat16 run: inside, `PrecisionFeatures` hands over its bfloat16 maps, and a Gram matrix of them
+    (`nstlib.core.losses.gram_matrix`'s ``flat @ flat.transpose(1, 2)``) is `_Gram`: on the tensor cores, in float32,
+    without the float32 copies of the maps (a third of the backward pass's memory at 128²). The core stays as taught."""
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         if func in (torch.Tensor.matmul, torch.matmul) and _is_gram(*args):
@@ -217,10 +208,9 @@ class LossScale:
     """Dynamic loss scaling for float16, kept on the device and updated in place, so that a CUDA graph can hold it
     (torch.amp.GradScaler reads its inf check on the host at every step, which waits for the GPU).
 
-    `backward(loss, *leaves)` back-propagates loss * scale and divides each leaf's `.grad` by it; if a gradient
-    overflowed, all are zeroed and the scale halves (Adam coasts, L-BFGS stays put); after `growth_interval` finite
-    steps in a row it doubles. The scale is init_scale * 2^exponent: all zeros is the fresh state, as for the optimisers
-    (`nstlib.engine.graphs` starts a cached step afresh by zeroing its state).
+    `backward(loss, *leaves)` back-propagates loss * scale and unscales each `.grad`; an overflow zeroes them all and
+    halves the scale, `growth_interval` finite steps in a row double it. All zeros is the fresh state (as for the
+    optimisers: `nstlib.engine.graphs` restarts a cached step by zeroing it).
     """
 
     def __init__(self, init_scale: float = 2.0**16, growth_interval: int = 100,
@@ -252,9 +242,7 @@ _PRECISION_COPIES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple]] = we
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how a run computes (see the module docstring); build it with `Runtime.create`. `precision` None is
-    plain float32; `log_every` the steps between host copies of the losses (and NaN checks); `cuda_graph` as asked
-    (`graphed`: and still possible)."""
+    """Where and how a run computes (see the module docstring); build it with `Runtime.create`."""
 
     device: torch.device
     precision: Precision | None = None
@@ -307,8 +295,7 @@ class Runtime:
         return self.device.type == "cpu"
 
     def prepare(self, extractor: nn.Module) -> nn.Module:
-        """The extractor on the device, with mixed precision if on: one copy per extractor (a new one if its weights
-        change in place), which later runs reuse."""
+        """The extractor on the device, with mixed precision if on (one copy per extractor and weights, kept)."""
         extractor = extractor.to(self.device)
         if not self.precision:
             return extractor
@@ -328,7 +315,7 @@ class Runtime:
     def steps(self, objective: Objective, image: torch.Tensor,
               settings: Settings) -> Iterator[tuple[Step, torch.Tensor]]:
         """The core loop's engine: `take_step` in a CUDA graph (on its own copy of `image`, copied back at the end), or
-        eagerly, with this runtime's backward pass, and in bfloat16 with its Gram matrices (`BFloat16Grams`)."""
+        eagerly; with this runtime's backward pass, and in bfloat16 inside `BFloat16Grams`."""
         if self.graphed:
             with graphed_step(objective, image, settings, self.backward()) as step:
                 try:

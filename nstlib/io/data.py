@@ -1,14 +1,6 @@
-"""The pictures the course works with, by name (data/SOURCES.md says where each one comes from).
-
-Bundled with the package, in `SAMPLES` (`sample(name)`, `sample_path(name)`):
-
-- content photos: astronaut, chelsea, coffee, grace_hopper, rocket;
-- styles: stained_glass, waves, hubble_deep_field, immunohistochemistry, brick, gravel;
-- a mask for spatial control: astronaut_mask.
-
-Not bundled, in `PAINTINGS`: public-domain paintings on Wikimedia Commons, downloaded on first use through
-`nstlib.io.download` and cached (`painting(name)`, or `style_image(name, fallback)`, which falls back to a bundled style
-when offline, and says so): starry_night, great_wave, scream, composition_vii, fighting_temeraire.
+"""The pictures the course works with, by name (data/SOURCES.md says where each one comes from): the bundled `SAMPLES`
+(`sample`), and public-domain `PAINTINGS` on Wikimedia Commons, downloaded on first use and cached (`painting`, or
+`style_image`, which falls back to a bundled style offline, and says so).
 """
 
 from __future__ import annotations
@@ -29,13 +21,12 @@ from nstlib.io.images import load_image
 
 CONTENT_SAMPLES = ("astronaut", "chelsea", "coffee", "grace_hopper", "rocket")
 STYLE_SAMPLES = ("stained_glass", "waves", "hubble_deep_field", "immunohistochemistry", "brick", "gravel")
-MASK_SAMPLES = ("astronaut_mask",)  # grey PNG masks for spatial control (see nstlib.load_mask)
+MASK_SAMPLES = ("astronaut_mask",)  # grey PNG masks for spatial control
 SAMPLES = CONTENT_SAMPLES + STYLE_SAMPLES + MASK_SAMPLES
 
 #: Where Wikimedia Commons serves its files; `PAINTINGS_URL_ENV` swaps it for a mirror or a local test server.
 UPLOAD_ORIGIN = "https://upload.wikimedia.org"
-#: Width of the thumbnails we fetch. Commons renders only its standard widths (20 ... 960, 1280, 1920, 3840
-#: px) and refuses others, so this is the standard width nearest 1024 px: about 150-400 kB per painting.
+#: Width of the thumbnails we fetch: Commons renders only standard widths; 960 px is about 150-400 kB a painting.
 THUMB_WIDTH = 960
 
 
@@ -54,11 +45,8 @@ def sample(name: str, size: int | None = None) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Painting:
-    """A public-domain painting on Wikimedia Commons, fetched on demand (never bundled).
-
-    `url` is a JPEG thumbnail `THUMB_WIDTH` px wide that Commons renders from its file; `source` is the file's page on
-    Commons, which records the author, the date and why it is in the public domain.
-    """
+    """A public-domain painting on Wikimedia Commons: `url` a JPEG thumbnail `THUMB_WIDTH` px wide, `source` the file's
+    page (author, date, why it is in the public domain)."""
 
     name: str
     title: str
@@ -75,11 +63,7 @@ class Painting:
 
 
 def _on_commons(name: str, title: str, artist: str, year: str, folder: str, file: str) -> Painting:
-    """A `Painting` for the Commons file `file` (underscores for spaces), stored under `folder`.
-
-    `folder` is Commons' hash path "a/ab": the first one and two hex digits of the MD5 of `file`. The file name is
-    percent-encoded (commas become %2C) as in the URLs Commons itself writes.
-    """
+    """A `Painting` for the Commons file `file` under `folder`, Commons' hash path "a/ab" (from the MD5 of `file`)."""
     quoted = quote(file)
     return Painting(
         name, title, artist, year,
@@ -114,12 +98,6 @@ STYLE_IMAGE_TIMEOUT = 5.0
 PAINTING_MAX_BYTES = 16 * 2**20
 
 
-def painting_cache_dir() -> Path:
-    """Where downloaded paintings are kept: $NSTLIB_CACHE if set, else ~/.cache/nstlib/paintings (created only when a
-    painting is downloaded, by `usable_cache`, which also refuses a home folder that does not exist)."""
-    return Path(os.environ.get(CACHE_ENV) or Path(os.path.expanduser("~")) / ".cache" / "nstlib" / "paintings")
-
-
 def _entry(name: str) -> Painting:
     """The catalogue entry of `name`; `ImageLoadError` listing the choices if there is none."""
     if not isinstance(name, str) or name not in PAINTINGS:
@@ -129,19 +107,14 @@ def _entry(name: str) -> Painting:
 
 def painting_path(name: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True,
                   timeout: float = 30.0, deadline: float = 300.0) -> Path:
-    """The cached file of the painting `name` (one of `PAINTINGS`), downloaded on first use.
-
-    The file goes to `cache_dir` (default `painting_cache_dir()`) as ``<name>.jpg``, through `download` (`timeout` for
-    each connection or read, `deadline` for all of it): it is kept only once complete and decoded as a picture, so an
-    error page, a 404 or a cut connection leave nothing behind. Later calls read the cache without any network; a
-    cached file that no longer decodes (damaged since) is deleted and downloaded again. A failed download raises a
-    one-line `DownloadError` that names the painting and the bundled styles to use offline.
-    """
+    """The cached file of the painting `name` (one of `PAINTINGS`), downloaded into `cache_dir` on first use and kept
+    only if it decodes as a picture; a cached file that no longer decodes is downloaded again. A failure is a one-line
+    `DownloadError` that names a bundled style to use offline."""
     entry = _entry(name)
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise ParameterError(f"cache_dir={cache_dir!r}: give a folder (a str or a Path), or None for the default")
     timeout, deadline = check_number("timeout", timeout, above=0), check_number("deadline", deadline, above=0)
-    folder = Path(cache_dir) if cache_dir is not None else painting_cache_dir()
+    folder = Path(cache_dir or os.environ.get(CACHE_ENV) or Path(os.path.expanduser("~")) / ".cache/nstlib/paintings")
     dest = folder / f"{name}{Path(entry.url).suffix}"
     if os.path.isfile(dest):  # False also if unsearchable
         try:
@@ -166,20 +139,14 @@ def painting_path(name: str, *, cache_dir: str | os.PathLike | None = None, prog
 
 def painting(name: str, size: int | None = None, *, cache_dir: str | os.PathLike | None = None,
              progress: bool = True) -> torch.Tensor:
-    """The painting `name` (one of `PAINTINGS`) as (1,3,H,W) in [0,1], long side resized to `size` if given; downloaded
-    once into the cache (`painting_path`), then read from it."""
+    """The painting `name` (one of `PAINTINGS`) as (1,3,H,W) in [0,1], long side `size` if given (`painting_path`)."""
     return load_image(painting_path(name, cache_dir=cache_dir, progress=progress), size)
 
 
 def style_image(name: str, fallback: str, size: int | None = None) -> tuple[torch.Tensor, str]:
-    """A style for the notebooks: the painting `name` if it can be had, else the bundled sample `fallback`.
-
-    Returns the image, (1,3,H,W) in [0,1] with its long side resized to `size` if given, and a one-line
-    caption saying which was used: the painting's `credit` ("The Starry Night, Vincent van Gogh, 1889, public domain
-    (Wikimedia Commons)"), or "offline: bundled 'waves' instead of The Starry Night". A cached painting needs no
-    network; otherwise one try, waiting at most `STYLE_IMAGE_TIMEOUT` seconds in all (name resolution excepted: the
-    system's resolver decides that wait). Both names are checked first, so a typo fails online and offline alike.
-    """
+    """The painting `name` as (1,3,H,W) in [0,1] (long side `size`) with its `credit`, or offline (no answer within
+    `STYLE_IMAGE_TIMEOUT` seconds) the bundled sample `fallback` with "offline: bundled 'waves' instead of The Starry
+    Night". Both names are checked first, so a typo fails online and offline alike."""
     entry = _entry(name)
     sample_path(fallback)
     try:

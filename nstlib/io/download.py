@@ -1,8 +1,5 @@
-"""Safe downloads: fetch to a temporary file, verify, then rename into place.
-
-An interrupted or corrupted download never leaves a file that a later run would trust. Used for the VGG19 weights and
-for the public-domain paintings of `nstlib.io.data`.
-"""
+"""Safe downloads (the VGG19 weights, the paintings, a learner's photo): fetch to a temporary file, verify, then rename
+into place, so that an interrupted or corrupted download never leaves a file that a later run would trust."""
 
 from __future__ import annotations
 
@@ -32,9 +29,8 @@ USER_AGENT = (f"nstlib/{nstlib.__version__} (https://github.com/nstlib/nstlib) "
 
 
 class _Deadline:
-    """The overall deadline of one download. Each socket the request opens gets the per-read `timeout`, and when
-    `seconds` have passed every one is shut down: that ends a read that is blocked, or fed a byte at a time (a server
-    that drips never trips a per-read timeout), in the headers or the body alike."""
+    """The overall deadline of one download: after `seconds` every socket of the request is shut down, which ends a
+    read that is blocked or fed a byte at a time (a server that drips never trips the per-read `timeout`)."""
 
     def __init__(self, seconds: float, timeout: float) -> None:
         self.timeout, self.sockets, self.expired = timeout, [], False
@@ -77,14 +73,11 @@ def download(url: str, dest: str | os.PathLike, *, sha256_prefix: str | None = N
              verify: Callable[[Path], object] | None = None) -> Path:
     """Download `url` to `dest` atomically and return `dest`.
 
-    The bytes go to `dest.part-<pid>-<random>` first (`nstlib.io.files.new_part`). The file is renamed to `dest` only
-    when the transfer is complete (the length matches Content-Length when the server sends one) and, if `sha256_prefix`
-    is given, the SHA-256 digest starts with it (torchvision's convention: ``vgg19-dcbb9e9d.pth``), and `verify(path)`,
-    if given, accepts the file (it raises an `NstlibError` to reject it). Otherwise the partial file is deleted and
-    `DownloadError` raised; so it is for more than `max_bytes` (announced or sent), for no answer to a connection or a
-    read within `timeout` seconds, or no complete file within `deadline` seconds (`_Deadline`), and a dropped
-    connection or Ctrl-C delete it too. A process killed outright (SIGKILL) cannot clean up: its partial file is
-    removed by the next download to the same `dest`.
+    The file appears only once complete (Content-Length, if sent), its SHA-256 starting with `sha256_prefix` (if given:
+    torchvision's ``vgg19-dcbb9e9d.pth`` convention) and accepted by `verify(path)` (if given: it raises an
+    `NstlibError` to reject it). Anything else is a one-line `DownloadError` and nothing left behind: more than
+    `max_bytes`, no answer within `timeout` seconds (to connect, then each read), no complete file within `deadline`
+    seconds, a dropped connection, Ctrl-C.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,6 @@
-"""File safety, in one place: checks on input files, checks on output paths, atomic writes.
-
-- `check_input_file`: an input must be an existing regular file (a FIFO would hang the reader).
-- `check_output_path`: everything about an output is checked before any work.
-- `atomic_write`: a recognisable temporary file `NAME.part-<pid>-<random>` next to the target, then a rename; without
-  `overwrite` an exclusive link, so a file that appeared meanwhile is never replaced.
-- `remove_stale_parts`: temporary files of processes that died (SIGKILL) are removed by the next write to the same
-  target. Downloads (`nstlib.io.download`) use the same mechanism.
+"""File safety, in one place: input files are regular files, outputs are checked before any work and written
+atomically (a temporary file `NAME.part-<pid>-<random>` next to the target, then a rename), as downloads are; the
+temporary files of killed processes are removed by the next write to the same target.
 """
 
 from __future__ import annotations
@@ -47,11 +42,8 @@ def _cause(e: OSError) -> str:
 
 def check_input_file(path: str | os.PathLike, error: type[NstlibError] = ImageLoadError,
                      what: str = "an image") -> Path:
-    """Return `path` if it is an existing regular file (through links); else raise `error` naming it.
-
-    Refuses folders, FIFOs, devices and sockets (reading a FIFO waits forever), symbolic link loops, over-long names and
-    paths that cannot be searched, each with its own one-line reason.
-    """
+    """`path` if it is an existing regular file (through links), else `error` with a one-line reason: a folder, a FIFO
+    (reading one waits forever), a device, a link loop, an over-long name, a path that cannot be searched."""
     p = Path(path)
     try:
         mode = os.stat(p).st_mode
@@ -92,15 +84,10 @@ def _lstat(out: Path) -> os.stat_result | None:
 
 def check_output_path(path: str | os.PathLike, inputs: Iterable[object] = (), *, overwrite: bool = True,
                       extensions: Collection[str] | None = None) -> Path:
-    """Validate an output path before any work.
-
-    Refuses an output that is one of `inputs` (also via a link or another spelling), a folder (also a path that names
-    one by its form, ending in '/', '.' or '..': `Path` would drop a trailing '/' and write a file of that name), a
-    broken link or link loop, that exists unless `overwrite`, whose extension (lower case, with the dot) is not in
-    `extensions`, whose folder is missing or cannot be written, or whose file system is full (`check_space`).
-    Writability is checked by creating and removing the temporary file the write itself starts with (`new_part`),
-    because permission bits say nothing to root (who may still be refused by a read-only file system).
-    """
+    """Check an output path before any work; `OutputError` if it is one of `inputs` (through links too), a folder (or
+    ends in '/', '.' or '..'), a broken link, exists without `overwrite`, has an extension not in `extensions`, or its
+    folder is missing, unwritable or full. Writability is probed with the write's own temporary file: permission bits
+    say nothing to root."""
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise OutputError(f"output path {path!r}: give a file name such as 'result.png'")
     text = os.fsdecode(os.fspath(path))
@@ -128,8 +115,7 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[object] = (), *,
         raise OutputError(f"{show(out)}: unknown image extension {out.suffix!r}; end the name with one of "
                           f"{', '.join(sorted(extensions))}")
     folder = out.parent
-    folder_info = _lstat(folder)
-    if folder_info is None:
+    if _lstat(folder) is None:
         raise OutputError(f"{show(out)}: the folder {show(folder)} does not exist; create it first")
     if not folder.is_dir():
         raise OutputError(f"{show(out)}: {show(folder)} is a file, not a folder; choose another output path")
@@ -146,8 +132,7 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[object] = (), *,
 
 
 def check_space(out: Path, size: int = 0, what: str = "") -> None:
-    """Refuse to write `out` unless its disk has `MIN_FREE_BYTES` free beyond the `size` bytes that `what` (a picture,
-    for the message) may take."""
+    """Refuse to write `out` unless its disk has `MIN_FREE_BYTES` free beyond the `size` bytes of `what`."""
     try:
         free = shutil.disk_usage(out.parent).free
     except OSError as e:
@@ -167,16 +152,14 @@ def _part_prefix(dest: Path) -> str:
 
 
 def new_part(dest: Path) -> tuple[int, Path]:
-    """Create the temporary file `NAME.part-<pid>-<random>` next to `dest`: (open descriptor, path). First removes stale
-    temporary files of `dest` left by dead processes."""
+    """Create the temporary file `NAME.part-<pid>-<random>` next to `dest`: (open descriptor, path)."""
     remove_stale_parts(dest)
     fd, tmp = tempfile.mkstemp(prefix=f"{_part_prefix(dest)}{os.getpid()}-", dir=dest.parent)
     return fd, Path(tmp)
 
 
 def remove_stale_parts(dest: Path) -> None:
-    """Delete `NAME.part-<pid>[-...]` files of `dest` left by processes that no longer run (a file of a write in
-    progress in a live process is left alone)."""
+    """Delete the `NAME.part-<pid>-...` files of `dest` whose process no longer runs."""
     prefix = _part_prefix(dest)
     for part in dest.parent.glob(f"{prefix}*"):
         pid = part.name[len(prefix):].split("-")[0]
@@ -196,8 +179,7 @@ def _appeared(dest: Path) -> OutputError:
 
 
 def commit(tmp: Path, dest: Path, *, overwrite: bool) -> None:
-    """Move the complete file `tmp` to `dest` atomically. Without `overwrite`, a file that exists at `dest` by now (made
-    by someone else during the run) is never replaced: `OutputError`."""
+    """Move `tmp` to `dest` atomically; without `overwrite`, never over a file that appeared there meanwhile."""
     if overwrite:
         os.replace(tmp, dest)
         return
@@ -216,19 +198,8 @@ def commit(tmp: Path, dest: Path, *, overwrite: bool) -> None:
     tmp.unlink(missing_ok=True)
 
 
-def _umask() -> int:
-    """The process's file-creation mask (reading it means setting it, so set it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, overwrite: bool = True) -> Path:
-    """Call `write(file)` on a temporary file next to `path`, then move it into place (see `commit`).
-
-    Either the complete file appears at `path` or nothing changes; the temporary file is removed on any failure (a full
-    disk, an unwritable folder, an exception in `write`, a refusal).
-    """
+    """Call `write(file)` on a temporary file next to `path`, then move it into place: all of it appears, or nothing."""
     out = Path(path)
     try:
         fd, tmp = new_part(out)
@@ -239,7 +210,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
             write(f)
             f.flush()
             os.fsync(f.fileno())
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+            mask = os.umask(0o022)  # reading the file-creation mask means setting it: set it straight back
+            os.umask(mask)
+            os.fchmod(f.fileno(), 0o666 & ~mask)  # mkstemp makes 0600; give the usual permissions
         commit(tmp, out, overwrite=overwrite)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
@@ -250,12 +223,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
 
 
 def usable_cache(folder: Path, what: str, fix: str, error: type[NstlibError]) -> Path:
-    """`folder`, created if missing and checked writable (by a probe file: permission bits say nothing to root).
-
-    If it cannot be used (a file, under /proc, read-only), or it would be inside a home folder that does not exist
-    (HOME=/nonexistent: creating it would make folders at the file system's root), `error` names `what` ("the weights
-    cache"), the folder, the cause and the `fix`.
-    """
+    """`folder`, created if missing and probed writable; else `error` naming `what`, the cause and the `fix`. A folder
+    inside a home that does not exist (HOME=/nonexistent) is refused: creating it would make folders at the root."""
     home = Path(os.path.expanduser("~"))
     if folder.is_relative_to(home) and not home.is_dir():
         raise error(f"{what} {show(folder)} would be inside the home folder {show(home)} (HOME), which does not "

