@@ -1,31 +1,24 @@
 """L-BFGS without host syncs, for pixels in a box: the iterates of `torch.optim.LBFGS(max_iter=1)`, in tensor ops.
 
-torch's L-BFGS decides with Python `if`s on tensor values (is the curvature positive? a descent direction?) and keeps
-its history in Python lists, so every step waits for the GPU and a CUDA graph cannot hold it. `SyncFreeLBFGS` decides
-with `torch.where` on the device and keeps m pairs in preallocated tensors. A step, with gradient g_k at x_k:
+torch's L-BFGS decides with Python `if`s on tensor values and keeps its history in Python lists, so every step waits
+for the GPU and a CUDA graph cannot hold it. Here the decisions are `torch.where`s and the m pairs live in preallocated
+tensors (a ring of m + 1 slots: a new pair takes the free slot and joins only if accepted). A step, gradient g_k at x_k:
 
-1. the newest pair s = t·d (the last step as asked for), y = g_k - g_{k-1} joins the history only if y·s > 1e-10
-   (torch's rule: a pair without positive curvature would make the inverse-Hessian estimate indefinite);
-2. the direction d = -H g_k, H the inverse Hessian of the stored pairs with H_0 = γI, γ = s·y / y·y of the newest pair,
-   in the compact form of Byrd, Nocedal & Schnabel (1994): H g = γg + S p - γY w with w = R⁻¹Sᵀg and p = R⁻ᵀ((D + γYᵀY)
-   w - γYᵀg) (R the upper triangle of SᵀY, D its diagonal): two small triangular solves and two passes over the
-   history instead of the two-loop recursion's 4m kernels. The history is the step's memory traffic, so the first pass
-   multiplies it by s, y and g at once (the new row of SᵀY and YᵀY, and Sᵀg, Yᵀg); the second forms H g;
-3. x_{k+1} = x_k + t·d, with t = lr·min(1, 1/|g|₁) on the first step and lr after it; no step uphill.
+1. the pair s = t·d (the last step as asked for), y = g_k - g_{k-1} joins the history only if y·s > 1e-10 (torch's
+   rule: without positive curvature the inverse-Hessian estimate would be indefinite);
+2. d = -H g_k, with H_0 = γI, γ = s·y / y·y of the newest pair, in the compact form of Byrd, Nocedal & Schnabel (1994):
+   H g = γg + S p - γY w, w = R⁻¹Sᵀg, p = R⁻ᵀ((D + γYᵀY) w - γYᵀg) (R the upper triangle of SᵀY, D its diagonal). Two
+   passes over the history: the first multiplies it by s, y and g at once, the second forms H g;
+3. x_{k+1} = x_k + t·d, t = lr·min(1, 1/|g|₁) on the first step and lr after it; never uphill. A zero gradient leaves
+   everything as it was.
 
-The box [0,1] (`bounds`): the loop clamps the pixels after each step; at the walls torch's directions keep pushing
-pixels out, the clamp cancels that part of every step, and it stalls (tests/test_lbfgs.py: 8.4 above the constrained
-minimum of a quadratic). Here the direction comes from the projected gradient, zero where a value sits on a bound and
-the gradient pushes it out (projected quasi-Newton, Kim, Sra & Dhillon 2010).
+The box [0,1] (`bounds`): at the walls torch's directions keep pushing pixels out and the loop's clamp cancels that part
+of every step, so it stalls (tests/test_lbfgs.py). Here the direction comes from the projected gradient, zero where a
+value sits on a bound and the gradient pushes it out (Kim, Sra & Dhillon 2010).
 
-The trust region (`max_step`): no value moves more than that in one step. The first step is tiny, so the first pair
-sees almost no curvature, γ comes out huge and the second step throws the pixels to the walls: on Gatys' absolute
-objective the total rose 30- to 60-fold there (packaged VGG16). With max_step 0.5 the same runs fall from the first step
-on; on the relative objective it does not bind.
-
-The history is a ring of m + 1 slots, one always free: a new pair goes into the free slot, which joins the history only
-if the pair is accepted (the oldest pair is then freed), so a rejected pair costs nothing. A zero gradient (converged,
-or a float16 overflow zeroed by the loss scale) leaves the optimiser as it was.
+The trust region (`max_step`): no value moves more than that in one step. The first step is tiny, so the first pair sees
+almost no curvature, γ comes out huge, and on Gatys' absolute objective the second step threw the pixels to the walls
+(the total rose 30- to 60-fold, packaged VGG16). On the relative objective it does not bind.
 """
 
 from __future__ import annotations

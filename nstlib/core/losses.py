@@ -2,20 +2,16 @@
 
 Two forms of the content and style terms:
 
-- absolute (Gatys et al. 2016): the squared errors mean((F - P)^2) and mean((G - A)^2). Their size follows the targets',
-  which depends on the network and its preprocessing (a Caffe VGG reads pixels in 0-255, and its style term grows with
-  that factor to the fourth power), on the style picture and on the layer: one set of weights cannot mean the same thing
-  on all of them;
-- relative (nstlib's default): each squared error over its target's mean square, mean((F - P)^2) / mean(P^2), so a term
-  is 1 where the error is as large as the target itself, for any network, picture, layer and size (multiplying every
-  feature map by k changes nothing). It is exactly the absolute term with a per-layer weight 1/mean(P^2)
-  (`relative_weights`), so every gradient derived for the absolute form carries over.
+- absolute (Gatys et al. 2016): mean((F - P)^2) and mean((G - A)^2). Their size follows the targets', which depends on
+  the network and its preprocessing (a Caffe VGG reads pixels in 0-255, and its style term grows with that factor to
+  the fourth power), the style picture and the layer, so one set of weights cannot mean the same everywhere;
+- relative (nstlib's default): each squared error over its target's mean square, mean((F - P)^2) / mean(P^2): 1 where
+  the error is as large as the target itself, for any network, picture, layer and size. It is the absolute term with
+  the per-layer weight 1/mean(P^2) (`relative_weights`), so every gradient of the absolute form carries over.
 
-Beside the Gram loss, `gaussian_w2` matches a Gaussian fitted to the feature vectors (their mean and covariance) with
-the Wasserstein-2 distance, as crowsonkb's style-transfer-pytorch does; its style statistic is `moment_matrix`.
-
-Every loss is batched: feature maps or images with a batch dimension B give a (B,) tensor, one value per image, so that
-B weight settings can be optimised together (`nstlib.stylize_grid`).
+Beside the Gram loss, `gaussian_w2` matches a Gaussian fit of the feature vectors (mean and covariance) by the
+Wasserstein-2 distance, as crowsonkb's style-transfer-pytorch does. Every loss is batched: (B,...) inputs give (B,), one
+value per image, so that B weight settings can be optimised together (`nstlib.stylize_grid`).
 """
 
 from __future__ import annotations
