@@ -31,7 +31,7 @@ from PIL import Image
 from nstlib.checks import check_numbers, check_watch, resolve
 from nstlib.controls import color
 from nstlib.controls.pyramid import join as join_scales
-from nstlib.controls.pyramid import min_long_side, schedule, smallest_size
+from nstlib.controls.pyramid import min_long_side, schedule, smallest_size, uses_pyramid
 from nstlib.core.errors import MemoryLimitError, ParameterError
 from nstlib.core.features import MIN_SIDE, VGGFeatures, Weights
 from nstlib.core.loop import Callback, Watch, optimize
@@ -200,7 +200,7 @@ def check_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageL
                                  f"content's {max(shape)} px) makes it {used[1]}x{used[0]}, below the network's "
                                  f"minimum side of {MIN_SIDE} px; give style_scale >= {least}, or a larger size")
     check_memory(shape, settings, styles=style_shapes, on_cpu=runtime.on_cpu, sources=[*shapes, shape, *style_shapes])
-    return scales(shape, style_shapes, settings, runtime)
+    return scales(shape, style_shapes, settings)
 
 
 def load_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLike], settings: Settings,
@@ -213,14 +213,12 @@ def load_inputs(content: ImageLike, styles: list[ImageLike], masks: list[ImageLi
     return photo.to(device), [load_image(s, side).to(device) for s in styles], mask_list
 
 
-def scales(shape: tuple[int, int], styles: list[tuple[int, int]], settings: Settings,
-           runtime: Runtime) -> list[tuple[tuple[int, int], int]]:
+def scales(shape: tuple[int, int], styles: list[tuple[int, int]],
+           settings: Settings) -> list[tuple[tuple[int, int], int]]:
     """The (H,W) and steps of each scale to run, smallest first; the last at exactly the content's (H,W) `shape`."""
-    long_side, plan = max(shape), runtime.pyramid
-    auto = settings.coarse_to_fine == "auto" and plan.auto_from is not None and long_side >= plan.auto_from
-    if not (settings.coarse_to_fine is True or auto):
+    if not uses_pyramid(max(shape), settings):
         return [(shape, settings.steps)]
-    levels = schedule(long_side, settings, plan, smallest_size(shape, styles, settings.style_scale))
+    levels = schedule(max(shape), settings, smallest_size(shape, styles, settings.style_scale))
     return [(target_size(shape, level.size), level.steps) for level in levels[:-1]] + [(shape, levels[-1].steps)]
 
 

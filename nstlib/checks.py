@@ -46,7 +46,7 @@ def validate(settings: Settings) -> Settings:
         "steps": check_number("steps", s.steps, whole=True, low=1, high=MAX_STEPS),
         "size": check_number("size", s.size, whole=True, low=1, allow_none=True),
         "history_size": check_number("history_size", s.history_size, whole=True, low=1),
-        "pyramid_start": check_number("pyramid_start", s.pyramid_start, whole=True, low=1, allow_none=True),
+        "pyramid_start": check_number("pyramid_start", s.pyramid_start, whole=True, low=1),
         "seed": check_number("seed", s.seed, whole=True, low=0, high=MAX_SEED),
         "lr": check_number("lr", s.lr, above=0, high=MAX_LR, allow_none=True,
                            hint="pixels live in [0,1]: try 0.02 for Adam or 1 for L-BFGS"),

@@ -22,7 +22,7 @@ from nstlib.core.objective import Targets, target_size
 from nstlib.core.result import StylizeResult
 from nstlib.core.settings import Settings
 from nstlib.course.worker import ExplorerWorker
-from nstlib.engine.runtime import PyramidPlan, Runtime
+from nstlib.engine.runtime import Runtime
 from nstlib.io.data import sample_path
 
 C, S = str(sample_path("astronaut")), str(sample_path("stained_glass"))
@@ -144,14 +144,14 @@ def test_no_scale_of_the_schedule_is_below_the_networks_minimum() -> None:
     smallest = smallest_size(content, [style], 0.5)
     assert smallest == 2 * 100  # the style, at half the content's long side, needs a long side of 100 px
     settings = Settings(steps=8, pyramid_start=32)
-    scales = schedule(1200, settings, PyramidPlan(), smallest)
+    scales = schedule(1200, settings, smallest)
     assert len(scales) > 1 and scales[0].size >= smallest and scales[-1].size == 1200
     assert all(min(target_size(content, s.size)) >= MIN_SIDE for s in scales)
     assert all(min(target_size(style, round(s.size * 0.5))) >= MIN_SIDE for s in scales)
     # 1.06 is what the message asks for
-    assert len(schedule(1200, settings.replace(pyramid_ratio=1.06), PyramidPlan())) <= MAX_SCALES
+    assert len(schedule(1200, settings.replace(pyramid_ratio=1.06))) <= MAX_SCALES
     with pytest.raises(ParameterError, match="at least 1.06"):
-        schedule(1200, settings.replace(pyramid_ratio=1.05), PyramidPlan())
+        schedule(1200, settings.replace(pyramid_ratio=1.05))
 
 
 # --- 3. Ctrl-C between scales keeps the finished scales -------------------------------------------------------

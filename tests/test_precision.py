@@ -19,12 +19,10 @@ from nstlib.core.settings import Settings
 from nstlib.engine.graphs import _kind
 from nstlib.engine.runtime import (
     LOG_EVERY,
-    PYRAMID_PLANS,
     BFloat16Grams,
     LossScale,
     Precision,
     PrecisionFeatures,
-    PyramidPlan,
     Runtime,
     autocast_dtype,
 )
@@ -118,7 +116,7 @@ def test_policy_on_for_cuda_only_by_default(monkeypatch) -> None:
         Runtime.create("cpu", cuda_graph=True)
     assert Runtime.create("cpu", mixed_precision=True).precision.channels_last
     cpu = Runtime.create("cpu", mixed_precision=True)
-    assert not cpu.cuda_graph and cpu.pyramid == PyramidPlan() and PYRAMID_PLANS["cuda"].auto_from is None
+    assert not cpu.cuda_graph
 
 
 def test_mixed_precision_leaves_cudnn_benchmark_alone_and_keeps_one_copy_per_network(vgg) -> None:

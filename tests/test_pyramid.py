@@ -12,31 +12,31 @@ from nstlib.controls.pyramid import MIN_START, Scale, join, schedule
 from nstlib.core.errors import ParameterError
 from nstlib.core.result import StylizeResult
 from nstlib.core.settings import Settings
-from nstlib.engine.runtime import PyramidPlan, Runtime
 
 
-def plan(size: int, steps: int, start: int | None = None, ratio: float = math.sqrt(2),
+def plan(size: int, steps: int, start: int = 64, ratio: float = math.sqrt(2),
          smallest: int = MIN_START) -> list[Scale]:
-    """The CPU's schedule for these settings."""
-    return schedule(size, Settings(steps=steps, pyramid_start=start, pyramid_ratio=ratio), PyramidPlan(), smallest)
+    """The schedule for these settings."""
+    return schedule(size, Settings(steps=steps, pyramid_start=start, pyramid_ratio=ratio), smallest)
 
 
-def test_schedule_for_1024_is_a_sqrt2_pyramid_from_128() -> None:
+def test_schedule_for_1024_is_a_sqrt2_pyramid_from_64() -> None:
     scales = plan(1024, 200)
-    assert [s.size for s in scales] == [128, 181, 256, 362, 512, 724, 1024]  # 1024 / sqrt(2)^k, k = 6..0
-    assert [s.steps for s in scales] == [50] * 7  # ceil(200 / 4) each
+    assert [s.size for s in scales] == [64, 91, 128, 181, 256, 362, 512, 724, 1024]  # 1024 / sqrt(2)^k, k = 8..0
+    assert [s.steps for s in scales] == [50] * 9  # ceil(200 / 4) each
 
 
 def test_schedule_rules() -> None:
-    assert plan(256, 100) == [Scale(128, 25), Scale(181, 25), Scale(256, 25)]
-    assert plan(100, 10) == [Scale(50, 3), Scale(71, 3), Scale(100, 3)]  # start = size // 2 when small
+    assert plan(256, 100) == [Scale(64, 25), Scale(91, 25), Scale(128, 25), Scale(181, 25), Scale(256, 25)]
+    assert plan(100, 10) == [Scale(71, 3), Scale(100, 3)]
+    assert plan(100, 10, smallest=80) == [Scale(100, 3)]  # a thin picture starts where VGG still sees it
     assert plan(500, 8, start=125, ratio=2) == [Scale(125, 2), Scale(250, 2), Scale(500, 2)]
     assert plan(64, 9, start=64) == [Scale(64, 3)]
     for size in (97, 300, 777, 2048):
         scales = plan(size, 40, ratio=1.3)
-        assert scales[-1].size == size and scales[0].size >= min(128, size // 2)
+        assert scales[-1].size == size and scales[0].size >= 64
         assert all(b.size / a.size == pytest.approx(1.3, rel=0.02) for a, b in zip(scales, scales[1:]))
-        assert len(scales) == 1 + math.floor(math.log(size / min(128, size // 2)) / math.log(1.3) + 1e-9)
+        assert len(scales) == 1 + math.floor(math.log(size / 64) / math.log(1.3) + 1e-9)
     with pytest.raises(ParameterError, match="pyramid_ratio"):
         plan(256, 10, ratio=1.0)
     with pytest.raises(ParameterError, match="pyramid_start"):
@@ -44,10 +44,10 @@ def test_schedule_rules() -> None:
 
 
 def test_a_runs_scales_end_at_the_exact_shape() -> None:
-    runtime = Runtime.create("cpu")
-    runs = scales((75, 101), [(60, 80)], Settings(steps=8, coarse_to_fine=True), runtime)
+    runs = scales((75, 101), [(60, 80)], Settings(steps=8, coarse_to_fine=True, pyramid_start=50))
     assert runs == [((37, 50), 2), ((53, 71), 2), ((75, 101), 2)]
-    assert scales((75, 101), [], Settings(steps=8), runtime) == [((75, 101), 8)]  # auto: one scale below 512 px
+    assert scales((75, 101), [], Settings(steps=8)) == [((75, 101), 8)]  # auto: one scale below twice 64 px
+    assert [shape for shape, _ in scales((75, 128), [], Settings(steps=8))] == [(38, 64), (53, 91), (75, 128)]
 
 
 def test_join_chains_the_scales_into_one_result() -> None:
@@ -71,4 +71,4 @@ def test_stylize_coarse_to_fine_reaches_the_requested_size(vgg, content, style) 
     at_target = [h for h in result.history if h["size"] == 72]
     assert result.final is at_target[-1] and result.final["total"] < at_target[0]["total"]
     single = stylize(content, style, size=72, steps=4, coarse_to_fine="auto", network=vgg, progress=False)
-    assert "size" not in single.final  # auto: one scale below 512 px
+    assert "size" not in single.final  # auto: one scale below twice pyramid_start

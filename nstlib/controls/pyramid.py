@@ -1,16 +1,17 @@
 """Coarse-to-fine stylisation (Gatys et al. 2017, section 5): stylize small, then refine larger.
 
 At a small size a step is cheap and the style's large structures fit in the network's receptive field. So we stylize at
-a start size, upsample the result, go on one √2 step larger, and so on up to the requested size, where a few steps
-sharpen the details. The schedule (`schedule`), for a long side `size` and `steps`:
+`pyramid_start` (64 px by default), upsample the result, go on one √2 step larger, and so on up to the requested size,
+where a few steps sharpen the details. The schedule (`schedule`), for a long side `size` and `steps`:
 
-- sizes: size / r^k for k = n..0 (r = `pyramid_ratio`), from `pyramid_start` (default: the device plan's start, or
-  size / 2), never where a thin content or style would fall under VGG's 32 px (`smallest_size`), at most `MAX_SCALES`;
-- steps: `ceil(steps * share)` at each scale (the plan's share, 1/4). A step k scales down costs about 1/r^(2k) of a
-  full-size one, so the run costs about steps * share / (1 - 1/r^2) = steps / 2 full-size steps for r = √2.
+- sizes: size / r^k for k = n..0 (r = `pyramid_ratio`), from `pyramid_start`, never where a thin content or style
+  would fall under VGG's 32 px (`smallest_size`), at most `MAX_SCALES`;
+- steps: `ceil(steps * SHARE)` at each scale. A step k scales down costs about 1/r^(2k) of a full-size one, so the run
+  costs about steps * SHARE / (1 - 1/r^2) = steps / 2 full-size steps for r = √2.
 
-Whether it pays depends on the device (a small GPU step costs as much as a large one), so the plan is the runtime's
-(`nstlib.engine.runtime.PYRAMID_PLANS`); docs/coarse_to_fine.md has the measurements.
+It is on by default ("auto": whenever the picture is at least twice `pyramid_start`) because it is what spreads the
+style over the whole frame with strokes at the painting's scale: docs/tuning.md has the panel, docs/coarse_to_fine.md
+the speed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from nstlib.core.errors import ParameterError
 from nstlib.core.features import MIN_SIDE
@@ -26,13 +26,12 @@ from nstlib.core.objective import resize
 from nstlib.core.result import StylizeResult
 from nstlib.core.settings import Settings
 
-if TYPE_CHECKING:
-    from nstlib.engine.runtime import PyramidPlan
-
 #: Smallest `pyramid_start`: VGG's minimum side.
 MIN_START = MIN_SIDE
 #: Most scales a schedule may have (a √2 pyramid from 32 to 16384 px has 19): a ratio just above 1 would plan millions.
 MAX_SCALES = 64
+#: The share of `steps` each scale gets.
+SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,18 @@ class Scale:
     steps: int
 
 
-def schedule(size: int, settings: Settings, plan: PyramidPlan, smallest: int = MIN_START) -> list[Scale]:
+def uses_pyramid(size: int, settings: Settings) -> bool:
+    """Whether a run at long side `size` goes through the pyramid: `coarse_to_fine` True, or "auto" and `size` at least
+    twice `pyramid_start`."""
+    return settings.coarse_to_fine is True or settings.coarse_to_fine == "auto" and size >= 2 * settings.pyramid_start
+
+
+def schedule(size: int, settings: Settings, smallest: int = MIN_START) -> list[Scale]:
     """The scales from the smallest to `size` (see the module docstring), none below `smallest` (`smallest_size`)."""
     ratio = settings.pyramid_ratio
     if not ratio > 1:
         raise ParameterError(f"pyramid_ratio={ratio}: must be > 1 (e.g. 1.414 for a √2 pyramid)")
     start = settings.pyramid_start
-    start = min(plan.start, max(MIN_START, size // 2)) if start is None else start
     if start < MIN_START:
         raise ParameterError(f"pyramid_start={start}: must be >= {MIN_START} px (VGG's minimum side)")
     start = max(start, smallest)
@@ -58,7 +62,7 @@ def schedule(size: int, settings: Settings, plan: PyramidPlan, smallest: int = M
         least = math.ceil((size / start) ** (1 / (MAX_SCALES - 1)) * 1000) / 1000
         raise ParameterError(f"pyramid_ratio={ratio}: gives {levels + 1:,} scales from {start} to {size} px, more "
                              f"than {MAX_SCALES}; use a ratio of at least {least} (1.414 for a √2 pyramid)")
-    per_scale = math.ceil(settings.steps * plan.share)
+    per_scale = math.ceil(settings.steps * SHARE)
     return [Scale(round(size / ratio**k), per_scale) for k in range(levels, -1, -1)]
 
 

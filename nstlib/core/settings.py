@@ -10,13 +10,15 @@ Defaults, and where they come from:
   the "conv" outputs were rectified in place, so they are our relu layers;
 - the relative objective (`nstlib.core.losses`): every term is measured against its target, so the weights below do not
   depend on how large a network's features, a style's Gram matrices or the picture are;
-- content_weight 1, style_weight 0.5, tv_weight 0.05: tuned on a panel of bundled photos, textures and two paintings at
-  128 px, confirmed at 256 and checked at 512 px on the packaged VGG16 (docs/tuning.md); not measured on ImageNet VGG19
-  (it cannot be downloaded here). The TV term is relative to the photo's own TV; 0 switches it off;
+- content_weight 1, style_weight 1, tv_weight 0.05, with coarse-to-fine from 64 px: chosen on a panel of eight pairs
+  (bundled photos, public-domain paintings and bundled styles) at 256 and 512 px on the packaged VGG16, by a style
+  distance and a content distance that are not this objective (sliced Wasserstein on VGG features; docs/tuning.md).
+  The style weight sets how far the picture goes from the photo; the pyramid is what spreads the style over the whole
+  frame in strokes at the painting's scale. Not measured on ImageNet VGG19 (it cannot be downloaded here). The TV term
+  is relative to the photo's own TV; 0 switches it off;
 - Adam lr 0.02 on [0,1] pixels (crowsonkb's style-transfer-pytorch); L-BFGS step 1 (jcjohnson's neural-style);
 - L-BFGS's trust region `max_step` 0.5: see `nstlib.core.lbfgs`;
-- the pyramid's √2 ratio (Gatys et al. 2017); its start size, and when "auto" uses it, are the device's
-  (`nstlib.engine.runtime`).
+- the pyramid's √2 ratio and its share of the steps per scale: `nstlib.controls.pyramid` (Gatys et al. 2017).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from nstlib.core.losses import Weight
 DEFAULT_CONTENT_LAYERS: dict[str, float] = {"relu4_2": 1.0}
 DEFAULT_STYLE_LAYERS: dict[str, float] = dict.fromkeys(("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), 1.0)
 DEFAULT_CONTENT_WEIGHT = 1.0
-DEFAULT_STYLE_WEIGHT = 0.5
+DEFAULT_STYLE_WEIGHT = 1.0
 DEFAULT_TV_WEIGHT = 0.05
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 
@@ -97,9 +99,9 @@ class Settings:
     seed: int = knob(0, "seed of the noise init (init='noise')")
     ema: float = knob(0.0, "iterate averaging: the result is an exponential moving average of the steps' images with "
                            "this decay (0.99: about the last 100 steps); 0: off")
-    coarse_to_fine: bool | str = knob("auto", "stylize on a pyramid from small to size (auto: from 512 px on a "
-                                              "CPU, off on CUDA)", ("auto", True, False))
-    pyramid_start: int | None = knob(None, "smallest pyramid size in pixels (None: 128; 256 on CUDA)")
+    coarse_to_fine: bool | str = knob("auto", "stylize on a pyramid from small to size (auto: when size is at least "
+                                              "twice pyramid_start)", ("auto", True, False))
+    pyramid_start: int = knob(64, "smallest pyramid size in pixels")
     pyramid_ratio: float = knob(math.sqrt(2.0), "size ratio between pyramid scales (√2)")
 
     def __new__(cls, *args: Any, **fields: Any) -> Settings:

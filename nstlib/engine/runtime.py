@@ -11,7 +11,7 @@ else in nstlib looks at the device type:
 3. `log_every`: how often the losses reach the host (each copy waits for a GPU; on a CPU in float32, every step);
 4. CUDA graphs (on by default on CUDA with mixed precision): each step captured once and replayed
    (`nstlib.engine.graphs`); a failed capture warns once and goes on eagerly, losing no step;
-5. the pyramid plan (`PyramidPlan`) and the sizes nstlib picks on this device (`DeviceSizes`).
+5. the sizes nstlib picks on this device (`DeviceSizes`).
 
 docs/benchmarks.md has the numbers.
 """
@@ -40,22 +40,6 @@ from nstlib.engine.graphs import FAILED, graphed_step
 #: Steps between host copies of the losses with mixed precision.
 LOG_EVERY = 10
 DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-@dataclass(frozen=True)
-class PyramidPlan:
-    """How one kind of device runs coarse-to-fine: "auto" uses the pyramid from `auto_from` px up (None: never), from
-    `start` px, each scale getting `share` of the step budget."""
-
-    auto_from: int | None = 512
-    start: int = 128
-    share: float = 0.25
-
-
-#: On a CPU the √2 pyramid from 128 px reached single-scale's objective 2.3x faster at 512² (docs/benchmarks.md); on
-#: CUDA a small step is launch-bound, and the pyramid was slower at 512² on an H100 (1.47 s against 0.77 s): "auto"
-#: stays single-scale there, and an explicit pyramid starts at 256 px.
-PYRAMID_PLANS = {"cuda": PyramidPlan(auto_from=None, start=256)}
 
 
 @dataclass(frozen=True)
@@ -248,7 +232,6 @@ class Runtime:
     precision: Precision | None = None
     log_every: int = 1
     cuda_graph: bool = False
-    pyramid: PyramidPlan = PyramidPlan()
     sizes: DeviceSizes = DeviceSizes()
 
     @classmethod
@@ -268,7 +251,7 @@ class Runtime:
         elif cuda_graph and dev.type != "cuda":
             raise ParameterError(f"cuda_graph=True: CUDA graphs need a CUDA device, not {dev.type!r}; use None")
         return cls(dev, precision, log_every or (LOG_EVERY if precision or dev.type != "cpu" else 1), cuda_graph,
-                   PYRAMID_PLANS.get(dev.type, PyramidPlan()), DEVICE_SIZES.get(dev.type, DeviceSizes()))
+                   DEVICE_SIZES.get(dev.type, DeviceSizes()))
 
     @classmethod
     def of(cls, value: Runtime | str | torch.device) -> Runtime:
