@@ -4,11 +4,12 @@
     python docs/build_site.py --no-execute  # build from the executed copies as they are (what CI does)
 
 The notebooks in notebooks/ are committed without outputs. Their executed copies live in docs/course/: each was
-run top to bottom in a fresh kernel on the machine that built it (on a CPU in CPU mode, `nstlib.course`: 128 px,
-a few minutes a notebook) with the best network available (the packaged VGG16 offline, ImageNet VGG19 where it can
-be downloaded), and records when, how long it took and on what; the setup cell's output says the mode and the
-network. A copy whose cells differ from its notebook is stale: the build re-executes it, and `--no-execute` refuses
-to build. The site goes to docs/_build/html; publish that folder (README: "The course site").
+run top to bottom in a fresh kernel in full mode (`nstlib.course`: the sizes a GPU runs, 384 px and more, on a CPU
+too, where it takes several minutes a notebook) with the best network available (the packaged VGG16 offline,
+ImageNet VGG19 where it can be downloaded), and records when, how long it took and on what; the setup cell's output
+says the network. A copy whose code differs from its notebook is stale: the build re-executes it, and `--no-execute`
+refuses to build; a copy whose text alone differs takes the notebook's text, since text does not change outputs.
+The site goes to docs/_build/html; publish that folder (README: "The course site").
 """
 
 from __future__ import annotations
@@ -55,6 +56,28 @@ def stale(source: Path) -> str | None:
     return None
 
 
+def code(notebook: nbformat.NotebookNode) -> list[tuple[str, str, list[str]]]:
+    """What a notebook runs: its cells as `cells` gives them, with the text of markdown cells left out."""
+    return [(kind, source if kind == "code" else "", tags) for kind, source, tags in cells(notebook)]
+
+
+def retext(source: Path) -> bool:
+    """If the executed copy of `source` runs the same code and differs only in its text, give it the notebook's text
+    (atomically) and return True; else change nothing and return False."""
+    copy = EXECUTED / source.name
+    if not copy.is_file():
+        return False
+    executed, notebook = nbformat.read(copy, as_version=4), nbformat.read(source, as_version=4)
+    if code(executed) != code(notebook):
+        return False
+    for old, new in zip(executed.cells, notebook.cells):
+        old.source = new.source
+    partial = EXECUTED / f".{source.name}.partial"
+    nbformat.write(executed, partial)
+    partial.replace(copy)
+    return True
+
+
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
@@ -86,13 +109,13 @@ def compact(notebook: nbformat.NotebookNode) -> None:
 
 
 def execute(source: Path) -> float:
-    """Run notebook `source` top to bottom in a fresh kernel, NSTLIB_FAST unset (so CPU mode on a CPU, full size on
-    a GPU: the setup cell says which); write its executed copy atomically.
+    """Run notebook `source` top to bottom in a fresh kernel in full mode (NSTLIB_FAST=0); write its executed copy
+    atomically.
 
     Returns the seconds it took. Raises nbclient's CellExecutionError if a cell fails (nothing is written then).
     """
     notebook = nbformat.read(source, as_version=4)
-    env = {k: v for k, v in os.environ.items() if k != "NSTLIB_FAST"}  # unset: CPU mode on a CPU, full on a GPU
+    env = {**os.environ, "NSTLIB_FAST": "0"}  # full mode on any device: the site shows the course's full sizes
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as output:  # what a notebook offers for download, not left in notebooks/
         env["NSTLIB_OUTPUT_DIR"] = output
@@ -130,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         for source, reason in reasons.items():
-            if reason:
+            if reason and retext(source):
+                print(f"{source.name}: the executed copy takes the notebook's new text", flush=True)
+            elif reason:
                 print(f"executing {source.name} ({reason})", flush=True)
                 try:
                     print(f"  {execute(source):.0f} s", flush=True)

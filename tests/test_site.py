@@ -54,6 +54,26 @@ def test_no_execute_refuses_a_stale_copy(tmp_path: Path, monkeypatch: pytest.Mon
     assert error.count("\n") == 1 and "Run: python docs/build_site.py" in error
 
 
+def test_new_text_reaches_the_copy_without_running_it_and_new_code_does_not(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("Old words."),
+                                           nbformat.v4.new_code_cell("x = 1")])
+    copy.cells[1].outputs = [nbformat.v4.new_output("stream", text="ran\n")]
+    (tmp_path / "course").mkdir()
+    nbformat.write(copy, tmp_path / "course" / "01_x.ipynb")
+    monkeypatch.setattr(build_site, "EXECUTED", tmp_path / "course")
+    source = tmp_path / "01_x.ipynb"
+    edited = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("New words."),
+                                             nbformat.v4.new_code_cell("x = 1")])
+    nbformat.write(edited, source)
+    assert build_site.stale(source) and build_site.retext(source) and build_site.stale(source) is None
+    kept = nbformat.read(tmp_path / "course" / "01_x.ipynb", as_version=4)
+    assert kept.cells[0].source == "New words." and kept.cells[1].outputs[0].text == "ran\n"
+    edited.cells[1].source = "x = 2"
+    nbformat.write(edited, source)
+    assert not build_site.retext(source) and build_site.stale(source)
+
+
 def test_a_page_keeps_what_works_without_a_kernel() -> None:
     """compact: a progress bar goes, the explorer keeps its text, a photo becomes a JPEG, a flat PNG stays."""
 
