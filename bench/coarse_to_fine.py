@@ -5,14 +5,14 @@
     python bench/coarse_to_fine.py --device cuda --to-target 512 1024 --steps 50
 
 Both runs use the same content, style, weights, L-BFGS settings and step budget `steps`; the
-pyramid shares it out with `nstlib.controls.pyramid.schedule` and the device's `PyramidPlan`. The objective
+pyramid shares it out with `nstlib.controls.pyramid.schedule` (from `pyramid_start`, 64 px). The objective
 of each output is scored at the target size with `nstlib.evaluate` (one extractor for both).
 Results go to docs/coarse_to_fine.md by hand. Wall time is reported with process CPU time, which a
 shared machine disturbs less.
 
 `--to-target SIZE...` measures instead, at each size, the time single-scale L-BFGS needs for
 `steps` steps and the time the pyramid (a budget of 2 x steps) needs to reach the same objective
-(bench/bench.py's table): what `nstlib.engine.runtime.PYRAMID_PLANS` should be set from, per device.
+(bench/bench.py's table): what the pyramid costs on a device against single-scale.
 """
 
 from __future__ import annotations
@@ -50,15 +50,14 @@ def main() -> None:
     net = VGGFeatures([*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], load_weights(args.weights)).to(runtime.device)
     content, style = nstlib.sample_path(args.content), nstlib.sample_path(args.style)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads, "
-          f"{runtime.device}, pyramid plan {runtime.pyramid}")
+          f"{runtime.device}")
     if args.to_target:
         for size in args.to_target:
             images = [resize(nstlib.load_image(x), (size, size)).to(runtime.device) for x in (content, style)]
             print_time_to_target(net, *images, runtime.device, args.steps)
         return
     common = dict(size=args.size, steps=args.steps, network=net, runtime=runtime, progress=False)
-    plan = runtime.pyramid
-    print("schedule:", [(s.size, s.steps) for s in schedule(args.size, Settings(steps=args.steps), plan)])
+    print("schedule:", [(s.size, s.steps) for s in schedule(args.size, Settings(steps=args.steps))])
     rows = {}
     for name, c2f in (("single-scale", False), ("coarse-to-fine", True)):
         cpu = time.process_time()

@@ -1,6 +1,6 @@
 """Independent metrics of a stylisation: scale-free distances that do not depend on the loss or its weights.
 
-Gram fractions (the tuning panel's first metric, also used by docs/make_gallery.py and tests/test_quality.py):
+Gram fractions (the distances the Gram objective itself works on; tests/test_quality.py asserts on them):
 
 - style: sum over relu1_1..relu5_1 of ||G(out) - G(style)||^2 / ||G(style)||^2, as a fraction of the content photo's
   own (1 = not stylised at all);
@@ -28,6 +28,8 @@ The style picture is measured at the size it is stylised with (long side = the p
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -102,8 +104,9 @@ def _cloud(feature_map: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def scores(net: VGGFeatures, out: torch.Tensor, content: torch.Tensor, style: torch.Tensor) -> dict[str, float]:
-    """{"sw_style", "content", "worst_tile", "gram_style"} for the output `out` of `content` + `style` (see above).
+def scores(net: VGGFeatures, out: torch.Tensor, content: torch.Tensor, style: torch.Tensor) -> dict[str, Any]:
+    """{"sw_style", "content", "worst_tile", "gram_style"} and "tiles" (the nine tiles' ratios) for the output `out`
+    of `content` + `style` (see above).
 
     `out` and `content` are (1,3,H,W) of the same shape; `style` (1,3,h,w) at the size it was stylised with.
     """

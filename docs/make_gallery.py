@@ -41,13 +41,13 @@ BLEND_STYLES = ("stained_glass", "immunohistochemistry")
 GRID_STYLE = "stained_glass"
 GRID_CONTENT_WEIGHTS = (0.1, 1.0, 10.0)
 GRID_STYLE_WEIGHTS = tuple(nstlib.DEFAULT_STYLE_WEIGHT * k for k in (0.1, 1.0, 10.0))
-STEPS = 60
-#: The 512 px figure: bundled photos, each with public-domain paintings and bundled styles, default settings but steps.
+STEPS = 150
+#: The 512 px figure: bundled photos, each with public-domain paintings, default settings.
 PAINTING_PHOTOS = ("astronaut", "chelsea")
-PAINTING_STYLES = ("starry_night", "great_wave", "stained_glass", "waves")
+PAINTING_STYLES = ("starry_night", "great_wave")
 PAINTING_SIZE = 512
-PAINTING_STEPS = 100
-GRID_STEPS = 100
+PAINTING_STEPS = nstlib.Settings().steps  # the default
+GRID_STEPS = 150
 FRAME_EVERY = 3
 GIF_FRAME_MS = 120
 DPI = 100
@@ -59,7 +59,7 @@ FILES = ("paintings.jpg", "styles.jpg", "blends.jpg", "weight_grid.jpg", "color.
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/gallery"), help="output folder (default docs/gallery)")
-    parser.add_argument("--size", type=int, default=160, help="image size in pixels (default 160)")
+    parser.add_argument("--size", type=int, default=256, help="image size in pixels (default 256)")
     parser.add_argument("--paintings", type=Path, default=None,
                         help="a folder of local painting copies (<name>.jpg) instead of downloading them")
     parser.add_argument("--force", action="store_true", help="replace existing gallery files")
@@ -80,7 +80,7 @@ class Gallery:
         self.size = size
         self.force = force
         self.paintings = paintings
-        self.painting_scores: dict[str, tuple[float, float, float]] = {}
+        self.painting_scores: dict[str, dict[str, float]] = {}
         self.net = f"{weights.network.upper()} · {weights.source}"
         self.timings: dict[str, float] = {}
 
@@ -93,7 +93,7 @@ class Gallery:
     def stylize(self, styles: str | Sequence[str], **kwargs: Any) -> nstlib.StylizeResult:
         names = [styles] if isinstance(styles, str) else list(styles)
         result = nstlib.stylize(self.sample(CONTENT), [self.sample(n) for n in names], size=self.size, steps=STEPS,
-                                network=self.weights, coarse_to_fine=False, progress=False, **kwargs)
+                                network=self.weights, progress=False, **kwargs)
         self.check(result)
         return result
 
@@ -147,10 +147,9 @@ def style_picture(g: Gallery, name: str) -> tuple[torch.Tensor, str]:
     return image, f"{entry.title}\n{entry.artist}, {entry.year}\n{entry.licence}"
 
 
-def paintings(g: Gallery) -> dict[str, tuple[float, float, float]]:
-    """paintings.jpg: every photo with every style at 512 px, default settings (but `PAINTING_STEPS`), each result
-    labelled with its network, size, steps and seconds. Returns (seconds, style fraction, content fraction) of each
-    render (`metric.fractions`)."""
+def paintings(g: Gallery) -> dict[str, dict[str, float]]:
+    """paintings.jpg: every photo with every style at 512 px, default settings, each result labelled with its network,
+    size, steps and seconds. Returns each render's seconds and `metric.scores`."""
     styles = {name: style_picture(g, name) for name in PAINTING_STYLES}
     net = metric.metric_network(g.weights)
     rows, cols = len(PAINTING_PHOTOS), len(PAINTING_STYLES)
@@ -169,15 +168,15 @@ def paintings(g: Gallery) -> dict[str, tuple[float, float, float]]:
         for col, (name, (image, _)) in enumerate(styles.items(), start=1):
             result = nstlib.stylize(content, image, steps=PAINTING_STEPS, network=g.weights, progress=False)
             g.check(result)
-            style_fraction, content_fraction = metric.fractions(net, result.image, content, image)
-            scores[f"{photo} + {name}"] = (result.seconds, style_fraction, content_fraction)
-            print(f"  {photo} + {name}: {result.seconds:.0f} s, style {style_fraction:.3f}, "
-                  f"content {content_fraction:.3f}", flush=True)
+            scores[f"{photo} + {name}"] = {"seconds": result.seconds,
+                                           **metric.scores(net, result.image, content, image)}
+            print(f"  {photo} + {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores[f"{photo} + {name}"].items()
+                                                      if k != "tiles"), flush=True)
             show(axes[row, col], result.image, f"{g.weights.network.upper()} · {PAINTING_SIZE} px · "
                  f"{PAINTING_STEPS} steps · {result.seconds:.0f} s")
-    fig.suptitle(f"Bundled photos (left) with public-domain paintings and bundled styles (top), default settings "
-                 f"but {PAINTING_STEPS} L-BFGS steps, coarse-to-fine\n{g.net} · {PAINTING_SIZE} px · seconds on "
-                 f"{machine()}", fontsize=10)
+    fig.suptitle(f"Bundled photos (left) with public-domain paintings (top), default settings "
+                 f"({PAINTING_STEPS} L-BFGS steps, coarse-to-fine from 64 px)\n{g.net} · {PAINTING_SIZE} px · "
+                 f"seconds on {machine()}", fontsize=10)
     g.save_figure("paintings.jpg", fig)
     return scores
 
@@ -203,7 +202,7 @@ def blends(g: Gallery) -> None:
 def weight_grid(g: Gallery) -> None:
     result = nstlib.stylize_grid(g.sample(CONTENT), g.sample(GRID_STYLE), content_weights=list(GRID_CONTENT_WEIGHTS),
                                  style_weights=list(GRID_STYLE_WEIGHTS), size=g.size, steps=GRID_STEPS,
-                                 network=g.weights, coarse_to_fine=False, progress=False)
+                                 network=g.weights, progress=False)
     g.check(result)
     rows, cols = len(GRID_CONTENT_WEIGHTS), len(GRID_STYLE_WEIGHTS)
     fig = Figure(figsize=(1.75 * cols + 1.6, 1.75 * rows + 0.8), layout="constrained")
@@ -244,12 +243,11 @@ def readme(g: Gallery, total: float) -> str:
     t = g.timings
     painted = ", ".join(f"{nstlib.PAINTINGS[n].title} ({nstlib.PAINTINGS[n].artist}, {nstlib.PAINTINGS[n].year}, "
                         f"{nstlib.PAINTINGS[n].licence})" for n in PAINTING_STYLES if n in nstlib.PAINTINGS)
-    each = ", ".join(f"{k} {t:.0f} s (style {st:.2f}, content {c:.2f})" for k, (t, st, c) in g.painting_scores.items())
+    each = ", ".join(f"{k} {v['seconds']:.0f} s (SW style {v['sw_style']:.2f}, content {v['content']:.2f}, worst "
+                     f"tile {v['worst_tile']:.2f})" for k, v in g.painting_scores.items())
     rows = [
-        ("paintings.jpg", f"{' and '.join(PAINTING_PHOTOS)} each with {painted} and the bundled "
-         f"{', '.join(n for n in PAINTING_STYLES if n not in nstlib.PAINTINGS)}; default settings but "
-         f"{PAINTING_STEPS} steps (coarse-to-fine, as \"auto\" does at 512 px on a CPU). Each render, with its "
-         f"style and content distance as fractions of the photo's and of the style picture's (bench/metric.py): {each}",
+        ("paintings.jpg", f"{' and '.join(PAINTING_PHOTOS)} each with {painted}; default settings. Each render, with "
+         f"its style and content ratios and worst tile (bench/metric.py): {each}",
          f"{g.net} · {PAINTING_SIZE} px · {PAINTING_STEPS} L-BFGS steps", t["paintings.jpg"]),
         ("styles.jpg", f"{CONTENT} stylised with {', '.join(STYLES)}: style thumbnails on top, results below",
          g.label(), t["styles.jpg + progress.gif"]),
@@ -271,7 +269,7 @@ def readme(g: Gallery, total: float) -> str:
         f"`weights=\"{WEIGHTS}\"`: {g.weights.describe()}. paintings.jpg uses public-domain paintings from "
         "Wikimedia Commons (`nstlib.PAINTINGS`; the painting files themselves are not in the repository, only these "
         "renders and small labelled thumbnails); every other figure uses the bundled samples only (`nstlib.sample`), "
-        f"at {g.size} px with `coarse_to_fine=False`. Default losses and weights unless noted. Regenerate everything "
+        f"at {g.size} px. Default settings (coarse-to-fine included) unless noted. Regenerate everything "
         "with",
         "",
         f"    {cmd}",
