@@ -43,5 +43,4 @@ class NonFiniteLossError(RunStoppedError, FloatingPointError):
 
 
 class MemoryLimitError(RunStoppedError, MemoryError):
-    """A run needs more memory than there is: refused before starting, or the GPU ran out mid-run. The message names the
-    size and what to try; `.result` keeps the last good image."""
+    """A run needs more memory than there is (refused before it starts, or the GPU ran out); `.result` as above."""

@@ -1,12 +1,8 @@
 """VGG feature maps with human layer names (conv1_1, relu1_1, ..., pool5).
 
-torchvision builds the network (`torchvision.models.vgg19().features`, or vgg16's); `Weights` say which network, which
-preprocessing and where the numbers came from (`nstlib.io.weights` finds them). `VGGFeatures(layers, weights)` maps an
-image batch (B,3,H,W) in [0,1] to {layer name: (B,C,h,w) feature map}: it applies the weights' preprocessing, stops
-after the deepest layer asked for, and never needs gradients for its own parameters.
-
-VGG19 (configuration E of Simonyan & Zisserman 2015) is Gatys et al.'s network. VGG16 has one convolution fewer in each
-of blocks 3-5, so it has no conv3_4, conv4_4 or conv5_4; every other name exists in both.
+torchvision builds the network; `Weights` say which network (VGG19, Gatys et al.'s, or VGG16, which has no conv3_4,
+conv4_4 or conv5_4), which preprocessing and where the numbers came from. `VGGFeatures(layers, weights)` maps
+(B,3,H,W) images in [0,1] to {layer name: (B,C,h,w)}, stopping after the deepest layer asked for.
 """
 
 from __future__ import annotations
@@ -28,11 +24,8 @@ MIN_SIDE = 32
 
 
 def vgg_stack(network: str = "vgg19", device: str = "cpu") -> nn.Sequential:
-    """torchvision's `features` stack of `network`, with uninitialised weights.
-
-    Built on the meta device first, so the 120M-parameter classifier we never use costs nothing. The ReLUs are made
-    out-of-place: torchvision's in-place ones would overwrite the conv outputs we return.
-    """
+    """torchvision's `features` stack of `network`, uninitialised: built on the meta device (the unused classifier
+    costs nothing), with out-of-place ReLUs (in-place ones would overwrite the conv outputs we return)."""
     if network not in NETWORKS:
         raise ParameterError(f"network={network!r}: choose one of {', '.join(NETWORKS)}")
     with torch.device("meta"):
@@ -162,14 +155,10 @@ def random_weights(seed: int = 0, network: str = "vgg19") -> Weights:
 
 
 class VGGFeatures(nn.Module):
-    """A VGG feature extractor returning named feature maps.
+    """A VGG feature extractor: (B,3,H,W) RGB images in [0,1] -> ``{name: (B,C,H/s,W/s)}``, s the layer's stride.
 
-    Args:
-        layers: layer names to return, e.g. ``["relu1_1", "relu4_2"]``.
-        weights: the network's `Weights` (`nstlib.load_weights("imagenet")`, `random_weights()`); they decide the
-            network (VGG19 or VGG16) and the preprocessing. `self.source` says all three in a line.
-
-    Call it on (B,3,H,W) RGB images in [0,1] to get ``{name: (B,C,H/s,W/s)}``, s the layer's stride.
+    `layers` are the names to return, e.g. ``["relu1_1", "relu4_2"]``; `weights` (`nstlib.load_weights("imagenet")`,
+    `random_weights()`) decide the network and the preprocessing. `self.source` says all three in a line.
     """
 
     def __init__(self, layers: Iterable[str], weights: Weights) -> None:

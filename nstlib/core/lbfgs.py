@@ -1,24 +1,18 @@
 """L-BFGS without host syncs, for pixels in a box: the iterates of `torch.optim.LBFGS(max_iter=1)`, in tensor ops.
 
 torch's L-BFGS decides with Python `if`s on tensor values and keeps its history in Python lists, so every step waits
-for the GPU and a CUDA graph cannot hold it. Here the decisions are `torch.where`s and the m pairs live in preallocated
-tensors (a ring of m + 1 slots: a new pair takes the free slot and joins only if accepted). A step, gradient g_k at x_k:
+for the GPU and a CUDA graph cannot hold it. Here the decisions are `torch.where`s and the m pairs live in a ring of
+m + 1 preallocated slots. A step, gradient g_k at x_k:
 
-1. the pair s = t·d (the last step as asked for), y = g_k - g_{k-1} joins the history only if y·s > 1e-10 (torch's
-   rule: without positive curvature the inverse-Hessian estimate would be indefinite);
-2. d = -H g_k, with H_0 = γI, γ = s·y / y·y of the newest pair, in the compact form of Byrd, Nocedal & Schnabel (1994):
-   H g = γg + S p - γY w, w = R⁻¹Sᵀg, p = R⁻ᵀ((D + γYᵀY) w - γYᵀg) (R the upper triangle of SᵀY, D its diagonal). Two
-   passes over the history: the first multiplies it by s, y and g at once, the second forms H g;
-3. x_{k+1} = x_k + t·d, t = lr·min(1, 1/|g|₁) on the first step and lr after it; never uphill. A zero gradient leaves
-   everything as it was.
+1. the pair s = t·d (the last step), y = g_k - g_{k-1} joins the history only if y·s > 1e-10 (torch's rule);
+2. d = -H g_k, H_0 = γI with γ = s·y / y·y of the newest pair, in the compact form of Byrd, Nocedal & Schnabel (1994):
+   H g = γg + S p - γY w, w = R⁻¹Sᵀg, p = R⁻ᵀ((D + γYᵀY) w - γYᵀg), R the upper triangle of SᵀY, D its diagonal;
+3. x_{k+1} = x_k + t·d, t = lr·min(1, 1/|g|₁) on the first step and lr after it; never uphill.
 
-The box [0,1] (`bounds`): at the walls torch's directions keep pushing pixels out and the loop's clamp cancels that part
-of every step, so it stalls (tests/test_lbfgs.py). Here the direction comes from the projected gradient, zero where a
-value sits on a bound and the gradient pushes it out (Kim, Sra & Dhillon 2010).
-
-The trust region (`max_step`): no value moves more than that in one step. The first step is tiny, so the first pair sees
-almost no curvature, γ comes out huge, and on Gatys' absolute objective the second step threw the pixels to the walls
-(the total rose 30- to 60-fold, packaged VGG16). On the relative objective it does not bind.
+The box [0,1]: the direction comes from the projected gradient, zero where a pixel sits on a bound and the gradient
+pushes it out (Kim, Sra & Dhillon 2010); torch's directions keep pushing there, and the clamp stalls it.
+The trust region `max_step`: no value moves more than that in one step. Without it the first pair, from a tiny first
+step, gives a huge γ, and on Gatys' absolute objective the second step threw the pixels to the walls.
 """
 
 from __future__ import annotations
@@ -37,13 +31,6 @@ TOLERANCE_GRAD = 1e-7
 TOLERANCE_CHANGE = 1e-9
 
 
-def blocked(x: torch.Tensor, g: torch.Tensor, bounds: tuple[float, float] | None) -> torch.Tensor:
-    """Where a value sits on a bound and descent (-g) would push it out (all False without bounds)."""
-    if bounds is None:
-        return torch.zeros_like(x, dtype=torch.bool)
-    return ((x <= bounds[0]) & (g > 0)) | ((x >= bounds[1]) & (g < 0))
-
-
 class SyncFreeLBFGS(torch.optim.Optimizer):
     """L-BFGS for one tensor (the image), with no host sync in `step` (see the module docstring).
 
@@ -51,8 +38,7 @@ class SyncFreeLBFGS(torch.optim.Optimizer):
         params: one contiguous float32 (or float64) tensor, e.g. ``[image]`` with image (B,3,H,W) in [0,1].
         lr: step length after the first step (1 is the quasi-Newton step).
         history_size: m, the number of (s, y) pairs kept: 2(m+1) buffers the size of the image.
-        bounds: the box (low, high) the caller clamps every value to after a step (the pixels: (0, 1)),
-            or None for no box; with it, values on a wall with the gradient pushing out stay put.
+        bounds: the box (low, high) the caller clamps to after a step (the pixels: (0, 1)), or None.
         max_step: the most any value may change in one step (a trust region), or None for no limit.
     """
 
@@ -63,8 +49,7 @@ class SyncFreeLBFGS(torch.optim.Optimizer):
             raise ParameterError("params: SyncFreeLBFGS optimises one contiguous float tensor (the image)")
         if params[0].dtype not in (torch.float32, torch.float64):  # its triangular solves have no half kernels
             raise ParameterError(f"params: SyncFreeLBFGS needs a float32 or float64 image, not {params[0].dtype}; "
-                                 "keep the image in float32 (mixed precision is for the network, see "
-                                 "nstlib.engine.runtime)")
+                                 "keep the image in float32 (mixed precision is for the network)")
         check_number("lr", lr, above=0)
         check_number("history_size", history_size, whole=True, low=1)
         check_number("max_step", max_step, above=0, allow_none=True)
@@ -96,7 +81,8 @@ class SyncFreeLBFGS(torch.optim.Optimizer):
         (param,) = group["params"]
         state = self.state[param]
         x, grad = param.view(-1), param.grad.reshape(-1)
-        walls = blocked(x, grad, group["bounds"])
+        low, high = group["bounds"] or (-torch.inf, torch.inf)
+        walls = ((x <= low) & (grad > 0)) | ((x >= high) & (grad < 0))  # on a bound, and descent pushes out
         g = torch.where(walls, 0.0, grad)  # the projected gradient
         live = g.abs().max() > TOLERANCE_GRAD
         first = state["steps"] == 0

@@ -1,10 +1,8 @@
 """The optimisation loop: `optimize` calls `take_step` `settings.steps` times and keeps the record.
 
-`take_step` is the whole update: evaluate the objective, back-propagate to the *pixels*, let the optimiser (L-BFGS or
-Adam, `make_optimizer`) move them, clamp them to [0,1]. How each step runs is the engine's: `Eager` calls `take_step` as
-it is; `nstlib.engine.Runtime` adds mixed precision and CUDA graphs around the same call. `Monitor`
-keeps the history, checks for NaN (and rolls back to the last finite image), records animation frames, shows the
-progress bar and calls the user's callback.
+`take_step` is the whole update: evaluate, back-propagate to the *pixels*, let L-BFGS or Adam move them, clamp to [0,1].
+The engine decides how each step runs (`Eager` here; `nstlib.engine.Runtime` adds mixed precision and CUDA graphs
+around the same call); `Monitor` keeps the history, catches NaNs, records frames and shows the progress bar.
 """
 
 from __future__ import annotations
@@ -51,9 +49,8 @@ def take_step(objective: Objective, image: torch.Tensor, optimizer: torch.optim.
               backward: Backward = plain_backward) -> tuple[Terms, int]:
     """One step of `image` (B,3,H,W) in [0,1], in place: evaluate, back-propagate to the pixels, update, clamp.
 
-    Returns the loss terms {name: (B,)} at the image *before* the step, and the number of evaluations it took (1; an
-    optimiser with a line search, such as torch's L-BFGS with one, calls `closure` once per trial).
-    """
+    Returns the loss terms {name: (B,)} at the image *before* the step, and how many evaluations it took (1, or one per
+    trial of an optimiser with a line search)."""
     evaluations: list[Terms] = []
 
     def closure() -> torch.Tensor:
@@ -94,8 +91,8 @@ class Eager:
 
 @dataclass(frozen=True)
 class Watch:
-    """What a run reports while it works: `callback(Progress)` after every step (True stops the run), a tqdm progress
-    bar with the loss terms (`progress`), and a snapshot every `frame_every` steps (0: none)."""
+    """What a run reports: `callback(Progress)` after every step (True stops the run), a progress bar, and a snapshot
+    every `frame_every` steps (0: none)."""
 
     callback: Callback | None = None
     progress: bool = True
@@ -104,11 +101,10 @@ class Watch:
 
 def optimize(objective: Objective, start: torch.Tensor, settings: Settings, watch: Watch | None = None,
              engine: Engine | None = None) -> StylizeResult:
-    """Optimise the pixels of `start` (B,3,H,W) in [0,1] to minimise `objective`, for `settings.steps` steps.
+    """Optimise the pixels of `start` (B,3,H,W) in [0,1] to minimise `objective` for `settings.steps` steps.
 
-    Returns a `StylizeResult`. A callback returning True ends the run early (marked interrupted). A NaN/inf loss raises
-    `NonFiniteLossError` with the newest finite image. Any other error (Ctrl-C included) leaves the run so far in the
-    error's `partial_result`, for the caller to keep (`nstlib.api` does).
+    A callback returning True ends the run early (marked interrupted); a NaN/inf loss raises `NonFiniteLossError` with
+    the newest finite image; any other error (Ctrl-C too) carries the run so far in its `partial_result`.
     """
     image = start.detach().contiguous().clone().requires_grad_(True)
     engine = engine or Eager()
@@ -132,9 +128,8 @@ def optimize(objective: Objective, start: torch.Tensor, settings: Settings, watc
 class Monitor:
     """The loop's bookkeeping: history, NaN checks, frames, the progress bar, the callback.
 
-    The loss terms stay on the device and are copied to the host every `log_every` steps (one sync for them all),
-    which is also when they are checked: a NaN/inf stops the run with `NonFiniteLossError`, keeping the newest image
-    whose objective was finite.
+    The loss terms stay on the device until every `log_every`-th step copies them to the host (one sync) and checks
+    them: a NaN/inf stops the run with `NonFiniteLossError`, keeping the newest image whose objective was finite.
     """
 
     def __init__(self, start: torch.Tensor, settings: Settings, watch: Watch, log_every: int = 1) -> None:

@@ -2,16 +2,13 @@
 
 Two forms of the content and style terms:
 
-- absolute (Gatys et al. 2016): mean((F - P)^2) and mean((G - A)^2). Their size follows the targets', which depends on
-  the network and its preprocessing (a Caffe VGG reads pixels in 0-255, and its style term grows with that factor to
-  the fourth power), the style picture and the layer, so one set of weights cannot mean the same everywhere;
-- relative (nstlib's default): each squared error over its target's mean square, mean((F - P)^2) / mean(P^2): 1 where
-  the error is as large as the target itself, for any network, picture, layer and size. It is the absolute term with
-  the per-layer weight 1/mean(P^2) (`relative_weights`), so every gradient of the absolute form carries over.
+- absolute (Gatys et al. 2016): mean((F - P)^2) and mean((G - A)^2), whose size depends on the network, its
+  preprocessing, the style picture and the layer, so one set of weights cannot mean the same everywhere;
+- relative (the default): each over its target's mean square, mean((F - P)^2) / mean(P^2), 1 where the error is as
+  large as the target. It is the absolute term with the per-layer weight 1/mean(P^2) (`relative_weights`).
 
-Beside the Gram loss, `gaussian_w2` matches a Gaussian fit of the feature vectors (mean and covariance) by the
-Wasserstein-2 distance, as crowsonkb's style-transfer-pytorch does. Every loss is batched: (B,...) inputs give (B,), one
-value per image, so that B weight settings can be optimised together (`nstlib.stylize_grid`).
+`gaussian_w2` matches a Gaussian fit of the features (mean and covariance) by the Wasserstein-2 distance instead of the
+Gram matrix, as crowsonkb's style-transfer-pytorch does. (B,...) inputs give (B,) losses, one per image.
 """
 
 from __future__ import annotations
@@ -22,8 +19,7 @@ import torch
 
 Features = Mapping[str, torch.Tensor]
 Weight = float | torch.Tensor  # a float, or a (B,) tensor giving each batch item its own weight
-#: A relative term divides by its target's mean square; this floor keeps an all-zero target (a dead channel map)
-#: from dividing by zero. Any target with a value in it, at any feature scale float32 holds, is far above it.
+#: The floor of a relative term's divisor, for an all-zero target (a dead channel map); any real target is far above.
 NORM_FLOOR = 1e-30
 
 
@@ -79,8 +75,7 @@ def covariance_root(moments: torch.Tensor) -> torch.Tensor:
     return (vectors * values.clamp_min(0).sqrt()[:, None, :] @ vectors.transpose(1, 2)).to(moments.dtype)
 
 
-#: Eigenvalues below this fraction of the largest count as 0 in `gaussian_w2`: float32 leaves them at about ±1e-7 of
-#: it, and the square root's slope is infinite at 0.
+#: `gaussian_w2` counts eigenvalues below this fraction of the largest as 0 (float32 noise; √ has infinite slope at 0).
 EIGEN_FLOOR = 1e-8
 
 

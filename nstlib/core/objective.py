@@ -1,10 +1,5 @@
-"""From pictures to an objective: the targets, computed once, and the weighted objective, a function of the pixels.
-
-1. `Targets.build(extractor, content, styles, settings)`: the content's features and the styles' Gram matrices, computed
-   once without gradients (several styles blended by `style_targets`; with masks, one region per style);
-2. `targets.objective(settings)`: targets + loss weights = an `Objective`. A new weight builds a new objective from
-   the same targets: nothing is recomputed;
-3. `initial_image`: where the optimisation starts.
+"""From pictures to an objective: `Targets.build` computes the content's features and the styles' Gram matrices once;
+`targets.objective(settings)` adds the loss weights (a new weight reuses the targets); `initial_image` is the start.
 """
 
 from __future__ import annotations
@@ -33,11 +28,9 @@ from nstlib.core.losses import (
 from nstlib.core.settings import BLEND_METHODS, Settings, check_number
 
 Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
-#: Style targets: [(blend weight, {layer: statistic})], one entry, or one per style or region; the statistic is a Gram
-#: matrix (1,C,C), or a `moment_matrix` (1,C+1,C+1) for the W2 style loss.
+#: [(blend weight, {layer: (1,C,C) Gram matrix, or (1,C+1,C+1) `moment_matrix` for W2})], one, or one per style/region.
 StyleTargets = list[tuple[float, dict[str, torch.Tensor]]]
-#: The relative TV term divides by the photo's TV; this floor keeps a flat photo (TV 0) from dividing by zero. A
-#: photo's TV halves with each doubling of its size: 4e-2 to 1e-3 for the bundled photos from 64 to 512 px.
+#: The relative TV term's floor for a flat photo (TV 0); the bundled photos' TV is 4e-2 to 1e-3 from 64 to 512 px.
 TV_FLOOR = 1e-5
 
 
@@ -112,9 +105,8 @@ def layer_masks(mask: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Te
 
 @dataclass
 class Targets:
-    """What the objective compares with, computed once: the content's features {layer: (1,C,H,W)}, the style targets
-    (`StyleTargets`), the content's TV (1,) and, for spatial control, one {layer: (1,1,h,w)} mask per style target (else
-    None)."""
+    """What the objective compares with, computed once: the content's features {layer: (1,C,H,W)}, the style targets,
+    the content's TV (1,) and, for spatial control, one {layer: (1,1,h,w)} mask per style target."""
 
     extractor: Extractor
     content: Features
@@ -157,18 +149,12 @@ class Targets:
 
 
 class Objective(nn.Module):
-    """The full weighted objective of neural style transfer, a function of the pixels alone:
+    """total = content_weight * content + style_weight * style + tv_weight * tv, a function of the pixels alone.
 
-        total = content_weight * content + style_weight * style + tv_weight * tv
-
-    each term relative or absolute (`settings.loss`, see `nstlib.core.losses`), the style term a Gram loss or the W2
-    distance between Gaussians (`settings.style_loss`). Called on images (B,3,H,W) in [0,1] it
-    returns {"content", "style", "tv": the unweighted terms, "total": the weighted sum}, each (B,).
-
-    The weights are tensors on the targets' device, one per batch image or one for all, so that a captured CUDA graph
-    can take another run's by copying them in (`nstlib.engine.graphs`). In the relative form the per-layer weights are
-    divided by their targets' mean square (and TV by the photo's): constants of the run, computed here once rather than
-    at every step.
+    Each term relative or absolute (`settings.loss`), the style term a Gram loss or the Gaussian W2 distance
+    (`settings.style_loss`). Images (B,3,H,W) in [0,1] -> {"content", "style", "tv": unweighted, "total"}, each (B,).
+    The weights are device tensors (one per batch image, or one), so a CUDA graph can take another run's by copying
+    them in; the relative form's per-layer divisors are constants of the run, computed here once.
     """
 
     def __init__(self, targets: Targets, settings: Settings) -> None:

@@ -14,11 +14,8 @@ TERMS = ("content", "style", "tv", "total")
 
 @dataclass
 class Progress:
-    """What a per-step callback sees: the number of steps done, the current image and the loss terms.
-
-    `image` is the live (B,3,H,W) tensor being optimised (read it, do not change it); `terms` holds (B,) tensors on the
-    device, at the image before the step. A callback may keep them: they are its own.
-    """
+    """What a per-step callback sees: the steps done, the live (B,3,H,W) image (read it, do not change it) and the
+    loss terms {name: (B,)} at the image before the step, on the device (copies: a callback may keep them)."""
 
     step: int
     image: torch.Tensor
@@ -30,18 +27,13 @@ class StylizeResult:
     """The outcome of a run.
 
     Attributes:
-        image: (1,3,H,W) float tensor in [0,1] on the CPU ((B,3,H,W) for `stylize_grid`).
-        history: one dict per step, {"step", "content", "style", "tv", "total", "time"}: the first entry is the
-            starting image, the last the returned image. Losses are unweighted terms except "total"; "time" is
-            seconds since the start. For a grid each loss is a list, one value per image.
-        frames: (1,3,H,W) CPU snapshots every `frame_every` steps (with the first and the last).
-        steps: how many steps were taken.
-        interrupted: True if the run stopped early (Ctrl-C, a callback, out of memory, a NaN).
-        status: "complete", or why and when it stopped (e.g. "interrupted after step 41"); saved PNGs carry it in
-            their text chunk "nstlib:status".
-        seconds: wall time of the optimisation; evaluations: how many times the objective ran.
+        image: (1,3,H,W) in [0,1] on the CPU ((B,3,H,W) for `stylize_grid`).
+        history: one dict per step, {"step", "content", "style", "tv", "total", "time"}, from the starting image to the
+            returned one: unweighted terms, the weighted "total", seconds since the start; lists for a grid.
+        frames: (1,3,H,W) CPU snapshots every `frame_every` steps, with the first and the last.
+        interrupted, status: whether and why the run stopped early ("complete", "interrupted after step 41", ...).
         settings: for `stylize_grid`, the weights of each batch image.
-        network: which network, weights and preprocessing made it; saved PNGs carry it as "nstlib:network".
+        network: the network, weights and preprocessing that made it; `status` and `network` go into saved PNGs.
         inputs: the input files it was made from: `nstlib.save_image` refuses to write over them.
     """
 

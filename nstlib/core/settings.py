@@ -1,24 +1,17 @@
 """Settings: every knob of the objective and of the optimiser, its default and why.
 
-`Settings` is a frozen dataclass: `stylize` and every other entry point take one, the command line builds its options
-from its fields, and keyword overrides still work (``stylize(c, s, steps=10)``). The entry points check every value
-before any work (`nstlib.checks.validate`); `check_number` is the one rule for every number nstlib takes.
+`Settings` is a frozen dataclass that every entry point takes (keyword overrides work too: ``stylize(c, s, steps=10)``)
+and the command line builds its options from. `check_number` is the one rule for every number nstlib takes.
 
-Defaults, and where they come from:
+Where the defaults come from:
 
-- content layer relu4_2 and style layers relu1_1..relu5_1, each weighted 1: Gatys et al. (2016); in their Caffe model
-  the "conv" outputs were rectified in place, so they are our relu layers;
-- the relative objective (`nstlib.core.losses`): every term is measured against its target, so the weights below do not
-  depend on how large a network's features, a style's Gram matrices or the picture are;
-- content_weight 1, style_weight 1, tv_weight 0.05, with coarse-to-fine from 64 px: chosen on a panel of eight pairs
-  (bundled photos, public-domain paintings and bundled styles) at 256 and 512 px on the packaged VGG16, by a style
-  distance and a content distance that are not this objective (sliced Wasserstein on VGG features; docs/tuning.md).
-  The style weight sets how far the picture goes from the photo; the pyramid is what spreads the style over the whole
-  frame in strokes at the painting's scale. Not measured on ImageNet VGG19 (it cannot be downloaded here). The TV term
-  is relative to the photo's own TV; 0 switches it off;
-- Adam lr 0.02 on [0,1] pixels (crowsonkb's style-transfer-pytorch); L-BFGS step 1 (jcjohnson's neural-style);
-- L-BFGS's trust region `max_step` 0.5: see `nstlib.core.lbfgs`;
-- the pyramid's √2 ratio and its share of the steps per scale: `nstlib.controls.pyramid` (Gatys et al. 2017).
+- content layer relu4_2, style layers relu1_1..relu5_1, each weighted 1: Gatys et al. (2016), whose Caffe "conv"
+  outputs were rectified in place, so they are our relu layers;
+- the relative objective (`nstlib.core.losses`) makes the weights independent of the network, the style and the size;
+- content 1, style 1, TV 0.05 (relative to the photo's TV) and coarse-to-fine from 64 px: chosen on a panel of eight
+  pairs at 256 and 512 px by distances that are not this objective (docs/tuning.md). Not measured on ImageNet VGG19;
+- Adam lr 0.02 on [0,1] pixels (crowsonkb's style-transfer-pytorch); L-BFGS step 1 (jcjohnson's neural-style) within
+  the trust region `max_step` (`nstlib.core.lbfgs`); the pyramid: `nstlib.controls.pyramid` (Gatys et al. 2017).
 """
 
 from __future__ import annotations
@@ -56,8 +49,7 @@ MAX_LR, MAX_STYLE_SCALE, MAX_STEPS, MAX_SEED = 1e3, 100.0, 10_000_000, 2**64 - 1
 
 
 def knob(default: Any, help: str, choices: Sequence[Any] | None = None) -> Any:
-    """A `Settings` field: its default, a help line and, for a choice, the values allowed (the command line builds its
-    options from these, `Settings.validate` checks the choices)."""
+    """A `Settings` field: its default, a help line for the command line and, for a choice, the values allowed."""
     metadata = {"help": help} if choices is None else {"help": help, "choices": tuple(choices)}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
@@ -66,10 +58,9 @@ def knob(default: Any, help: str, choices: Sequence[Any] | None = None) -> Any:
 
 @dataclass(frozen=True)
 class Settings:
-    """The knobs of one style-transfer run: the objective, the optimiser and the image pyramid.
+    """The knobs of one run: the objective, the optimiser and the image pyramid (`nstlib.checks` checks them all).
 
     Weights may be floats, or (N,) tensors to optimise a batch of N images with their own weights (`stylize_grid`).
-    `replace(**changes)` returns a copy; `validate()` checks every field.
     """
 
     # --- the objective
@@ -136,9 +127,8 @@ class Settings:
 def check_number(name: str, value: object, *, whole: bool = False, low: float | None = None,
                  above: float | None = None, high: float | None = None, allow_none: bool = False,
                  hint: str = "") -> Any:
-    """`value` as a plain Python int or float, if it is a finite real number (a Python or NumPy number, or a one-element
-    tensor; not a bool, not a string) in the range asked for; else a `ParameterError` naming `name` and what to give
-    (and `hint`)."""
+    """`value` as a plain int or float if it is a finite real number (Python, NumPy or a one-element tensor; not a bool)
+    in the range asked for; else a `ParameterError` naming `name`, what to give and `hint`."""
     if value is None and allow_none:
         return None
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_meta:
