@@ -1,18 +1,9 @@
 """nstlib: neural style transfer, taught.
 
-The folders are the map (docs/architecture.md):
-
-- `nstlib.core`: what the course teaches (features, losses, targets and objective, settings, the loop and its
-  optimisers, the result); it imports nothing else from nstlib;
-- `nstlib.controls`: colour preservation and coarse-to-fine;
-- `nstlib.io`: pictures in and out, bundled samples and paintings, network weights, downloads, safe file writes;
-- `nstlib.engine`: device and precision, CUDA graphs, memory; it wraps the core's step from outside;
-- `nstlib.api`: `stylize`, `stylize_grid`, `evaluate`, and the boundary every entry point goes through;
-- `nstlib.course`: the notebooks' helpers, plots and the interactive explorer; `nstlib.apps`: the command line, the
-  fast-style network and the feed-forward comparison.
-
-The public names below are imported on first use (PEP 562), so `import nstlib` is quick and the command line can
-answer Ctrl-C while torch is still loading.
+The folders are the map (docs/architecture.md): `core` is what the course teaches and imports nothing else from nstlib;
+`controls` (colour, coarse-to-fine), `io`, `engine` (device, precision, graphs, memory), `api` (the entry points and
+their one boundary), `course` and `apps` wrap it. The public names below are imported on first use (PEP 562), so
+`import nstlib` is quick and the command line can answer Ctrl-C while torch is still loading.
 """
 
 import functools
@@ -37,8 +28,8 @@ __version__ = "0.1.0"
 
 @functools.cache
 def project_urls() -> dict[str, str]:
-    """The project's addresses, set once in pyproject.toml's ``[project.urls]`` ({"Repository": ..., "Documentation":
-    ...}): from the clone's pyproject.toml if there is one (an edit counts at once), else from the package metadata."""
+    """pyproject.toml's ``[project.urls]`` ({"Repository": ..., ...}): from the clone's file if there is one, else from
+    the package metadata."""
     pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
     if pyproject.is_file() and sys.version_info >= (3, 11):
         import tomllib

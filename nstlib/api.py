@@ -2,11 +2,8 @@
 
 `stylize` reads top to bottom: settle the run, check the inputs and the memory before loading anything, load the
 pictures, then for each scale of the image pyramid build the targets and run the core loop from the last scale's result.
-
-What every entry point (the command line, the explorer, the fast-style trainer and `compare` too) shares lives here
-once: `Run.begin` (the argument checks), `Run.network` (the network, built once) and `Guard` around the work: Ctrl-C
-ends the run with the image so far, and running out of device memory frees what the failed work held and raises
-`MemoryLimitError` with the last good image.
+Every entry point (the command line, the explorer, the trainer, `compare`) shares `Run.begin` (the argument checks),
+`Run.network` (built once) and `Guard` (Ctrl-C keeps the image so far; out of memory frees it and says what to try).
 """
 
 from __future__ import annotations
@@ -73,9 +70,8 @@ class Run:
     def network(self) -> VGGFeatures:
         """The network for the settings' layers on the runtime's device: the one given, else built from the weights.
 
-        The network last built is kept, so that runs with the same weights share its mixed-precision copy and CUDA
-        graphs; it is found by a digest of the weights' numbers, so a file rewritten, or weights changed in place, give
-        a new one."""
+        The last one built is kept (runs with the same weights share its CUDA graphs), found by a digest of the
+        weights' numbers: a file rewritten, or weights changed in place, give a new one."""
         if isinstance(self.weights, VGGFeatures):
             missing = set(self.settings.layers) - set(self.weights.layers)
             if missing:
@@ -108,10 +104,9 @@ def digest(state: dict[str, torch.Tensor]) -> bytes:
 class Guard:
     """Ctrl-C and out-of-memory around a run's work, in one place.
 
-    `results` collects each finished scale's result; on leaving the block `result` is `finish(results)` (by default the
-    last one), also after Ctrl-C, marked "interrupted after step N". A run stopped by an error keeps its image so far
-    (`partial_result`) and nothing else: the frames of the work it ended are cleared. `where` and `advice` go into the
-    out-of-memory message.
+    `results` collects each finished scale's result; on leaving, `result` is `finish(results)`, also after Ctrl-C
+    (marked interrupted). An error keeps the image so far and clears the frames of the work it ended, so a kept error
+    holds no device memory. `where` and `advice` go into the out-of-memory message.
     """
 
     def __init__(self, device: torch.device, where: str, advice: str) -> None:

@@ -1,17 +1,10 @@
 """Coarse-to-fine stylisation (Gatys et al. 2017, section 5): stylize small, then refine larger.
 
-At a small size a step is cheap and the style's large structures fit in the network's receptive field. So we stylize at
-`pyramid_start` (64 px by default), upsample the result, go on one √2 step larger, and so on up to the requested size,
-where a few steps sharpen the details. The schedule (`schedule`), for a long side `size` and `steps`:
-
-- sizes: size / r^k for k = n..0 (r = `pyramid_ratio`), from `pyramid_start`, never where a thin content or style
-  would fall under VGG's 32 px (`smallest_size`), at most `MAX_SCALES`;
-- steps: `ceil(steps * SHARE)` at each scale. A step k scales down costs about 1/r^(2k) of a full-size one, so the run
-  costs about steps * SHARE / (1 - 1/r^2) = steps / 2 full-size steps for r = √2.
-
-It is on by default ("auto": whenever the picture is at least twice `pyramid_start`) because it is what spreads the
-style over the whole frame with strokes at the painting's scale: docs/tuning.md has the panel, docs/coarse_to_fine.md
-the speed.
+At a small size a step is cheap and the style's large structures fit in the network's receptive field. The schedule,
+for a long side `size`: sizes size / r^k for k = n..0 (r = `pyramid_ratio`) from `pyramid_start`, never where a thin
+content or style would fall under VGG's 32 px (`smallest_size`); `ceil(steps * SHARE)` steps at each, which costs about
+steps * SHARE / (1 - 1/r^2) = steps / 2 full-size steps for r = √2. It is on by default (from twice `pyramid_start`)
+because it spreads the style over the whole frame in strokes at the painting's scale (docs/tuning.md).
 """
 
 from __future__ import annotations
