@@ -21,14 +21,12 @@ from nstlib.io.images import to_pil
 def show_images(images: Sequence[torch.Tensor], titles: Sequence[str] | None = None, *, ncols: int | None = None,
                 size: float = 3.0) -> Figure:
     """Images (each (1,3,H,W) or (3,H,W) in [0,1]) side by side, `ncols` per row, with titles."""
-    n = len(images)
-    ncols = ncols or n
-    nrows = -(-n // ncols)
+    ncols = ncols or len(images)
+    nrows = -(-len(images) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for i, img in enumerate(images):
-        ax = axes.flat[i]
+    for i, (ax, img) in enumerate(zip(axes.flat, images)):
         ax.imshow(to_pil(img))
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
@@ -71,8 +69,7 @@ def show_grid(images: torch.Tensor, row_labels: Sequence[str], col_labels: Seque
                              layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.imshow(to_pil(images[i]))
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     for ax, label in zip(axes[-1], col_labels):
         ax.set_xlabel(label, fontsize=9)
     for ax, label in zip(axes[:, 0], row_labels):
@@ -123,8 +120,7 @@ def show_grams(grams: Sequence[torch.Tensor], titles: Sequence[str] | None = Non
     fig, axes = plt.subplots(1, len(mats), figsize=(size * len(mats) + 0.8, size), squeeze=False)
     for i, (ax, mat) in enumerate(zip(axes[0], mats)):
         shown = ax.imshow(mat, cmap="magma", vmin=low, vmax=top)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
     fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8)
@@ -139,14 +135,12 @@ def show_receptive_fields(image: torch.Tensor, fields: Mapping[str, int], *, siz
     ax.imshow(img)
     colours = plt.cm.viridis([i / max(len(fields) - 1, 1) for i in range(len(fields))])
     for colour, (layer, side) in zip(colours, fields.items()):
-        square = plt.Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False, lw=2, color=colour,
-                               label=f"{layer}: {side}px")
-        ax.add_patch(square)
+        ax.add_patch(plt.Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False, lw=2, color=colour,
+                                   label=f"{layer}: {side}px"))
     pad = max(fields.values()) / 2
     ax.set_xlim(min(0, cx - pad) - 2, max(img.width, cx + pad) + 2)
     ax.set_ylim(max(img.height, cy + pad) + 2, min(0, cy - pad) - 2)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig
