@@ -67,11 +67,10 @@ def setup(size: int = 384, steps: int = 200, cpu_size: int = 128, cpu_steps: int
           fast_steps: int = 8) -> Course:
     """Pick the device, the mode with its image size and step count, and the network's weights, and say so."""
     runtime = Runtime.create("auto")
-    device = runtime.device
     flag = os.environ.get("NSTLIB_FAST")
     mode = "fast" if flag == "1" else "cpu" if runtime.on_cpu and flag != "0" else "full"
     size, steps = {"full": (size, steps), "cpu": (cpu_size, cpu_steps), "fast": (fast_size, fast_steps)}[mode]
-    print(f"device: {device}")
+    print(f"device: {runtime.device}")
     weights = load_weights("imagenet")  # NSTLIB_WEIGHTS, if set, chooses (see `nstlib.io.weights`)
     print(f"network: {weights.describe()}")
     if not weights.trained:
@@ -86,7 +85,7 @@ def setup(size: int = 384, steps: int = 200, cpu_size: int = 128, cpu_steps: int
     elif mode == "cpu":
         print(f"CPU mode: {size}px images, {steps} steps, a few minutes on a 2-core CPU. For full size, use a GPU "
               "(on Colab: Runtime > Change runtime type > GPU), or set NSTLIB_FAST=0 and wait much longer.")
-    return Course(device, mode, weights, size, steps)
+    return Course(runtime.device, mode, weights, size, steps)
 
 
 def load_photo(photo: str | os.PathLike = "", size: int | None = None, *,

@@ -34,13 +34,12 @@ def show_images(images: Sequence[torch.Tensor], titles: Sequence[str] | None = N
     return fig
 
 
-def show_result(inputs: Sequence[torch.Tensor], titles: Sequence[str], result: torch.Tensor, title: str = "", *,
-                width: int = 720) -> Figure:
+def show_result(inputs: Sequence[torch.Tensor], titles: Sequence[str], result: torch.Tensor, title: str = "") -> Figure:
     """A result beside what it was made from: the `inputs` (each (1,3,H,W) or (3,H,W) in [0,1]) small, one above the
-    other, titled by `titles` (long ones wrapped), and `result` large on their right, `width` pixels wide in the figure
-    (drawn at 100 dpi); a tall result is made narrower so that it is at most 960 px tall."""
+    other, titled by `titles` (long ones wrapped), and `result` large on their right, 720 px wide in the figure (drawn
+    at 100 dpi); a tall result is made narrower so that it is at most 960 px tall."""
     aspect = result.shape[-2] / result.shape[-1]
-    width = min(width, round(960 / aspect))
+    width = min(720, round(960 / aspect))
     height, side = width * aspect, width * 0.4
     fig = plt.figure(figsize=((width + side) / 100 + 0.2, height / 100 + 0.4), dpi=100)
     grid = fig.add_gridspec(len(inputs), 2, width_ratios=(side, width), left=0.01, right=0.99, bottom=0.01,

@@ -140,7 +140,7 @@ class StyleExplorer(widgets.VBox):
     def _on_run(self, change: Mapping[str, Any]) -> None:
         running = bool(change["new"])
         self.run_button.description, self.run_button.icon = ("Pause", "pause") if running else ("Run", "play")
-        self.worker.set_active(running)
+        self.worker.update(active=running)
 
     def _on_save(self, _event: Any = None) -> None:
         try:
