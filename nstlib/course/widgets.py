@@ -1,9 +1,8 @@
 """An interactive explorer: drag the weight sliders and watch the optimisation follow.
 
-`StyleExplorer(content, style, network=C.weights, runtime=C.device)` is an ipywidgets box to show in a notebook cell.
-This module is the view: the controls only turn their values into `Settings` for the worker
-(`nstlib.course.worker.ExplorerWorker`), whose hooks update the display only by assigning widget values (the
-thread-safe path). Works with ipywidgets 7.6+ (Colab) and 8.x (JupyterLab 4).
+`StyleExplorer(content, style, network=C.weights, runtime=C.device)`, shown in a notebook cell, is the view: its
+controls turn their values into `Settings` for `nstlib.course.worker.ExplorerWorker`, whose hooks update the display
+only by assigning widget values (the thread-safe path). Works with ipywidgets 7.6+ (Colab) and 8.x (JupyterLab 4).
 """
 
 from __future__ import annotations
