@@ -230,8 +230,8 @@ class ExplorerWorker:
                 self._emit("image", self.image)
                 if step.step == 1:
                     self.latency = time.perf_counter() - changed_at
-                self._emit("terms", run, step.step, self.history[-1], settings,
-                           (time.perf_counter() - started) / step.step)
+                terms = {t: self.history[-1][t] for t in TERMS}
+                self._emit("terms", run, step.step, terms, settings, (time.perf_counter() - started) / step.step)
             return self._closed or version != self._version or not self.active  # a newer change or render, Pause
 
         result = self._optimize(objective, self.image.to(self.runtime.device), settings, callback)
