@@ -61,7 +61,7 @@ def test_pause_stops_and_render_runs_full_size(worker) -> None:
     assert w.wait()
     assert w.runs == [] and w.result is not None and w.result.image.shape == (1, 3, 64, 64)
     assert w.result.history[-1]["step"] == 4  # render_steps, at the full size
-    w.set_active(True)
+    w.update(active=True)
     assert w.wait() and len(w.runs) == 1
     w.update(w.settings.replace(blend_weights=[0.0]))  # sums to 0: reported, the worker survives
     assert w.wait()
@@ -77,7 +77,7 @@ def test_a_failing_hook_is_logged_once_and_the_worker_goes_on(worker, caplog) ->
         raise RuntimeError("the display is gone")
 
     w.on_status = w.on_image = broken  # on_status also reports errors: it fails inside the worker's error handling
-    w.set_active(True)
+    w.update(active=True)
     assert w.wait(timeout=10) and w.alive()
     w.update(w.settings.replace(style_weight=5.0))  # it keeps serving
     assert w.wait(timeout=10) and [run["style_weight"] for run in w.runs] == [DEFAULT_STYLE_WEIGHT, 5.0]

@@ -67,34 +67,25 @@ def setup(size: int = 384, steps: int = 200, cpu_size: int = 128, cpu_steps: int
           fast_steps: int = 8) -> Course:
     """Pick the device, the mode with its image size and step count, and the network's weights, and say so."""
     runtime = Runtime.create("auto")
-    device = runtime.device
     flag = os.environ.get("NSTLIB_FAST")
     mode = "fast" if flag == "1" else "cpu" if runtime.on_cpu and flag != "0" else "full"
     size, steps = {"full": (size, steps), "cpu": (cpu_size, cpu_steps), "fast": (fast_size, fast_steps)}[mode]
-    print(f"device: {device}")
+    print(f"device: {runtime.device}")
     weights = load_weights("imagenet")  # NSTLIB_WEIGHTS, if set, chooses (see `nstlib.io.weights`)
     print(f"network: {weights.describe()}")
     if not weights.trained:
+        from IPython.display import HTML, display
+
         warning = ("<b>Random VGG19 weights.</b> Everything runs, but a random network only gives a weak "
                    "stylisation: the pictures here are not what ImageNet weights produce.")
-        try:  # a red banner in a notebook
-            from IPython.display import HTML, display
-
-            display(HTML(f'<div style="padding:8px;border-left:6px solid #d9534f;background:#f7f7f7">{warning}</div>'))
-        except ImportError:  # plain Python
-            pass
+        display(HTML(f'<div style="padding:8px;border-left:6px solid #d9534f;background:#f7f7f7">{warning}</div>'))
         print(warning.replace("<b>", "").replace("</b>", ""))
     if mode == "fast":
         print(f"FAST mode: {size}px images, {steps} steps")
     elif mode == "cpu":
         print(f"CPU mode: {size}px images, {steps} steps, a few minutes on a 2-core CPU. For full size, use a GPU "
               "(on Colab: Runtime > Change runtime type > GPU), or set NSTLIB_FAST=0 and wait much longer.")
-    return Course(device, mode, weights, size, steps)
-
-
-def on_colab() -> bool:
-    """Whether this runs in a Google Colab notebook."""
-    return "google.colab" in sys.modules
+    return Course(runtime.device, mode, weights, size, steps)
 
 
 def load_photo(photo: str | os.PathLike = "", size: int | None = None, *,
@@ -104,7 +95,7 @@ def load_photo(photo: str | os.PathLike = "", size: int | None = None, *,
     `photo` is a file path, an http(s) address (downloaded within the `PHOTO_*` limits, kept only if it decodes), or ""
     for the bundled photo 'chelsea'. With `upload=True` on Colab the learner picks a file in the browser instead.
     """
-    if upload and on_colab():
+    if upload and "google.colab" in sys.modules:
         from google.colab import files
 
         uploaded = files.upload()  # {file name: bytes}; waits for the learner
@@ -139,31 +130,23 @@ def offer_download(image: StylizeResult | torch.Tensor, name: str = "stylised.pn
         n += 1
         path = folder / f"{Path(name).stem}-{n}{Path(name).suffix}"
     saved = save_image(image, path, overwrite=False)
-    if on_colab():
+    if "google.colab" in sys.modules:
         from google.colab import files
 
         files.download(str(saved))
-        return saved
-    try:
+    else:
         from IPython.display import FileLink, display
 
         display(FileLink(os.path.relpath(saved) if folder == Path(".") else str(saved),
                          result_html_prefix="Your picture, saved: "))
-    except ImportError:  # plain Python
-        print(f"saved {saved}")
     return saved
 
 
 def show_source(obj: Callable[..., Any] | type) -> Any:
     """Show the source code of a library function or class, syntax-highlighted (d2l-style)."""
-    source = inspect.getsource(obj)
-    try:
-        from IPython.display import Code
+    from IPython.display import Code
 
-        return Code(source, language="python")
-    except ImportError:
-        print(source)
-        return None
+    return Code(inspect.getsource(obj), language="python")
 
 
 def show_figure(name: str, width: int = 900) -> Any:

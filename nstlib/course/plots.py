@@ -21,14 +21,12 @@ from nstlib.io.images import to_pil
 def show_images(images: Sequence[torch.Tensor], titles: Sequence[str] | None = None, *, ncols: int | None = None,
                 size: float = 3.0) -> Figure:
     """Images (each (1,3,H,W) or (3,H,W) in [0,1]) side by side, `ncols` per row, with titles."""
-    n = len(images)
-    ncols = ncols or n
-    nrows = -(-n // ncols)
+    ncols = ncols or len(images)
+    nrows = -(-len(images) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for i, img in enumerate(images):
-        ax = axes.flat[i]
+    for i, (ax, img) in enumerate(zip(axes.flat, images)):
         ax.imshow(to_pil(img))
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
@@ -36,13 +34,12 @@ def show_images(images: Sequence[torch.Tensor], titles: Sequence[str] | None = N
     return fig
 
 
-def show_result(inputs: Sequence[torch.Tensor], titles: Sequence[str], result: torch.Tensor, title: str = "", *,
-                width: int = 720) -> Figure:
+def show_result(inputs: Sequence[torch.Tensor], titles: Sequence[str], result: torch.Tensor, title: str = "") -> Figure:
     """A result beside what it was made from: the `inputs` (each (1,3,H,W) or (3,H,W) in [0,1]) small, one above the
-    other, titled by `titles` (long ones wrapped), and `result` large on their right, `width` pixels wide in the figure
-    (drawn at 100 dpi); a tall result is made narrower so that it is at most 960 px tall."""
+    other, titled by `titles` (long ones wrapped), and `result` large on their right, 720 px wide in the figure (drawn
+    at 100 dpi); a tall result is made narrower so that it is at most 960 px tall."""
     aspect = result.shape[-2] / result.shape[-1]
-    width = min(width, round(960 / aspect))
+    width = min(720, round(960 / aspect))
     height, side = width * aspect, width * 0.4
     fig = plt.figure(figsize=((width + side) / 100 + 0.2, height / 100 + 0.4), dpi=100)
     grid = fig.add_gridspec(len(inputs), 2, width_ratios=(side, width), left=0.01, right=0.99, bottom=0.01,
@@ -71,8 +68,7 @@ def show_grid(images: torch.Tensor, row_labels: Sequence[str], col_labels: Seque
                              layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.imshow(to_pil(images[i]))
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     for ax, label in zip(axes[-1], col_labels):
         ax.set_xlabel(label, fontsize=9)
     for ax, label in zip(axes[:, 0], row_labels):
@@ -123,8 +119,7 @@ def show_grams(grams: Sequence[torch.Tensor], titles: Sequence[str] | None = Non
     fig, axes = plt.subplots(1, len(mats), figsize=(size * len(mats) + 0.8, size), squeeze=False)
     for i, (ax, mat) in enumerate(zip(axes[0], mats)):
         shown = ax.imshow(mat, cmap="magma", vmin=low, vmax=top)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
     fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8)
@@ -139,14 +134,12 @@ def show_receptive_fields(image: torch.Tensor, fields: Mapping[str, int], *, siz
     ax.imshow(img)
     colours = plt.cm.viridis([i / max(len(fields) - 1, 1) for i in range(len(fields))])
     for colour, (layer, side) in zip(colours, fields.items()):
-        square = plt.Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False, lw=2, color=colour,
-                               label=f"{layer}: {side}px")
-        ax.add_patch(square)
+        ax.add_patch(plt.Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False, lw=2, color=colour,
+                                   label=f"{layer}: {side}px"))
     pad = max(fields.values()) / 2
     ax.set_xlim(min(0, cx - pad) - 2, max(img.width, cx + pad) + 2)
     ax.set_ylim(max(img.height, cy + pad) + 2, min(0, cy - pad) - 2)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig

@@ -1,9 +1,8 @@
 """An interactive explorer: drag the weight sliders and watch the optimisation follow.
 
-`StyleExplorer(content, style, network=C.weights, runtime=C.device)` is an ipywidgets box to show in a notebook cell.
-This module is the view: the controls only turn their values into `Settings` for the worker
-(`nstlib.course.worker.ExplorerWorker`), whose hooks update the display only by assigning widget values (the
-thread-safe path). Works with ipywidgets 7.6+ (Colab) and 8.x (JupyterLab 4).
+`StyleExplorer(content, style, network=C.weights, runtime=C.device)`, shown in a notebook cell, is the view: its
+controls turn their values into `Settings` for `nstlib.course.worker.ExplorerWorker`, whose hooks update the display
+only by assigning widget values (the thread-safe path). Works with ipywidgets 7.6+ (Colab) and 8.x (JupyterLab 4).
 """
 
 from __future__ import annotations
@@ -27,20 +26,15 @@ from nstlib.core.settings import BLEND_METHODS, INITS, Settings
 from nstlib.course.worker import ExplorerWorker
 from nstlib.io.images import ImageLike, save_image, to_pil
 
-#: Log-scale sliders span this many decades either side of the starting weight.
-DECADES = 3
-
 _WIDE = {"description_width": "110px"}
 
 
-def _log_slider(description: str, value: float, decades: float = DECADES) -> widgets.FloatLogSlider:
-    """A base-10 log slider centred on `value` (which must be > 0)."""
+def _log_slider(description: str, value: float) -> widgets.FloatLogSlider:
+    """A base-10 log slider spanning 3 decades either side of `value` (> 0)."""
     centre = math.log10(value)
-    return widgets.FloatLogSlider(
-        value=value, base=10, min=centre - decades, max=centre + decades, step=0.05,
-        description=description, readout_format=".3g", continuous_update=True, style=_WIDE,
-        layout=widgets.Layout(width="420px"),
-    )
+    return widgets.FloatLogSlider(value=value, base=10, min=centre - 3, max=centre + 3, step=0.05,
+                                  description=description, readout_format=".3g", style=_WIDE,
+                                  layout=widgets.Layout(width="420px"))
 
 
 def _png(image: torch.Tensor) -> bytes:
@@ -71,56 +65,16 @@ class StyleExplorer(widgets.VBox):
         self.worker = ExplorerWorker(content, styles, settings, network=network, runtime=runtime,
                                      preview_size=preview_size, render_steps=render_steps, frame_every=frame_every,
                                      debounce=debounce, autostart=autostart)
-        self._build_controls(settings, len(self.worker.pictures), autostart)
-        self._build_display(render_steps)
-        self._layout(len(self.worker.pictures))
-        for hook in ("image", "terms", "status", "progress", "render"):
-            setattr(self.worker, f"on_{hook}", getattr(self, f"_show_{hook}"))
-        self.worker.start()
-
-    # --- the controls -------------------------------------------------------------------------------
-    def _build_controls(self, settings: Settings, n: int, autostart: bool) -> None:
-        self.content_weight = _log_slider("content weight", settings.content_weight)
-        self.style_weight = _log_slider("style weight", settings.style_weight)
-        self.tv_weight = _log_slider("TV weight", settings.tv_weight)
-        self.layer_weights = {layer: _log_slider(layer, w) for layer, w in settings.style_layers.items()}
-        start_blend = settings.blend_weights if settings.blend_weights is not None else [1.0 / n] * n
-        self.blend_weights = [
-            widgets.FloatSlider(value=float(w), min=0.0, max=1.0, step=0.01, description=f"style {i + 1}",
-                                continuous_update=True, style=_WIDE, layout=widgets.Layout(width="420px"))
-            for i, w in enumerate(start_blend)
-        ]
-        self.blend = widgets.Dropdown(options=list(BLEND_METHODS), value=settings.blend, description="blend",
-                                      disabled=n == 1, style=_WIDE)
-        self.init = widgets.Dropdown(options=list(INITS), value=settings.init, description="init", style=_WIDE)
-        self.reset_button = widgets.Button(description="Reset", icon="undo")
-        self.run_button = widgets.ToggleButton(value=autostart, description="Pause" if autostart else "Run",
-                                               icon="pause" if autostart else "play")
-        self.render_button = widgets.Button(description="Render full size", icon="image")
-        self.save_path = widgets.Text(value="stylized.png", description="save as", style={"description_width": "60px"})
-        self.overwrite = widgets.Checkbox(value=False, description="overwrite", indent=False,
-                                          layout=widgets.Layout(width="90px"))
-        self.save_button = widgets.Button(description="Save", icon="save")
-        for w in (self.content_weight, self.style_weight, self.tv_weight, *self.layer_weights.values(),
-                  *self.blend_weights, self.blend):
-            w.observe(self._on_change, names="value")
-        self.init.observe(self._on_reset, names="value")
-        self.reset_button.on_click(self._on_reset)
-        self.run_button.observe(self._on_run, names="value")
-        self.render_button.on_click(self._on_render)
-        self.save_button.on_click(self._on_save)
-
-    def _build_display(self, render_steps: int) -> None:
-        side = max(self.worker.preview_shape)
+        n = len(self.worker.pictures)
+        self._build_controls(settings, n, autostart)
+        side = max(256, *self.worker.preview_shape)
         self.picture = widgets.Image(value=_png(self.worker.image), format="png",
-                                     layout=widgets.Layout(width=f"{max(256, side)}px", min_width="256px"))
-        self.readout = widgets.HTML(value="")
-        self.status = widgets.HTML(value="")
-        self.progress = widgets.IntProgress(value=0, min=0, max=render_steps, description="full size",
+                                     layout=widgets.Layout(width=f"{side}px", min_width="256px"))
+        self.readout = widgets.HTML()
+        self.status = widgets.HTML()
+        self.progress = widgets.IntProgress(max=render_steps, description="full size",
                                             layout=widgets.Layout(visibility="hidden"))
-        self.download = widgets.HTML(value="")
-
-    def _layout(self, n: int) -> None:
+        self.download = widgets.HTML()
         sliders = [self.content_weight, self.style_weight, self.tv_weight,
                    widgets.HTML("<b>style layers</b>"), *self.layer_weights.values()]
         if n > 1:
@@ -132,6 +86,39 @@ class StyleExplorer(widgets.VBox):
             widgets.HBox([self.save_path, self.overwrite, self.save_button, self.download]),
             self.status,
         ])
+        for hook in ("image", "terms", "status", "progress", "render"):
+            setattr(self.worker, f"on_{hook}", getattr(self, f"_show_{hook}"))
+        self.worker.start()
+
+    def _build_controls(self, settings: Settings, n: int, autostart: bool) -> None:
+        self.content_weight = _log_slider("content weight", settings.content_weight)
+        self.style_weight = _log_slider("style weight", settings.style_weight)
+        self.tv_weight = _log_slider("TV weight", settings.tv_weight)
+        self.layer_weights = {layer: _log_slider(layer, w) for layer, w in settings.style_layers.items()}
+        start_blend = settings.blend_weights if settings.blend_weights is not None else [1.0 / n] * n
+        self.blend_weights = [
+            widgets.FloatSlider(value=float(w), min=0.0, max=1.0, step=0.01, description=f"style {i + 1}",
+                                style=_WIDE, layout=widgets.Layout(width="420px"))
+            for i, w in enumerate(start_blend)
+        ]
+        self.blend = widgets.Dropdown(options=list(BLEND_METHODS), value=settings.blend, description="blend",
+                                      disabled=n == 1, style=_WIDE)
+        self.init = widgets.Dropdown(options=list(INITS), value=settings.init, description="init", style=_WIDE)
+        self.reset_button = widgets.Button(description="Reset", icon="undo")
+        self.run_button = widgets.ToggleButton(value=autostart, description="Pause" if autostart else "Run",
+                                               icon="pause" if autostart else "play")
+        self.render_button = widgets.Button(description="Render full size", icon="image")
+        self.save_path = widgets.Text(value="stylized.png", description="save as", style={"description_width": "60px"})
+        self.overwrite = widgets.Checkbox(description="overwrite", indent=False, layout=widgets.Layout(width="90px"))
+        self.save_button = widgets.Button(description="Save", icon="save")
+        for w in (self.content_weight, self.style_weight, self.tv_weight, *self.layer_weights.values(),
+                  *self.blend_weights, self.blend):
+            w.observe(self._on_change, names="value")
+        self.init.observe(self._on_reset, names="value")
+        self.reset_button.on_click(self._on_reset)
+        self.run_button.observe(self._on_run, names="value")
+        self.render_button.on_click(lambda _button: self.render())
+        self.save_button.on_click(self._on_save)
 
     def read_settings(self) -> Settings:
         """The settings the controls show now."""
@@ -149,23 +136,32 @@ class StyleExplorer(widgets.VBox):
     def _on_reset(self, _event: Any = None) -> None:
         self.worker.update(self.read_settings(), restart=True)
 
-    def _on_render(self, _event: Any = None) -> None:
-        self.worker.update(self.read_settings(), render=True)
-
     def _on_run(self, change: Mapping[str, Any]) -> None:
         running = bool(change["new"])
         self.run_button.description, self.run_button.icon = ("Pause", "pause") if running else ("Run", "play")
-        self.worker.set_active(running)
+        self.worker.update(active=running)
 
     def _on_save(self, _event: Any = None) -> None:
         try:
             self.status.value = f"saved {self.save(self.save_path.value, overwrite=self.overwrite.value)}"
         except NstlibError as e:
-            self.status.value = f"<span style='color:#c00'>{e}</span>"
+            self._show_status(str(e), error=True)
 
-    # --- what the worker's hooks show ---------------------------------------------------------------
+    # --- what the worker's hooks show (called on its thread) ----------------------------------------
     def _show_image(self, image: torch.Tensor) -> None:
         self.picture.value = _png(image)
+
+    def _show_terms(self, run: int, step: int, terms: Mapping[str, float], settings: Settings,
+                    seconds_per_step: float) -> None:
+        weighted = {t: getattr(settings, f"{t}_weight") * terms[t] for t in ("content", "style", "tv")}
+        rows = "".join(f"<tr><td>{t}</td><td>{terms[t]:.3g}</td><td>{weighted[t]:.3g}</td></tr>" for t in weighted)
+        latency = f"{self.latency:.2f} s" if self.latency is not None else "-"
+        self.readout.value = (
+            f"<table><tr><th>term</th><th>loss</th><th>× weight</th></tr>{rows}"
+            f"<tr><td><b>total</b></td><td></td><td><b>{terms['total']:.4g}</b></td></tr></table>"
+            f"<div>run {run}, step {step}<br>style weight {settings.style_weight:.3g}<br>"
+            f"{seconds_per_step:.2f} s/step<br>update latency {latency}</div>"
+        )
 
     def _show_status(self, text: str, error: bool) -> None:
         self.status.value = f"<span style='color:#c00'>{text}</span>" if error else text
@@ -198,7 +194,7 @@ class StyleExplorer(widgets.VBox):
 
     def render(self) -> None:
         """Ask for a full-size render of the current settings (the "Render full size" button)."""
-        self._on_render()
+        self.worker.update(self.read_settings(), render=True)
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the full-size render if there is one, else the preview, atomically (see `save_image`): never over the
@@ -215,15 +211,3 @@ class StyleExplorer(widgets.VBox):
         if "worker" in self.__dict__:  # ipywidgets' __del__ calls close() even when __init__ failed
             self.worker.close()
         super().close()
-
-    def _show_terms(self, run: int, step: int, terms: Mapping[str, float], settings: Settings,
-                    seconds_per_step: float) -> None:
-        weighted = {t: getattr(settings, f"{t}_weight") * terms[t] for t in ("content", "style", "tv")}
-        rows = "".join(f"<tr><td>{t}</td><td>{terms[t]:.3g}</td><td>{weighted[t]:.3g}</td></tr>" for t in weighted)
-        latency = f"{self.latency:.2f} s" if self.latency is not None else "-"
-        self.readout.value = (
-            f"<table><tr><th>term</th><th>loss</th><th>× weight</th></tr>{rows}"
-            f"<tr><td><b>total</b></td><td></td><td><b>{terms['total']:.4g}</b></td></tr></table>"
-            f"<div>run {run}, step {step}<br>style weight {settings.style_weight:.3g}<br>"
-            f"{seconds_per_step:.2f} s/step<br>update latency {latency}</div>"
-        )

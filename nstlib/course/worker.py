@@ -5,12 +5,10 @@
 1. `update(settings)` only records the new settings and wakes the thread: the caller never blocks;
 2. the thread waits until the settings have been still for `debounce` seconds (a slider drag becomes one run), builds
    the objective from cached `Targets` (a weight change recomputes nothing) and runs the core loop from the current
-   preview;
+   preview, through the same boundary as `stylize` (`nstlib.api`);
 3. each run reports a frame every `frame_every` steps through the view's hooks (`on_image`, `on_terms`, ...; one that
    raises is logged once), and stops within one step once stale (a newer change, Pause, a render, close);
 4. a render runs the current settings at full size, from the preview upscaled.
-
-It goes through the same boundary as `stylize` (`nstlib.api`).
 """
 
 from __future__ import annotations
@@ -110,23 +108,18 @@ class ExplorerWorker:
             self._thread.start()
 
     # --- the caller's side: record and wake ---------------------------------------------------------
-    def update(self, settings: Settings | None = None, *, restart: bool = False, render: bool = False) -> None:
-        """Work with `settings` from now on (None: keep them); `restart` from the init image; `render` full size."""
+    def update(self, settings: Settings | None = None, *, restart: bool = False, render: bool = False,
+               active: bool | None = None) -> None:
+        """Work with `settings` from now on (None: keep them); `restart` from the init image; `render` full size;
+        `active` False pauses (within one optimisation step), True runs on."""
         with self._cond:
             self.settings = settings or self.settings
+            self.active = self.active if active is None else active
             self._version += 1
             self._changed_at = time.perf_counter()
             self._pending |= not render  # a render pauses the preview; it goes on afterwards if unfinished
             self._restart |= restart
             self._render |= render
-            self._cond.notify_all()
-
-    def set_active(self, running: bool) -> None:
-        """Run (True) or pause (False): a pause stops within one optimisation step."""
-        with self._cond:
-            self.active = running
-            self._pending |= running
-            self._version += 1
             self._cond.notify_all()
 
     def wait(self, timeout: float = 60.0) -> bool:
@@ -184,9 +177,9 @@ class ExplorerWorker:
     def _next(self) -> tuple[Settings, int, float, bool, bool] | None:
         """Wait for work, then for the debounce; the work to do, or None once closed."""
         with self._cond:
+            self._busy = False
+            self._cond.notify_all()
             while not self._closed and not self._render and not (self.active and self._pending):
-                self._busy = False
-                self._cond.notify_all()
                 self._cond.wait()
             while not self._closed:  # debounce: wait until the settings have been still
                 quiet = time.perf_counter() - self._changed_at
@@ -194,8 +187,6 @@ class ExplorerWorker:
                     break
                 self._cond.wait(self.debounce - quiet)
             if self._closed:
-                self._busy = False
-                self._cond.notify_all()
                 return None
             self._busy = True
             work = (self.settings, self._version, self._changed_at, self._render, self._restart)
@@ -217,10 +208,6 @@ class ExplorerWorker:
                 self._emit("status", f"{type(e).__name__}: {e}", True)
                 with self._cond:
                     self._pending = False
-
-    def _stale(self, version: int, render: bool = False) -> bool:
-        """True when the work for `version` should stop: a newer change, a render request, Pause or close."""
-        return self._closed or version != self._version or not (self.active or render)
 
     def _run_preview(self, settings: Settings, version: int, changed_at: float, restart: bool) -> None:
         if restart:
@@ -245,7 +232,7 @@ class ExplorerWorker:
                     self.latency = time.perf_counter() - changed_at
                 terms = {t: self.history[-1][t] for t in TERMS}
                 self._emit("terms", run, step.step, terms, settings, (time.perf_counter() - started) / step.step)
-            return self._stale(version)
+            return self._closed or version != self._version or not self.active  # a newer change or render, Pause
 
         result = self._optimize(objective, self.image.to(self.runtime.device), settings, callback)
         self._record(run, pending, weights)
@@ -275,7 +262,7 @@ class ExplorerWorker:
 
         def callback(step: Progress) -> bool:
             self._emit("progress", step.step, self.render_steps)
-            return self._stale(version, render=True)
+            return self._closed or version != self._version  # a change or Pause bumps the version
 
         result = self._optimize(self.objective(settings, full=True), start, settings.replace(steps=self.render_steps),
                                 callback)
