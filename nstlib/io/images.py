@@ -59,20 +59,18 @@ def _decode(path: Path) -> np.ndarray:
     name = show(path)
     with open_input(check_input_file(path)) as file:
         try:
-            with Image.open(file) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageLoadError(f"{name}: {img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit "
-                                         "(decompression bomb guard); shrink the image first")
-                img.seek(0)
-                return _pil_pixels(img, name, "truncated or corrupt image")
-        except ImageLoadError:
-            raise
+            img = Image.open(file)
         except UnidentifiedImageError:
             raise ImageLoadError(f"{name}: not an image Pillow can read (is it really a picture?)") from None
         except Image.DecompressionBombError as e:
             raise ImageLoadError(f"{name}: decompression bomb refused ({e})") from None
         except Exception as e:  # noqa: BLE001 - a damaged header, as in `_pil_pixels`
             raise ImageLoadError(f"{name}: truncated or corrupt image ({type(e).__name__}: {e})") from None
+        with img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageLoadError(f"{name}: {img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit "
+                                     "(decompression bomb guard); shrink the image first")
+            return _pil_pixels(img, name, "truncated or corrupt image")
 
 
 def as_list(items: ImageLike | Sequence[ImageLike] | None) -> list[ImageLike]:
@@ -255,13 +253,10 @@ def _writable(img: object, path: Path) -> Image.Image:
 
 def save_image(image: torch.Tensor | Image.Image | StylizeResult, path: str | os.PathLike, *,
                inputs: Sequence[ImageLike] = (), overwrite: bool = True) -> Path:
-    """Write a picture atomically, in the format of the extension (.png, .jpg, .webp, ...); never over `inputs`, nor
-    over an existing file unless `overwrite`; any refusal is an `OutputError`.
-
-    `image` is a tensor (1,3,H,W) or (3,H,W) in [0,1] (one channel: saved grey), a PIL image, or a `StylizeResult`:
-    never over the files it was made from, and in a PNG its status and network as the text chunks "nstlib:status" and
-    "nstlib:network".
-    """
+    """Write a tensor (1,3,H,W) or (3,H,W) in [0,1] (one channel: saved grey), a PIL image or a `StylizeResult`
+    atomically, in the format of the extension (.png, .jpg, .webp, ...); never over `inputs` (a result's own included)
+    nor, unless `overwrite`, an existing file; any refusal is an `OutputError`. A PNG of a result keeps its status and
+    network as the text chunks "nstlib:status" and "nstlib:network"."""
     inputs, text = as_list(inputs), PngImagePlugin.PngInfo()
     if isinstance(image, StylizeResult):
         if image.image.shape[0] > 1:
@@ -297,10 +292,8 @@ def save_gif(frames: Sequence[torch.Tensor | Image.Image] | StylizeResult, path:
     check_room(out, *rgb[0].size, frames=len(rgb))
     keys = [rgb[0], rgb[len(rgb) // 2], rgb[-1]]
     strip = Image.new("RGB", (sum(k.width for k in keys), max(k.height for k in keys)))
-    left = 0
-    for key in keys:  # side by side
-        strip.paste(key, (left, 0))
-        left += key.width
+    for i, key in enumerate(keys):  # side by side
+        strip.paste(key, (sum(k.width for k in keys[:i]), 0))
     palette = strip.quantize(256, method=Image.Quantize.MEDIANCUT)
     pils = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in rgb]
     return atomic_write(
