@@ -90,7 +90,6 @@ PAINTINGS = {p.name: p for p in (
 
 #: Folder for downloaded paintings; without it, ~/.cache/nstlib/paintings.
 CACHE_ENV = "NSTLIB_CACHE"
-#: Replaces the https://upload.wikimedia.org origin of the painting URLs (a mirror, or a local test server).
 PAINTINGS_URL_ENV = "NSTLIB_PAINTINGS_URL"
 #: Seconds `style_image` waits for the network, all in all, before using the fallback.
 STYLE_IMAGE_TIMEOUT = 5.0

@@ -28,14 +28,26 @@ USER_AGENT = (f"nstlib/{nstlib.__version__} (https://github.com/nstlib/nstlib) "
               f"Python-urllib/{sys.version_info.major}.{sys.version_info.minor}")
 
 
-class _Deadline:
-    """The overall deadline of one download: after `seconds` every socket of the request is shut down, which ends a
-    read that is blocked or fed a byte at a time (a server that drips never trips the per-read `timeout`)."""
+class _Deadline(urllib.request.HTTPSHandler, urllib.request.HTTPHandler):
+    """urllib's HTTP(S) handlers (proxies and redirects included) with an overall deadline: after `seconds` every
+    socket of the request is shut down, which ends a read that is blocked or fed a byte at a time (a server that drips
+    never trips the per-read `timeout`)."""
 
     def __init__(self, seconds: float, timeout: float) -> None:
+        super().__init__()
         self.timeout, self.sockets, self.expired = timeout, [], False
         self.timer = threading.Timer(seconds, self.expire)
         self.timer.daemon = True
+
+    def do_open(self, http_class: type[http.client.HTTPConnection], req: urllib.request.Request,
+                **kwargs: object) -> http.client.HTTPResponse:
+        def connection(host: str, **options: object) -> http.client.HTTPConnection:
+            conn = http_class(host, **options)
+            connect = conn.connect
+            conn.connect = lambda: (connect(), self.watch(conn.sock))
+            return conn
+
+        return super().do_open(connection, req, **kwargs)
 
     def watch(self, sock: socket.socket) -> None:
         sock.settimeout(self.timeout)
@@ -50,24 +62,6 @@ class _Deadline:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's: an SSL socket's drops its state
 
 
-class _Handler(urllib.request.HTTPSHandler, urllib.request.HTTPHandler):
-    """urllib's HTTP(S) handlers (proxies and redirects included), handing each connection's socket to `_Deadline`."""
-
-    def __init__(self, deadline: _Deadline) -> None:
-        super().__init__()
-        self.deadline = deadline
-
-    def do_open(self, http_class: type[http.client.HTTPConnection], req: urllib.request.Request,
-                **kwargs: object) -> http.client.HTTPResponse:
-        def connection(host: str, **options: object) -> http.client.HTTPConnection:
-            conn = http_class(host, **options)
-            connect = conn.connect
-            conn.connect = lambda: (connect(), self.deadline.watch(conn.sock))
-            return conn
-
-        return super().do_open(connection, req, **kwargs)
-
-
 def download(url: str, dest: str | os.PathLike, *, sha256_prefix: str | None = None, max_bytes: int = 2**30,
              timeout: float = 30.0, deadline: float = 3600.0, progress: bool = True,
              verify: Callable[[Path], object] | None = None) -> Path:
@@ -80,8 +74,8 @@ def download(url: str, dest: str | os.PathLike, *, sha256_prefix: str | None = N
     seconds, a dropped connection, Ctrl-C.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = new_part(dest)
     except OSError as e:
         raise DownloadError(f"{url}: cannot write in {dest.parent} ({e.strerror or e})") from None
@@ -90,7 +84,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256_prefix: str | None = N
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     late.timer.start()
     try:
-        with os.fdopen(fd, "wb") as f, urllib.request.build_opener(_Handler(late)).open(
+        with os.fdopen(fd, "wb") as f, urllib.request.build_opener(late).open(
                 request, timeout=min(timeout, deadline)) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             if total is not None and total > max_bytes:
@@ -112,9 +106,8 @@ def download(url: str, dest: str | os.PathLike, *, sha256_prefix: str | None = N
         if total is not None and received != total:
             raise DownloadError(f"{url}: connection closed after {received} of {total} bytes; try again")
         if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
-            raise DownloadError(
-                f"{url}: checksum mismatch (sha256 {digest.hexdigest()[:12]}..., expected {sha256_prefix}...)"
-            )
+            raise DownloadError(f"{url}: checksum mismatch (sha256 {digest.hexdigest()[:12]}..., expected "
+                                f"{sha256_prefix}...)")
         if verify is not None:
             try:
                 verify(tmp)

