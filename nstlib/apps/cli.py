@@ -1,10 +1,7 @@
-"""The `nstlib` command line: `nstlib stylize ...` and `nstlib demo`.
-
-A user error is one stderr line and exit code 2, never a traceback; everything is checked before the weights are looked
-for; outputs are written atomically, never over an input, and over an existing file only with --force. A stdout or
-stderr that cannot be written costs only the messages. Torch is imported only inside `main`, so that a signal while it
-loads is handled too.
-"""
+"""The `nstlib` command line: `nstlib stylize ...` and `nstlib demo`. A user error is one stderr line and exit code 2,
+never a traceback; everything is checked before the weights are looked for; outputs are never written over an input,
+nor over an existing file without --force. Torch is imported only inside `main`, so that a signal while it loads is
+handled too."""
 
 from __future__ import annotations
 
@@ -26,7 +23,6 @@ from nstlib.core.errors import NstlibError, OutputError, RunStoppedError
 from nstlib.io.files import check_output_path, same_file, show
 
 if TYPE_CHECKING:
-    from nstlib.core.features import Weights
     from nstlib.core.settings import Settings
     from nstlib.engine.runtime import Runtime
 
@@ -45,7 +41,6 @@ class _Signals:
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         self.received: int | None = None
-        self.held = self.pending = False
         self.written: list[Path] = []
         main = threading.current_thread() is threading.main_thread()  # handlers can only be set there
         # An ignored signal stays ignored: `nohup` ignores SIGHUP, a background job of a script SIGINT.
@@ -60,21 +55,16 @@ class _Signals:
     def handle(self, number: int, frame: object) -> None:
         if self.received is None:
             self.received = number
-            if self.held:
-                self.pending = True
-            else:
-                raise KeyboardInterrupt
+            raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
-        """A result is in hand: a signal now is raised only once the block (its writes) is done."""
-        self.held = True
+        """A result is in hand: a signal now is blocked (kept pending) until the block, its writes, is done."""
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         try:
             yield
         finally:
-            self.held = False
-        if self.pending:
-            raise KeyboardInterrupt
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def name_and_exit_code(self) -> tuple[str, int]:
         """The signal's name and the command's exit code, 128 + its number (Ctrl-C's if none came)."""
@@ -98,8 +88,7 @@ _ON_OFF: dict[object, str] = {True: "on", False: "off"}
 
 def _add_common(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
     """The options both commands take: one per `nstlib.Settings` field named in `only` (None: all), with the field's
-    help, choices and default (options not given keep the default), then the weights, the device, --quiet, --force and
-    --save-partial."""
+    help, choices and default (options not given keep it), then the weights, the device and the flags."""
     from nstlib.core.settings import Settings
     from nstlib.engine.runtime import DEVICES
     from nstlib.io.weights import WEIGHTS_CHOICES
@@ -143,16 +132,19 @@ def _layer_weight(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: give LAYER or LAYER=WEIGHT, e.g. relu4_2=1") from None
 
 
-def _settings(args: argparse.Namespace, **defaults: object) -> Settings:
-    """The validated `Settings` of the options given (over `defaults`)."""
+def _settings(args: argparse.Namespace) -> tuple[Settings, Runtime]:
+    """The validated `Settings` of the options given (over the demo's defaults for `demo`), and the runtime."""
     from nstlib.checks import resolve
     from nstlib.core.settings import Settings
+    from nstlib.engine.runtime import Runtime
 
+    runtime = Runtime.create(args.device)
+    defaults = {"size": runtime.sizes.demo, "steps": runtime.sizes.demo_steps} if args.command == "demo" else {}
     spelled = {word: value for value, word in _ON_OFF.items()}
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if hasattr(args, f.name)}
     given = {name: spelled.get(value, value) if isinstance(value, str) else dict(value) if name.endswith("_layers")
              else value for name, value in given.items()}
-    return resolve(None, {**defaults, **given})
+    return resolve(None, {**defaults, **given}), runtime
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,25 +221,13 @@ def _forgiving_output() -> Iterator[None]:
         sys.stdout, sys.stderr = saved
 
 
-def _weights(args: argparse.Namespace) -> Weights:
-    """Resolve --weights once and say which network and weights run."""
-    from nstlib.io.weights import load_weights
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        weights = load_weights(args.network_weights, progress=not args.quiet)
-    for warning in caught:  # the fallback to random weights: loud, but one line, not a warnings traceback
-        print(f"WARNING: {warning.message}", file=sys.stderr)
-    print(f"network: {weights.describe()}")
-    return weights
-
-
 def run_stylize(args: argparse.Namespace, settings: Settings, runtime: Runtime) -> int:
     """Check the outputs, and the inputs at the planned size, before the weights are looked for (that may take
     seconds); run; write the image (and animation) if complete, a partial result only with --save-partial."""
     from nstlib.api import check_inputs, stylize
     from nstlib.core.objective import target_size
     from nstlib.io.images import FORMATS, check_fits, check_room, peek_shape, save_gif, save_image
+    from nstlib.io.weights import load_weights
 
     weight_file = [args.network_weights] if os.path.isfile(args.network_weights) else []  # an input too
     inputs = [args.content, *args.styles, *args.mask, *weight_file]
@@ -265,7 +245,12 @@ def run_stylize(args: argparse.Namespace, settings: Settings, runtime: Runtime) 
     check_room(out, w, h)
     if gif is not None:
         check_room(gif, w, h, frames=settings.steps // frame_every + 2)
-    weights = _weights(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        weights = load_weights(args.network_weights, progress=not args.quiet)
+    for warning in caught:  # the fallback to random weights: loud, but one line, not a warnings traceback
+        print(f"WARNING: {warning.message}", file=sys.stderr)
+    print(f"network: {weights.describe()}")
     stopped = ""
     try:
         result = stylize(args.content, args.styles, settings, masks=args.mask, network=weights, runtime=runtime,
@@ -297,11 +282,10 @@ def run_stylize(args: argparse.Namespace, settings: Settings, runtime: Runtime) 
     return 0
 
 
-def run_demo(args: argparse.Namespace, runtime: Runtime) -> int:
+def run_demo(args: argparse.Namespace, settings: Settings, runtime: Runtime) -> int:
     """`run_stylize` on the bundled samples, into --out (created; the folders it made are removed again if empty)."""
     from nstlib.io.data import sample_path
 
-    settings = _settings(args, size=runtime.sizes.demo, steps=runtime.sizes.demo_steps)
     if not args.out:
         raise OutputError("--out '': give a folder name, such as nstlib-demo (. for the current folder)")
     folder = Path(args.out)
@@ -330,31 +314,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(AttributeError, ValueError):  # not a text stream: leave it alone
         sys.stdout.reconfigure(errors="backslashreplace", line_buffering=True)  # each report line at once
     with _forgiving_output(), _signals.installed():
-        return _command(argv)
+        try:
+            return _command(argv)
+        except KeyboardInterrupt:  # a signal outside the optimisation loop (loading torch or images), or after writing
+            written = " and ".join(show(path) for path in _signals.written)
+            name, code = _signals.name_and_exit_code()
+            print(f"nstlib: interrupted ({name}); " + (f"wrote {written}, complete" if written else "nothing written"),
+                  file=sys.stderr)
+            return code
 
 
 def _command(argv: Sequence[str] | None) -> int:
+    """Parse and run one command: a user error is one stderr line and exit code 2."""
     start = time.perf_counter()
     try:
-        try:
-            args = build_parser().parse_args(argv)
-            from nstlib.engine.runtime import Runtime
-
-            runtime = Runtime.create(args.device)
-            code = run_demo(args, runtime) if args.command == "demo" else run_stylize(args, _settings(args), runtime)
-        except NstlibError as e:
-            one_line = str(e).replace("\r", "\\r").replace("\n", "\\n")  # line breaks from a file name, escaped
-            print(f"nstlib: error: {one_line}", file=sys.stderr)
-            return EXIT_USER_ERROR
-        if code == 0:
-            print(f"done in {time.perf_counter() - start:.1f} s")
-        return code
-    except KeyboardInterrupt:  # a signal outside the optimisation loop (loading torch or images), or after writing
-        written = " and ".join(show(path) for path in _signals.written)
-        name, code = _signals.name_and_exit_code()
-        print(f"nstlib: interrupted ({name}); " + (f"wrote {written}, complete" if written else "nothing written"),
-              file=sys.stderr)
-        return code
+        args = build_parser().parse_args(argv)
+        settings, runtime = _settings(args)
+        code = (run_demo if args.command == "demo" else run_stylize)(args, settings, runtime)
+    except NstlibError as e:
+        one_line = str(e).replace("\r", "\\r").replace("\n", "\\n")  # line breaks from a file name, escaped
+        print(f"nstlib: error: {one_line}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if code == 0:
+        print(f"done in {time.perf_counter() - start:.1f} s")
+    return code
 
 
 if __name__ == "__main__":

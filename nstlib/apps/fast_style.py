@@ -104,8 +104,6 @@ class FastStyleNet(nn.Module):
 
 def random_crops(images: Sequence[torch.Tensor], size: int, n: int, generator: torch.Generator) -> torch.Tensor:
     """`n` random `size` x `size` crops from (1,3,H,W) `images` (a random image each): (n,3,size,size)."""
-    check_number("size", size, whole=True, low=1)
-    check_number("n", n, whole=True, low=1)
     if not images:
         raise ParameterError("images=[]: give at least one photo to crop from")
     small = [tuple(img.shape[-2:]) for img in images if min(img.shape[-2:]) < size]
@@ -163,8 +161,7 @@ def train(style: ImageLike, photos: Sequence[ImageLike] | None = None, settings:
 @torch.no_grad()
 def apply(model: FastStyleNet, image: ImageLike, size: int | None = None) -> torch.Tensor:
     """Stylise one picture (long side `size`, None keeps it) with a trained network: (1,3,H,W) in [0,1]."""
-    param = next(model.parameters())
-    return model.eval()(load_image(image, size).to(param.device)).cpu()
+    return model.eval()(load_image(image, size).to(next(model.parameters()).device)).cpu()
 
 
 def save(model: FastStyleNet, path: str | os.PathLike) -> Path:
