@@ -169,11 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 class _Forgiving:
     """A text stream (stdout or stderr) whose writes never raise: the first failure (a closed pipe, a full disk) drops
-    all later output and points the descriptor at /dev/null, so that the exit-time flush succeeds too."""
+    all later output and points the descriptor at /dev/null, so that the exit-time flush succeeds too. A descriptor
+    closed at the start (`2>&-`) is pointed there at once, so that no output file opened later gets its number."""
 
-    def __init__(self, stream: TextIO | None) -> None:
+    def __init__(self, stream: TextIO | None, fd: int) -> None:
         self.stream = stream
-        self.broken = stream is None  # started with the descriptor closed (`2>&-`): Python gives None
+        self.broken = stream is None  # what Python gives for a descriptor closed at the start
+        if self.broken:
+            try:
+                os.fstat(fd)
+            except OSError:  # still closed
+                _point_at_devnull(fd)
 
     def write(self, text: str) -> int:
         if not self.broken:
@@ -201,24 +207,6 @@ def _point_at_devnull(fd: int) -> None:
     if null != fd:
         os.dup2(null, fd)
         os.close(null)
-
-
-@contextlib.contextmanager
-def _forgiving_output() -> Iterator[None]:
-    """stdout and stderr are `_Forgiving` for the command. A descriptor closed at the start (`2>&-`) is pointed at
-    /dev/null first, so that no output file opened later gets its number."""
-    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
-        if stream is None:
-            try:
-                os.fstat(fd)
-            except OSError:  # closed
-                _point_at_devnull(fd)
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Forgiving(sys.stdout), _Forgiving(sys.stderr)
-    try:
-        yield
-    finally:
-        sys.stdout, sys.stderr = saved
 
 
 def run_stylize(args: argparse.Namespace, settings: Settings, runtime: Runtime) -> int:
@@ -313,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     no traceback: the run's own outcome decides the exit code."""
     with contextlib.suppress(AttributeError, ValueError):  # not a text stream: leave it alone
         sys.stdout.reconfigure(errors="backslashreplace", line_buffering=True)  # each report line at once
-    with _forgiving_output(), _signals.installed():
+    with (contextlib.redirect_stdout(_Forgiving(sys.stdout, 1)), contextlib.redirect_stderr(_Forgiving(sys.stderr, 2)),
+          _signals.installed()):
         try:
             return _command(argv)
         except KeyboardInterrupt:  # a signal outside the optimisation loop (loading torch or images), or after writing
