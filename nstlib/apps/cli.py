@@ -1,7 +1,6 @@
-"""The `nstlib` command line: `nstlib stylize ...` and `nstlib demo`. A user error is one stderr line and exit code 2,
-never a traceback; everything is checked before the weights are looked for; outputs are never written over an input,
-nor over an existing file without --force. Torch is imported only inside `main`, so that a signal while it loads is
-handled too."""
+"""The `nstlib` command line: `nstlib stylize ...` and `nstlib demo`. A user error is one stderr line and exit code 2;
+everything is checked before the weights are looked for; no output is written over an input, nor over a file without
+--force. Torch is imported only inside `main`, so that a signal while it loads is handled too."""
 
 from __future__ import annotations
 
@@ -27,8 +26,7 @@ if TYPE_CHECKING:
     from nstlib.engine.runtime import Runtime
 
 EXIT_USER_ERROR = 2
-#: What ends the command as Ctrl-C does: `timeout`, `docker stop` and batch schedulers send SIGTERM, a closed terminal
-#: SIGHUP. The exit code is 128 + the signal's number: 130, 143, 129.
+#: What ends the command as Ctrl-C does (SIGTERM: `timeout`, `docker stop`; SIGHUP: a closed terminal): exit 128 + N.
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GIF_FRAMES = 30  # about this many frames in the progress animation
 
@@ -86,16 +84,14 @@ class _Parser(argparse.ArgumentParser):
 _ON_OFF: dict[object, str] = {True: "on", False: "off"}
 
 
-def _add_common(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
-    """The options both commands take: one per `nstlib.Settings` field named in `only` (None: all), with the field's
-    help, choices and default (options not given keep it), then the weights, the device and the flags."""
+def _add_common(p: argparse.ArgumentParser) -> None:
+    """The options both commands take: one per `nstlib.Settings` field, with the field's help, choices and default
+    (options not given keep it), then the weights, the device and the flags."""
     from nstlib.core.settings import Settings
     from nstlib.engine.runtime import DEVICES
     from nstlib.io.weights import WEIGHTS_CHOICES
 
     for f in dataclasses.fields(Settings):
-        if only is not None and f.name not in only:
-            continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = f" (default {default:.4g})" if isinstance(default, float) else "" if default is None else \
             f" (default {' '.join(f'{k}={v:g}' for k, v in default.items())})" if isinstance(default, dict) else \
@@ -163,14 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="stylize the bundled astronaut with the bundled stained-glass style")
     demo.add_argument("--out", default="nstlib-demo", help="output folder (default: ./nstlib-demo)")
-    _add_common(demo, ("size", "steps", "optimizer", "seed"))
+    _add_common(demo)
     return parser
 
 
 class _Forgiving:
-    """A text stream (stdout or stderr) whose writes never raise: the first failure (a closed pipe, a full disk) drops
-    all later output and points the descriptor at /dev/null, so that the exit-time flush succeeds too. A descriptor
-    closed at the start (`2>&-`) is pointed there at once, so that no output file opened later gets its number."""
+    """stdout or stderr whose writes never raise: the first failure (a closed pipe, a full disk) drops all later output
+    and points the descriptor at /dev/null, so that the exit-time flush succeeds too. A descriptor closed at the start
+    (`2>&-`) is pointed there at once: no output file opened later may get its number."""
 
     def __init__(self, stream: TextIO | None, fd: int) -> None:
         self.stream = stream
@@ -297,36 +293,30 @@ def run_demo(args: argparse.Namespace, settings: Settings, runtime: Runtime) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The `nstlib` command. A signal at any moment, or a stdout or stderr that cannot encode or write a line, causes
-    no traceback: the run's own outcome decides the exit code."""
+    """The `nstlib` command. A user error is one stderr line and exit code 2; a signal, or a stdout or stderr that
+    cannot encode or write a line, causes no traceback: the run's own outcome decides the exit code."""
     with contextlib.suppress(AttributeError, ValueError):  # not a text stream: leave it alone
         sys.stdout.reconfigure(errors="backslashreplace", line_buffering=True)  # each report line at once
+    start = time.perf_counter()
     with (contextlib.redirect_stdout(_Forgiving(sys.stdout, 1)), contextlib.redirect_stderr(_Forgiving(sys.stderr, 2)),
           _signals.installed()):
         try:
-            return _command(argv)
+            args = build_parser().parse_args(argv)
+            settings, runtime = _settings(args)
+            code = (run_demo if args.command == "demo" else run_stylize)(args, settings, runtime)
+            if code == 0:
+                print(f"done in {time.perf_counter() - start:.1f} s")
+            return code
+        except NstlibError as e:
+            one_line = str(e).replace("\r", "\\r").replace("\n", "\\n")  # line breaks from a file name, escaped
+            print(f"nstlib: error: {one_line}", file=sys.stderr)
+            return EXIT_USER_ERROR
         except KeyboardInterrupt:  # a signal outside the optimisation loop (loading torch or images), or after writing
             written = " and ".join(show(path) for path in _signals.written)
             name, code = _signals.name_and_exit_code()
             print(f"nstlib: interrupted ({name}); " + (f"wrote {written}, complete" if written else "nothing written"),
                   file=sys.stderr)
             return code
-
-
-def _command(argv: Sequence[str] | None) -> int:
-    """Parse and run one command: a user error is one stderr line and exit code 2."""
-    start = time.perf_counter()
-    try:
-        args = build_parser().parse_args(argv)
-        settings, runtime = _settings(args)
-        code = (run_demo if args.command == "demo" else run_stylize)(args, settings, runtime)
-    except NstlibError as e:
-        one_line = str(e).replace("\r", "\\r").replace("\n", "\\n")  # line breaks from a file name, escaped
-        print(f"nstlib: error: {one_line}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    if code == 0:
-        print(f"done in {time.perf_counter() - start:.1f} s")
-    return code
 
 
 if __name__ == "__main__":
