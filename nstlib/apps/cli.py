@@ -1,51 +1,44 @@
-"""The `nstlib` command line: `nstlib stylize ...` and `nstlib demo`.
-
-A user error is one stderr line and exit code 2, never a traceback; inputs and outputs are checked before the weights
-are looked for; outputs are written atomically, never over an input, and over an existing file only with --force. A
-stdout or stderr that cannot be written costs only the messages. SIGINT, SIGTERM and SIGHUP are one policy
-(`_Signals`). Torch is imported only inside `main`, so a signal while it loads is handled too.
-"""
+"""The `nstlib` command line: `nstlib stylize ...` and `nstlib demo`. A user error is one stderr line and exit code 2;
+everything is checked before the weights are looked for; no output is written over an input, nor over a file without
+--force. Torch is imported only inside `main`, so that a signal while it loads is handled too."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import os
 import signal
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from nstlib.core.errors import MemoryLimitError, NonFiniteLossError, NstlibError, OutputError
+from nstlib.core.errors import NstlibError, OutputError, RunStoppedError
 from nstlib.io.files import check_output_path, same_file, show
 
 if TYPE_CHECKING:
-    from nstlib.core.features import Weights
-    from nstlib.core.result import StylizeResult
     from nstlib.core.settings import Settings
     from nstlib.engine.runtime import Runtime
 
 EXIT_USER_ERROR = 2
-#: What ends the command as Ctrl-C does: `timeout`, `docker stop` and batch schedulers send SIGTERM, a closed terminal
-#: SIGHUP. The exit code is 128 + the signal's number: 130, 143, 129.
+#: What ends the command as Ctrl-C does (SIGTERM: `timeout`, `docker stop`; SIGHUP: a closed terminal): exit 128 + N.
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GIF_FRAMES = 30  # about this many frames in the progress animation
 
 
 class _Signals:
     """The command's one signal policy, for `SIGNALS` alike: the first signal ends the work as Ctrl-C does (a run keeps
-    its image so far, which --save-partial writes), exit code 128 + its number; once a result is in hand (`holding`) it
-    waits until the files being written are complete (`written`). Later signals are ignored: the command is ending."""
+    its image so far, which --save-partial writes); once a result is in hand (`holding`) it waits until the files being
+    written are complete (`written`). Later signals are ignored: the command is ending."""
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         self.received: int | None = None
-        self.held = self.pending = False
         self.written: list[Path] = []
         main = threading.current_thread() is threading.main_thread()  # handlers can only be set there
         # An ignored signal stays ignored: `nohup` ignores SIGHUP, a background job of a script SIGINT.
@@ -60,29 +53,21 @@ class _Signals:
     def handle(self, number: int, frame: object) -> None:
         if self.received is None:
             self.received = number
-            if self.held:
-                self.pending = True
-            else:
-                raise KeyboardInterrupt
+            raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
-        """A result is in hand: a signal now is raised only once the block (its writes) is done."""
-        self.held = True
+        """A result is in hand: a signal now is blocked (kept pending) until the block, its writes, is done."""
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         try:
             yield
         finally:
-            self.held = False
-        if self.pending:
-            raise KeyboardInterrupt
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.received or signal.SIGINT).name
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + (self.received or signal.SIGINT)
+    def name_and_exit_code(self) -> tuple[str, int]:
+        """The signal's name and the command's exit code, 128 + its number (Ctrl-C's if none came)."""
+        number = self.received or signal.SIGINT
+        return signal.Signals(number).name, 128 + number
 
 
 _signals = _Signals()
@@ -95,24 +80,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_common(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
-    """The options both commands take: one per `nstlib.Settings` field named in `only` (None: all), with the field's
-    help, choices and default (the dataclass is the one list of settings; options not given keep the default), then
-    the weights, the device, --quiet, --force and --save-partial."""
+#: How the command line spells the values True and False of a choice (--coarse-to-fine on|off|auto).
+_ON_OFF: dict[object, str] = {True: "on", False: "off"}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    """The options both commands take: one per `nstlib.Settings` field, with the field's help, choices and default
+    (options not given keep it), then the weights, the device and the flags."""
     from nstlib.core.settings import Settings
     from nstlib.engine.runtime import DEVICES
     from nstlib.io.weights import WEIGHTS_CHOICES
 
     for f in dataclasses.fields(Settings):
-        options = _option(f)
-        if options is None or (only is not None and f.name not in only):
-            continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = f" (default {default:.4g})" if isinstance(default, float) else "" if default is None else \
             f" (default {' '.join(f'{k}={v:g}' for k, v in default.items())})" if isinstance(default, dict) else \
             f" (default {_ON_OFF.get(default, default)})"
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
-                       help=f.metadata["help"] + shown, **options)
+                       help=f.metadata["help"] + shown, **_option(f))
     p.add_argument("--network-weights", "--weights", dest="network_weights", default="imagenet",
                    help=f"network weights: {', '.join(WEIGHTS_CHOICES)} or a .pth path (imagenet: the best available; "
                         "see nstlib.io.weights)")
@@ -123,19 +108,13 @@ def _add_common(p: argparse.ArgumentParser, only: Sequence[str] | None = None) -
                    help="if interrupted (Ctrl-C) or stopped by NaN, still write the image so far")
 
 
-#: How the command line spells the values True and False of a choice (--coarse-to-fine on|off|auto).
-_ON_OFF: dict[object, str] = {True: "on", False: "off"}
-
-
-def _option(f: dataclasses.Field) -> dict[str, Any] | None:
-    """argparse's keywords for a `Settings` field (its annotation is a string here), or None: not an option."""
+def _option(f: dataclasses.Field) -> dict[str, Any]:
+    """argparse's keywords for a `Settings` field (its annotation is a string here)."""
     choices = f.metadata.get("choices")
     if choices is not None:
         return {"choices": [_ON_OFF.get(c, c) for c in choices if c is not None]}
     if "Mapping" in f.type:
         return {"type": _layer_weight, "nargs": "+", "metavar": "LAYER[=WEIGHT]"}
-    if f.type == "bool":
-        return None
     number = int if f.type.startswith("int") else float  # int, int | None; float, Weight, Sequence[float]
     return {"type": number, "nargs": "+"} if f.type.startswith("Sequence") else {"type": number}
 
@@ -149,16 +128,19 @@ def _layer_weight(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: give LAYER or LAYER=WEIGHT, e.g. relu4_2=1") from None
 
 
-def _settings(args: argparse.Namespace, **defaults: object) -> Settings:
-    """The validated `Settings` of the options given (over `defaults`)."""
+def _settings(args: argparse.Namespace) -> tuple[Settings, Runtime]:
+    """The validated `Settings` of the options given (over the demo's defaults for `demo`), and the runtime."""
     from nstlib.checks import resolve
     from nstlib.core.settings import Settings
+    from nstlib.engine.runtime import Runtime
 
+    runtime = Runtime.create(args.device)
+    defaults = {"size": runtime.sizes.demo, "steps": runtime.sizes.demo_steps} if args.command == "demo" else {}
     spelled = {word: value for value, word in _ON_OFF.items()}
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if hasattr(args, f.name)}
     given = {name: spelled.get(value, value) if isinstance(value, str) else dict(value) if name.endswith("_layers")
              else value for name, value in given.items()}
-    return resolve(None, {**defaults, **given})
+    return resolve(None, {**defaults, **given}), runtime
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,43 +153,46 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("styles", nargs="+", metavar="style", help="style image(s)")
     st.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp)")
     _add_common(st)
-    st.add_argument("--mask", nargs="+", metavar="MASK",
+    st.add_argument("--mask", nargs="+", default=[], metavar="MASK",
                     help="one mask image per style: white where that style goes, black for none")
     st.add_argument("--gif", help="also write a progress animation here (a .gif file)")
 
     demo = sub.add_parser("demo", help="stylize the bundled astronaut with the bundled stained-glass style")
     demo.add_argument("--out", default="nstlib-demo", help="output folder (default: ./nstlib-demo)")
-    _add_common(demo, ("size", "steps", "optimizer", "seed"))
+    _add_common(demo)
     return parser
 
 
 class _Forgiving:
-    """A text stream (stdout or stderr) whose writes never raise: the first failure (a closed pipe, a full disk) drops
-    all later output and points the descriptor at /dev/null, so that the exit-time flush succeeds too."""
+    """stdout or stderr whose writes never raise: the first failure (a closed pipe, a full disk) drops all later output
+    and points the descriptor at /dev/null, so that the exit-time flush succeeds too. A descriptor closed at the start
+    (`2>&-`) is pointed there at once: no output file opened later may get its number."""
 
-    def __init__(self, stream: TextIO | None) -> None:
+    def __init__(self, stream: TextIO | None, fd: int) -> None:
         self.stream = stream
-        self.broken = stream is None  # started with the descriptor closed (`2>&-`): Python gives None
+        self.broken = stream is None  # what Python gives for a descriptor closed at the start
+        if self.broken:
+            try:
+                os.fstat(fd)
+            except OSError:  # still closed
+                _point_at_devnull(fd)
 
     def write(self, text: str) -> int:
         if not self.broken:
-            try:
-                self.stream.write(text)
-            except (OSError, ValueError):  # ValueError: a closed file
-                self._drop()
+            self._try(self.stream.write, text)
         return len(text)
 
     def flush(self) -> None:
         if not self.broken:
-            try:
-                self.stream.flush()
-            except (OSError, ValueError):
-                self._drop()
+            self._try(self.stream.flush)
 
-    def _drop(self) -> None:
-        self.broken = True
-        with contextlib.suppress(OSError, ValueError):  # not a real file (no descriptor): nothing to redirect
-            _point_at_devnull(self.stream.fileno())
+    def _try(self, call: Any, *args: str) -> None:
+        try:
+            call(*args)
+        except (OSError, ValueError):  # ValueError: a closed file
+            self.broken = True
+            with contextlib.suppress(OSError, ValueError):  # not a real file (no descriptor): nothing to redirect
+                _point_at_devnull(self.stream.fileno())
 
     def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ... of the real stream
         return getattr(self.stream, name)
@@ -220,143 +205,75 @@ def _point_at_devnull(fd: int) -> None:
         os.close(null)
 
 
-@contextlib.contextmanager
-def _forgiving_output() -> Iterator[None]:
-    """stdout and stderr are `_Forgiving` for the command. A descriptor closed at the start (`2>&-`) is pointed at
-    /dev/null first, so that no output file opened later gets its number."""
-    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
-        if stream is None:
-            try:
-                os.fstat(fd)
-            except OSError:  # closed
-                _point_at_devnull(fd)
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Forgiving(sys.stdout), _Forgiving(sys.stderr)
-    try:
-        yield
-    finally:
-        sys.stdout, sys.stderr = saved
-
-
-def _say(text: str) -> None:
-    """Print a report line on stdout at once (flushed)."""
-    print(text, flush=True)
-
-
-def _save_partial(result: StylizeResult, out: Path, why: str, args: argparse.Namespace) -> None:
-    """Write an unfinished result (marked "nstlib:status" in a PNG) only with --save-partial."""
-    from nstlib.io.images import save_image
-
-    if args.save_partial:
-        _signals.written.append(save_image(result, out, overwrite=args.force))
-        print(f"nstlib: {why}; wrote the partial result to {show(out)} (marked nstlib:status={result.status!r})",
-              file=sys.stderr)
-    else:
-        print(f"nstlib: {why}; nothing written (use --save-partial to keep the partial result)", file=sys.stderr)
-
-
-def _check_outputs(output: str | os.PathLike, gif: str | os.PathLike | None, inputs: Sequence[str],
-                   force: bool) -> tuple[Path, Path | None]:
-    """Check the image and animation paths before any work."""
-    from nstlib.io.images import FORMATS
-
-    out = check_output_path(output, inputs, overwrite=force, extensions=FORMATS)
-    if gif is None:
-        return out, None
-    if same_file(Path(gif), out):
-        raise OutputError(f"--gif {show(gif)}: is the same file as the output image; give the animation its own "
-                          ".gif name")
-    return out, check_output_path(gif, inputs, overwrite=force, extensions={".gif"})
-
-
-def _run_and_save(args: argparse.Namespace, out: Path, gif: Path | None, run: Callable[[], StylizeResult]) -> int:
-    """Run; write the image (and animation) if complete, a partial result only with --save-partial."""
-    from nstlib.io.images import save_gif, save_image
-
-    try:
-        result = run()
-    except (NonFiniteLossError, MemoryLimitError) as e:
-        if e.result is None:  # refused before starting: nothing to save
-            raise
-        with _signals.holding():
-            _save_partial(e.result, out, str(e), args)
-        return EXIT_USER_ERROR
-    with _signals.holding():
-        if result.interrupted:
-            _save_partial(result, out, f"{result.status} ({_signals.name})", args)
-            return _signals.exit_code
-        _signals.written.append(save_image(result, out, overwrite=args.force))
-        if gif is not None:
-            try:
-                _signals.written.append(save_gif(result, gif, overwrite=args.force))
-            except OutputError as e:  # the image is safe: say so, or the user would think the run was lost
-                raise OutputError(f"{e}; the image {show(out)} was written") from None
-        _say(f"wrote {show(out)} ({result.image.shape[-1]}x{result.image.shape[-2]}) in {result.seconds:.1f} s; "
-             f"loss {result.history[0]['total']:.4g} -> {result.final['total']:.4g}")
-        if gif is not None:
-            _say(f"wrote {show(gif)} ({len(result.frames)} frames)")
-    return 0
-
-
-def _weights(args: argparse.Namespace) -> Weights:
-    """Resolve --weights once, before any work, and say which network and weights run."""
+def run_stylize(args: argparse.Namespace, settings: Settings, runtime: Runtime) -> int:
+    """Check the outputs, and the inputs at the planned size, before the weights are looked for (that may take
+    seconds); run; write the image (and animation) if complete, a partial result only with --save-partial."""
+    from nstlib.api import check_inputs, stylize
+    from nstlib.core.objective import target_size
+    from nstlib.io.images import FORMATS, check_fits, check_room, peek_shape, save_gif, save_image
     from nstlib.io.weights import load_weights
 
+    weight_file = [args.network_weights] if os.path.isfile(args.network_weights) else []  # an input too
+    inputs = [args.content, *args.styles, *args.mask, *weight_file]
+    out = check_output_path(args.output, inputs, overwrite=args.force, extensions=FORMATS)
+    gif = None
+    if args.gif is not None:
+        if same_file(Path(args.gif), out):
+            raise OutputError(f"--gif {show(args.gif)}: is the same file as the output image; give the animation its "
+                              "own .gif name")
+        gif = check_output_path(args.gif, inputs, overwrite=args.force, extensions={".gif"})
+    h, w = target_size(peek_shape(args.content), settings.size)
+    check_fits(out, w, h)
+    check_inputs(args.content, args.styles, args.mask, settings, runtime)
+    frame_every = max(1, settings.steps // GIF_FRAMES) if gif else 0
+    check_room(out, w, h)
+    if gif is not None:
+        check_room(gif, w, h, frames=settings.steps // frame_every + 2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         weights = load_weights(args.network_weights, progress=not args.quiet)
     for warning in caught:  # the fallback to random weights: loud, but one line, not a warnings traceback
         print(f"WARNING: {warning.message}", file=sys.stderr)
-    _say(f"network: {weights.describe()}")
-    return weights
+    print(f"network: {weights.describe()}")
+    stopped = ""
+    try:
+        result = stylize(args.content, args.styles, settings, masks=args.mask, network=weights, runtime=runtime,
+                         progress=not args.quiet, frame_every=frame_every)
+    except RunStoppedError as e:  # a non-finite loss, or out of memory
+        if e.result is None:  # refused before starting: nothing to save
+            raise
+        result, stopped = e.result, str(e)
+    with _signals.holding():
+        if stopped or result.interrupted:  # the result so far (marked "nstlib:status" in a PNG) only if asked
+            name, code = _signals.name_and_exit_code()
+            why = stopped or f"{result.status} ({name})"
+            if args.save_partial:
+                _signals.written.append(save_image(result, out, overwrite=args.force))
+                why += f"; wrote the partial result to {show(out)} (marked nstlib:status={result.status!r})"
+            else:
+                why += "; nothing written (use --save-partial to keep the partial result)"
+            print(f"nstlib: {why}", file=sys.stderr)
+            return EXIT_USER_ERROR if stopped else code
+        _signals.written.append(save_image(result, out, overwrite=args.force))
+        print(f"wrote {show(out)} ({result.image.shape[-1]}x{result.image.shape[-2]}) in {result.seconds:.1f} s; "
+              f"loss {result.history[0]['total']:.4g} -> {result.final['total']:.4g}")
+        if gif is not None:
+            try:
+                _signals.written.append(save_gif(result, gif, overwrite=args.force))
+            except OutputError as e:  # the image is safe: say so, or the user would think the run was lost
+                raise OutputError(f"{e}; the image {show(out)} was written") from None
+            print(f"wrote {show(gif)} ({len(result.frames)} frames)")
+    return 0
 
 
-def _check_inputs(args: argparse.Namespace, settings: Settings, runtime: Runtime, out: Path, gif: Path | None) -> None:
-    """Before the weights are looked for (that may take seconds): at the planned size the output fits its format, the
-    checks `stylize` makes before loading anything hold (`nstlib.api.check_inputs`), and the outputs fit their disk."""
-    from nstlib.api import check_inputs
-    from nstlib.core.objective import target_size
-    from nstlib.io.images import check_fits, check_room, peek_shape
+def run_demo(args: argparse.Namespace, settings: Settings, runtime: Runtime) -> int:
+    """`run_stylize` on the bundled samples, into --out (created; the folders it made are removed again if empty)."""
+    from nstlib.io.data import sample_path
 
-    h, w = target_size(peek_shape(args.content), settings.size)
-    check_fits(out, w, h)
-    check_inputs(args.content, args.styles, args.mask or [], settings, runtime)
-    check_room(out, w, h)
-    if gif is not None:
-        check_room(gif, w, h, frames=settings.steps // _frame_every(settings.steps) + 2)
-
-
-def _frame_every(steps: int) -> int:
-    return max(1, steps // GIF_FRAMES)
-
-
-def run_stylize(args: argparse.Namespace) -> int:
-    from nstlib.api import stylize
-    from nstlib.engine.runtime import Runtime
-
-    settings = _settings(args)
-    weight_file = [args.network_weights] if os.path.isfile(args.network_weights) else []  # an input too
-    out, gif = _check_outputs(args.output, args.gif, [args.content, *args.styles, *(args.mask or []), *weight_file],
-                              args.force)
-    runtime = Runtime.create(args.device)
-    _check_inputs(args, settings, runtime, out, gif)
-    weights = _weights(args)
-    return _run_and_save(args, out, gif, lambda: stylize(
-        args.content, args.styles, settings, masks=args.mask, network=weights, runtime=runtime,
-        progress=not args.quiet, frame_every=_frame_every(settings.steps) if gif else 0,
-    ))
-
-
-def _demo_folder(path: str) -> tuple[Path, list[Path]]:
-    """The demo's output folder, created if missing, and the folders this made, deepest first."""
-    if not path:
+    if not args.out:
         raise OutputError("--out '': give a folder name, such as nstlib-demo (. for the current folder)")
-    folder = Path(path)
-    made = []
-    for parent in (folder, *folder.parents):
-        if os.path.lexists(parent):
-            break
-        made.append(parent)
+    folder = Path(args.out)
+    made = list(itertools.takewhile(lambda p: not os.path.lexists(p), (folder, *folder.parents)))  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -364,67 +281,42 @@ def _demo_folder(path: str) -> tuple[Path, list[Path]]:
     except OSError as e:
         raise OutputError(f"--out {show(folder)}: cannot create this folder ({e.strerror or e}); choose another "
                           "place") from None
-    return folder, made
-
-
-def _remove_if_empty(folders: Sequence[Path]) -> None:
-    """Remove these folders, deepest first, as far as they are empty."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:  # holds a result (or something else): keep it and the folders above
-            return
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from nstlib.api import stylize
-    from nstlib.engine.runtime import Runtime
-    from nstlib.io.data import sample_path
-
-    runtime = Runtime.create(args.device)
-    settings = _settings(args, size=runtime.sizes.demo, steps=runtime.sizes.demo_steps)
-    out_dir, made = _demo_folder(args.out)
+    args.content, args.styles, args.mask = sample_path("astronaut"), [sample_path("stained_glass")], []
+    args.output, args.gif = folder / "astronaut_stained_glass.png", folder / "astronaut_stained_glass.gif"
+    print(f"stylizing the bundled astronaut at {settings.size}px, {settings.steps} {settings.optimizer} steps")
     try:
-        out, gif = _check_outputs(out_dir / "astronaut_stained_glass.png", out_dir / "astronaut_stained_glass.gif",
-                                  [], args.force)
-        weights = _weights(args)
-        _say(f"stylizing the bundled astronaut at {settings.size}px, {settings.steps} {settings.optimizer} steps")
-        return _run_and_save(args, out, gif, lambda: stylize(
-            sample_path("astronaut"), sample_path("stained_glass"), settings, network=weights, runtime=runtime,
-            progress=not args.quiet, frame_every=_frame_every(settings.steps),
-        ))
+        return run_stylize(args, settings, runtime)
     finally:
-        _remove_if_empty(made)
+        for made_folder in made:  # as far as they are empty: a result (or anything else) keeps its folders
+            with contextlib.suppress(OSError):
+                made_folder.rmdir()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The `nstlib` command. A signal at any moment, or a stdout or stderr that cannot encode or write a line, causes
-    no traceback: the run's own outcome decides the exit code."""
+    """The `nstlib` command. A user error is one stderr line and exit code 2; a signal, or a stdout or stderr that
+    cannot encode or write a line, causes no traceback: the run's own outcome decides the exit code."""
     with contextlib.suppress(AttributeError, ValueError):  # not a text stream: leave it alone
-        sys.stdout.reconfigure(errors="backslashreplace")
-    with _forgiving_output(), _signals.installed():
-        return _command(argv)
-
-
-def _command(argv: Sequence[str] | None) -> int:
-    """Parse and run one command; a user error is one stderr line and exit code 2, a signal one line."""
+        sys.stdout.reconfigure(errors="backslashreplace", line_buffering=True)  # each report line at once
     start = time.perf_counter()
-    try:
+    with (contextlib.redirect_stdout(_Forgiving(sys.stdout, 1)), contextlib.redirect_stderr(_Forgiving(sys.stderr, 2)),
+          _signals.installed()):
         try:
             args = build_parser().parse_args(argv)
-            code = run_stylize(args) if args.command == "stylize" else run_demo(args)
+            settings, runtime = _settings(args)
+            code = (run_demo if args.command == "demo" else run_stylize)(args, settings, runtime)
+            if code == 0:
+                print(f"done in {time.perf_counter() - start:.1f} s")
+            return code
         except NstlibError as e:
             one_line = str(e).replace("\r", "\\r").replace("\n", "\\n")  # line breaks from a file name, escaped
             print(f"nstlib: error: {one_line}", file=sys.stderr)
             return EXIT_USER_ERROR
-        if code == 0:
-            _say(f"done in {time.perf_counter() - start:.1f} s")
-        return code
-    except KeyboardInterrupt:  # a signal outside the optimisation loop (loading torch or images), or after writing
-        written = " and ".join(show(path) for path in _signals.written)
-        print(f"nstlib: interrupted ({_signals.name}); " + (f"wrote {written}, complete" if written else
-                                                          "nothing written"), file=sys.stderr)
-        return _signals.exit_code
+        except KeyboardInterrupt:  # a signal outside the optimisation loop (loading torch or images), or after writing
+            written = " and ".join(show(path) for path in _signals.written)
+            name, code = _signals.name_and_exit_code()
+            print(f"nstlib: interrupted ({name}); " + (f"wrote {written}, complete" if written else "nothing written"),
+                  file=sys.stderr)
+            return code
 
 
 if __name__ == "__main__":

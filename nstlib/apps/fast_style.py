@@ -2,13 +2,12 @@
 
 Instead of the pixels of one picture (`nstlib.stylize`), optimise the weights of an image-to-image network once, over
 random crops of photos, on the very objective `stylize` minimises (each crop its own content target); afterwards a new
-photo costs one forward pass. `save`, `load` and `export_onnx` write and read the network.
-"""
+photo costs one forward pass."""
 
 from __future__ import annotations
 
 import dataclasses
-import io
+import importlib.util
 import os
 import warnings
 from collections.abc import Sequence
@@ -29,8 +28,7 @@ from nstlib.io.data import CONTENT_SAMPLES, sample_path
 from nstlib.io.files import atomic_write, check_input_file, open_input
 from nstlib.io.images import ImageLike, load_image
 
-#: Adam's learning rate for the network's weights (Johnson et al. 2016) and the crop size in pixels, where the
-#: settings' `lr` and `size` are None.
+#: Adam's learning rate for the network's weights (Johnson et al. 2016) and the crop size in pixels, for lr/size None.
 TRAIN_LR, TRAIN_SIZE = 1e-3, 256
 
 
@@ -104,8 +102,6 @@ class FastStyleNet(nn.Module):
 
 def random_crops(images: Sequence[torch.Tensor], size: int, n: int, generator: torch.Generator) -> torch.Tensor:
     """`n` random `size` x `size` crops from (1,3,H,W) `images` (a random image each): (n,3,size,size)."""
-    check_number("size", size, whole=True, low=1)
-    check_number("n", n, whole=True, low=1)
     if not images:
         raise ParameterError("images=[]: give at least one photo to crop from")
     small = [tuple(img.shape[-2:]) for img in images if min(img.shape[-2:]) < size]
@@ -163,8 +159,7 @@ def train(style: ImageLike, photos: Sequence[ImageLike] | None = None, settings:
 @torch.no_grad()
 def apply(model: FastStyleNet, image: ImageLike, size: int | None = None) -> torch.Tensor:
     """Stylise one picture (long side `size`, None keeps it) with a trained network: (1,3,H,W) in [0,1]."""
-    param = next(model.parameters())
-    return model.eval()(load_image(image, size).to(param.device)).cpu()
+    return model.eval()(load_image(image, size).to(next(model.parameters()).device)).cpu()
 
 
 def save(model: FastStyleNet, path: str | os.PathLike) -> Path:
@@ -187,18 +182,14 @@ def load(path: str | os.PathLike) -> FastStyleNet:
 
 def export_onnx(model: FastStyleNet, path: str | os.PathLike, size: int = 256) -> Path:
     """Export the network to ONNX (input "image" (B,3,H,W) in [0,1], any B, H and W), atomically; needs `onnx`."""
-    try:
-        import onnx  # noqa: F401  (torch's exporter needs it)
-    except ImportError:
-        raise MissingOnnxError("ONNX export needs the onnx package: pip install onnx "
-                             "(or pip install -e '.[offline]')") from None
+    if importlib.util.find_spec("onnx") is None:  # torch's exporter needs it
+        raise MissingOnnxError("ONNX export needs the onnx package: pip install onnx (or pip install -e '.[offline]')")
     model = model.eval()
     example = torch.rand(1, 3, size, size, device=next(model.parameters()).device)
-    buffer = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():  # instance norm exports "with train=True": right, it uses each image's statistics
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(model, (example,), buffer, input_names=["image"], output_names=["stylized"],
-                          dynamic_axes={"image": axes, "stylized": axes}, dynamo=False)
-    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+        return atomic_write(path, lambda f: torch.onnx.export(model, (example,), f, input_names=["image"],
+                                                              output_names=["stylized"], dynamo=False,
+                                                              dynamic_axes={"image": axes, "stylized": axes}))
