@@ -7,7 +7,6 @@ raises mid-run; the entry points' boundary (`nstlib.api.Guard`) frees what the f
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
@@ -60,20 +59,14 @@ def estimate_bytes(height: int, width: int, layers: Iterable[str] = ("relu5_1",)
 
 
 def available_bytes(root: Path = Path("/")) -> int | None:
-    """Free RAM in bytes (None if unknown): MemAvailable, capped by what the limits of the process's cgroup and those
-    above it leave (`cgroup_files`). `root` is where /proc and /sys are (a test points it at a fake tree)."""
-    free = None
+    """Free RAM in bytes (None if unknown, as off Linux): MemAvailable, capped by what the limits of the process's
+    cgroup and those above it leave (`cgroup_files`). `root` is where /proc and /sys are (a test points it at a fake
+    tree)."""
     try:
-        for line in (root / "proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                free = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    if free is None:
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
+        lines = (root / "proc/meminfo").read_text().splitlines()
+        free = next(int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
     for limit, usage in cgroup_files(root):
         try:
             cap = int(limit.read_text()) - int(usage.read_text())
@@ -142,9 +135,8 @@ def check_memory(shape: tuple[int, int], settings: Settings, *, styles: Iterable
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """True for torch's out-of-memory errors (CUDA's `OutOfMemoryError`, a RuntimeError; other devices say so)."""
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error))
+    """True for torch's out-of-memory errors (RuntimeErrors that say so, CUDA's `OutOfMemoryError` among them)."""
+    return isinstance(error, RuntimeError) and "out of memory" in str(error)
 
 
 def release_memory(error: BaseException, device: torch.device) -> None:
