@@ -7,11 +7,8 @@ small kernels. A CUDA graph records every kernel of one `take_step` once and rep
   a later run of the same kind copies in (`load`);
 - no host sync inside the step: fused Adam or `SyncFreeLBFGS`, float16's loss scale on the device, the loss terms read
   by the loop's `Monitor` only every `log_every` steps;
-- warm-up: a new step's first `WARMUP` steps run eagerly on a side stream;
 - one graph per kind of run (`_kind`: what a capture bakes in, found by walking the objective's state, so a new field
-  of `Objective` needs nothing here), in a process-wide cache of `GRAPH_CACHE` steps of one network at a time; a run
-  borrows its step, so two threads never share one;
-- one capture at a time in the process (torch captures on one shared stream);
+  of `Objective` needs nothing here), cached for later runs; a run borrows its step, so two threads never share one;
 - a fallback that loses nothing: a failed capture or first replay warns once and the run goes on eagerly from the
   current image with the same optimiser; graphs stay off for the process.
 """
@@ -32,16 +29,16 @@ from nstlib.core.loop import Backward, Objective, Terms, make_optimizer, plain_b
 from nstlib.core.settings import Settings
 from nstlib.engine.memory import is_out_of_memory
 
-#: Eager steps before a new step is captured (torch's own examples warm up with 3).
+#: Eager steps (on a side stream) before a new step is captured (torch's own examples warm up with 3).
 WARMUP = 3
-#: Captured steps kept for later runs; each holds its image size's activations on the GPU.
+#: Captured steps kept for later runs, of one network at a time; each holds its image size's activations on the GPU.
 GRAPH_CACHE = 4
 #: {"cuda_graph": the cause} once a capture failed in this process.
 FAILED: dict[str, str] = {}
 
 _cache: OrderedDict[tuple, GraphedStep] = OrderedDict()
 _lock = threading.Lock()  # the cache's
-_capturing = threading.Lock()  # the process's one capture
+_capturing = threading.Lock()  # one capture at a time: torch captures on one shared stream
 
 
 def _leaves(value: Any) -> Iterator[Any]:

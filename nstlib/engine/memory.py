@@ -59,33 +59,18 @@ def estimate_bytes(height: int, width: int, layers: Iterable[str] = ("relu5_1",)
 
 
 def available_bytes(root: Path = Path("/")) -> int | None:
-    """Free RAM in bytes (None if unknown, as off Linux): MemAvailable, capped by what the limits of the process's
-    cgroup and those above it leave (`cgroup_files`). `root` is where /proc and /sys are (a test points it at a fake
+    """Free RAM in bytes (None if unknown, as off Linux): MemAvailable, capped by what the limits leave of the memory
+    cgroup that /proc/self/cgroup names (v2 or v1) and of every cgroup above it: SLURM, `systemd-run -p MemoryMax=`
+    and JupyterHub limit such a cgroup, not the root. `root` is where /proc and /sys are (a test points it at a fake
     tree)."""
     try:
-        lines = (root / "proc/meminfo").read_text().splitlines()
-        free = next(int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:"))
+        meminfo = (root / "proc/meminfo").read_text().splitlines()
+        free = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+        cgroups = (root / "proc/self/cgroup").read_text().splitlines()
     except (OSError, ValueError, IndexError, StopIteration):
         return None
-    for limit, usage in cgroup_files(root):
-        try:
-            cap = int(limit.read_text()) - int(usage.read_text())
-        except (OSError, ValueError):  # no such cgroup here, or no limit ("max")
-            continue
-        free = min(free, max(cap, 0))
-    return free
-
-
-def cgroup_files(root: Path = Path("/")) -> list[tuple[Path, Path]]:
-    """The (limit, usage) files of the process's memory cgroup and every one above it, v2 and v1, as /proc/self/cgroup
-    names them: SLURM, `systemd-run -p MemoryMax=` and JupyterHub limit such a cgroup, not the root."""
     mount = root / "sys/fs/cgroup"
-    try:
-        lines = (root / "proc/self/cgroup").read_text().splitlines()
-    except OSError:  # not Linux, or no /proc: the roots alone
-        lines = ["0::/", "0:memory:/"]
-    files = []
-    for line in lines:
+    for line in cgroups:
         controllers, _, path = line.partition(":")[2].partition(":")
         if not controllers:
             base, limit, usage = mount, "memory.max", "memory.current"
@@ -94,8 +79,15 @@ def cgroup_files(root: Path = Path("/")) -> list[tuple[Path, Path]]:
         else:
             continue
         folder = base / path.strip("/")
-        files += [(level / limit, level / usage) for level in (folder, *folder.parents) if level.is_relative_to(base)]
-    return files
+        for level in (folder, *folder.parents):
+            if not level.is_relative_to(base):  # above the mount
+                break
+            try:
+                cap = int((level / limit).read_text()) - int((level / usage).read_text())
+            except (OSError, ValueError):  # no such cgroup here (a container's path), or no limit ("max")
+                continue
+            free = min(free, max(cap, 0))
+    return free
 
 
 def advice(height: int, width: int, optimizer: str, fits: float | None = None) -> str:

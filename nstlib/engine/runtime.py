@@ -1,18 +1,12 @@
-"""The runtime: where and how a run computes, decided once, before any work (nanoGPT-style).
+"""The runtime: where and how a run computes, decided once by `Runtime.create` before any work (nanoGPT-style): the
+device ("auto": cuda, else mps, else cpu), mixed precision, how often the losses reach the host (`log_every`: each copy
+waits for a GPU), CUDA graphs (`nstlib.engine.graphs`) and the sizes nstlib picks. `Runtime.steps` is the engine the
+core loop is given; nothing else in nstlib looks at the device type.
 
-`Runtime.create` decides, `Runtime.steps` is the engine the core loop is given; nothing else looks at the device type:
-
-1. the device: "auto" is cuda, else mps, else cpu;
-2. mixed precision (on by default on CUDA only): channels_last; VGG under autocast in bfloat16 where the device computes
-   it natively, else float16 with a loss scale (`LossScale`); Gram matrices and losses in float32 (a float16 Gram
-   overflows), from bfloat16 products in a bfloat16 step (`BFloat16Grams`). Not `cudnn.benchmark`: on an H100 it cost
-   1.4-6 s on the first step of every new image size, for the same 4 ms step;
-3. `log_every`: how often the losses reach the host (each copy waits for a GPU; on a CPU in float32, every step);
-4. CUDA graphs (on by default on CUDA with mixed precision): each step captured once and replayed
-   (`nstlib.engine.graphs`); a failed capture warns once and goes on eagerly, losing no step;
-5. the sizes nstlib picks on this device (`Runtime.sizes`).
-
-docs/benchmarks.md has the numbers.
+Mixed precision (on by default on CUDA only): channels_last; VGG under autocast in bfloat16 where the device computes it
+natively, else float16 with a loss scale (`LossScale`); Gram matrices and losses in float32 (a float16 Gram overflows),
+from bfloat16 products in a bfloat16 step (`BFloat16Grams`). Not `cudnn.benchmark`: on an H100 it cost 1.4-6 s on the
+first step of every new image size, for the same 4 ms step. docs/benchmarks.md has the numbers.
 """
 
 from __future__ import annotations
@@ -299,7 +293,6 @@ class Runtime:
         yield self._grams(partial(take_step, objective, image, make_optimizer(image, settings), self.backward())), image
 
     def _grams(self, step: Step) -> Step:
-        """`step` inside `BFloat16Grams` if this runtime computes in bfloat16."""
         if self.precision is None or self.precision.dtype != torch.bfloat16:
             return step
 
