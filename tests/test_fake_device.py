@@ -104,7 +104,7 @@ def test_a_host_read_in_a_captured_step_fails_the_run(net, content, style) -> No
         return terms, evaluations
 
     with fake_gpu() as mode, mock.patch.object(graphs, "take_step", syncing_step), \
-            mock.patch.object(graphs, "fall_back", side_effect=lambda kind, error: (_ for _ in ()).throw(error)):
+            mock.patch.object(graphs.GraphedStep, "_fall_back", side_effect=lambda error: (_ for _ in ()).throw(error)):
         with pytest.raises(HostSync):
             stylize(content, style, network=net, runtime="cuda", **RUN)
     assert mode.captures == 1

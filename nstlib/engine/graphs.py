@@ -7,11 +7,8 @@ small kernels. A CUDA graph records every kernel of one `take_step` once and rep
   a later run of the same kind copies in (`load`);
 - no host sync inside the step: fused Adam or `SyncFreeLBFGS`, float16's loss scale on the device, the loss terms read
   by the loop's `Monitor` only every `log_every` steps;
-- warm-up: a new step's first `WARMUP` steps run eagerly on a side stream;
 - one graph per kind of run (`_kind`: what a capture bakes in, found by walking the objective's state, so a new field
-  of `Objective` needs nothing here), in a process-wide cache of `GRAPH_CACHE` steps of one network at a time; a run
-  borrows its step, so two threads never share one;
-- one capture at a time in the process (torch captures on one shared stream);
+  of `Objective` needs nothing here), cached for later runs; a run borrows its step, so two threads never share one;
 - a fallback that loses nothing: a failed capture or first replay warns once and the run goes on eagerly from the
   current image with the same optimiser; graphs stay off for the process.
 """
@@ -32,24 +29,16 @@ from nstlib.core.loop import Backward, Objective, Terms, make_optimizer, plain_b
 from nstlib.core.settings import Settings
 from nstlib.engine.memory import is_out_of_memory
 
-#: Eager steps before a new step is captured (torch's own examples warm up with 3).
+#: Eager steps (on a side stream) before a new step is captured (torch's own examples warm up with 3).
 WARMUP = 3
-#: Captured steps kept for later runs; each holds its image size's activations on the GPU.
+#: Captured steps kept for later runs, of one network at a time; each holds its image size's activations on the GPU.
 GRAPH_CACHE = 4
-#: Accelerations that failed in this process ({"cuda_graph": the cause}).
+#: {"cuda_graph": the cause} once a capture failed in this process.
 FAILED: dict[str, str] = {}
 
 _cache: OrderedDict[tuple, GraphedStep] = OrderedDict()
 _lock = threading.Lock()  # the cache's
-_capturing = threading.Lock()  # the process's one capture
-
-
-def fall_back(kind: str, error: BaseException) -> None:
-    """`kind` ("cuda_graph") failed with `error`: warn once, and leave it off for the rest of the process."""
-    if kind not in FAILED:
-        FAILED[kind] = f"{type(error).__name__}: {error}".splitlines()[0]
-        warnings.warn(f"CUDA graph capture failed ({FAILED[kind]}); this run goes on eagerly from where it was, and so "
-                      "does every later run in this process", RuntimeWarning, stacklevel=3)
+_capturing = threading.Lock()  # one capture at a time: torch captures on one shared stream
 
 
 def _leaves(value: Any) -> Iterator[Any]:
@@ -70,20 +59,13 @@ def _state(objective: Objective) -> list[Any]:
     return list(_leaves({k: v for k, v in vars(objective).items() if not k.startswith("_")}))
 
 
-def _tensors(objective: Objective) -> list[torch.Tensor]:
-    return [leaf for leaf in _state(objective) if isinstance(leaf, torch.Tensor)]
-
-
-def _network(objective: Objective) -> tuple:
-    """The objective's network as a graph reads it: the module and the addresses of its weights."""
-    network = objective.extractor
-    return id(network), *(t.data_ptr() for t in [*network.parameters(), *network.buffers()])
-
-
 def _kind(objective: Objective, image: torch.Tensor, settings: Settings) -> tuple:
-    """What a captured step bakes in: the network, every shape, the values that are not tensors, the optimiser."""
+    """What a captured step bakes in: the network (the module and its weights' addresses), every shape, the values
+    that are not tensors, the optimiser."""
+    net = objective.extractor
+    network = id(net), *(t.data_ptr() for t in [*net.parameters(), *net.buffers()])
     state = tuple((tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else x for x in _state(objective))
-    return (_network(objective), tuple(image.shape), str(image.device), state, settings.optimizer, settings.lr,
+    return (network, tuple(image.shape), str(image.device), state, settings.optimizer, settings.lr,
             settings.history_size, settings.max_step)
 
 
@@ -112,8 +94,9 @@ class GraphedStep:
     def load(self, objective: Objective, start: torch.Tensor) -> None:
         """Begin a run: copy in `objective`'s tensors and `start`; zero the optimiser's and the loss scale's state."""
         with torch.no_grad():
-            for mine, theirs in zip(_tensors(self.objective), _tensors(objective), strict=True):
-                mine.copy_(theirs)
+            for mine, theirs in zip(_state(self.objective), _state(objective), strict=True):
+                if isinstance(mine, torch.Tensor):
+                    mine.copy_(theirs)
             self.image.copy_(start)
             scale = getattr(self.backward, "__self__", None)  # the loss scale whose method it is, if any
             for state in [*self.optimizer.state.values(), vars(scale) if scale is not None else {}]:
@@ -153,9 +136,13 @@ class GraphedStep:
             return terms
 
     def _fall_back(self, error: Exception) -> None:
+        """The capture or its first replay failed: warn once, and run eagerly here and in every later run."""
         if is_out_of_memory(error):
             raise error
-        fall_back("cuda_graph", error)
+        if not FAILED:
+            FAILED["cuda_graph"] = f"{type(error).__name__}: {error}".splitlines()[0]
+            warnings.warn(f"CUDA graph capture failed ({FAILED['cuda_graph']}); this run goes on eagerly from where it "
+                          "was, and so does every later run in this process", RuntimeWarning, stacklevel=2)
         self.graph, self.eager = None, True
 
 
@@ -181,9 +168,7 @@ def graphed_step(objective: Objective, image: torch.Tensor, settings: Settings,
             _cache.popitem(last=False)
 
 
-def release_graphs() -> int:
-    """Forget every cached step (their memory returns to the allocator once unreferenced); how many."""
+def release_graphs() -> None:
+    """Forget every cached step (their memory returns to the allocator once unreferenced)."""
     with _lock:
-        count = len(_cache)
         _cache.clear()
-    return count

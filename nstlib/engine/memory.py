@@ -7,7 +7,6 @@ raises mid-run; the entry points' boundary (`nstlib.api.Guard`) frees what the f
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
@@ -60,39 +59,18 @@ def estimate_bytes(height: int, width: int, layers: Iterable[str] = ("relu5_1",)
 
 
 def available_bytes(root: Path = Path("/")) -> int | None:
-    """Free RAM in bytes (None if unknown): MemAvailable, capped by what the limits of the process's cgroup and those
-    above it leave (`cgroup_files`). `root` is where /proc and /sys are (a test points it at a fake tree)."""
-    free = None
+    """Free RAM in bytes (None if unknown, as off Linux): MemAvailable, capped by what the limits leave of the memory
+    cgroup that /proc/self/cgroup names (v2 or v1) and of every cgroup above it: SLURM, `systemd-run -p MemoryMax=`
+    and JupyterHub limit such a cgroup, not the root. `root` is where /proc and /sys are (a test points it at a fake
+    tree)."""
     try:
-        for line in (root / "proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                free = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    if free is None:
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
-    for limit, usage in cgroup_files(root):
-        try:
-            cap = int(limit.read_text()) - int(usage.read_text())
-        except (OSError, ValueError):  # no such cgroup here, or no limit ("max")
-            continue
-        free = min(free, max(cap, 0))
-    return free
-
-
-def cgroup_files(root: Path = Path("/")) -> list[tuple[Path, Path]]:
-    """The (limit, usage) files of the process's memory cgroup and every one above it, v2 and v1, as /proc/self/cgroup
-    names them: SLURM, `systemd-run -p MemoryMax=` and JupyterHub limit such a cgroup, not the root."""
+        meminfo = (root / "proc/meminfo").read_text().splitlines()
+        free = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+        cgroups = (root / "proc/self/cgroup").read_text().splitlines()
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
     mount = root / "sys/fs/cgroup"
-    try:
-        lines = (root / "proc/self/cgroup").read_text().splitlines()
-    except OSError:  # not Linux, or no /proc: the roots alone
-        lines = ["0::/", "0:memory:/"]
-    files = []
-    for line in lines:
+    for line in cgroups:
         controllers, _, path = line.partition(":")[2].partition(":")
         if not controllers:
             base, limit, usage = mount, "memory.max", "memory.current"
@@ -101,8 +79,15 @@ def cgroup_files(root: Path = Path("/")) -> list[tuple[Path, Path]]:
         else:
             continue
         folder = base / path.strip("/")
-        files += [(level / limit, level / usage) for level in (folder, *folder.parents) if level.is_relative_to(base)]
-    return files
+        for level in (folder, *folder.parents):
+            if not level.is_relative_to(base):  # above the mount
+                break
+            try:
+                cap = int((level / limit).read_text()) - int((level / usage).read_text())
+            except (OSError, ValueError):  # no such cgroup here (a container's path), or no limit ("max")
+                continue
+            free = min(free, max(cap, 0))
+    return free
 
 
 def advice(height: int, width: int, optimizer: str, fits: float | None = None) -> str:
@@ -142,9 +127,8 @@ def check_memory(shape: tuple[int, int], settings: Settings, *, styles: Iterable
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """True for torch's out-of-memory errors (CUDA's `OutOfMemoryError`, a RuntimeError; other devices say so)."""
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error))
+    """True for torch's out-of-memory errors (RuntimeErrors that say so, CUDA's `OutOfMemoryError` among them)."""
+    return isinstance(error, RuntimeError) and "out of memory" in str(error)
 
 
 def release_memory(error: BaseException, device: torch.device) -> None:

@@ -1,19 +1,12 @@
-"""The runtime: where and how a run computes, decided once, before any work (nanoGPT-style).
+"""The runtime: where and how a run computes, decided once by `Runtime.create` before any work (nanoGPT-style): the
+device ("auto": cuda, else mps, else cpu), mixed precision, how often the losses reach the host (`log_every`: each copy
+waits for a GPU), CUDA graphs (`nstlib.engine.graphs`) and the sizes nstlib picks. `Runtime.steps` is the engine the
+core loop is given; nothing else in nstlib looks at the device type.
 
-`Runtime.create(device, mixed_precision)` decides, and `Runtime.steps` is the engine the core loop is given; nothing
-else in nstlib looks at the device type:
-
-1. the device: "auto" is cuda, else mps, else cpu;
-2. mixed precision (on by default on CUDA only): channels_last; VGG under autocast in bfloat16 where the device computes
-   it natively, else float16 with a loss scale (`LossScale`); Gram matrices and losses in float32 (a float16 Gram
-   overflows), from bfloat16 products in a bfloat16 step (`BFloat16Grams`). Not `cudnn.benchmark`: on an H100 it cost
-   1.4-6 s on the first step of every new image size, for the same 4 ms step;
-3. `log_every`: how often the losses reach the host (each copy waits for a GPU; on a CPU in float32, every step);
-4. CUDA graphs (on by default on CUDA with mixed precision): each step captured once and replayed
-   (`nstlib.engine.graphs`); a failed capture warns once and goes on eagerly, losing no step;
-5. the sizes nstlib picks on this device (`DeviceSizes`).
-
-docs/benchmarks.md has the numbers.
+Mixed precision (on by default on CUDA only): channels_last; VGG under autocast in bfloat16 where the device computes it
+natively, else float16 with a loss scale (`LossScale`); Gram matrices and losses in float32 (a float16 Gram overflows),
+from bfloat16 products in a bfloat16 step (`BFloat16Grams`). Not `cudnn.benchmark`: on an H100 it cost 1.4-6 s on the
+first step of every new image size, for the same 4 ms step. docs/benchmarks.md has the numbers.
 """
 
 from __future__ import annotations
@@ -44,25 +37,19 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 @dataclass(frozen=True)
 class DeviceSizes:
-    """Sizes (long sides, px) nstlib picks on one kind of device: the explorer's `preview` (small enough to follow the
-    slider), and the picture and step count of `nstlib demo` (a minute on a CPU)."""
+    """Long sides (px) nstlib picks: the explorer's preview (small enough to follow a slider), and the picture and
+    step count of `nstlib demo` (a minute on a CPU)."""
 
-    preview: int = 128
-    demo: int = 192
-    demo_steps: int = 60
-
-
-DEVICE_SIZES = {"cuda": DeviceSizes(256, 512, 300), "mps": DeviceSizes(256, 512, 300)}
-
-
-def _mps_available() -> bool:
-    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    preview: int
+    demo: int
+    demo_steps: int
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> cuda if available, else mps, else cpu; other names are parsed by `torch.device` and checked."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
+    mps = torch.backends.mps.is_available()
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
     try:
         dev = torch.device(device) if isinstance(device, (str, torch.device)) else None
     except RuntimeError:
@@ -76,7 +63,7 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
         raise ParameterError(f"device={device!r}: there are {count} CUDA devices here (cuda:0 to cuda:{count - 1})")
     if dev.type in ("cpu", "mps") and dev.index not in (None, 0):
         raise ParameterError(f"device={device!r}: there is one {dev.type.upper()} device; use device='{dev.type}'")
-    if dev.type == "mps" and not _mps_available():
+    if dev.type == "mps" and not mps:
         raise ParameterError("device='mps': MPS is not available here; use device='cpu' or 'auto'")
     return dev
 
@@ -169,8 +156,11 @@ class BFloat16Grams(TorchFunctionMode):
     without the float32 copies of the maps (a third of the backward pass's memory at 128²). The core stays as taught."""
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        if func in (torch.Tensor.matmul, torch.matmul) and _is_gram(*args):
-            return _Gram.apply(args[0])
+        if func in (torch.Tensor.matmul, torch.matmul):
+            a, b = args  # F Fᵀ of one bfloat16 (B,C,N) F: b is a's transpose
+            if (a.dtype == torch.bfloat16 and a.dim() == 3 and b.data_ptr() == a.data_ptr()
+                    and b.shape == a.mT.shape and b.stride() == a.mT.stride()):
+                return _Gram.apply(a)
         return func(*args, **(kwargs or {}))
 
     def __enter__(self) -> BFloat16Grams:
@@ -182,20 +172,10 @@ class BFloat16Grams(TorchFunctionMode):
         super().__exit__(*error)
 
 
-def _is_gram(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether a @ b is F Fᵀ of one bfloat16 (B,C,N) F."""
-    return (a.dtype == torch.bfloat16 and a.dim() == 3 and b.data_ptr() == a.data_ptr()
-            and b.shape == a.mT.shape and b.stride() == a.mT.stride())
-
-
 class LossScale:
-    """Dynamic loss scaling for float16, kept on the device and updated in place, so that a CUDA graph can hold it
-    (torch.amp.GradScaler reads its inf check on the host at every step, which waits for the GPU).
-
-    `backward(loss, *leaves)` back-propagates loss * scale and unscales each `.grad`; an overflow zeroes them all and
-    halves the scale, `growth_interval` finite steps in a row double it. All zeros is the fresh state (as for the
-    optimisers: `nstlib.engine.graphs` restarts a cached step by zeroing it).
-    """
+    """Dynamic loss scaling for float16, kept on the device so that a CUDA graph can hold it (torch.amp.GradScaler
+    reads its inf check on the host at every step, which waits for the GPU). An overflow zeroes the gradients and
+    halves the scale, `growth_interval` finite steps in a row double it; all zeros is the fresh state."""
 
     def __init__(self, init_scale: float = 2.0**16, growth_interval: int = 100,
                  device: torch.device | str = "cpu") -> None:
@@ -232,14 +212,13 @@ class Runtime:
     precision: Precision | None = None
     log_every: int = 1
     cuda_graph: bool = False
-    sizes: DeviceSizes = DeviceSizes()
 
     @classmethod
     def create(cls, device: str | torch.device = "auto", mixed_precision: bool | None = None,
                log_every: int | None = None, cuda_graph: bool | None = None) -> Runtime:
         """Decide everything for `device` ("auto": cuda > mps > cpu); see the module docstring."""
         for name, value in (("mixed_precision", mixed_precision), ("cuda_graph", cuda_graph)):
-            if value not in (True, False, None) or isinstance(value, int) and not isinstance(value, bool):
+            if value is not None and not isinstance(value, bool):
                 raise ParameterError(f"{name}={value!r}: use True, False or None")
         log_every = check_number("log_every", log_every, whole=True, low=1, allow_none=True)
         dev = pick_device(device)
@@ -250,8 +229,7 @@ class Runtime:
             cuda_graph = dev.type == "cuda" and precision is not None
         elif cuda_graph and dev.type != "cuda":
             raise ParameterError(f"cuda_graph=True: CUDA graphs need a CUDA device, not {dev.type!r}; use None")
-        return cls(dev, precision, log_every or (LOG_EVERY if precision or dev.type != "cpu" else 1), cuda_graph,
-                   DEVICE_SIZES.get(dev.type, DeviceSizes()))
+        return cls(dev, precision, log_every or (LOG_EVERY if precision or dev.type != "cpu" else 1), cuda_graph)
 
     @classmethod
     def of(cls, value: Runtime | str | torch.device) -> Runtime:
@@ -270,7 +248,12 @@ class Runtime:
     @property
     def graphed(self) -> bool:
         """Whether steps are captured in CUDA graphs now: asked for, and no capture failed in this process."""
-        return self.cuda_graph and "cuda_graph" not in FAILED
+        return self.cuda_graph and not FAILED
+
+    @property
+    def sizes(self) -> DeviceSizes:
+        """GPUs (cuda, mps) take larger pictures."""
+        return DeviceSizes(128, 192, 60) if self.on_cpu else DeviceSizes(256, 512, 300)
 
     @property
     def on_cpu(self) -> bool:
@@ -310,7 +293,6 @@ class Runtime:
         yield self._grams(partial(take_step, objective, image, make_optimizer(image, settings), self.backward())), image
 
     def _grams(self, step: Step) -> Step:
-        """`step` inside `BFloat16Grams` if this runtime computes in bfloat16."""
         if self.precision is None or self.precision.dtype != torch.bfloat16:
             return step
 
