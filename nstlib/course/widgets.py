@@ -1,8 +1,7 @@
 """An interactive explorer: drag the weight sliders and watch the optimisation follow.
 
-`StyleExplorer(content, style, network=C.weights, runtime=C.device)`, shown in a notebook cell, is the view: its
-controls turn their values into `Settings` for `nstlib.course.worker.ExplorerWorker`, whose hooks update the display
-only by assigning widget values (the thread-safe path). Works with ipywidgets 7.6+ (Colab) and 8.x (JupyterLab 4).
+`StyleExplorer` is the view of `nstlib.course.worker.ExplorerWorker`: its controls become `Settings`, and the worker's
+hooks update the display only by assigning widget values (the thread-safe path). ipywidgets 7.6+ (Colab) and 8.x.
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
 """CUDA graphs: `take_step`, captured once per kind of run and replayed.
 
-At 512² a mixed-precision step on a big GPU is launch-bound: a few milliseconds of work, the rest Python and hundreds of
-small kernels. A CUDA graph records every kernel of one `take_step` once and replays them with one call. That asks for:
-
-- the same memory every replay: the graph owns its image and a copy of the objective (the network shared), whose tensors
-  a later run of the same kind copies in (`load`);
-- no host sync inside the step: fused Adam or `SyncFreeLBFGS`, float16's loss scale on the device, the loss terms read
-  by the loop's `Monitor` only every `log_every` steps;
-- one graph per kind of run (`_kind`: what a capture bakes in, found by walking the objective's state, so a new field
-  of `Objective` needs nothing here), cached for later runs; a run borrows its step, so two threads never share one;
-- a fallback that loses nothing: a failed capture or first replay warns once and the run goes on eagerly from the
-  current image with the same optimiser; graphs stay off for the process.
+At 512² a mixed-precision step on a big GPU is launch-bound: hundreds of small kernels. A CUDA graph records every
+kernel of one `take_step` once and replays them with one call. That asks for the same memory every replay (the graph
+owns its image and a copy of the objective, into which a later run of the same kind copies its tensors: `load`), no
+host sync inside the step (fused Adam or `SyncFreeLBFGS`, float16's loss scale on the device), and one graph per kind
+of run (`_kind`, found by walking the objective's state, so a new field of `Objective` needs nothing here). A failed
+capture or first replay warns once and the run goes on eagerly from the current image; graphs stay off after that.
 """
 
 from __future__ import annotations

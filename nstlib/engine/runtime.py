@@ -1,12 +1,11 @@
 """The runtime: where and how a run computes, decided once by `Runtime.create` before any work (nanoGPT-style): the
-device ("auto": cuda, else mps, else cpu), mixed precision, how often the losses reach the host (`log_every`: each copy
-waits for a GPU), CUDA graphs (`nstlib.engine.graphs`) and the sizes nstlib picks. `Runtime.steps` is the engine the
-core loop is given; nothing else in nstlib looks at the device type.
+device ("auto": cuda, else mps, else cpu), mixed precision, how often the losses reach the host (`log_every`), CUDA
+graphs and the sizes nstlib picks. `Runtime.steps` is the engine the core loop is given; nothing else in nstlib looks
+at the device type.
 
-Mixed precision (on by default on CUDA only): channels_last; VGG under autocast in bfloat16 where the device computes it
-natively, else float16 with a loss scale (`LossScale`); Gram matrices and losses in float32 (a float16 Gram overflows),
-from bfloat16 products in a bfloat16 step (`BFloat16Grams`). Not `cudnn.benchmark`: on an H100 it cost 1.4-6 s on the
-first step of every new image size, for the same 4 ms step. docs/benchmarks.md has the numbers.
+Mixed precision (CUDA only, by default): channels_last; VGG under autocast in bfloat16 where the device has it, else
+float16 with a loss scale; Gram matrices and losses in float32 (a float16 Gram overflows). Not `cudnn.benchmark`: on an
+H100 it cost 1.4-6 s on the first step of every new image size, for the same 4 ms step (docs/benchmarks.md).
 """
 
 from __future__ import annotations
