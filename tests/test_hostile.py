@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ import torch
 from PIL import Image
 
 import nstlib.api
+import nstlib.apps.cli as cli
 import nstlib.engine.memory
 import nstlib.io.files
 import nstlib.io.weights
@@ -128,13 +131,25 @@ def signal_at_step(number: int) -> Setup:
     return setup
 
 
-def signal_while_writing(number: int, suffix: str) -> Setup:
-    """Signal `number` comes while a file ending in `suffix` is being put in place (its last moment)."""
+def signal_while_writing(number: int, suffix: str, other_thread: bool = False) -> Setup:
+    """Signal `number` comes while a file ending in `suffix` is being put in place (its last moment); with
+    `other_thread`, the OS hands it to another thread of the process (as it may to one of torch's)."""
     def setup(tmp: Path, mp: pytest.MonkeyPatch) -> None:
         real = nstlib.io.files.commit
 
         def commit(part: Path, dest: Path, **kwargs) -> None:
-            if dest.name.endswith(suffix):
+            if dest.name.endswith(suffix) and other_thread:
+                done = threading.Event()
+                worker = threading.Thread(target=done.wait)
+                worker.start()
+                signal.pthread_kill(worker.ident, number)
+                for _ in range(500):  # the main thread runs the handler at its next check, inside this write
+                    if cli._signals.received is not None:
+                        break
+                    time.sleep(0.01)
+                done.set()
+                worker.join()
+            elif dest.name.endswith(suffix):
                 signal.raise_signal(number)
             real(part, dest, **kwargs)
 
@@ -360,6 +375,11 @@ CLI = {
     "Ctrl-C during the final save": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST], 130,
                                         "interrupted (SIGINT); wrote {t}/o.png, complete", {"o.png"},
                                         signal_while_writing(signal.SIGINT, ".png"), runs=True),
+    "SIGTERM to another thread during the final save": Cli(["stylize", C, S, "-o", "{t}/o.png", *FAST], 143,
+                                                           "interrupted (SIGTERM); wrote {t}/o.png, complete",
+                                                           {"o.png"}, signal_while_writing(signal.SIGTERM, ".png",
+                                                                                           other_thread=True),
+                                                           runs=True),
     "Ctrl-C during the --gif write": Cli(["stylize", C, S, "-o", "{t}/o.png", "--gif", "{t}/o.gif", *FAST], 130,
                                          "wrote {t}/o.png and {t}/o.gif, complete", {"o.png", "o.gif"},
                                          signal_while_writing(signal.SIGINT, ".gif"), runs=True),

@@ -39,6 +39,7 @@ class _Signals:
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         self.received: int | None = None
+        self.held = self.pending = False
         self.written: list[Path] = []
         main = threading.current_thread() is threading.main_thread()  # handlers can only be set there
         # An ignored signal stays ignored: `nohup` ignores SIGHUP, a background job of a script SIGINT.
@@ -53,16 +54,21 @@ class _Signals:
     def handle(self, number: int, frame: object) -> None:
         if self.received is None:
             self.received = number
-            raise KeyboardInterrupt
+            self.pending = self.held
+            if not self.held:
+                raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
-        """A result is in hand: a signal now is blocked (kept pending) until the block, its writes, is done."""
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        """A result is in hand: a signal now is raised only once the block, its writes, is done (a flag, not a signal
+        mask: the OS may hand the signal to one of torch's threads, which a mask on this one does not cover)."""
+        self.held = True
         try:
             yield
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            self.held = False
+        if self.pending:
+            raise KeyboardInterrupt
 
     def name_and_exit_code(self) -> tuple[str, int]:
         """The signal's name and the command's exit code, 128 + its number (Ctrl-C's if none came)."""
