@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import math
 import os
 import platform
 import sys
@@ -28,7 +29,9 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-from PIL import Image
+from PIL import Image, ImageSequence
+
+import nstlib
 
 DOCS = Path(__file__).resolve().parent
 NOTEBOOKS = DOCS.parent / "notebooks"
@@ -79,13 +82,31 @@ def retext(source: Path) -> bool:
 
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
+#: An animation larger than this keeps every k-th frame, k as small as fits (`thin_gif`).
+GIF_BYTES = 1_000_000
+
+
+def thin_gif(gif: bytes) -> bytes:
+    """A GIF of more than `GIF_BYTES`, written again (`nstlib.save_gif`) with every k-th frame and the last, each shown
+    k times as long: the same animation in the same time, in fewer frames. A smaller one is returned as it is."""
+    if len(gif) <= GIF_BYTES:
+        return gif
+    with Image.open(io.BytesIO(gif)) as animation:
+        frames = [frame.convert("RGB") for frame in ImageSequence.Iterator(animation)]
+        duration = animation.info.get("duration", 100)
+    k = math.ceil(len(gif) / GIF_BYTES)
+    kept = frames[::k] + ([frames[-1]] if (len(frames) - 1) % k else [])
+    with tempfile.TemporaryDirectory() as folder:
+        return nstlib.save_gif(kept, Path(folder) / "thin.gif", duration_ms=duration * k).read_bytes()
+
 
 
 def compact(notebook: nbformat.NotebookNode) -> None:
     """Make an executed notebook a page: without a kernel a widget cannot respond, so the widgets' saved state goes,
     a widget displayed along the way (a progress bar) goes, and a widget that is a cell's value (the explorer)
     keeps its line of text. Each PNG output is stored as a JPEG where that at least halves it (photos and feature
-    maps do; line plots stay PNG), so the executed copies stay a few hundred kB each."""
+    maps do; line plots stay PNG), and a large animation is thinned (`thin_gif`), so the executed copies stay a few
+    hundred kB each."""
     notebook.metadata.pop("widgets", None)
     for cell in notebook.cells:
         if cell.cell_type != "code":
@@ -95,6 +116,8 @@ def compact(notebook: nbformat.NotebookNode) -> None:
         for output in cell.outputs:
             data = output.get("data", {})
             data.pop(WIDGET, None)
+            if "image/gif" in data:
+                data["image/gif"] = base64.b64encode(thin_gif(base64.b64decode(data["image/gif"]))).decode()
             if "image/png" not in data:
                 continue
             png = base64.b64decode(data["image/png"])

@@ -181,3 +181,15 @@ def test_formulas_are_typeset(site: str, page: object) -> None:
         assert page.locator("mjx-container").count() >= 10, name
         assert page.locator("mjx-merror").count() == 0, f"{name}: MathJax could not typeset a formula"
         assert page.locator("span.math:not(:has(mjx-container)), div.math:not(:has(mjx-container))").count() == 0
+
+
+def test_a_large_animation_keeps_every_kth_frame_and_its_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """thin_gif: over the budget, every k-th frame and the last, each k times as long; under it, unchanged."""
+    frames = [Image.frombytes("RGB", (48, 48), random.Random(i).randbytes(48 * 48 * 3)) for i in range(10)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=80, loop=0)
+    gif = buffer.getvalue()
+    assert build_site.thin_gif(gif) == gif
+    monkeypatch.setattr(build_site, "GIF_BYTES", len(gif) // 3 + 1)  # k = 3: frames 0, 3, 6, 9
+    with Image.open(io.BytesIO(build_site.thin_gif(gif))) as thin:
+        assert thin.n_frames == 4 and thin.info["duration"] == 240
