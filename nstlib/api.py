@@ -1,9 +1,6 @@
-"""The entry points (`stylize`, `stylize_grid`, `evaluate`) and the one boundary every entry point goes through.
-
-`stylize` reads top to bottom: settle the run, check the inputs and the memory before loading anything, load the
-pictures, then for each scale of the image pyramid build the targets and run the core loop from the last scale's result.
-Every entry point (the command line, the explorer, the trainer, `compare`) shares `Run.begin` (the argument checks),
-`Run.network` (built once) and `Guard` (Ctrl-C keeps the image so far; out of memory frees it and says what to try).
+"""The entry points (`stylize`, `stylize_grid`, `evaluate`) and the one boundary that every entry point (the command
+line, the explorer, the trainer, `compare`) goes through: `Run.begin` (the argument checks), `Run.network` (built once)
+and `Guard` (Ctrl-C keeps the image so far; out of memory frees it and says what to try).
 """
 
 from __future__ import annotations
@@ -12,14 +9,11 @@ import hashlib
 import itertools
 import math
 import os
-import signal
-import threading
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -45,8 +39,6 @@ from nstlib.io.weights import load_weights
 NetworkLike = str | os.PathLike | Weights | VGGFeatures
 #: What `runtime=` takes: a device name ("auto", "cpu", "cuda", "mps", "cuda:1") or a `Runtime`.
 RuntimeLike = Runtime | str | torch.device
-#: Seconds within which a Ctrl-C repeats the one before it: the same request pressed twice.
-REPEAT_WINDOW = 1.0
 
 
 @dataclass
@@ -116,54 +108,31 @@ class Guard:
         self.result: StylizeResult | None = None
 
     def __enter__(self) -> Guard:
-        self.handler = _one_interrupt()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> bool:
-        try:
-            partial = getattr(error, "partial_result", None)
-            if partial is not None:
-                self.results.append(partial)
-            done = self.finish(self.results) if self.results else None
-            if error is None or (kind is KeyboardInterrupt and done is not None):
-                self.result = done
-                if error is not None:
-                    done.interrupted, done.status = True, f"interrupted after step {done.steps}"
-                return error is not None
-            if is_out_of_memory(error):
-                release_graphs()  # the cached graphs of other sizes hold memory too
-                release_memory(error, self.device)
-                memory = "CPU" if self.device.type == "cpu" else "GPU"
-                if done is None:
-                    raise MemoryLimitError(f"out of {memory} memory {self.where} before the first step: {self.advice}; "
-                                           "if something else holds the memory (an earlier run's results, another "
-                                           "notebook), free it (del old results, or restart the runtime)") from None
-                done.interrupted, done.status = True, f"stopped: out of memory after step {done.steps}"
-                raise MemoryLimitError(f"out of {memory} memory {self.where} after step {done.steps}: {self.advice}; "
-                                       "the last good image is kept in .result", done) from None
-            traceback.clear_frames(tb)  # Jupyter keeps the error: its frames must not keep the run's device memory
-            return False
-        finally:
-            if self.handler is not None:
-                signal.signal(signal.SIGINT, self.handler)
-
-
-def _one_interrupt() -> Any:
-    """A Ctrl-C handler that ignores a repeat within `REPEAT_WINDOW` seconds, which would discard the image the first
-    press keeps; only in the main thread, over Python's default handler. Returns the handler to put back (or None)."""
-    if threading.current_thread() is not threading.main_thread() or (
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        return None
-    last = -math.inf
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal last
-        now, previous = time.monotonic(), last
-        last = now
-        if now - previous >= REPEAT_WINDOW:
-            raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGINT, handler)
+        partial = getattr(error, "partial_result", None)
+        if partial is not None:
+            self.results.append(partial)
+        done = self.finish(self.results) if self.results else None
+        if error is None or (kind is KeyboardInterrupt and done is not None):
+            self.result = done
+            if error is not None:
+                done.interrupted, done.status = True, f"interrupted after step {done.steps}"
+            return error is not None
+        if is_out_of_memory(error):
+            release_graphs()  # the cached graphs of other sizes hold memory too
+            release_memory(error, self.device)
+            memory = "CPU" if self.device.type == "cpu" else "GPU"
+            if done is None:
+                raise MemoryLimitError(f"out of {memory} memory {self.where} before the first step: {self.advice}; "
+                                       "if something else holds the memory (an earlier run's results, another "
+                                       "notebook), free it (del old results, or restart the runtime)") from None
+            done.interrupted, done.status = True, f"stopped: out of memory after step {done.steps}"
+            raise MemoryLimitError(f"out of {memory} memory {self.where} after step {done.steps}: {self.advice}; "
+                                   "the last good image is kept in .result", done) from None
+        traceback.clear_frames(tb)  # Jupyter keeps the error: its frames must not keep the run's device memory
+        return False
 
 
 def input_files(*sources: ImageLike) -> list[str | os.PathLike]:

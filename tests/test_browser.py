@@ -150,7 +150,7 @@ def test_dragging_the_style_slider_updates_picture_and_readout(lab: str, jupyter
             page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # no await
 
             picture = page.locator("img.widget-image").first
-            readout = page.locator(".widget-html", has_text="update latency").first
+            readout = page.locator(".widget-html", has_text="s per step").first
             picture.wait_for()
             shown = time.perf_counter() - start
             page.locator(".widget-html", has_text="run 0: done").first.wait_for()  # the first run finished

@@ -4,8 +4,7 @@ work, one of runs that must finish, and the few cases that need more (Ctrl-C, th
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +153,7 @@ def test_no_scale_of_the_schedule_is_below_the_networks_minimum() -> None:
         schedule(1200, settings.replace(pyramid_ratio=1.05))
 
 
-# --- 3. Ctrl-C between scales keeps the finished scales -------------------------------------------------------
+# --- Ctrl-C between scales keeps the finished scales ----------------------------------------------------------
 
 PYRAMID = {**RUN, "steps": 4, "size": 64, "coarse_to_fine": True, "pyramid_start": 32}  # 32, 45, 64 px; 1 step each
 
@@ -193,55 +192,16 @@ def test_ctrl_c_while_building_the_next_scale_keeps_the_last_one(vgg, content, s
     check_first_scale_kept(stylize_or_fail(content, style, vgg))
 
 
-@pytest.fixture
-def terminal_ctrl_c() -> Iterator[None]:
-    """Python's own SIGINT handler, as in a terminal. A suite started in the background (or under nohup) starts with
-    SIGINT ignored, and the boundary rightly leaves a handler it does not know alone."""
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
-
-
-def test_a_second_ctrl_c_right_after_the_first_keeps_the_result(vgg, content, style, monkeypatch,
-                                                                 terminal_ctrl_c) -> None:
-    interrupt_second_targets(monkeypatch, lambda: signal.raise_signal(signal.SIGINT))
-    join = nstlib.api.join_scales
-
-    def join_pressed_again(*args: object) -> StylizeResult:
-        signal.raise_signal(signal.SIGINT)  # while the interrupted run is wrapped up
-        return join(*args)
-
-    monkeypatch.setattr(nstlib.api, "join_scales", join_pressed_again)
-    check_first_scale_kept(stylize_or_fail(content, style, vgg))
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
-
-
-def test_ctrl_c_after_a_quiet_second_interrupts_again(monkeypatch, terminal_ctrl_c) -> None:
-    clock = [100.0]
-    monkeypatch.setattr(nstlib.api.time, "monotonic", lambda: clock[0])
-    before = nstlib.api._one_interrupt()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            signal.raise_signal(signal.SIGINT)
-        clock[0] += 0.05
-        signal.raise_signal(signal.SIGINT)  # the same request: ignored
-        clock[0] += nstlib.api.REPEAT_WINDOW
-        with pytest.raises(KeyboardInterrupt):
-            signal.raise_signal(signal.SIGINT)
-    finally:
-        signal.signal(signal.SIGINT, before)
-
-
-# --- 5. the explorer ------------------------------------------------------------------------------------------
+# --- The explorer ---------------------------------------------------------------------------------------------
 
 def test_explorer_start_twice_starts_one_thread(vgg, content, style) -> None:
     worker = ExplorerWorker(content, style, Settings(steps=2), runtime="cpu",
                             network=vgg, preview_size=32, autostart=False)
     worker.start()
     worker.start()
-    assert worker.alive()
+    assert worker._thread.is_alive()
     worker.close()
-    assert not worker.alive()
+    assert not worker._thread.is_alive()
 
 
 def test_explorer_preview_of_a_thin_content_fits_the_network(vgg, tmp_path) -> None:

@@ -201,7 +201,9 @@ def test_a_damaged_cached_painting_is_downloaded_again_or_falls_back(server, tmp
     cached.write_bytes(b"not a picture")
     server.mode = "404"
     _, label = style_image("starry_night", "waves")
-    assert label.startswith("offline: bundled 'waves'") and not cached.exists()
+    assert label.startswith("offline: bundled 'waves'") and cached.read_bytes() == b"not a picture"  # not trusted
+    server.mode = "jpeg"
+    assert style_image("starry_night", "waves")[1].startswith("The Starry Night") and cached.read_bytes() == JPEG
 
 
 def test_unknown_names_list_the_choices(server) -> None:

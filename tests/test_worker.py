@@ -27,7 +27,7 @@ def worker(vgg, content, style):
     yield build
     for w in made:
         w.close()
-        assert not w.alive()
+        assert not w._thread.is_alive()
 
 
 def test_the_worker_needs_no_widgets() -> None:
@@ -78,7 +78,7 @@ def test_a_failing_hook_is_logged_once_and_the_worker_goes_on(worker, caplog) ->
 
     w.on_status = w.on_image = broken  # on_status also reports errors: it fails inside the worker's error handling
     w.update(active=True)
-    assert w.wait(timeout=10) and w.alive()
+    assert w.wait(timeout=10) and w._thread.is_alive()
     w.update(w.settings.replace(style_weight=5.0))  # it keeps serving
     assert w.wait(timeout=10) and [run["style_weight"] for run in w.runs] == [DEFAULT_STYLE_WEIGHT, 5.0]
     logged = [record.getMessage() for record in caplog.records if record.name == "nstlib.course.worker"]

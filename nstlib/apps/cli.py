@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import itertools
 import os
 import signal
 import sys
@@ -216,7 +215,7 @@ def run_stylize(args: argparse.Namespace, settings: Settings, runtime: Runtime) 
     seconds); run; write the image (and animation) if complete, a partial result only with --save-partial."""
     from nstlib.api import check_inputs, stylize
     from nstlib.core.objective import target_size
-    from nstlib.io.images import FORMATS, check_fits, check_room, peek_shape, save_gif, save_image
+    from nstlib.io.images import FORMATS, check_room, peek_shape, save_gif, save_image
     from nstlib.io.weights import load_weights
 
     weight_file = [args.network_weights] if os.path.isfile(args.network_weights) else []  # an input too
@@ -229,7 +228,6 @@ def run_stylize(args: argparse.Namespace, settings: Settings, runtime: Runtime) 
                               "own .gif name")
         gif = check_output_path(args.gif, inputs, overwrite=args.force, extensions={".gif"})
     h, w = target_size(peek_shape(args.content), settings.size)
-    check_fits(out, w, h)
     check_inputs(args.content, args.styles, args.mask, settings, runtime)
     frame_every = max(1, settings.steps // GIF_FRAMES) if gif else 0
     check_room(out, w, h)
@@ -273,13 +271,12 @@ def run_stylize(args: argparse.Namespace, settings: Settings, runtime: Runtime) 
 
 
 def run_demo(args: argparse.Namespace, settings: Settings, runtime: Runtime) -> int:
-    """`run_stylize` on the bundled samples, into --out (created; the folders it made are removed again if empty)."""
+    """`run_stylize` on the bundled samples, into --out (created if missing)."""
     from nstlib.io.data import sample_path
 
     if not args.out:
         raise OutputError("--out '': give a folder name, such as nstlib-demo (. for the current folder)")
     folder = Path(args.out)
-    made = list(itertools.takewhile(lambda p: not os.path.lexists(p), (folder, *folder.parents)))  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -290,12 +287,7 @@ def run_demo(args: argparse.Namespace, settings: Settings, runtime: Runtime) -> 
     args.content, args.styles, args.mask = sample_path("astronaut"), [sample_path("stained_glass")], []
     args.output, args.gif = folder / "astronaut_stained_glass.png", folder / "astronaut_stained_glass.gif"
     print(f"stylizing the bundled astronaut at {settings.size}px, {settings.steps} {settings.optimizer} steps")
-    try:
-        return run_stylize(args, settings, runtime)
-    finally:
-        for made_folder in made:  # as far as they are empty: a result (or anything else) keeps its folders
-            with contextlib.suppress(OSError):
-                made_folder.rmdir()
+    return run_stylize(args, settings, runtime)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

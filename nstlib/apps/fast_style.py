@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import trange
 
 from nstlib.api import Guard, NetworkLike, Run, RuntimeLike
-from nstlib.core.errors import NstlibError, ParameterError, WeightsError
+from nstlib.core.errors import MissingExtraError, ParameterError, WeightsError
 from nstlib.core.losses import tv_loss
 from nstlib.core.objective import Targets
 from nstlib.core.result import TERMS
@@ -30,10 +30,6 @@ from nstlib.io.images import ImageLike, load_image
 
 #: Adam's learning rate for the network's weights (Johnson et al. 2016) and the crop size in pixels, for lr/size None.
 TRAIN_LR, TRAIN_SIZE = 1e-3, 256
-
-
-class MissingOnnxError(NstlibError, ImportError):
-    """ONNX export was asked for, but the `onnx` package is not installed."""
 
 
 def conv(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Conv2d:
@@ -183,7 +179,7 @@ def load(path: str | os.PathLike) -> FastStyleNet:
 def export_onnx(model: FastStyleNet, path: str | os.PathLike, size: int = 256) -> Path:
     """Export the network to ONNX (input "image" (B,3,H,W) in [0,1], any B, H and W), atomically; needs `onnx`."""
     if importlib.util.find_spec("onnx") is None:  # torch's exporter needs it
-        raise MissingOnnxError("ONNX export needs the onnx package: pip install onnx (or pip install -e '.[offline]')")
+        raise MissingExtraError("ONNX export needs the onnx package: pip install onnx (or pip install -e '.[offline]')")
     model = model.eval()
     example = torch.rand(1, 3, size, size, device=next(model.parameters()).device)
     axes = {0: "batch", 2: "height", 3: "width"}

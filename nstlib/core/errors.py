@@ -26,6 +26,10 @@ class DownloadError(NstlibError, OSError):
     """A download failed or did not verify; nothing was left in the cache."""
 
 
+class MissingExtraError(NstlibError, ImportError):
+    """An optional extra is not installed (pip install "nstlib[offline]" or "nstlib[compare]")."""
+
+
 class ParameterError(NstlibError, ValueError):
     """An argument is out of range or unknown; the message lists the valid choices."""
 

@@ -74,12 +74,8 @@ def setup(size: int = 384, steps: int = 200, cpu_size: int = 128, cpu_steps: int
     weights = load_weights("imagenet")  # NSTLIB_WEIGHTS, if set, chooses (see `nstlib.io.weights`)
     print(f"network: {weights.describe()}")
     if not weights.trained:
-        from IPython.display import HTML, display
-
-        warning = ("<b>Random VGG19 weights.</b> Everything runs, but a random network only gives a weak "
-                   "stylisation: the pictures here are not what ImageNet weights produce.")
-        display(HTML(f'<div style="padding:8px;border-left:6px solid #d9534f;background:#f7f7f7">{warning}</div>'))
-        print(warning.replace("<b>", "").replace("</b>", ""))
+        print("RANDOM VGG19 WEIGHTS: everything runs, but a random network only gives a weak stylisation: the "
+              "pictures here are not what ImageNet weights produce.")
     if mode == "fast":
         print(f"FAST mode: {size}px images, {steps} steps")
     elif mode == "cpu":

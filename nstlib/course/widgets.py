@@ -1,8 +1,5 @@
-"""An interactive explorer: drag the weight sliders and watch the optimisation follow.
-
-`StyleExplorer` is the view of `nstlib.course.worker.ExplorerWorker`: its controls become `Settings`, and the worker's
-hooks update the display only by assigning widget values (the thread-safe path). ipywidgets 7.6+ (Colab) and 8.x.
-"""
+"""An interactive explorer: drag the weight sliders and watch the optimisation follow (docs/widgets.md). The worker's
+hooks update the display only by assigning widget values, the thread-safe path. ipywidgets 7.6+ (Colab) and 8.x."""
 
 from __future__ import annotations
 
@@ -19,7 +16,7 @@ import torch
 
 from nstlib.api import NetworkLike, RuntimeLike
 from nstlib.checks import resolve
-from nstlib.core.errors import NstlibError, ParameterError
+from nstlib.core.errors import ParameterError
 from nstlib.core.result import StylizeResult
 from nstlib.core.settings import BLEND_METHODS, INITS, Settings
 from nstlib.course.worker import ExplorerWorker
@@ -81,8 +78,7 @@ class StyleExplorer(widgets.VBox):
         sliders += [self.blend, self.init, widgets.HBox([self.reset_button, self.run_button])]
         super().__init__([
             widgets.HBox([widgets.VBox(sliders), widgets.VBox([self.picture]), self.readout]),
-            widgets.HBox([self.render_button, self.progress]),
-            widgets.HBox([self.save_path, self.overwrite, self.save_button, self.download]),
+            widgets.HBox([self.render_button, self.progress, self.download]),
             self.status,
         ])
         for hook in ("image", "terms", "status", "progress", "render"):
@@ -107,9 +103,6 @@ class StyleExplorer(widgets.VBox):
         self.run_button = widgets.ToggleButton(value=autostart, description="Pause" if autostart else "Run",
                                                icon="pause" if autostart else "play")
         self.render_button = widgets.Button(description="Render full size", icon="image")
-        self.save_path = widgets.Text(value="stylized.png", description="save as", style={"description_width": "60px"})
-        self.overwrite = widgets.Checkbox(description="overwrite", indent=False, layout=widgets.Layout(width="90px"))
-        self.save_button = widgets.Button(description="Save", icon="save")
         for w in (self.content_weight, self.style_weight, self.tv_weight, *self.layer_weights.values(),
                   *self.blend_weights, self.blend):
             w.observe(self._on_change, names="value")
@@ -117,7 +110,6 @@ class StyleExplorer(widgets.VBox):
         self.reset_button.on_click(self._on_reset)
         self.run_button.observe(self._on_run, names="value")
         self.render_button.on_click(lambda _button: self.render())
-        self.save_button.on_click(self._on_save)
 
     def read_settings(self) -> Settings:
         """The settings the controls show now."""
@@ -140,12 +132,6 @@ class StyleExplorer(widgets.VBox):
         self.run_button.description, self.run_button.icon = ("Pause", "pause") if running else ("Run", "play")
         self.worker.update(active=running)
 
-    def _on_save(self, _event: Any = None) -> None:
-        try:
-            self.status.value = f"saved {self.save(self.save_path.value, overwrite=self.overwrite.value)}"
-        except NstlibError as e:
-            self._show_status(str(e), error=True)
-
     # --- what the worker's hooks show (called on its thread) ----------------------------------------
     def _show_image(self, image: torch.Tensor) -> None:
         self.picture.value = _png(image)
@@ -154,12 +140,11 @@ class StyleExplorer(widgets.VBox):
                     seconds_per_step: float) -> None:
         weighted = {t: getattr(settings, f"{t}_weight") * terms[t] for t in ("content", "style", "tv")}
         rows = "".join(f"<tr><td>{t}</td><td>{terms[t]:.3g}</td><td>{weighted[t]:.3g}</td></tr>" for t in weighted)
-        latency = f"{self.latency:.2f} s" if self.latency is not None else "-"
         self.readout.value = (
             f"<table><tr><th>term</th><th>loss</th><th>× weight</th></tr>{rows}"
             f"<tr><td><b>total</b></td><td></td><td><b>{terms['total']:.4g}</b></td></tr></table>"
             f"<div>run {run}, step {step}<br>style weight {settings.style_weight:.3g}<br>"
-            f"{seconds_per_step:.2f} s/step<br>update latency {latency}</div>"
+            f"{seconds_per_step:.2f} s per step</div>"
         )
 
     def _show_status(self, text: str, error: bool) -> None:
@@ -174,7 +159,7 @@ class StyleExplorer(widgets.VBox):
         data = base64.b64encode(_png(result.image)).decode()
         self.download.value = (f"<a download='stylized.png' href='data:image/png;base64,{data}'>"
                                f"download the {w}x{h} px PNG</a>")
-        self.status.value = f"full-size render done in {result.seconds:.1f} s; download it or Save"
+        self.status.value = f"full-size render done in {result.seconds:.1f} s; download it, or explorer.save(path)"
 
     # --- the public API -----------------------------------------------------------------------------
     history = property(lambda self: self.worker.history, doc="See `ExplorerWorker.history`.")
@@ -197,7 +182,7 @@ class StyleExplorer(widgets.VBox):
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the full-size render if there is one, else the preview, atomically (see `save_image`): never over the
-        content or a style file, nor over an existing file unless `overwrite` (the Save button's checkbox)."""
+        content or a style file, nor over an existing file unless `overwrite`."""
         return save_image(self.result.image if self.result is not None else self.image, path,
                           inputs=self.worker.inputs, overwrite=overwrite)
 

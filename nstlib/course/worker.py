@@ -1,15 +1,6 @@
-"""The style explorer's worker: re-optimise in a background thread whenever the settings change.
-
-`ExplorerWorker` knows nothing of widgets (`nstlib.course.widgets.StyleExplorer` draws it):
-
-1. `update(settings)` only records the new settings and wakes the thread: the caller never blocks;
-2. the thread waits until the settings have been still for `debounce` seconds (a slider drag becomes one run), builds
-   the objective from cached `Targets` (a weight change recomputes nothing) and runs the core loop from the current
-   preview, through the same boundary as `stylize` (`nstlib.api`);
-3. each run reports a frame every `frame_every` steps through the view's hooks (`on_image`, `on_terms`, ...; one that
-   raises is logged once), and stops within one step once stale (a newer change, Pause, a render, close);
-4. a render runs the current settings at full size, from the preview upscaled.
-"""
+"""The style explorer's worker: re-optimise in a background thread whenever the settings change, through the same
+core loop and boundary as `stylize`. It knows nothing of widgets (`nstlib.course.widgets.StyleExplorer` is its view,
+through the `on_*` hooks); docs/widgets.md says how it debounces, caches targets and stops within one step."""
 
 from __future__ import annotations
 
@@ -47,7 +38,7 @@ def _ignore(*args: Any) -> None:
 
 
 class ExplorerWorker:
-    """Optimise in a background thread, following the latest `settings` (see the module docstring).
+    """Optimise in a background thread, following the latest `settings` (docs/widgets.md).
 
     `history` holds one dict per step of every run (the loss terms, "run", "step" and the run's weights), `runs` the
     explored settings of each run, `image` the current preview (1,3,h,w) on the CPU, `result` the last full-size render
@@ -140,9 +131,6 @@ class ExplorerWorker:
             self._cond.notify_all()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     def objective(self, settings: Settings, full: bool = False) -> Objective:
         """The objective of `settings` at the preview (or full) size, from the `TARGET_CACHE` recent targets."""

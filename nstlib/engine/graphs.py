@@ -1,11 +1,10 @@
 """CUDA graphs: `take_step`, captured once per kind of run and replayed.
 
-At 512² a mixed-precision step on a big GPU is launch-bound: hundreds of small kernels. A CUDA graph records every
-kernel of one `take_step` once and replays them with one call. That asks for the same memory every replay (the graph
-owns its image and a copy of the objective, into which a later run of the same kind copies its tensors: `load`), no
-host sync inside the step (fused Adam or `SyncFreeLBFGS`, float16's loss scale on the device), and one graph per kind
-of run (`_kind`, found by walking the objective's state, so a new field of `Objective` needs nothing here). A failed
-capture or first replay warns once and the run goes on eagerly from the current image; graphs stay off after that.
+At 512² a mixed-precision step on a big GPU is launch-bound: hundreds of small kernels, which a graph replays with one
+call. That asks for the same memory every replay (the graph owns its image and a copy of the objective, into which a
+later run of the same kind copies its tensors: `load`), no host sync inside the step (fused Adam or `SyncFreeLBFGS`,
+float16's loss scale on the device), and one graph per kind of run (`_kind`, found by walking the objective's state,
+so a new field of `Objective` needs nothing here). A failed capture or first replay warns once; the run goes on eagerly.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """The runtime: where and how a run computes, decided once by `Runtime.create` before any work (nanoGPT-style): the
-device ("auto": cuda, else mps, else cpu), mixed precision, how often the losses reach the host (`log_every`), CUDA
-graphs and the sizes nstlib picks. `Runtime.steps` is the engine the core loop is given; nothing else in nstlib looks
-at the device type.
-
-Mixed precision (CUDA only, by default): channels_last; VGG under autocast in bfloat16 where the device has it, else
-float16 with a loss scale; Gram matrices and losses in float32 (a float16 Gram overflows). Not `cudnn.benchmark`: on an
-H100 it cost 1.4-6 s on the first step of every new image size, for the same 4 ms step (docs/benchmarks.md).
+device ("auto": cuda, else mps, else cpu), mixed precision (`Precision`), how often the losses reach the host
+(`log_every`), CUDA graphs and the sizes nstlib picks. `Runtime.steps` is the engine the core loop is given; nothing
+else in nstlib looks at the device type. Not `cudnn.benchmark`: on an H100 it cost 1.4-6 s on the first step of every
+new image size, for the same 4 ms step (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -34,8 +31,7 @@ LOG_EVERY = 10
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-@dataclass(frozen=True)
-class DeviceSizes:
+class DeviceSizes(NamedTuple):
     """Long sides (px) nstlib picks: the explorer's preview (small enough to follow a slider), and the picture and
     step count of `nstlib demo` (a minute on a CPU)."""
 
@@ -60,8 +56,6 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
         count = torch.cuda.device_count()
         raise ParameterError(f"device={device!r}: there are {count} CUDA devices here (cuda:0 to cuda:{count - 1})")
-    if dev.type in ("cpu", "mps") and dev.index not in (None, 0):
-        raise ParameterError(f"device={device!r}: there is one {dev.type.upper()} device; use device='{dev.type}'")
     if dev.type == "mps" and not mps:
         raise ParameterError("device='mps': MPS is not available here; use device='cpu' or 'auto'")
     return dev
@@ -82,7 +76,8 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 @dataclass(frozen=True)
 class Precision:
-    """Mixed precision: autocast `dtype` (None: float32) and NHWC memory."""
+    """Mixed precision (on CUDA by default): VGG under autocast in `dtype` (bfloat16 where the device has it, else
+    float16 with a loss scale; None: float32), NHWC memory; Gram matrices and losses in float32 (float16's overflow)."""
 
     dtype: torch.dtype | None = None
     channels_last: bool = True

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -107,7 +108,7 @@ def _entry(name: str) -> Painting:
 def painting_path(name: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True,
                   timeout: float = 30.0, deadline: float = 300.0) -> Path:
     """The cached file of the painting `name` (one of `PAINTINGS`), downloaded into `cache_dir` on first use and kept
-    only if it decodes as a picture; a cached file that no longer decodes is downloaded again. A failure is a one-line
+    only if it decodes as a picture (a cached file that no longer decodes is downloaded again). A failure is a one-line
     `DownloadError` that names a bundled style to use offline."""
     entry = _entry(name)
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
@@ -116,15 +117,9 @@ def painting_path(name: str, *, cache_dir: str | os.PathLike | None = None, prog
     folder = Path(cache_dir or os.environ.get(CACHE_ENV) or Path(os.path.expanduser("~")) / ".cache/nstlib/paintings")
     dest = folder / f"{name}{Path(entry.url).suffix}"
     if os.path.isfile(dest):  # False also if unsearchable
-        try:
+        with contextlib.suppress(ImageLoadError):
             load_image(dest)
             return dest
-        except ImageLoadError as e:
-            try:
-                dest.unlink()
-            except OSError as cause:
-                raise DownloadError(f"the cached painting {dest} is damaged ({e}) and cannot be removed "
-                                    f"({cause.strerror or cause}); delete it") from None
     usable_cache(folder, "the painting cache", f"set {CACHE_ENV} or cache_dir= to a writable folder", DownloadError)
     origin = os.environ.get(PAINTINGS_URL_ENV, "").rstrip("/") or UPLOAD_ORIGIN
     url = origin + entry.url.removeprefix(UPLOAD_ORIGIN)

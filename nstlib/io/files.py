@@ -185,8 +185,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
         commit(tmp, out, overwrite=overwrite)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and not isinstance(e, NstlibError):
-            raise OutputError(f"{show(out)}: write failed ({e.strerror or e}); nothing was written") from None
+        if isinstance(e, (OSError, ValueError)) and not isinstance(e, NstlibError):  # Pillow: ValueError too
+            raise OutputError(f"{show(out)}: write failed ({getattr(e, 'strerror', None) or e}); nothing was "
+                              "written") from None
         raise
     return out
 

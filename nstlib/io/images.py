@@ -207,17 +207,6 @@ def to_pil(img: torch.Tensor) -> Image.Image:
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
            ".tiff": "TIFF", ".gif": "GIF"}
 
-#: The longest side a WebP file can hold (its width and height fields have 14 bits).
-WEBP_MAX_SIDE = 16383
-
-
-def check_fits(path: str | os.PathLike, width: int, height: int) -> None:
-    """Refuse, before any work, a picture too large for its format (WebP), which Pillow finds out only when saving."""
-    if FORMATS.get(Path(path).suffix.lower()) == "WEBP" and max(width, height) > WEBP_MAX_SIDE:
-        raise OutputError(f"{show(path)}: {width}x{height} is over WebP's limit of {WEBP_MAX_SIDE}x{WEBP_MAX_SIDE} "
-                          "pixels; save it as .png instead (or choose a smaller size)")
-
-
 def check_room(path: str | os.PathLike, width: int, height: int, frames: int = 1) -> None:
     """Refuse, before any work, `frames` pictures that the disk of `path` may not hold: 3 bytes a pixel, 1 in a GIF."""
     gif = FORMATS.get(Path(path).suffix.lower()) == "GIF"
@@ -269,7 +258,6 @@ def save_image(image: torch.Tensor | Image.Image | StylizeResult, path: str | os
         image, inputs = image.image, [*image.inputs, *inputs]
     out = check_output_path(path, inputs, overwrite=overwrite, extensions=FORMATS)
     pil = _writable(image, out)
-    check_fits(out, *pil.size)
     check_room(out, *pil.size)
     fmt = FORMATS[out.suffix.lower()]
     return atomic_write(out, lambda f: pil.save(f, format=fmt, pnginfo=text), overwrite=overwrite)  # PNG reads text
