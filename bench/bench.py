@@ -88,7 +88,7 @@ def iteration_flops(net: VGGFeatures, size: int) -> tuple[float, float]:
             conv_macs += module.out_channels * channels * kh * kw * h * w
             channels = module.out_channels
         elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-            h, w = h // 2, w // 2
+            h, w = -(-h // 2), -(-w // 2)  # nstlib's pooling rounds up
         if name in DEFAULT_STYLE_LAYERS:
             gram_macs += channels * channels * h * w
     # 2 FLOP per multiply-add; the input gradient costs about as much as the forward pass.

@@ -16,6 +16,7 @@ from nstlib.core.features import (
     layer_stride,
     random_weights,
 )
+from nstlib.core.objective import layer_masks
 from nstlib.io.weights import IMAGENET, hub_file, load_weights
 
 
@@ -45,6 +46,19 @@ def test_returns_requested_layers_with_the_right_shapes(vgg, content) -> None:
     for name, f in feats.items():
         assert f.shape == (1, layer_channels(name), 64 // layer_stride(name), 64 // layer_stride(name))
     assert (feats["relu1_1"] >= 0).all()
+
+
+def test_pooling_rounds_up_so_every_pixel_reaches_every_layer() -> None:
+    # 75 x 50: neither side a multiple of 2, 16 or 32. Rounding down would give pool1 37 x 25 and drop the last row
+    # and column; rounded up, each layer's grid covers the whole picture, and the masks' grids (spatial control) match.
+    net = VGGFeatures(["relu1_1", "pool1", "relu3_1", "relu5_1", "pool5"], random_weights())
+    feats = net(torch.rand(1, 3, 75, 50))
+    strides = {"relu1_1": 1, "pool1": 2, "relu3_1": 4, "relu5_1": 16, "pool5": 32}
+    expected = {name: (-(-75 // s), -(-50 // s)) for name, s in strides.items()}
+    assert {name: tuple(f.shape[-2:]) for name, f in feats.items()} == expected
+    assert expected["pool1"] == (38, 25) and expected["pool5"] == (3, 2)
+    masks = layer_masks(torch.ones(1, 1, 75, 50), ["relu3_1", "relu5_1"])
+    assert {name: tuple(m.shape[-2:]) for name, m in masks.items()} == {k: expected[k] for k in masks}
 
 
 def test_truncated_after_deepest_layer_and_frozen() -> None:

@@ -25,7 +25,10 @@ MIN_SIDE = 32
 
 def vgg_stack(network: str = "vgg19", device: str = "cpu") -> nn.Sequential:
     """torchvision's `features` stack of `network`, uninitialised: built on the meta device (the unused classifier
-    costs nothing), with out-of-place ReLUs (in-place ones would overwrite the conv outputs we return)."""
+    costs nothing), with out-of-place ReLUs (in-place ones would overwrite the conv outputs we return) and pooling
+    that rounds up: a side that is not a multiple of 2 keeps its last row or column as a window of its own, so every
+    pixel reaches every layer. (Rounding down drops them: on a 255-pixel side the last 15 rows would get a fraction
+    of the others' gradient, and Adam, which steps as far on a small gradient as on a large one, paints a strip.)"""
     if network not in NETWORKS:
         raise ParameterError(f"network={network!r}: choose one of {', '.join(NETWORKS)}")
     with torch.device("meta"):
@@ -33,6 +36,8 @@ def vgg_stack(network: str = "vgg19", device: str = "cpu") -> nn.Sequential:
     for module in features:
         if isinstance(module, nn.ReLU):
             module.inplace = False
+        elif isinstance(module, nn.MaxPool2d):
+            module.ceil_mode = True
     return features if device == "meta" else features.to_empty(device=device)
 
 
@@ -155,7 +160,7 @@ def random_weights(seed: int = 0, network: str = "vgg19") -> Weights:
 
 
 class VGGFeatures(nn.Module):
-    """A VGG feature extractor: (B,3,H,W) RGB images in [0,1] -> ``{name: (B,C,H/s,W/s)}``, s the layer's stride.
+    """A VGG feature extractor: (B,3,H,W) RGB images in [0,1] -> ``{name: (B,C,⌈H/s⌉,⌈W/s⌉)}``, s the layer's stride.
 
     `layers` are the names to return, e.g. ``["relu1_1", "relu4_2"]``; `weights` (`nstlib.load_weights("imagenet")`,
     `random_weights()`) decide the network and the preprocessing. `self.source` says all three in a line.

@@ -97,9 +97,9 @@ def style_targets(extractor: Extractor, styles: Sequence[torch.Tensor], layers: 
 
 
 def layer_masks(mask: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
-    """A (1,1,H,W) mask shrunk to each layer's grid by average pooling: {layer: (1,1,H//s,W//s)}, s the stride."""
+    """A (1,1,H,W) mask shrunk to each layer's grid by average pooling: {layer: (1,1,⌈H/s⌉,⌈W/s⌉)}, s the stride."""
     h, w = mask.shape[-2:]
-    return {layer: F.adaptive_avg_pool2d(mask, (h // layer_stride(layer), w // layer_stride(layer)))
+    return {layer: F.adaptive_avg_pool2d(mask, (-(-h // layer_stride(layer)), -(-w // layer_stride(layer))))
             for layer in layers}
 
 

@@ -29,7 +29,7 @@ def network_cost(height: int, width: int, deepest: str) -> tuple[int, int, int]:
     kept, largest, params, channels_in, h, w = 0, 0, 0, 3, height, width
     for name, channels in layout()[: layer_names().index(deepest) + 1]:
         if name.startswith("pool"):
-            h, w = h // 2, w // 2
+            h, w = -(-h // 2), -(-w // 2)  # pooling rounds up
             kept += 3 * channels * h * w
         elif name.startswith("relu") or name == deepest:
             kept += channels * h * w
