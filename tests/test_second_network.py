@@ -1,14 +1,15 @@
-"""The course on a second network: notebook 04, top to bottom, on weights that differ from the packaged VGG16's.
+"""The course on a second network: notebooks 04, 05 and 07, top to bottom, on weights unlike the packaged VGG16's.
 
 Colab runs the notebooks on torchvision's VGG19, which this project cannot download; the suite runs them on the
-packaged VGG16. A check that holds on one network only would stop "Run all" on the other, so notebook 04 (the loop
-and its checks) also runs here on a second network made from the packaged one: its first layer's weights reordered
-from BGR to RGB and loaded with torchvision's preprocessing, so that its input is about 57.6 times smaller while its
-biases stay as they are (the scale of torchvision's networks, not a mere rescaling of the first).
+packaged VGG16. A check that holds on one network only would stop "Run all" on the other, so the notebooks whose checks
+measure most (04: the loop and the optimisers; 05: the weight tradeoffs; 07: colour, style scale, the pyramid) also
+run here on a second network made from the packaged one: its first layer's weights reordered from BGR to RGB and
+loaded with torchvision's preprocessing, so that its input is about 57.6 times smaller while its biases stay as they
+are (the scale of torchvision's networks, not a mere rescaling of the first).
 
 In FAST mode (tiny pictures, few steps), on one thread, through nbclient: a cell that raises fails the test, which
-names it. About 20 s on one core of a quiet 2-core CPU (30-40 s on a busy one); notebooks 01-03 ran on this network
-by hand (docs/under_the_hood.md) and are left out here to keep the README's test command within its 5 minutes.
+names it. About 15-20 s a notebook on one core of a quiet 2-core CPU; the other six ran on this network by hand
+(docs/under_the_hood.md) and are left out here to keep the README's test command within its 5 minutes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from nbclient.exceptions import CellExecutionError
 from nstlib.core.features import Weights
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["04_optimization.ipynb"]
+NOTEBOOKS = ["04_optimization.ipynb", "05_weight_tradeoffs.ipynb", "07_perceptual_controls.ipynb"]
 
 
 @pytest.fixture(scope="module")
