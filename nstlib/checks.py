@@ -53,6 +53,7 @@ def validate(settings: Settings) -> Settings:
         "max_step": check_number("max_step", s.max_step, above=0),
         "ema": check_number("ema", s.ema, low=0, high=0.9999, hint="0 is off; 0.99 averages about 100 steps"),
         "style_scale": check_number("style_scale", s.style_scale, above=0, high=MAX_STYLE_SCALE),
+        "style_grid": check_number("style_grid", s.style_grid, whole=True, low=1),
         "pyramid_ratio": check_number("pyramid_ratio", s.pyramid_ratio, above=1),
     }
     if s.blend_weights is not None:

@@ -91,3 +91,11 @@ class _returns:
 
     def __exit__(self, *exc) -> bool:
         return False
+
+
+def test_help_gives_each_settings_default_as_set(capsys) -> None:
+    """Only True and False read as on and off: a default of 0 or 1 (--seed, --style-grid) is a number."""
+    with pytest.raises(SystemExit):
+        main(["stylize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(init='noise') (default 0)" in text and "as Gatys) (default 1)" in text

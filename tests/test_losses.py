@@ -12,6 +12,7 @@ from nstlib.core.losses import (
     covariance_root,
     gaussian_w2,
     gram_matrix,
+    grid_cells,
     moment_matrix,
     style_loss,
     tv_loss,
@@ -135,6 +136,30 @@ def test_objective_runs_on_a_device_without_autocast() -> None:
     terms = objective(lambda x: {"a": x}, {"a": target}, {"a": gram_matrix(target)}, {"a": 1.0}, {"a": 1.0},
                       content_tv=torch.ones(1, device="meta"))(torch.zeros(2, 3, 8, 8, device="meta"))
     assert {k: (v.shape, v.device.type) for k, v in terms.items()} == dict.fromkeys(TERMS, ((2,), "meta"))
+
+
+def test_a_style_grid_matches_the_style_in_every_cell_by_hand() -> None:
+    """One channel, a 2x2 map [[1,2],[3,4]], its own whole Gram matrix as the target (A = (1+4+9+16)/4 = 7.5): the
+    whole picture matches exactly, while each cell of a 2x2 grid is one value v with Gram v^2."""
+    f = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2)
+    grams = {"a": gram_matrix(f)}
+    assert grams["a"].item() == 7.5
+
+    def style(grid: int) -> float:
+        settings = Settings(content_layers={"a": 1.0}, style_layers={"a": 1.0}, loss="absolute", style_grid=grid)
+        return Targets(lambda x: {"a": x}, {"a": f}, [(1.0, grams)], torch.ones(1)).objective(settings)(f)["style"]
+
+    assert style(1).item() == 0
+    assert style(2).item() == pytest.approx(((1 - 7.5) ** 2 + (4 - 7.5) ** 2 + (9 - 7.5) ** 2 + (16 - 7.5) ** 2) / 4)
+
+
+def test_grid_cells_cover_every_position_once() -> None:
+    feats = {"a": torch.randn(2, 3, 7, 5), "b": torch.randn(2, 4, 4, 3)}
+    cells = grid_cells(feats, 3)
+    for layer, f in feats.items():
+        rows = [torch.cat([cells[3 * i + j][layer] for j in range(3)], dim=-1) for i in range(3)]
+        assert torch.equal(torch.cat(rows, dim=-2), f)
+        assert all(c[layer].numel() > 0 for c in cells)
 
 
 def test_relative_terms_by_hand() -> None:

@@ -70,3 +70,28 @@ def test_evaluate_with_masks_scores_the_masked_objective(vgg, content, style, st
     assert scored["style"] == pytest.approx(result.final["style"], rel=1e-3)
     unmasked = evaluate(result.image, content, [style, style2], network=vgg, runtime="cpu")
     assert unmasked["style"] != pytest.approx(scored["style"], rel=1e-2)
+
+
+def test_a_style_grid_is_the_same_style_in_four_quadrant_masks(vgg, content, style) -> None:
+    """An independent reference: the spatial-control path (guided Gram matrices), one quadrant mask per copy of the
+    style. At 64 px every quadrant's edge falls on a pooling edge, so the masks are exactly 0 or 1 at every layer."""
+    image = stylize(content, style, steps=2, network=vgg, **FAST).image
+    quadrants = []
+    for rows in (slice(0, 32), slice(32, 64)):
+        for cols in (slice(0, 32), slice(32, 64)):
+            mask = torch.zeros(1, 1, 64, 64)
+            mask[..., rows, cols] = 1
+            quadrants.append(mask)
+    grid = evaluate(image, content, style, network=vgg, runtime="cpu", style_grid=2)
+    masked = evaluate(image, content, [style] * 4, masks=quadrants, network=vgg, runtime="cpu")
+    assert grid["style"] == pytest.approx(masked["style"], rel=1e-4)
+    assert grid["style"] > 1.05 * evaluate(image, content, style, network=vgg, runtime="cpu")["style"]
+
+
+def test_a_style_grid_too_fine_for_the_picture_or_with_masks_is_refused(vgg, content, style) -> None:
+    with pytest.raises(ParameterError, match=r"style_grid=5: at 64x64 px the relu5_1 map is 4x4.*style_grid=4"):
+        stylize(content, style, steps=1, style_grid=5, network=vgg, **FAST)
+    with pytest.raises(ParameterError, match="style_grid=2: with masks"):
+        stylize(content, style, steps=1, style_grid=2, masks=torch.ones(1, 1, 64, 64), network=vgg, **FAST)
+    with pytest.raises(ParameterError, match="style_grid"):
+        stylize(content, style, steps=1, style_grid=0, network=vgg, **FAST)

@@ -100,7 +100,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = f" (default {default:.4g})" if isinstance(default, float) else "" if default is None else \
             f" (default {' '.join(f'{k}={v:g}' for k, v in default.items())})" if isinstance(default, dict) else \
-            f" (default {_ON_OFF.get(default, default)})"
+            f" (default {_ON_OFF[default] if isinstance(default, bool) else default})"
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
                        help=f.metadata["help"] + shown, **_option(f))
     p.add_argument("--network-weights", "--weights", dest="network_weights", default="imagenet",

@@ -106,6 +106,19 @@ def gaussian_w2(features: torch.Tensor, moments: torch.Tensor, root: torch.Tenso
     return (mean - style_mean).pow(2).sum(1) + centred.pow(2).sum((1, 2)) + style_trace - 2 * cross
 
 
+def grid_cells(features: Features, n: int) -> list[dict[str, torch.Tensor]]:
+    """The n*n cells of an n x n grid laid over every map of `features` ({layer: (B,C,H,W)}), row by row: each cell is
+    {layer: (B,C,h,w)}, the same part of the picture at every layer, its edges at floor(i*H/n) and floor(j*W/n).
+
+    A Gram matrix of the whole picture can be matched by painting only part of it; matching the style in every cell
+    (`Settings.style_grid`) asks for it everywhere.
+    """
+    def cell(f: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        h, w = f.shape[-2:]
+        return f[..., i * h // n:(i + 1) * h // n, j * w // n:(j + 1) * w // n]
+    return [{layer: cell(f, i, j) for layer, f in features.items()} for i in range(n) for j in range(n)]
+
+
 def content_loss(features: Features, targets: Features, layer_weights: Mapping[str, Weight],
                  relative: bool = False) -> torch.Tensor:
     """sum_l w_l * mean((F_l - P_l)^2), one value per batch item: (B,). Relative: each layer over mean(P_l^2).

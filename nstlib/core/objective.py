@@ -18,6 +18,7 @@ from nstlib.core.losses import (
     content_loss,
     covariance_root,
     gram_matrix,
+    grid_cells,
     moment_matrix,
     relative_weights,
     style_loss,
@@ -125,7 +126,9 @@ class Targets:
         per-region weights w_k, scaled so that the largest is 1): a region no mask covers gets only the content term.
         """
         layers = settings.style_layers
-        content_features = {k: v for k, v in extractor(content).items() if k in settings.content_layers}
+        features = extractor(content)
+        check_grid(settings.style_grid, content, {k: v for k, v in features.items() if k in layers}, masks is not None)
+        content_features = {k: v for k, v in features.items() if k in settings.content_layers}
         statistic = moment_matrix if settings.style_loss == "w2" else gram_matrix
         if masks is None:
             return cls(extractor, content_features, style_targets(
@@ -152,15 +155,17 @@ class Objective(nn.Module):
     """total = content_weight * content + style_weight * style + tv_weight * tv, a function of the pixels alone.
 
     Each term relative or absolute (`settings.loss`), the style term a Gram loss or the Gaussian W2 distance
-    (`settings.style_loss`). Images (B,3,H,W) in [0,1] -> {"content", "style", "tv": unweighted, "total"}, each (B,).
-    The weights are device tensors (one per batch image, or one), so a CUDA graph can take another run's by copying
-    them in; the relative form's per-layer divisors are constants of the run, computed here once.
+    (`settings.style_loss`), over the whole picture or averaged over the cells of `settings.style_grid`. Images
+    (B,3,H,W) in [0,1] -> {"content", "style", "tv": unweighted, "total"}, each (B,). The weights are device tensors
+    (one per batch image, or one), so a CUDA graph can take another run's by copying them in; the relative form's
+    per-layer divisors are constants of the run, computed here once.
     """
 
     def __init__(self, targets: Targets, settings: Settings) -> None:
         super().__init__()
         self.extractor, self.content, self.style, self.masks = (targets.extractor, dict(targets.content),
                                                                  targets.style, targets.masks)
+        self.grid = settings.style_grid
         device, dtype = targets.content_tv.device, targets.content_tv.dtype
         self.weights = {name.removesuffix("_weight"): torch.as_tensor(w, dtype=dtype, device=device)
                         for name, w in settings.loss_weights.items()}
@@ -183,15 +188,30 @@ class Objective(nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.extractor(image)
+        cells = grid_cells(feats, self.grid)  # each cell of the style_grid matches the whole style
         style = 0
         for k, (alpha, targets) in enumerate(self.style):  # one target, or one per style ("loss" blend) or region
-            style = style + alpha * (
-                style_loss(feats, targets, self.style_scales, None if self.masks is None else self.masks[k])
-                if self.roots is None else w2_style_loss(feats, targets, self.roots[k], self.style_scales))
+            for cell in cells:
+                style = style + alpha / len(cells) * (
+                    style_loss(cell, targets, self.style_scales, None if self.masks is None else self.masks[k])
+                    if self.roots is None else w2_style_loss(cell, targets, self.roots[k], self.style_scales))
         terms = {"content": content_loss(feats, self.content, self.content_scales), "style": style,
                  "tv": self.tv_scale * tv_loss(image)}
         terms["total"] = sum(self.weights[name] * terms[name] for name in ("content", "style", "tv"))
         return terms
+
+
+def check_grid(n: int, image: torch.Tensor, style_features: Features, masked: bool) -> None:
+    """Refuse a `style_grid` of n that a map of `style_features` ({layer: (1,C,h,w)}) of `image` (1,3,H,W) cannot
+    hold, or n > 1 with masks (the masks are the regions then)."""
+    if n > 1 and masked:
+        raise ParameterError(f"style_grid={n}: with masks, the masks are the regions; use style_grid=1")
+    for layer, f in style_features.items():
+        if min(f.shape[-2:]) < n:
+            (height, width), (h, w) = image.shape[-2:], f.shape[-2:]
+            raise ParameterError(f"style_grid={n}: at {width}x{height} px the {layer} map is {w}x{h}, too small for "
+                                 f"an {n}x{n} grid; use style_grid={min(h, w)} or less, or a larger picture (and "
+                                 "pyramid_start)")
 
 
 def initial_image(init: str, content: torch.Tensor, styles: Sequence[torch.Tensor], seed: int) -> torch.Tensor:

@@ -75,6 +75,8 @@ class Settings:
     style_layers: Mapping[str, float] = knob(DEFAULT_STYLE_LAYERS, "{layer: weight} of the style term")
     blend: str = knob("gram", "how to combine several styles", BLEND_METHODS)
     blend_weights: Sequence[float] | None = knob(None, "one weight per style image")
+    style_grid: int = knob(1, "match the style in every cell of an n x n grid over the picture, so it reaches every "
+                              "part (1: over the whole picture, as Gatys)")
     style_scale: float = knob(1.0, "style image size relative to the content (bigger: larger brush strokes)")
     preserve_color: str | None = knob(None, "keep the content's colours: transfer luminance only, or match the "
                                             "style's colours first", (*PRESERVE_COLOR, None))
