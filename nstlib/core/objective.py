@@ -210,8 +210,8 @@ def check_grid(n: int, image: torch.Tensor, style_features: Features, masked: bo
         if min(f.shape[-2:]) < n:
             (height, width), (h, w) = image.shape[-2:], f.shape[-2:]
             raise ParameterError(f"style_grid={n}: at {width}x{height} px the {layer} map is {w}x{h}, too small for "
-                                 f"an {n}x{n} grid; use style_grid={min(h, w)} or less, or a larger picture (and "
-                                 "pyramid_start)")
+                                 f"{n}x{n} cells; use style_grid={min(h, w)} or less, or a larger picture (or "
+                                 "a larger pyramid_start)")
 
 
 def initial_image(init: str, content: torch.Tensor, styles: Sequence[torch.Tensor], seed: int) -> torch.Tensor:
